@@ -1,0 +1,40 @@
+/**
+ * The recurrent state of one sequence on the host: per layer one f32 tensor [heads, dk, dv].
+ * @module
+ */
+
+import { type ModelConfig, stateLayerSize } from "./config.ts";
+
+/** A sequence's whole memory: the tokens consumed so far and one f32 state per layer. */
+export interface ModelState {
+  /** Tokens consumed (the absolute position of the next token). */
+  position: number;
+  /** Per layer, [heads, dk, dv] row-major (dk = 2·headDim in LRPE layers). */
+  readonly layers: Float32Array[];
+}
+
+/** A zero state at position 0 for `config`. */
+export function createState(config: ModelConfig): ModelState {
+  return {
+    position: 0,
+    layers: Array.from({ length: config.numLayers }, (_, l) => new Float32Array(stateLayerSize(config, l))),
+  };
+}
+
+/** A deep copy of `state`. */
+export function cloneState(state: ModelState): ModelState {
+  return { position: state.position, layers: state.layers.map((l) => l.slice()) };
+}
+
+/** Copy `src` into `dst` (same config). */
+export function copyStateInto(dst: ModelState, src: ModelState): void {
+  dst.position = src.position;
+  for (let l = 0; l < src.layers.length; l++) dst.layers[l].set(src.layers[l]);
+}
+
+/** Bytes of f32 state per sequence. */
+export function stateBytes(config: ModelConfig): number {
+  let n = 0;
+  for (let l = 0; l < config.numLayers; l++) n += stateLayerSize(config, l);
+  return n * 4;
+}
