@@ -48,7 +48,10 @@ export class ConfigError extends TnlError {
 export class WeightsError extends TnlError {
   /** `file` is the weights file, `tensor` the tensor concerned (empty when none). */
   constructor(readonly file: string, readonly tensor: string, detail: string) {
-    super("weights_invalid", tensor ? `${file}: tensor "${tensor}": ${detail}` : `${file}: ${detail}`);
+    super(
+      "weights_invalid",
+      tensor ? `${file}: tensor "${tensor}": ${detail}` : `${file}: ${detail}`,
+    );
     this.name = "WeightsError";
   }
 }

@@ -11,7 +11,9 @@ const repoRoot = new URL("../", import.meta.url);
 /** The fixtures directory (with a trailing slash), or null when it is not there. */
 export function fixturesDir(): string | null {
   const env = Deno.env.get("TNL_FIXTURES_DIR");
-  const dir = env ? (env.endsWith("/") ? env : env + "/") : new URL("../shared/fixtures/", repoRoot).pathname;
+  const dir = env
+    ? (env.endsWith("/") ? env : env + "/")
+    : new URL("../shared/fixtures/", repoRoot).pathname;
   try {
     return Deno.statSync(dir).isDirectory ? dir : null;
   } catch {
@@ -23,7 +25,10 @@ export function fixturesDir(): string | null {
 export const DEFAULT_MODEL_DIR: string = new URL("models/tnl-shakespeare-6m/", repoRoot).pathname;
 
 /** Register a test that needs the fixtures; `fn` gets the fixtures directory. */
-export function fixtureTest(name: string, fn: (dir: string, t: Deno.TestContext) => Promise<void> | void): void {
+export function fixtureTest(
+  name: string,
+  fn: (dir: string, t: Deno.TestContext) => Promise<void> | void,
+): void {
   const dir = fixturesDir();
   const required = Deno.env.get("TNL_REQUIRE_FIXTURES") === "1";
   Deno.test({
@@ -31,7 +36,9 @@ export function fixtureTest(name: string, fn: (dir: string, t: Deno.TestContext)
     ignore: dir === null && !required,
     fn: (t) => {
       if (dir === null) {
-        throw new Error("fixtures not found: set TNL_FIXTURES_DIR or place them at ../shared/fixtures");
+        throw new Error(
+          "fixtures not found: set TNL_FIXTURES_DIR or place them at ../shared/fixtures",
+        );
       }
       return fn(dir, t);
     },

@@ -210,7 +210,9 @@ export function parseConfig(json: unknown, file = "config.json"): ModelConfig {
     throw new ConfigError(
       file,
       "linear_act_fun",
-      `unknown activation ${JSON.stringify(actName)} (known: ${Object.keys(ACTIVATIONS).join(", ")})`,
+      `unknown activation ${JSON.stringify(actName)} (known: ${
+        Object.keys(ACTIVATIONS).join(", ")
+      })`,
     );
   }
   const normName = str("norm_type", "simplermsnorm");
@@ -220,10 +222,12 @@ export function parseConfig(json: unknown, file = "config.json"): ModelConfig {
   const padTokenId = int("pad_token_id", { min: 0, fallback: 0 });
   const bosTokenId = int("bos_token_id", { min: 0, fallback: 1 });
   const eosTokenId = int("eos_token_id", { min: 0, fallback: 2 });
-  for (const [field, id] of [["pad_token_id", padTokenId], ["bos_token_id", bosTokenId], [
-    "eos_token_id",
-    eosTokenId,
-  ]] as const) {
+  for (
+    const [field, id] of [["pad_token_id", padTokenId], ["bos_token_id", bosTokenId], [
+      "eos_token_id",
+      eosTokenId,
+    ]] as const
+  ) {
     if (id >= vocabSize) {
       throw new ConfigError(file, field, `${id} is outside the vocabulary of ${vocabSize}`);
     }

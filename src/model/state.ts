@@ -17,7 +17,10 @@ export interface ModelState {
 export function createState(config: ModelConfig): ModelState {
   return {
     position: 0,
-    layers: Array.from({ length: config.numLayers }, (_, l) => new Float32Array(stateLayerSize(config, l))),
+    layers: Array.from(
+      { length: config.numLayers },
+      (_, l) => new Float32Array(stateLayerSize(config, l)),
+    ),
   };
 }
 

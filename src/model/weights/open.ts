@@ -31,7 +31,9 @@ export function openWeightsFile(path: string): Promise<TensorSource> {
   if (path.endsWith(".bin") || path.endsWith(".pt") || path.endsWith(".pth")) {
     return openTorchCheckpoint(path);
   }
-  return Promise.reject(new WeightsError(path, "", "unknown weights format (expected .safetensors or .bin)"));
+  return Promise.reject(
+    new WeightsError(path, "", "unknown weights format (expected .safetensors or .bin)"),
+  );
 }
 
 /** Merge shard sources into one, checking each tensor is where the index says. */
@@ -44,7 +46,11 @@ export function mergeSources(
   for (const s of shards) {
     for (const [name, info] of s.tensors) {
       if (owner.has(name)) {
-        throw new WeightsError(label, name, `appears in both ${owner.get(name)!.info.file} and ${info.file}`);
+        throw new WeightsError(
+          label,
+          name,
+          `appears in both ${owner.get(name)!.info.file} and ${info.file}`,
+        );
       }
       owner.set(name, { source: s, info });
     }
@@ -52,7 +58,13 @@ export function mergeSources(
   if (weightMap) {
     for (const [name, file] of weightMap) {
       const o = owner.get(name);
-      if (!o) throw new WeightsError(label, name, `listed in the index under ${file} but not found in it`);
+      if (!o) {
+        throw new WeightsError(
+          label,
+          name,
+          `listed in the index under ${file} but not found in it`,
+        );
+      }
       if (!o.info.file.endsWith(file)) {
         throw new WeightsError(label, name, `the index says ${file} but it is in ${o.info.file}`);
       }
@@ -82,7 +94,9 @@ export async function openShardedIndex(indexPath: string): Promise<TensorSource>
   }
   const weightMap = new Map<string, string>();
   for (const [name, file] of Object.entries(wm as Record<string, unknown>)) {
-    if (typeof file !== "string" || file.includes("/") || file.includes("\\") || file.startsWith(".")) {
+    if (
+      typeof file !== "string" || file.includes("/") || file.includes("\\") || file.startsWith(".")
+    ) {
       throw new WeightsError(indexPath, name, `bad shard file name ${JSON.stringify(file)}`);
     }
     weightMap.set(name, file);

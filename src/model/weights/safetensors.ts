@@ -7,7 +7,7 @@
  */
 
 import { WeightsError } from "../../errors.ts";
-import { DTYPE_BYTES, type DType, isDType } from "./dtype.ts";
+import { type DType, DTYPE_BYTES, isDType } from "./dtype.ts";
 import type { TensorInfo, TensorSource } from "./source.ts";
 
 /** Largest header accepted (the format's own readers cap it at 100 MB). */
@@ -31,7 +31,11 @@ export async function readExactly(
   while (got < length) {
     const n = await file.read(buf.subarray(got, length));
     if (n === null) {
-      throw new WeightsError(label, "", `truncated: wanted ${length} bytes at ${position}, got ${got}`);
+      throw new WeightsError(
+        label,
+        "",
+        `truncated: wanted ${length} bytes at ${position}, got ${got}`,
+      );
     }
     got += n;
   }
@@ -55,7 +59,9 @@ export function parseSafetensorsHeader(
       continue;
     }
     const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof e !== "object" || e === null) throw new WeightsError(label, name, "entry is not an object");
+    if (typeof e !== "object" || e === null) {
+      throw new WeightsError(label, name, "entry is not an object");
+    }
     if (typeof e.dtype !== "string" || !isDType(e.dtype)) {
       throw new WeightsError(label, name, `unknown dtype ${JSON.stringify(e.dtype)}`);
     }
@@ -66,7 +72,8 @@ export function parseSafetensorsHeader(
     const shape = e.shape as number[];
     const off = e.data_offsets;
     if (
-      !Array.isArray(off) || off.length !== 2 || !off.every((d) => Number.isSafeInteger(d) && d >= 0)
+      !Array.isArray(off) || off.length !== 2 ||
+      !off.every((d) => Number.isSafeInteger(d) && d >= 0)
     ) {
       throw new WeightsError(label, name, `bad data_offsets ${JSON.stringify(off)}`);
     }
@@ -76,7 +83,9 @@ export function parseSafetensorsHeader(
       throw new WeightsError(
         label,
         name,
-        `data_offsets span ${end - begin} bytes but shape [${shape}] of ${dtype} needs ${byteLength}`,
+        `data_offsets span ${
+          end - begin
+        } bytes but shape [${shape}] of ${dtype} needs ${byteLength}`,
       );
     }
     if (end > dataBytes) {
@@ -92,10 +101,12 @@ export function parseSafetensorsHeader(
 }
 
 /** Open one `.safetensors` file; tensors are read on demand. */
-export async function openSafetensors(path: string): Promise<TensorSource & {
-  readonly metadata: Record<string, string>;
-  readonly headerBytes: Uint8Array;
-}> {
+export async function openSafetensors(path: string): Promise<
+  TensorSource & {
+    readonly metadata: Record<string, string>;
+    readonly headerBytes: Uint8Array;
+  }
+> {
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
@@ -104,11 +115,17 @@ export async function openSafetensors(path: string): Promise<TensorSource & {
   }
   try {
     const size = (await file.stat()).size;
-    if (size < 8) throw new WeightsError(path, "", `too short (${size} bytes) for a safetensors file`);
+    if (size < 8) {
+      throw new WeightsError(path, "", `too short (${size} bytes) for a safetensors file`);
+    }
     const lenBytes = await readExactly(file, 0, 8, path);
     const headerLen = Number(new DataView(lenBytes.buffer).getBigUint64(0, true));
     if (headerLen > MAX_HEADER_BYTES || headerLen + 8 > size) {
-      throw new WeightsError(path, "", `header length ${headerLen} does not fit the file of ${size} bytes`);
+      throw new WeightsError(
+        path,
+        "",
+        `header length ${headerLen} does not fit the file of ${size} bytes`,
+      );
     }
     const headerBytes = await readExactly(file, 8, headerLen, path);
     let json: unknown;
@@ -162,7 +179,11 @@ export function encodeSafetensors(
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const t of sorted) {
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    header[t.name] = {
+      dtype: t.dtype,
+      shape: t.shape,
+      data_offsets: [offset, offset + t.data.byteLength],
+    };
     offset += t.data.byteLength;
   }
   let json = JSON.stringify(header);
@@ -185,9 +206,20 @@ export function memorySource(tensors: TensorData[], label = "(memory)"): TensorS
   for (const t of tensors) {
     const byteLength = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
     if (byteLength !== t.data.byteLength) {
-      throw new WeightsError(label, t.name, `shape [${t.shape}] needs ${byteLength} bytes, got ${t.data.byteLength}`);
+      throw new WeightsError(
+        label,
+        t.name,
+        `shape [${t.shape}] needs ${byteLength} bytes, got ${t.data.byteLength}`,
+      );
     }
-    map.set(t.name, { name: t.name, dtype: t.dtype, shape: t.shape, byteLength, file: label, data: t.data });
+    map.set(t.name, {
+      name: t.name,
+      dtype: t.dtype,
+      shape: t.shape,
+      byteLength,
+      file: label,
+      data: t.data,
+    });
   }
   return {
     tensors: map,

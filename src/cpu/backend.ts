@@ -1,0 +1,137 @@
+/**
+ * The CPU backend: the reference model behind the `Backend` interface. States live on the host;
+ * resident states are plain `ModelState`s.
+ * @module
+ */
+
+import type { Backend, BackendState, LogitsMode } from "../engine/backend.ts";
+import type { ModelConfig } from "../model/config.ts";
+import { cloneState, copyStateInto, createState, type ModelState } from "../model/state.ts";
+import type { TensorSource } from "../model/weights/source.ts";
+import { CpuModel, type CpuModelOptions } from "./model.ts";
+import { loadCpuWeights } from "./weights.ts";
+import { InputError } from "../errors.ts";
+
+/** Run `fn` and return its result as a promise (a throw becomes a rejection). */
+function settle<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+/** A state resident on the CPU backend. */
+class CpuState implements BackendState {
+  constructor(readonly host: ModelState, readonly owner: CpuBackend) {}
+  get position(): number {
+    return this.host.position;
+  }
+}
+
+/** The CPU implementation of `Backend`. */
+export class CpuBackend implements Backend {
+  /** Always "cpu". */
+  readonly kind = "cpu" as const;
+  /** The model configuration. */
+  readonly config: ModelConfig;
+  /** Device description. */
+  readonly device: string;
+  /** Most sequences per decode call. */
+  readonly maxBatch: number;
+  /** The reference model. */
+  readonly model: CpuModel;
+
+  /** Wrap a built CPU model. */
+  constructor(model: CpuModel, maxBatch = 256) {
+    this.model = model;
+    this.config = model.config;
+    this.maxBatch = maxBatch;
+    this.device = `cpu (${navigator.hardwareConcurrency} cores, f32 reference)`;
+  }
+
+  /** Load weights from a tensor source and build the backend. */
+  static async load(
+    source: TensorSource,
+    config: ModelConfig,
+    label: string,
+    options: CpuModelOptions & { maxBatch?: number } = {},
+  ): Promise<CpuBackend> {
+    const weights = await loadCpuWeights(source, config, label);
+    return new CpuBackend(new CpuModel(config, weights, options), options.maxBatch);
+  }
+
+  #own(s: BackendState): CpuState {
+    if (!(s instanceof CpuState) || s.owner !== this) {
+      throw new InputError("state", "this state belongs to another backend");
+    }
+    return s;
+  }
+
+  /** Run tokens from a host state (advanced in place). */
+  forward(state: ModelState, tokens: Int32Array, logits: LogitsMode): Promise<Float32Array> {
+    return settle(() => this.model.forward(state, tokens, logits));
+  }
+
+  /** A zero state. */
+  allocState(): BackendState {
+    return new CpuState(createState(this.config), this);
+  }
+
+  /** Nothing to free on the CPU. */
+  releaseState(state: BackendState): void {
+    this.#own(state);
+  }
+
+  /** Copy a host state in (after checking its shapes). */
+  writeState(state: BackendState, host: ModelState): Promise<void> {
+    return settle(() => {
+      const s = this.#own(state);
+      if (host.layers.length !== s.host.layers.length) {
+        throw new InputError(
+          "state",
+          `has ${host.layers.length} layers, expected ${s.host.layers.length}`,
+        );
+      }
+      for (let l = 0; l < host.layers.length; l++) {
+        if (host.layers[l].length !== s.host.layers[l].length) {
+          throw new InputError(
+            "state",
+            `layer ${l} has ${host.layers[l].length} values, expected ${s.host.layers[l].length}`,
+          );
+        }
+      }
+      copyStateInto(s.host, host);
+    });
+  }
+
+  /** A host copy of a resident state. */
+  readState(state: BackendState): Promise<ModelState> {
+    return settle(() => cloneState(this.#own(state).host));
+  }
+
+  /** Copy src into dst. */
+  copyState(dst: BackendState, src: BackendState): Promise<void> {
+    return settle(() => copyStateInto(this.#own(dst).host, this.#own(src).host));
+  }
+
+  /** Prefill a resident state. */
+  prefill(state: BackendState, tokens: Int32Array, logits: LogitsMode): Promise<Float32Array> {
+    return settle(() => this.model.forward(this.#own(state).host, tokens, logits));
+  }
+
+  /** Batched decode of resident states. */
+  decode(states: readonly BackendState[], tokens: Int32Array): Promise<Float32Array> {
+    return settle(() => {
+      if (states.length > this.maxBatch) {
+        throw new InputError("states", `batch of ${states.length} exceeds ${this.maxBatch}`);
+      }
+      return this.model.decode(states.map((s) => this.#own(s).host), tokens);
+    });
+  }
+
+  /** Nothing to free. */
+  dispose(): Promise<void> {
+    return Promise.resolve();
+  }
+}
