@@ -350,9 +350,14 @@ export class ZipReader {
 
   /** Run one I/O job after the previous ones (seek + read on a shared file must not interleave). */
   #serial<T>(job: () => Promise<T>): Promise<T> {
-    const guarded = (): Promise<T> => {
-      if (this.#closed) return Promise.reject(new WeightsError(this.path, "", "archive is closed"));
-      return job();
+    const guarded = async (): Promise<T> => {
+      if (this.#closed) throw new WeightsError(this.path, "", "archive is closed");
+      try {
+        return await job();
+      } catch (e) {
+        if (e instanceof WeightsError) throw e;
+        throw new WeightsError(this.path, "", `read failed: ${(e as Error)?.message ?? e}`);
+      }
     };
     const run = this.#queue.then(guarded, guarded);
     this.#queue = run.catch(() => {});
