@@ -10,7 +10,7 @@ export interface ModelState {
   /** Tokens consumed (the absolute position of the next token). */
   position: number;
   /** Per layer, [heads, dk, dv] row-major (dk = 2·headDim in LRPE layers). */
-  readonly layers: Float32Array[];
+  readonly layers: Float32Array<ArrayBuffer>[];
 }
 
 /** A zero state at position 0 for `config`. */

@@ -13,7 +13,9 @@ import type { TensorInfo, TensorSource } from "./source.ts";
 /** Largest header accepted (the format's own readers cap it at 100 MB). */
 const MAX_HEADER_BYTES = 100_000_000;
 
-interface Entry extends TensorInfo {
+/** A tensor of a safetensors file and where its data starts (relative to the data section). */
+export interface SafetensorsEntry extends TensorInfo {
+  /** Byte offset of the data after the header. */
   readonly offset: number;
 }
 
@@ -47,11 +49,11 @@ export function parseSafetensorsHeader(
   json: unknown,
   dataBytes: number,
   label: string,
-): { entries: Entry[]; metadata: Record<string, string> } {
+): { entries: SafetensorsEntry[]; metadata: Record<string, string> } {
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw new WeightsError(label, "", "header is not a JSON object");
   }
-  const entries: Entry[] = [];
+  const entries: SafetensorsEntry[] = [];
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(json as Record<string, unknown>)) {
     if (name === "__metadata__") {
@@ -137,6 +139,8 @@ export async function openSafetensors(path: string): Promise<
     const dataStart = 8 + headerLen;
     const { entries, metadata } = parseSafetensorsHeader(json, size - dataStart, path);
     const byName = new Map(entries.map((e) => [e.name, e]));
+    // Reads share one file position, so they are queued: concurrent read() calls never interleave.
+    let queue: Promise<unknown> = Promise.resolve();
     return {
       tensors: byName,
       metadata,
@@ -144,7 +148,11 @@ export async function openSafetensors(path: string): Promise<
       read: (name: string) => {
         const e = byName.get(name);
         if (!e) return Promise.reject(new WeightsError(path, name, "not in this file"));
-        return readExactly(file, dataStart + e.offset, e.byteLength, path);
+        const result = queue.then(() =>
+          readExactly(file, dataStart + e.offset, e.byteLength, path)
+        );
+        queue = result.catch(() => {});
+        return result;
       },
       close: () => {
         try {

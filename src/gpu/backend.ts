@@ -1,0 +1,381 @@
+/**
+ * The WebGPU backend behind the `Backend` interface: resident states are slots of the GPU state
+ * pool; prefill and decode run the WGSL kernels; results come back through mapped staging buffers.
+ * Work is encoded and submitted synchronously per operation, so concurrent callers never see each
+ * other's inputs; a device loss fails every call with a clear error.
+ * @module
+ */
+
+import type { Backend, BackendState, LogitsMode } from "../engine/backend.ts";
+import { InputError, TnlError } from "../errors.ts";
+import type { ModelConfig } from "../model/config.ts";
+import { createState, type ModelState } from "../model/state.ts";
+import type { TensorSource } from "../model/weights/source.ts";
+import { acquireDevice, type DeviceOptions, type GpuContext } from "./device.ts";
+import { ROW, ROW_WORDS } from "./layout.ts";
+import { GpuModel, type GpuModelOptions, seqsPerWorkgroup } from "./model.ts";
+import { GpuPrefill } from "./prefill.ts";
+
+/** A state slot on the GPU. */
+class GpuState implements BackendState {
+  position = 0;
+  released = false;
+  constructor(readonly slot: number, readonly owner: WebGpuBackend) {}
+}
+
+/** Options of the WebGPU backend. */
+export interface WebGpuBackendOptions extends GpuModelOptions, DeviceOptions {
+  /** An existing device context to use instead of acquiring one. */
+  context?: GpuContext;
+  /** Most tokens per prefill submission (default 1024, reduced to fit the binding limit). */
+  prefillChunk?: number;
+}
+
+/** The WebGPU implementation of `Backend`. */
+export class WebGpuBackend implements Backend {
+  /** Always "webgpu". */
+  readonly kind = "webgpu" as const;
+  /** Model configuration. */
+  readonly config: ModelConfig;
+  /** Adapter description. */
+  readonly device: string;
+  /** Most sequences per decode call. */
+  readonly maxBatch: number;
+  /** The model on the GPU. */
+  readonly model: GpuModel;
+  readonly #free: number[];
+  #disposed = false;
+
+  /** The prefill machinery. */
+  readonly prefiller: GpuPrefill;
+
+  private constructor(model: GpuModel, prefiller: GpuPrefill) {
+    this.model = model;
+    this.prefiller = prefiller;
+    this.config = model.config;
+    this.device = model.ctx.info.description;
+    this.maxBatch = model.maxBatch;
+    this.#free = Array.from({ length: model.maxSlots }, (_, i) => model.maxSlots - 1 - i);
+  }
+
+  /** Acquire a device (unless given), upload the weights and build the backend. */
+  static async load(
+    source: TensorSource,
+    config: ModelConfig,
+    label: string,
+    options: WebGpuBackendOptions = {},
+  ): Promise<WebGpuBackend> {
+    const ctx = options.context ?? await acquireDevice(options);
+    const model = await GpuModel.create(ctx, config, source, label, options);
+    // Build the prefill and the common decode plans now (the first request does not pay for it),
+    // and surface any validation error here rather than as wrong numbers later.
+    ctx.device.pushErrorScope("validation");
+    let prefiller: GpuPrefill | null = null;
+    let failure: unknown = null;
+    try {
+      prefiller = await GpuPrefill.create(model, options.prefillChunk);
+      await model.decodePlan(1);
+    } catch (e) {
+      failure = e;
+    }
+    const err = await ctx.device.popErrorScope();
+    if (err || failure || !prefiller) {
+      prefiller?.destroy();
+      model.destroy();
+      if (failure) throw failure;
+      throw new TnlError("backend_unavailable", `WebGPU setup failed validation: ${err?.message}`);
+    }
+    return new WebGpuBackend(model, prefiller);
+  }
+
+  #check(): void {
+    if (this.model.ctx.lost) throw this.model.ctx.lost;
+    if (this.#disposed) {
+      throw new TnlError("backend_unavailable", "the WebGPU backend was disposed");
+    }
+  }
+
+  #own(s: BackendState): GpuState {
+    if (!(s instanceof GpuState) || s.owner !== this) {
+      throw new InputError("state", "this state belongs to another backend");
+    }
+    if (s.released) throw new InputError("state", "this state was released");
+    return s;
+  }
+
+  /** Map a staging buffer and return a copy of its bytes, failing on device loss. */
+  async #read(staging: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+    try {
+      await Promise.race([
+        staging.mapAsync(GPUMapMode.READ, 0, bytes),
+        this.model.ctx.lostPromise.then((e) => Promise.reject(e)),
+      ]);
+      const out = staging.getMappedRange(0, bytes).slice(0);
+      staging.unmap();
+      return out;
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  #staging(bytes: number): GPUBuffer {
+    return this.model.ctx.device.createBuffer({
+      size: Math.ceil(bytes / 4) * 4,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+  }
+
+  #checkTokens(tokens: Int32Array): void {
+    const V = this.config.vocabSize;
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i];
+      if (!(t >= 0 && t < V)) {
+        throw new InputError(
+          "tokens",
+          `token ${t} at index ${i} is outside the vocabulary [0, ${V})`,
+        );
+      }
+    }
+  }
+
+  /**
+   * Decode `steps` tokens for each sequence (token s of sequence b at tokens[s·B + b]): per step the
+   * rows are written and the step submitted (writeBuffer is ordered before the next submit).
+   */
+  async #steps(
+    states: GpuState[],
+    tokens: Int32Array,
+    steps: number,
+    logits: "each" | "last" | "none",
+  ): Promise<Float32Array> {
+    const B = states.length;
+    const m = this.model;
+    const dev = m.ctx.device;
+    const V = this.config.vocabSize;
+    const plan = await m.decodePlan(seqsPerWorkgroup(B));
+    this.#check();
+    const rowsData = new Uint32Array(B * ROW_WORDS);
+    const outBytes = logits === "each" ? steps * B * V * 4 : logits === "last" ? B * V * 4 : 0;
+    const staging = outBytes ? this.#staging(outBytes) : null;
+    dev.queue.writeBuffer(m.ctl, 0, new Uint32Array([B]));
+    for (let s = 0; s < steps; s++) {
+      for (let b = 0; b < B; b++) {
+        rowsData[b * ROW_WORDS + ROW.slot] = states[b].slot;
+        rowsData[b * ROW_WORDS + ROW.pos] = states[b].position + s;
+        rowsData[b * ROW_WORDS + ROW.token] = tokens[s * B + b];
+      }
+      dev.queue.writeBuffer(m.rows, 0, rowsData);
+      const enc = dev.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      GpuModel.encode(pass, plan, B, { pipeline: null });
+      pass.end();
+      if (staging && (logits === "each" || s === steps - 1)) {
+        enc.copyBufferToBuffer(
+          m.logits,
+          0,
+          staging,
+          logits === "each" ? s * B * V * 4 : 0,
+          B * V * 4,
+        );
+      }
+      dev.queue.submit([enc.finish()]);
+    }
+    for (const st of states) st.position += steps;
+    if (!staging) return new Float32Array(0);
+    return new Float32Array(await this.#read(staging, outBytes));
+  }
+
+  /** Run tokens from a host state: upload, prefill, download (convenience path). */
+  async forward(state: ModelState, tokens: Int32Array, logits: LogitsMode): Promise<Float32Array> {
+    this.#checkTokens(tokens);
+    if (tokens.length === 0) throw new InputError("tokens", "must not be empty");
+    const s = this.allocState();
+    try {
+      await this.writeState(s, state);
+      const out = await this.prefill(s, tokens, logits);
+      const after = await this.readState(s);
+      state.position = after.position;
+      for (let l = 0; l < after.layers.length; l++) state.layers[l].set(after.layers[l]);
+      return out;
+    } finally {
+      this.releaseState(s);
+    }
+  }
+
+  /** A zero state in a free slot. */
+  allocState(): BackendState {
+    this.#check();
+    const slot = this.#free.pop();
+    if (slot === undefined) {
+      throw new TnlError("overloaded", `all ${this.model.maxSlots} GPU state slots are in use`);
+    }
+    const m = this.model;
+    const enc = m.ctx.device.createCommandEncoder();
+    for (let l = 0; l < m.states.length; l++) {
+      enc.clearBuffer(m.states[l], slot * m.slotFloats[l] * 4, m.slotFloats[l] * 4);
+    }
+    m.ctx.device.queue.submit([enc.finish()]);
+    return new GpuState(slot, this);
+  }
+
+  /** Return a slot to the pool. */
+  releaseState(state: BackendState): void {
+    const s = this.#own(state);
+    s.released = true;
+    this.#free.push(s.slot);
+  }
+
+  /** Overwrite a slot with a host state. */
+  writeState(state: BackendState, host: ModelState): Promise<void> {
+    try {
+      this.#check();
+      const s = this.#own(state);
+      const m = this.model;
+      if (host.layers.length !== m.states.length) {
+        throw new InputError(
+          "state",
+          `has ${host.layers.length} layers, expected ${m.states.length}`,
+        );
+      }
+      for (let l = 0; l < host.layers.length; l++) {
+        if (host.layers[l].length !== m.slotFloats[l]) {
+          throw new InputError(
+            "state",
+            `layer ${l} has ${host.layers[l].length} values, expected ${m.slotFloats[l]}`,
+          );
+        }
+      }
+      for (let l = 0; l < host.layers.length; l++) {
+        m.ctx.device.queue.writeBuffer(m.states[l], s.slot * m.slotFloats[l] * 4, host.layers[l]);
+      }
+      s.position = host.position;
+      return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Copy a slot to the host. */
+  async readState(state: BackendState): Promise<ModelState> {
+    this.#check();
+    const s = this.#own(state);
+    const m = this.model;
+    const total = m.slotFloats.reduce((a, b) => a + b, 0) * 4;
+    const staging = this.#staging(total);
+    const enc = m.ctx.device.createCommandEncoder();
+    let off = 0;
+    for (let l = 0; l < m.states.length; l++) {
+      enc.copyBufferToBuffer(
+        m.states[l],
+        s.slot * m.slotFloats[l] * 4,
+        staging,
+        off,
+        m.slotFloats[l] * 4,
+      );
+      off += m.slotFloats[l] * 4;
+    }
+    m.ctx.device.queue.submit([enc.finish()]);
+    const position = s.position;
+    const bytes = await this.#read(staging, total);
+    const host = createState(this.config);
+    host.position = position;
+    off = 0;
+    for (let l = 0; l < host.layers.length; l++) {
+      host.layers[l].set(new Float32Array(bytes, off, m.slotFloats[l]));
+      off += m.slotFloats[l] * 4;
+    }
+    return host;
+  }
+
+  /** Copy one slot into another on the GPU. */
+  copyState(dst: BackendState, src: BackendState): Promise<void> {
+    try {
+      this.#check();
+      const d = this.#own(dst), s = this.#own(src);
+      const m = this.model;
+      const enc = m.ctx.device.createCommandEncoder();
+      for (let l = 0; l < m.states.length; l++) {
+        const n = m.slotFloats[l] * 4;
+        enc.copyBufferToBuffer(m.states[l], s.slot * n, m.states[l], d.slot * n, n);
+      }
+      m.ctx.device.queue.submit([enc.finish()]);
+      d.position = s.position;
+      return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Feed tokens of one sequence. */
+  async prefill(
+    state: BackendState,
+    tokens: Int32Array,
+    logits: LogitsMode,
+  ): Promise<Float32Array> {
+    this.#check();
+    const s = this.#own(state);
+    if (tokens.length === 0) throw new InputError("tokens", "must not be empty");
+    this.#checkTokens(tokens);
+    const V = this.config.vocabSize;
+    const cap = this.prefiller.capacity;
+    const out = new Float32Array(logits === "all" ? tokens.length * V : logits === "last" ? V : 0);
+    const read = (staging: GPUBuffer, bytes: number) => this.#read(staging, bytes);
+    for (let c = 0; c < tokens.length; c += cap) {
+      const chunk = tokens.subarray(c, Math.min(c + cap, tokens.length));
+      const lastChunk = c + chunk.length === tokens.length;
+      const mode: LogitsMode = logits === "all"
+        ? "all"
+        : logits === "last" && lastChunk
+        ? "last"
+        : "none";
+      this.#check();
+      const lg = await this.prefiller.run(s.slot, s.position, chunk, mode, read);
+      s.position += chunk.length;
+      if (mode === "all") out.set(lg, c * V);
+      else if (mode === "last") out.set(lg);
+    }
+    return out;
+  }
+
+  /** Feed tokens one decode step at a time (the recurrent path; used to replay kept tokens). */
+  async replay(
+    state: BackendState,
+    tokens: Int32Array,
+    logits: "each" | "last" | "none",
+  ): Promise<Float32Array> {
+    this.#check();
+    const s = this.#own(state);
+    this.#checkTokens(tokens);
+    return await this.#steps([s], tokens, tokens.length, logits);
+  }
+
+  /** One token for each of several sequences. */
+  async decode(states: readonly BackendState[], tokens: Int32Array): Promise<Float32Array> {
+    this.#check();
+    const own = states.map((s) => this.#own(s));
+    if (own.length === 0 || tokens.length !== own.length) {
+      throw new InputError(
+        "tokens",
+        `expected one token per state (${own.length}), got ${tokens.length}`,
+      );
+    }
+    if (own.length > this.maxBatch) {
+      throw new InputError("states", `batch of ${own.length} exceeds ${this.maxBatch}`);
+    }
+    if (new Set(own.map((s) => s.slot)).size !== own.length) {
+      throw new InputError("states", "the same state appears twice in one batch");
+    }
+    this.#checkTokens(tokens);
+    return await this.#steps(own, tokens, 1, "last");
+  }
+
+  /** Release the GPU memory (the device stays usable by others). */
+  dispose(): Promise<void> {
+    if (!this.#disposed) {
+      this.#disposed = true;
+      this.prefiller.destroy();
+      this.model.destroy();
+    }
+    return Promise.resolve();
+  }
+}
