@@ -16,7 +16,9 @@ export function canonicalJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
   if (v && typeof v === "object") {
     const o = v as Record<string, unknown>;
-    return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(",")}}`;
+    return `{${
+      Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(",")
+    }}`;
   }
   return JSON.stringify(v) ?? "null";
 }
@@ -26,7 +28,9 @@ function tensorDigest(bytes: Uint8Array): string {
   const h = createHash("sha256");
   h.update(String(bytes.byteLength));
   h.update(bytes.subarray(0, SAMPLE));
-  if (bytes.byteLength > SAMPLE) h.update(bytes.subarray(Math.max(SAMPLE, bytes.byteLength - SAMPLE)));
+  if (bytes.byteLength > SAMPLE) {
+    h.update(bytes.subarray(Math.max(SAMPLE, bytes.byteLength - SAMPLE)));
+  }
   return h.digest("hex");
 }
 
@@ -36,17 +40,20 @@ export class FingerprintingSource implements TensorSource {
   readonly tensors: TensorSource["tensors"];
   readonly #inner: TensorSource;
   readonly #digests = new Map<string, string>();
+  readonly #onRead?: (name: string) => void;
 
-  /** Wrap `inner`. */
-  constructor(inner: TensorSource) {
+  /** Wrap `inner`; `onRead` is told of every tensor read (for progress). */
+  constructor(inner: TensorSource, onRead?: (name: string) => void) {
     this.#inner = inner;
     this.tensors = inner.tensors;
+    this.#onRead = onRead;
   }
 
   /** Read through, recording the digest. */
   async read(name: string): Promise<Uint8Array> {
     const bytes = await this.#inner.read(name);
     this.#digests.set(name, tensorDigest(bytes));
+    this.#onRead?.(name);
     return bytes;
   }
 

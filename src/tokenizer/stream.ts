@@ -49,6 +49,11 @@ export class StreamDecoder {
     return this.#count;
   }
 
+  /** A copy of the byte-fallback bytes held back (at most 3). */
+  heldBytes(): Uint8Array {
+    return this.#bytes.slice(0, this.#count);
+  }
+
   /**
    * Add one id; returns the newly completed text (possibly ""). Throws {@linkcode InputError} for
    * an id outside the vocabulary (the decoder's state is then unchanged).

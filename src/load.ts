@@ -1,0 +1,200 @@
+/**
+ * The composition root of the library: resolve a model source, read its config, tokenizer and
+ * weights, pick a backend, and offer `forward` and streaming `generate` on top.
+ * @module
+ */
+
+import { CpuBackend } from "./cpu/backend.ts";
+import type { Backend, LogitsMode } from "./engine/backend.ts";
+import { Engine, type EngineOptions, type FinishReason } from "./engine/engine.ts";
+import type { SamplingParams } from "./engine/sampler.ts";
+import { InputError, TnlError } from "./errors.ts";
+import { hasWebGpu } from "./gpu/device.ts";
+import { WebGpuBackend, type WebGpuBackendOptions } from "./gpu/backend.ts";
+import { loadConfig, type ModelConfig } from "./model/config.ts";
+import { FingerprintingSource } from "./model/fingerprint.ts";
+import { type DownloadProgress, resolveModelSource } from "./model/hub.ts";
+import { createState, type ModelState } from "./model/state.ts";
+import { openWeights } from "./model/weights/open.ts";
+import { Tokenizer } from "./tokenizer/tokenizer.ts";
+
+/** Which backend runs the model. */
+export type BackendChoice = "auto" | "cpu" | "webgpu";
+
+/** Options of `loadModel`. */
+export interface LoadModelOptions {
+  /** "auto" (default) picks WebGPU when an adapter exists, else the CPU. */
+  backend?: BackendChoice;
+  /** WebGPU options (batch, slots, limits). */
+  webgpu?: WebGpuBackendOptions;
+  /** Engine options (queue, batch, prefill chunk). */
+  engine?: EngineOptions;
+  /** Download progress (model given as a URL or a Hugging Face repo id). */
+  onProgress?: (p: DownloadProgress) => void;
+  /** Loading progress: tensors uploaded or widened. */
+  onLoad?: (p: { tensor: string; done: number; total: number }) => void;
+  /** Cache directory for downloads. */
+  cacheDir?: string;
+  /** Hugging Face token (default $HF_TOKEN). */
+  token?: string;
+}
+
+/** Options of `generate`. */
+export interface GenerateOptions extends SamplingParams {
+  /** Most tokens to generate (default 128). */
+  maxTokens?: number;
+  /** Stop strings. */
+  stop?: string[];
+  /** Cancel. */
+  signal?: AbortSignal;
+}
+
+/** A piece of streamed text. */
+export interface TextChunk {
+  /** New text. */
+  text: string;
+  /** Token ids generated for it. */
+  tokens: number[];
+  /** Set on the last chunk. */
+  finishReason?: FinishReason;
+}
+
+/** A loaded model. */
+export interface TnlModel {
+  /** Validated configuration. */
+  readonly config: ModelConfig;
+  /** The tokenizer. */
+  readonly tokenizer: Tokenizer;
+  /** The backend running the model. */
+  readonly backend: Backend;
+  /** Local directory of the model. */
+  readonly dir: string;
+  /** SHA-256 over the config and the weights (see `FingerprintingSource`). */
+  readonly fingerprint: string;
+  /** A zero state at position 0. */
+  newState(): ModelState;
+  /**
+   * Run `tokens` from `state`, advancing it in place; returns logits ([tokens.length, vocab] for
+   * "all", [vocab] for "last").
+   */
+  forward(
+    tokens: ArrayLike<number>,
+    state: ModelState,
+    options?: { logits?: LogitsMode },
+  ): Promise<Float32Array>;
+  /** The engine (created on first use). */
+  engine(): Engine;
+  /** Stream generated text for a prompt. */
+  generate(prompt: string, options?: GenerateOptions): AsyncIterable<TextChunk>;
+  /** Free the backend. */
+  dispose(): Promise<void>;
+}
+
+/** The default model shipped in the repository. */
+export const DEFAULT_MODEL_DIR: string =
+  new URL("../models/tnl-shakespeare-6m/", import.meta.url).pathname;
+
+/** Load a model from a directory, an https URL of a directory, or a Hugging Face repo id. */
+export async function loadModel(
+  source: string = DEFAULT_MODEL_DIR,
+  options: LoadModelOptions = {},
+): Promise<TnlModel> {
+  const dir = await resolveModelSource(source, {
+    onProgress: options.onProgress,
+    cacheDir: options.cacheDir,
+    token: options.token,
+  });
+  const base = dir.endsWith("/") ? dir : dir + "/";
+  const config = await loadConfig(base + "config.json");
+  const tokenizer = await Tokenizer.load(base + "tokenizer.model");
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new InputError(
+      "tokenizer",
+      `has ${tokenizer.vocabSize} pieces but the model only ${config.vocabSize}`,
+    );
+  }
+  let done = 0;
+  const weights = new FingerprintingSource(
+    await openWeights(base),
+    (tensor) => options.onLoad?.({ tensor, done: ++done, total: weights.tensors.size }),
+  );
+  let backend: Backend;
+  try {
+    backend = await pickBackend(options.backend ?? "auto", config, weights, base, options);
+  } finally {
+    weights.close();
+  }
+  return makeModel(config, tokenizer, backend, base, weights.fingerprint(config), options.engine);
+}
+
+async function pickBackend(
+  choice: BackendChoice,
+  config: ModelConfig,
+  source: FingerprintingSource,
+  label: string,
+  options: LoadModelOptions,
+): Promise<Backend> {
+  if (choice === "cpu" || (choice === "auto" && !hasWebGpu())) {
+    return await CpuBackend.load(source, config, label);
+  }
+  try {
+    return await WebGpuBackend.load(source, config, label, options.webgpu);
+  } catch (e) {
+    if (choice === "auto" && e instanceof TnlError && e.code === "backend_unavailable") {
+      return await CpuBackend.load(source, config, label);
+    }
+    throw e;
+  }
+}
+
+function makeModel(
+  config: ModelConfig,
+  tokenizer: Tokenizer,
+  backend: Backend,
+  dir: string,
+  fingerprint: string,
+  engineOptions?: EngineOptions,
+): TnlModel {
+  let engine: Engine | null = null;
+  const getEngine = () => (engine ??= new Engine(backend, tokenizer, engineOptions));
+  return {
+    config,
+    tokenizer,
+    backend,
+    dir,
+    fingerprint,
+    newState: () => createState(config),
+    forward: (tokens, state, opts) => {
+      const ids = Int32Array.from(tokens as ArrayLike<number>);
+      return backend.forward(state, ids, opts?.logits ?? "last");
+    },
+    engine: getEngine,
+    async *generate(prompt: string, opts: GenerateOptions = {}): AsyncIterable<TextChunk> {
+      const ids = tokenizer.encode(prompt);
+      if (ids.length === 0) throw new InputError("prompt", "must not be empty");
+      const { maxTokens = 128, stop, signal, ...sampling } = opts;
+      const e = getEngine();
+      for await (
+        const ev of e.generate({
+          session: e.newSession(),
+          prompt: ids,
+          sampling,
+          maxTokens,
+          stop,
+          signal,
+        })
+      ) {
+        if (ev.type === "token") {
+          if (ev.text || ev.tokens.length) yield { text: ev.text, tokens: ev.tokens };
+        } else {
+          if (ev.finishReason === "error") throw ev.error;
+          yield { text: ev.text, tokens: [], finishReason: ev.finishReason };
+        }
+      }
+    },
+    async dispose() {
+      await engine?.close(true);
+      await backend.dispose();
+    },
+  };
+}
