@@ -1,0 +1,48 @@
+/**
+ * `POST /v1/completions` (OpenAI legacy completions). Without `session` the completion starts a new
+ * session and returns its id in `session` (kept in the store unless `store: false`); with `session`
+ * it continues that session (the prompt is appended to it).
+ * @module
+ */
+
+import { Hono } from "hono";
+import { readJsonObject } from "../src/http/body.ts";
+import type { AppContext } from "../src/http/context.ts";
+import { respondWithGeneration } from "../src/http/generation.ts";
+import type { AppEnv } from "../src/http/middleware.ts";
+import { checkModel, completionPrompt, promptText, schemaLimits } from "../src/http/prompt.ts";
+import { parseCompletionRequest } from "../src/http/schemas.ts";
+
+/** The completions sub-app. */
+export function completionsRoutes(ctx: AppContext): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.post("/v1/completions", async (c) => {
+    const serving = ctx.require();
+    const body = await readJsonObject(c.req.raw, ctx.options.maxBodyBytes);
+    const params = parseCompletionRequest(body, schemaLimits(ctx, serving));
+    checkModel(params.model, serving);
+    const lease = params.session
+      ? await serving.sessions.open(params.session)
+      : await serving.sessions.create();
+    let prompt: Int32Array;
+    try {
+      prompt = completionPrompt(serving, lease.session, params.prompt);
+    } catch (e) {
+      lease.release();
+      throw e;
+    }
+    return respondWithGeneration({
+      kind: "completion",
+      ctx,
+      serving,
+      lease,
+      prompt,
+      params,
+      holdPartial: false,
+      echo: params.echo ? promptText(serving, params.prompt) : undefined,
+      request: c.req.raw,
+      record: c.get("record"),
+    });
+  });
+  return app;
+}

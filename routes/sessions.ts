@@ -1,0 +1,134 @@
+/**
+ * Sessions: the resumable state of a conversation, kept in the session store.
+ *
+ * - `POST /v1/sessions` `{id?, prompt? | messages?}`: create (a random id unless given; 409 if the
+ *   id exists); a prompt (text or token ids) or chat messages are prefilled (consumed without
+ *   generating). 201 with the metadata.
+ * - `GET /v1/sessions/:id`: metadata (position, tokens, generation, created, updated, busy).
+ * - `DELETE /v1/sessions/:id`: delete (409 while busy).
+ * - `POST /v1/sessions/:id/completions`: continue with the options and streaming of
+ *   `/v1/completions` (`prompt` optional: without one the session's text just goes on). Sampling
+ *   fields left out keep the session's last values (the seed excepted); partial characters and
+ *   partial stop matches at a `length` finish stay in the session for the next request.
+ * - `GET /v1/sessions/:id/state`: the encoded state (`application/vnd.msgpack`), ETag = SHA-256.
+ * - `PUT /v1/sessions/:id/state`: import a state (msgpack body); it must be valid for this model
+ *   (400 malformed, 401 signature, 422 another model). The state's own id is rewritten to the URL's
+ *   (so a state can be copied to a new id: a fork); 201 when created, 200 when replaced.
+ * @module
+ */
+
+import { Hono } from "hono";
+import { readJsonObject } from "../src/http/body.ts";
+import type { AppContext } from "../src/http/context.ts";
+import { badRequest } from "../src/http/errors.ts";
+import { prefillSession, respondWithGeneration } from "../src/http/generation.ts";
+import type { AppEnv } from "../src/http/middleware.ts";
+import { etagOf, matchesEtag, msgpackResponse, readMsgpackBody } from "../src/http/msgpack.ts";
+import {
+  chatPrefill,
+  checkModel,
+  completionPrompt,
+  promptText,
+  schemaLimits,
+} from "../src/http/prompt.ts";
+import { parseCompletionRequest, parseSessionCreate } from "../src/http/schemas.ts";
+
+const SESSION_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+/** The sessions sub-app. */
+export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  app.post("/v1/sessions", async (c) => {
+    const serving = ctx.require();
+    const body = await readJsonObject(c.req.raw, ctx.options.maxBodyBytes, { allowEmpty: true });
+    const p = parseSessionCreate(body);
+    const record = c.get("record");
+    const lease = await serving.sessions.create(p.id);
+    record.session = lease.session.id;
+    try {
+      let prompt: Int32Array | null = null;
+      if (p.prompt !== undefined) {
+        prompt = completionPrompt(serving, lease.session, p.prompt);
+      } else if (p.messages !== undefined) prompt = chatPrefill(serving, p.messages);
+      if (prompt && prompt.length > 0) {
+        record.promptTokens = await prefillSession(ctx, serving, lease, prompt);
+      }
+      const { bytes, digest } = await lease.save();
+      c.header("etag", etagOf(digest));
+      c.header("location", `/v1/sessions/${lease.session.id}`);
+      return c.json(serving.sessions.describe(lease.session, bytes.length), 201);
+    } finally {
+      lease.release();
+    }
+  });
+
+  app.get("/v1/sessions/:id", async (c) => {
+    const serving = ctx.require();
+    return c.json(await serving.sessions.info(c.req.param("id")));
+  });
+
+  app.delete("/v1/sessions/:id", async (c) => {
+    const serving = ctx.require();
+    const id = c.req.param("id");
+    await serving.sessions.remove(id);
+    return c.json({ id, object: "session.deleted", deleted: true });
+  });
+
+  app.post("/v1/sessions/:id/completions", async (c) => {
+    const serving = ctx.require();
+    const id = c.req.param("id");
+    const body = await readJsonObject(c.req.raw, ctx.options.maxBodyBytes, { allowEmpty: true });
+    if (body.prompt === undefined || body.prompt === null) body.prompt = "";
+    const params = parseCompletionRequest(body, schemaLimits(ctx, serving));
+    if (params.session !== undefined && params.session !== id) {
+      throw badRequest("session", `session: ${params.session} differs from the URL's ${id}`);
+    }
+    checkModel(params.model, serving);
+    params.session = id;
+    const lease = await serving.sessions.open(id);
+    let prompt: Int32Array;
+    try {
+      prompt = completionPrompt(serving, lease.session, params.prompt);
+    } catch (e) {
+      lease.release();
+      throw e;
+    }
+    return respondWithGeneration({
+      kind: "completion",
+      ctx,
+      serving,
+      lease,
+      prompt,
+      params,
+      holdPartial: true,
+      echo: params.echo ? promptText(serving, params.prompt) : undefined,
+      request: c.req.raw,
+      record: c.get("record"),
+    });
+  });
+
+  app.get("/v1/sessions/:id/state", async (c) => {
+    const serving = ctx.require();
+    const { bytes, digest } = await serving.sessions.exportState(c.req.param("id"));
+    if (matchesEtag(c.req.header("if-none-match") ?? null, etagOf(digest))) {
+      return new Response(null, { status: 304, headers: { etag: etagOf(digest) } });
+    }
+    return msgpackResponse(bytes, digest);
+  });
+
+  app.put("/v1/sessions/:id/state", async (c) => {
+    const serving = ctx.require();
+    const id = c.req.param("id");
+    if (!SESSION_ID.test(id)) {
+      throw badRequest("id", "id: not a valid session id (1-128 of A-Z a-z 0-9 _ -)");
+    }
+    const bytes = await readMsgpackBody(c.req.raw, ctx.options.maxBodyBytes);
+    const r = await serving.sessions.importState(id, bytes);
+    c.get("record").session = id;
+    c.header("etag", etagOf(r.digest));
+    return c.json(r.info, r.created ? 201 : 200);
+  });
+
+  return app;
+}

@@ -1,0 +1,160 @@
+/**
+ * The application context shared by every route: the model (or the promise of it while it loads),
+ * the engine, the session store and manager, the options, the logger, the metrics and the
+ * per-process set of busy session ids.
+ * @module
+ */
+
+import type { Engine } from "../engine/engine.ts";
+import type { TnlModel } from "../load.ts";
+import type { SessionStore } from "../state/store.ts";
+import { DEFAULT_MAX_BODY_BYTES } from "./body.ts";
+import { type ChatTemplate, loadChatTemplate } from "./chat_template.ts";
+import { unavailable } from "./errors.ts";
+import { jsonLogger, type Logger } from "./logger.ts";
+import { HttpMetrics } from "./metrics.ts";
+import { SessionManager } from "./session_manager.ts";
+
+/** Server options the routes use. */
+export interface AppOptions {
+  /** HMAC-SHA256 secret for exported and stored states (unsigned when absent). */
+  stateSecret?: string;
+  /** Request body limit in bytes (default 64 MiB). */
+  maxBodyBytes?: number;
+  /**
+   * Give up on a generation after this many ms (0 = never; default 600 000). What was generated
+   * is returned with finish_reason "length"; nothing generated yet is a 503.
+   */
+  requestTimeoutMs?: number;
+  /** Largest `max_tokens` accepted (default 32 768). */
+  maxTokensLimit?: number;
+  /** `max_tokens` of a chat request that gives none (default 512). */
+  defaultChatMaxTokens?: number;
+  /** CORS: true (any origin), an origin, or false (default: off). */
+  cors?: boolean | string;
+  /** Live sessions kept in the in-process cache (default 16). */
+  sessionCacheSize?: number;
+  /** How often a non-streaming request checks whether its client went away, in ms (default 100). */
+  disconnectPollMs?: number;
+}
+
+/** Everything that exists once the model has loaded. */
+export interface Serving {
+  /** The model. */
+  model: TnlModel;
+  /** Its engine. */
+  engine: Engine;
+  /** The served model id (the model directory's basename). */
+  modelId: string;
+  /** The chat template. */
+  chatTemplate: ChatTemplate;
+  /** Sessions. */
+  sessions: SessionManager;
+}
+
+/** What `createAppContext` takes. */
+export interface AppContextInit {
+  /** The model, or a promise of it (the server answers 503 until it resolves). */
+  model: TnlModel | Promise<TnlModel>;
+  /** The session store. */
+  store: SessionStore;
+  /** Options. */
+  options?: AppOptions;
+  /** Logger (default JSON lines on stderr). */
+  logger?: Logger;
+}
+
+/** The served model id: the basename of the model directory (`tnl-shakespeare-6m`). */
+export function modelIdOf(model: TnlModel): string {
+  const parts = model.dir.replace(/[\\/]+$/, "").split(/[\\/]/);
+  return parts[parts.length - 1] || "model";
+}
+
+/** The shared state of the app; see the module doc. */
+export class AppContext {
+  /** Options with defaults filled in. */
+  readonly options: Required<Omit<AppOptions, "stateSecret">> & { stateSecret?: string };
+  /** The logger. */
+  readonly logger: Logger;
+  /** HTTP metrics. */
+  readonly metrics: HttpMetrics = new HttpMetrics();
+  /** Ids of the sessions a request of this process holds. */
+  readonly busy: Set<string> = new Set();
+  /** The session store. */
+  readonly store: SessionStore;
+  /** The model as given (maybe a promise). */
+  readonly model: TnlModel | Promise<TnlModel>;
+  /** Resolves when the model has loaded and everything around it is ready. */
+  readonly ready: Promise<Serving>;
+  #serving: Serving | null = null;
+  #error: unknown = null;
+  readonly #shutdown = new AbortController();
+
+  /** A context; starts building the serving state as soon as the model is there. */
+  constructor(init: AppContextInit) {
+    const o = init.options ?? {};
+    this.options = {
+      stateSecret: o.stateSecret || undefined,
+      maxBodyBytes: o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+      requestTimeoutMs: o.requestTimeoutMs ?? 600_000,
+      maxTokensLimit: o.maxTokensLimit ?? 32_768,
+      defaultChatMaxTokens: o.defaultChatMaxTokens ?? 512,
+      cors: o.cors ?? false,
+      sessionCacheSize: o.sessionCacheSize ?? 16,
+      disconnectPollMs: o.disconnectPollMs ?? 100,
+    };
+    this.logger = init.logger ?? jsonLogger();
+    this.store = init.store;
+    this.model = init.model;
+    this.ready = this.#build(init.model);
+    this.ready.catch((e) => {
+      this.#error = e;
+      this.logger.log("error", "model failed to load", { error: String(e) });
+    });
+  }
+
+  async #build(m: TnlModel | Promise<TnlModel>): Promise<Serving> {
+    const model = await m;
+    const engine = model.engine();
+    const chatTemplate = await loadChatTemplate(model.dir);
+    const modelId = modelIdOf(model);
+    const sessions = new SessionManager({
+      model,
+      engine,
+      store: this.store,
+      modelId,
+      secret: this.options.stateSecret,
+      cacheSize: this.options.sessionCacheSize,
+      busy: this.busy,
+    });
+    this.#serving = { model, engine, modelId, chatTemplate, sessions };
+    return this.#serving;
+  }
+
+  /** The serving state, or null while loading (or after a failed load). */
+  get serving(): Serving | null {
+    return this.#serving;
+  }
+
+  /** The load failure, if the model could not be loaded. */
+  get loadError(): unknown {
+    return this.#error;
+  }
+
+  /** The serving state, or a 503 (with Retry-After) while loading or after a failed load. */
+  require(): Serving {
+    if (this.#serving) return this.#serving;
+    if (this.#error) throw unavailable("the model failed to load", "model_unavailable");
+    throw unavailable("the model is loading", "model_loading");
+  }
+
+  /** Aborted when the server gives up waiting for running requests at shutdown. */
+  get shutdownSignal(): AbortSignal {
+    return this.#shutdown.signal;
+  }
+
+  /** Cancel every running generation (the end of the shutdown grace period). */
+  cancelAll(): void {
+    this.#shutdown.abort(new DOMException("server shutting down", "AbortError"));
+  }
+}

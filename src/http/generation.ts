@@ -1,0 +1,540 @@
+/**
+ * One generation behind an OpenAI-shaped response: runs the engine on a held session and answers
+ * with a `text_completion` / `chat.completion` JSON body or an SSE stream of chunks, saving the
+ * session when the response completes.
+ *
+ * Cancellation: the engine request gets an AbortSignal fired by the client going away (the SSE
+ * stream is cancelled, or `request.signal` reads aborted), by the request timeout, or by the end of
+ * the shutdown grace period. The engine then stops at a step boundary and frees the slot.
+ *
+ * | how it ended                        | response                         | session saved |
+ * |-------------------------------------|----------------------------------|---------------|
+ * | stop string, EOS, `max_tokens`      | 200, finish_reason stop / length | yes           |
+ * | timeout or shutdown, some output    | 200, finish_reason length        | yes           |
+ * | timeout or shutdown, no output      | 503 + Retry-After (or SSE error) | no            |
+ * | client gone                         | nobody listens (logged as 499)   | no            |
+ * | engine error                        | 500 / 503, or an SSE error event | no            |
+ * @module
+ */
+
+import type { FinishReason, GenerateEvent } from "../engine/engine.ts";
+import type { SampledToken, SamplingParams } from "../engine/sampler.ts";
+import { PieceType } from "../tokenizer/mod.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
+import type { AppContext, Serving } from "./context.ts";
+import { errorBody, HttpError, RETRY_AFTER_SECONDS, toHttpError } from "./errors.ts";
+import type { RequestRecord } from "./middleware.ts";
+import type { GenerationParams } from "./schemas.ts";
+import type { SessionLease } from "./session_manager.ts";
+import { SSE_DONE, SseWriter } from "./sse.ts";
+
+/** Which response shape. */
+export type ResponseKind = "completion" | "chat";
+
+/** Everything one generation needs. */
+export interface GenerationCall {
+  /** Response shape. */
+  kind: ResponseKind;
+  /** The app. */
+  ctx: AppContext;
+  /** The loaded model and friends. */
+  serving: Serving;
+  /** The session (held; released here). */
+  lease: SessionLease;
+  /** Prompt token ids appended to the session. */
+  prompt: Int32Array;
+  /** Parsed request options. */
+  params: GenerationParams;
+  /** Keep partial characters and stop matches in the session when stopping by length. */
+  holdPartial: boolean;
+  /** Text echoed before the completion (completions `echo`). */
+  echo?: string;
+  /** The HTTP request (for disconnect detection). */
+  request: Request;
+  /** Facts for the log line. */
+  record: RequestRecord;
+}
+
+/** OpenAI usage. */
+export interface Usage {
+  /** Prompt tokens. */
+  prompt_tokens: number;
+  /** Generated tokens. */
+  completion_tokens: number;
+  /** Their sum. */
+  total_tokens: number;
+}
+
+/** The text and UTF-8 bytes of a token, as log-probabilities show it. */
+export interface TokenText {
+  /** The token's text (`\xNN` for a non-ASCII byte-fallback piece, "" for control pieces). */
+  text: string;
+  /** Its UTF-8 bytes (the raw byte for a byte-fallback piece). */
+  bytes: number[];
+}
+
+const tokenTexts = new WeakMap<Tokenizer, TokenText[]>();
+const utf8 = new TextEncoder();
+
+/**
+ * The text of token `id` alone: pieces with `▁` as spaces; byte-fallback pieces as the character
+ * for ASCII bytes and as `\xNN` for the others (a part of a multi-byte character).
+ */
+export function tokenText(tokenizer: Tokenizer, id: number): TokenText {
+  let table = tokenTexts.get(tokenizer);
+  if (!table) {
+    table = [];
+    tokenTexts.set(tokenizer, table);
+  }
+  let t = table[id];
+  if (!t) {
+    const p = tokenizer.model.pieces[id];
+    if (!p || p.type === PieceType.CONTROL) t = { text: "", bytes: [] };
+    else if (p.type === PieceType.BYTE) {
+      const b = parseInt(p.piece.slice(3, 5), 16);
+      const text = b < 0x80 ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, "0")}`;
+      t = { text, bytes: [b] };
+    } else {
+      const text = p.type === PieceType.UNKNOWN ? "\u2047" : p.piece.replaceAll("\u2581", " ");
+      t = { text, bytes: Array.from(utf8.encode(text)) };
+    }
+    table[id] = t;
+  }
+  return t;
+}
+
+/** A log-probability as JSON can carry it (-Infinity → -9999, as OpenAI does). */
+export function finiteLogprob(v: number): number {
+  return Number.isFinite(v) ? v : -9999;
+}
+
+/** A response id with a prefix (`cmpl-`, `chatcmpl-`). */
+export function newResponseId(prefix: string): string {
+  const b = new Uint8Array(18);
+  crypto.getRandomValues(b);
+  return prefix + b.toBase64({ alphabet: "base64url", omitPadding: true });
+}
+
+/** Legacy completions log-probabilities of some tokens. */
+interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Record<string, number>[];
+  text_offset: number[];
+}
+
+/** Chat log-probability of one token. */
+interface ChatLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs: { token: string; logprob: number; bytes: number[] }[];
+}
+
+function completionLogprobs(
+  tok: Tokenizer,
+  lps: SampledToken[],
+  offset: number,
+): { lp: CompletionLogprobs; end: number } {
+  const lp: CompletionLogprobs = {
+    tokens: [],
+    token_logprobs: [],
+    top_logprobs: [],
+    text_offset: [],
+  };
+  for (const s of lps) {
+    const t = tokenText(tok, s.token).text;
+    lp.tokens.push(t);
+    lp.token_logprobs.push(finiteLogprob(s.logprob));
+    const top: Record<string, number> = {};
+    for (const a of s.top) {
+      const k = tokenText(tok, a.token).text;
+      if (!(k in top)) top[k] = finiteLogprob(a.logprob);
+    }
+    lp.top_logprobs.push(top);
+    lp.text_offset.push(offset);
+    offset += t.length;
+  }
+  return { lp, end: offset };
+}
+
+function chatLogprobs(tok: Tokenizer, lps: SampledToken[]): ChatLogprob[] {
+  return lps.map((s) => {
+    const t = tokenText(tok, s.token);
+    return {
+      token: t.text,
+      logprob: finiteLogprob(s.logprob),
+      bytes: t.bytes,
+      top_logprobs: s.top.map((a) => {
+        const at = tokenText(tok, a.token);
+        return { token: at.text, logprob: finiteLogprob(a.logprob), bytes: at.bytes };
+      }),
+    };
+  });
+}
+
+/** The OpenAI finish reason of an engine finish reason. */
+export function openAiFinishReason(r: FinishReason): "stop" | "length" {
+  return r === "stop" ? "stop" : "length";
+}
+
+/**
+ * Sampling for a request on a session: fields the request gives, over (when continuing a session)
+ * the session's last settings less its seed (a seed restarts the random stream; without one the
+ * session's stream goes on).
+ */
+export function effectiveSampling(call: GenerationCall): SamplingParams {
+  if (call.lease.isNew) return call.params.sampling;
+  const { seed: _seed, ...inherited } = call.lease.session.sampling as SamplingParams;
+  return { ...inherited, ...call.params.sampling };
+}
+
+type AbortCause = "client" | "timeout" | "shutdown";
+
+/** Run the generation and answer; see the module doc. */
+export function respondWithGeneration(call: GenerationCall): Promise<Response> | Response {
+  const { ctx, serving, lease, params, record } = call;
+  const session = lease.session;
+  record.session = session.id;
+  const ac = new AbortController();
+  let cause: AbortCause | null = null;
+  const abort = (why: AbortCause) => {
+    if (cause) return;
+    cause = why;
+    ac.abort();
+  };
+  const timeoutMs = ctx.options.requestTimeoutMs;
+  const timer = timeoutMs > 0 ? setTimeout(() => abort("timeout"), timeoutMs) : undefined;
+  const poll = setInterval(() => {
+    if (call.request.signal.aborted) abort("client");
+  }, ctx.options.disconnectPollMs);
+  const onShutdown = () => abort("shutdown");
+  ctx.shutdownSignal.addEventListener("abort", onShutdown);
+  if (ctx.shutdownSignal.aborted) abort("shutdown");
+  const cleanup = () => {
+    clearTimeout(timer);
+    clearInterval(poll);
+    ctx.shutdownSignal.removeEventListener("abort", onShutdown);
+  };
+
+  let events: AsyncIterable<GenerateEvent>;
+  try {
+    events = serving.engine.generate({
+      session,
+      prompt: call.prompt,
+      sampling: effectiveSampling(call),
+      maxTokens: params.maxTokens,
+      stop: params.stop,
+      logprobs: params.logprobs,
+      signal: ac.signal,
+      holdPartial: call.holdPartial,
+    });
+  } catch (e) {
+    cleanup();
+    lease.release();
+    throw e;
+  }
+  const state: RunState = {
+    call,
+    id: newResponseId(call.kind === "chat" ? "chatcmpl-" : "cmpl-"),
+    created: Math.floor(Date.now() / 1000),
+    abortCause: () => cause,
+    cleanup,
+  };
+  if (params.stream) return streamResponse(state, events, abort);
+  return jsonResponse(state, events);
+}
+
+interface RunState {
+  call: GenerationCall;
+  id: string;
+  created: number;
+  abortCause: () => AbortCause | null;
+  cleanup: () => void;
+}
+
+function usageOf(done: Extract<GenerateEvent, { type: "done" }>): Usage {
+  const p = done.usage.promptTokens, c = done.usage.completionTokens;
+  return { prompt_tokens: p, completion_tokens: c, total_tokens: p + c };
+}
+
+/**
+ * After "done": save the session (when asked to keep it) and release it. Returns the session id to
+ * report (null when not kept), or throws when a continued session could not be saved.
+ */
+async function finishSession(s: RunState, done: Extract<GenerateEvent, { type: "done" }>) {
+  const { call } = s;
+  const { lease, record, ctx } = call;
+  record.promptTokens = done.usage.promptTokens;
+  record.completionTokens = done.usage.completionTokens;
+  record.finish = done.finishReason;
+  try {
+    if (!call.params.store) return null;
+    try {
+      await lease.save();
+      return lease.session.id;
+    } catch (e) {
+      if (!lease.isNew) throw e;
+      // A new session that could not be stored: the completion still stands.
+      ctx.logger.log("warn", "session not stored", {
+        session: lease.session.id,
+        error: String(e),
+      });
+      return null;
+    }
+  } finally {
+    lease.release();
+  }
+}
+
+/** Whether a finished generation is answered as a failure (nothing saved). */
+function failure(s: RunState, done: Extract<GenerateEvent, { type: "done" }>): HttpError | null {
+  if (done.finishReason === "error") return toHttpError(done.error);
+  const why = s.abortCause();
+  if (done.finishReason === "cancelled" && why === "client") {
+    return new HttpError(499, "the client closed the request", { code: "client_closed" });
+  }
+  if (
+    (done.finishReason === "cancelled" || done.finishReason === "timeout") &&
+    done.usage.completionTokens === 0 && s.call.params.maxTokens > 0
+  ) {
+    return new HttpError(
+      503,
+      why === "shutdown"
+        ? "the server is shutting down"
+        : "the request timed out before the model produced anything",
+      { code: "timeout", headers: { "retry-after": String(RETRY_AFTER_SECONDS) } },
+    );
+  }
+  return null;
+}
+
+async function jsonResponse(
+  s: RunState,
+  events: AsyncIterable<GenerateEvent>,
+): Promise<Response> {
+  const { call } = s;
+  const tok = call.serving.model.tokenizer;
+  let text = "";
+  const lps: SampledToken[] = [];
+  let done: Extract<GenerateEvent, { type: "done" }> | null = null;
+  try {
+    for await (const ev of events) {
+      if (ev.type === "token") {
+        text += ev.text;
+        if (ev.logprobs) lps.push(...ev.logprobs);
+      } else done = ev;
+    }
+  } finally {
+    s.cleanup();
+  }
+  if (!done) {
+    call.lease.release();
+    throw new HttpError(500, "the generation ended without a result");
+  }
+  const fail = failure(s, done);
+  if (fail) {
+    call.record.promptTokens = done.usage.promptTokens;
+    call.record.completionTokens = done.usage.completionTokens;
+    call.record.finish = done.finishReason;
+    call.lease.release();
+    throw fail;
+  }
+  text += done.text;
+  const sessionId = await finishSession(s, done);
+  const usage = usageOf(done);
+  const finish_reason = openAiFinishReason(done.finishReason);
+  const model = call.serving.modelId;
+  const system_fingerprint = "fp_" + call.serving.model.fingerprint.slice(0, 12);
+  const logprobsWanted = call.params.logprobs !== undefined;
+  if (call.kind === "completion") {
+    const echo = call.echo ?? "";
+    return Response.json({
+      id: s.id,
+      object: "text_completion",
+      created: s.created,
+      model,
+      system_fingerprint,
+      choices: [{
+        index: 0,
+        text: echo + text,
+        logprobs: logprobsWanted ? completionLogprobs(tok, lps, echo.length).lp : null,
+        finish_reason,
+      }],
+      usage,
+      session: sessionId,
+    });
+  }
+  return Response.json({
+    id: s.id,
+    object: "chat.completion",
+    created: s.created,
+    model,
+    system_fingerprint,
+    choices: [{
+      index: 0,
+      message: { role: "assistant", content: text, refusal: null },
+      logprobs: logprobsWanted ? { content: chatLogprobs(tok, lps), refusal: null } : null,
+      finish_reason,
+    }],
+    usage,
+    session: sessionId,
+  });
+}
+
+function streamResponse(
+  s: RunState,
+  events: AsyncIterable<GenerateEvent>,
+  abort: (why: AbortCause) => void,
+): Response {
+  const { call } = s;
+  const tok = call.serving.model.tokenizer;
+  const writer = new SseWriter(() => abort("client"));
+  let endStream!: () => void;
+  call.record.done = new Promise<void>((r) => (endStream = r));
+  const model = call.serving.modelId;
+  const system_fingerprint = "fp_" + call.serving.model.fingerprint.slice(0, 12);
+  const chat = call.kind === "chat";
+  const object = chat ? "chat.completion.chunk" : "text_completion";
+  const logprobsWanted = call.params.logprobs !== undefined;
+  const includeUsage = call.params.includeUsage;
+  let sessionId: string | null = call.params.store ? call.lease.session.id : null;
+  let offset = call.echo?.length ?? 0;
+
+  const chunk = (
+    text: string | null,
+    lps: SampledToken[] | undefined,
+    finish: string | null,
+    first = false,
+  ) => {
+    let logprobs: unknown = null;
+    if (logprobsWanted && lps && lps.length) {
+      if (chat) logprobs = { content: chatLogprobs(tok, lps), refusal: null };
+      else {
+        const r = completionLogprobs(tok, lps, offset);
+        offset = r.end;
+        logprobs = r.lp;
+      }
+    }
+    const choice: Record<string, unknown> = { index: 0 };
+    if (chat) {
+      const delta: Record<string, unknown> = first ? { role: "assistant" } : {};
+      if (text !== null) delta.content = text;
+      choice.delta = delta;
+    } else choice.text = text ?? "";
+    choice.logprobs = logprobs;
+    choice.finish_reason = finish;
+    const body: Record<string, unknown> = {
+      id: s.id,
+      object,
+      created: s.created,
+      model,
+      system_fingerprint,
+      choices: [choice],
+      session: sessionId,
+    };
+    if (includeUsage) body.usage = null;
+    writer.send(body);
+  };
+
+  const pump = async () => {
+    let done: Extract<GenerateEvent, { type: "done" }> | null = null;
+    try {
+      if (chat) chunk("", undefined, null, true);
+      else if (call.echo) chunk(call.echo, undefined, null);
+      for await (const ev of events) {
+        if (ev.type === "token") {
+          if (ev.text !== "" || (logprobsWanted && ev.logprobs?.length)) {
+            chunk(ev.text, ev.logprobs, null);
+          }
+        } else done = ev;
+      }
+    } finally {
+      s.cleanup();
+    }
+    if (!done) throw new HttpError(500, "the generation ended without a result");
+    const fail = failure(s, done);
+    if (fail) {
+      call.record.promptTokens = done.usage.promptTokens;
+      call.record.completionTokens = done.usage.completionTokens;
+      call.record.finish = done.finishReason;
+      call.lease.release();
+      if (fail.status !== 499) writer.send(errorBody(fail, undefined));
+      writer.close();
+      return;
+    }
+    try {
+      sessionId = await finishSession(s, done);
+    } catch (e) {
+      writer.send(errorBody(toHttpError(e)));
+      writer.close();
+      return;
+    }
+    if (done.text) chunk(done.text, undefined, null);
+    chunk(chat ? null : "", undefined, openAiFinishReason(done.finishReason));
+    if (includeUsage) {
+      writer.send({
+        id: s.id,
+        object,
+        created: s.created,
+        model,
+        system_fingerprint,
+        choices: [],
+        usage: usageOf(done),
+        session: sessionId,
+      });
+    }
+    writer.send(SSE_DONE);
+    writer.close();
+  };
+  pump().catch((e) => {
+    call.lease.release();
+    call.ctx.logger.log("error", "stream failed", { error: String(e), stack: (e as Error)?.stack });
+    writer.send(errorBody(toHttpError(e)));
+    writer.close();
+  }).finally(() => endStream());
+  return writer.response();
+}
+
+/**
+ * Feed `prompt` into a held session without generating (`max_tokens` 0), for `POST /v1/sessions`.
+ * Cancelled by the request timeout or shutdown; the caller saves and releases the session.
+ * Returns the prompt tokens consumed.
+ */
+export async function prefillSession(
+  ctx: AppContext,
+  serving: Serving,
+  lease: SessionLease,
+  prompt: Int32Array,
+): Promise<number> {
+  const ac = new AbortController();
+  const t = ctx.options.requestTimeoutMs;
+  const timer = t > 0 ? setTimeout(() => ac.abort(), t) : undefined;
+  const onShutdown = () => ac.abort();
+  ctx.shutdownSignal.addEventListener("abort", onShutdown);
+  try {
+    let done: Extract<GenerateEvent, { type: "done" }> | null = null;
+    for await (
+      const ev of serving.engine.generate({
+        session: lease.session,
+        prompt,
+        maxTokens: 0,
+        signal: ac.signal,
+      })
+    ) {
+      if (ev.type === "done") done = ev;
+    }
+    if (!done) throw new HttpError(500, "the prefill ended without a result");
+    if (done.finishReason === "error") throw toHttpError(done.error);
+    if (done.finishReason !== "length") {
+      throw new HttpError(503, "the prefill was cancelled (timeout or shutdown)", {
+        code: "timeout",
+        headers: { "retry-after": String(RETRY_AFTER_SECONDS) },
+      });
+    }
+    return done.usage.promptTokens;
+  } finally {
+    clearTimeout(timer);
+    ctx.shutdownSignal.removeEventListener("abort", onShutdown);
+  }
+}

@@ -1,0 +1,362 @@
+/**
+ * Request schemas of the OpenAI-compatible routes. Every known field is type-checked and a wrong
+ * type or value is a 400 naming the field (`param`); unknown fields are ignored (OpenAI clients send
+ * extras), and so is `user`.
+ *
+ * Sampling fields: `temperature`, `top_p`, `presence_penalty`, `frequency_penalty`, `logit_bias`,
+ * `seed` (OpenAI) and the vLLM-style `top_k` (-1 or 0 = off), `min_p`, `repetition_penalty`.
+ * @module
+ */
+
+import type { SamplingParams } from "../engine/sampler.ts";
+import { MAX_TOP_LOGPROBS, validateSamplingParams } from "../engine/sampler.ts";
+import { validateStopSequences } from "../engine/stop.ts";
+import { InputError } from "../errors.ts";
+import type { ChatMessageText } from "./chat_template.ts";
+import { badRequest, type HttpError, requestFieldName } from "./errors.ts";
+
+/** Most top log-probabilities per token on `/v1/completions` (OpenAI's limit). */
+export const MAX_COMPLETION_LOGPROBS = 5;
+/** Default `max_tokens` of `/v1/completions` (as OpenAI). */
+export const DEFAULT_COMPLETION_MAX_TOKENS = 16;
+
+/** What the request schemas need to know about the server. */
+export interface SchemaLimits {
+  /** Vocabulary size (token ids and logit bias keys are checked against it). */
+  vocabSize: number;
+  /** Largest `max_tokens` accepted. */
+  maxTokensLimit: number;
+  /** Default `max_tokens` of chat requests (the model has no context limit to default to). */
+  defaultChatMaxTokens: number;
+}
+
+/** Generation options common to every generating route. */
+export interface GenerationParams {
+  /** The `model` field, when given. */
+  model?: string;
+  /** Tokens to generate. */
+  maxTokens: number;
+  /** Sampling fields that were given (absent ones may be inherited from a session). */
+  sampling: SamplingParams;
+  /** Stop strings. */
+  stop: string[];
+  /** Stream as server-sent events. */
+  stream: boolean;
+  /** Send a last chunk with the usage when streaming. */
+  includeUsage: boolean;
+  /** Top log-probabilities per token; undefined: no log-probabilities. */
+  logprobs?: number;
+  /** Session to continue. */
+  session?: string;
+  /** Keep the session in the store (OpenAI's `store`; default true). */
+  store: boolean;
+}
+
+/** A parsed `/v1/completions` (or `/v1/sessions/:id/completions`) request. */
+export interface CompletionParams extends GenerationParams {
+  /** Prompt text, or token ids. */
+  prompt: string | number[];
+  /** Echo the prompt before the completion. */
+  echo: boolean;
+}
+
+/** A parsed `/v1/chat/completions` request. */
+export interface ChatParams extends GenerationParams {
+  /** Messages with their content flattened to text. */
+  messages: ChatMessageText[];
+}
+
+/** A parsed `POST /v1/sessions` request. */
+export interface SessionCreateParams {
+  /** Client-chosen id. */
+  id?: string;
+  /** Prompt to prefill, text or token ids. */
+  prompt?: string | number[];
+  /** Chat messages to prefill (rendered with the chat template, without the generation prompt). */
+  messages?: ChatMessageText[];
+}
+
+type Body = Record<string, unknown>;
+
+function typeName(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "array";
+  return typeof v;
+}
+
+function wrongType(field: string, expected: string, v: unknown): HttpError {
+  return badRequest(field, `${field}: expected ${expected}, got ${typeName(v)}`);
+}
+
+function present(b: Body, k: string): boolean {
+  return b[k] !== undefined && b[k] !== null;
+}
+
+/** An optional string field. */
+export function optString(b: Body, k: string): string | undefined {
+  if (!present(b, k)) return undefined;
+  if (typeof b[k] !== "string") throw wrongType(k, "a string", b[k]);
+  return b[k] as string;
+}
+
+/** An optional boolean field. */
+export function optBool(b: Body, k: string): boolean | undefined {
+  if (!present(b, k)) return undefined;
+  if (typeof b[k] !== "boolean") throw wrongType(k, "a boolean", b[k]);
+  return b[k] as boolean;
+}
+
+/** An optional finite number field. */
+export function optNumber(b: Body, k: string): number | undefined {
+  if (!present(b, k)) return undefined;
+  const v = b[k];
+  if (typeof v !== "number" || !Number.isFinite(v)) throw wrongType(k, "a finite number", v);
+  return v;
+}
+
+/** An optional integer field within [min, max]. */
+export function optInt(b: Body, k: string, min: number, max: number): number | undefined {
+  if (!present(b, k)) return undefined;
+  const v = b[k];
+  if (typeof v !== "number" || !Number.isSafeInteger(v)) throw wrongType(k, "an integer", v);
+  if (v < min || v > max) throw badRequest(k, `${k}: must be in [${min}, ${max}], got ${v}`);
+  return v;
+}
+
+function parseMaxTokens(b: Body, keys: string[], min: number, fallback: number, limit: number) {
+  for (const k of keys) {
+    if (present(b, k)) return optInt(b, k, min, limit)!;
+  }
+  return Math.min(fallback, limit);
+}
+
+/** A prompt: a string, token ids, or a one-element array of either. */
+export function parsePrompt(v: unknown, field = "prompt"): string | number[] {
+  if (typeof v === "string") return v;
+  if (!Array.isArray(v)) throw wrongType(field, "a string or an array of token ids", v);
+  if (v.length === 0) throw badRequest(field, `${field}: must not be an empty array`);
+  if (v.every((x) => typeof x === "number")) {
+    for (let i = 0; i < v.length; i++) {
+      if (!Number.isSafeInteger(v[i])) {
+        throw badRequest(field, `${field}: token ${v[i]} at index ${i} is not an integer`);
+      }
+    }
+    return v as number[];
+  }
+  if (v.length !== 1) {
+    throw badRequest(field, `${field}: only one prompt per request is supported, got ${v.length}`);
+  }
+  const inner = v[0];
+  if (typeof inner === "string") return inner;
+  if (Array.isArray(inner) && inner.length > 0) return parsePrompt(inner, field);
+  throw wrongType(field, "a string, an array of token ids, or a one-element array of either", v);
+}
+
+function parseStop(b: Body): string[] {
+  if (!present(b, "stop")) return [];
+  const v = b.stop;
+  const list = typeof v === "string" ? [v] : v;
+  if (!Array.isArray(list)) throw wrongType("stop", "a string or an array of strings", v);
+  try {
+    return validateStopSequences(list);
+  } catch (e) {
+    if (e instanceof InputError) throw badRequest("stop", e.message);
+    throw e;
+  }
+}
+
+/** The sampling fields of a request, type-checked and range-checked against the vocabulary. */
+export function parseSampling(b: Body, vocabSize: number): SamplingParams {
+  const s: SamplingParams = {};
+  const t = optNumber(b, "temperature");
+  if (t !== undefined) s.temperature = t;
+  const topP = optNumber(b, "top_p");
+  if (topP !== undefined) s.topP = topP;
+  if (present(b, "top_k")) {
+    const k = optInt(b, "top_k", -1, Number.MAX_SAFE_INTEGER)!;
+    s.topK = k < 0 ? 0 : k;
+  }
+  const minP = optNumber(b, "min_p");
+  if (minP !== undefined) s.minP = minP;
+  const rp = optNumber(b, "repetition_penalty");
+  if (rp !== undefined) s.repetitionPenalty = rp;
+  const pp = optNumber(b, "presence_penalty");
+  if (pp !== undefined) s.presencePenalty = pp;
+  const fp = optNumber(b, "frequency_penalty");
+  if (fp !== undefined) s.frequencyPenalty = fp;
+  if (present(b, "logit_bias")) {
+    const lb = b.logit_bias;
+    if (typeof lb !== "object" || Array.isArray(lb)) {
+      throw wrongType("logit_bias", "an object mapping token ids to biases", lb);
+    }
+    s.logitBias = lb as Record<string, number>;
+  }
+  if (present(b, "seed")) {
+    const seed = b.seed;
+    if (typeof seed !== "number" || !Number.isSafeInteger(seed)) {
+      throw wrongType("seed", "an integer", seed);
+    }
+    if (seed < 0) throw badRequest("seed", `seed: must be a non-negative integer, got ${seed}`);
+    s.seed = seed;
+  }
+  checkSampling(s, vocabSize);
+  return s;
+}
+
+/** Range-check sampling parameters; a failure is a 400 naming the request field. */
+export function checkSampling(s: SamplingParams, vocabSize: number): void {
+  try {
+    validateSamplingParams(s, vocabSize);
+  } catch (e) {
+    if (e instanceof InputError) {
+      const field = requestFieldName(e.field);
+      const msg = e.message.startsWith(e.field + ":")
+        ? field + e.message.slice(e.field.length)
+        : e.message;
+      throw badRequest(field, msg);
+    }
+    throw e;
+  }
+}
+
+function parseCommon(b: Body, limits: SchemaLimits, maxTokens: number): GenerationParams {
+  const model = optString(b, "model");
+  if (present(b, "n")) {
+    const n = b.n;
+    if (n !== 1) {
+      throw badRequest(
+        "n",
+        typeof n === "number" ? `n: only n = 1 is supported, got ${n}` : `n: expected 1`,
+      );
+    }
+  }
+  const stream = optBool(b, "stream") ?? false;
+  let includeUsage = false;
+  if (present(b, "stream_options")) {
+    const so = b.stream_options;
+    if (typeof so !== "object" || Array.isArray(so)) {
+      throw wrongType("stream_options", "an object", so);
+    }
+    const iu = (so as Body).include_usage;
+    if (iu !== undefined && iu !== null && typeof iu !== "boolean") {
+      throw wrongType("stream_options.include_usage", "a boolean", iu);
+    }
+    includeUsage = iu === true;
+  }
+  const sampling = parseSampling(b, limits.vocabSize);
+  const stop = parseStop(b);
+  const session = optString(b, "session");
+  if (session !== undefined && !/^[A-Za-z0-9_-]{1,128}$/.test(session)) {
+    throw badRequest("session", "session: not a valid session id (1-128 of A-Z a-z 0-9 _ -)");
+  }
+  const store = optBool(b, "store") ?? true;
+  return { model, maxTokens, sampling, stop, stream, includeUsage, session, store };
+}
+
+/** Parse a completions request body. */
+export function parseCompletionRequest(b: Body, limits: SchemaLimits): CompletionParams {
+  if (b.prompt === undefined || b.prompt === null) {
+    throw badRequest("prompt", "prompt: is required");
+  }
+  const prompt = parsePrompt(b.prompt);
+  const maxTokens = parseMaxTokens(
+    b,
+    ["max_tokens"],
+    0,
+    DEFAULT_COMPLETION_MAX_TOKENS,
+    limits.maxTokensLimit,
+  );
+  const common = parseCommon(b, limits, maxTokens);
+  common.logprobs = optInt(b, "logprobs", 0, MAX_COMPLETION_LOGPROBS);
+  const echo = optBool(b, "echo") ?? false;
+  if (present(b, "suffix") && b.suffix !== "") {
+    if (typeof b.suffix !== "string") throw wrongType("suffix", "a string", b.suffix);
+    throw badRequest("suffix", "suffix: insertion (suffix) is not supported");
+  }
+  if (present(b, "best_of") && b.best_of !== 1) {
+    throw badRequest("best_of", "best_of: only best_of = 1 is supported");
+  }
+  return { ...common, prompt, echo };
+}
+
+/** Flatten a message's content (a string, or text parts) to text. */
+function messageContent(v: unknown, field: string): string {
+  if (v === undefined || v === null) return "";
+  if (typeof v === "string") return v;
+  if (!Array.isArray(v)) throw wrongType(field, "a string or an array of content parts", v);
+  let out = "";
+  for (let i = 0; i < v.length; i++) {
+    const p = v[i];
+    const f = `${field}[${i}]`;
+    if (typeof p !== "object" || p === null || Array.isArray(p)) {
+      throw wrongType(f, "a content part object", p);
+    }
+    const part = p as Body;
+    if (part.type !== "text") {
+      throw badRequest(
+        `${f}.type`,
+        `${f}.type: only "text" content parts are supported, got ${JSON.stringify(part.type)}`,
+      );
+    }
+    if (typeof part.text !== "string") throw wrongType(`${f}.text`, "a string", part.text);
+    out += part.text;
+  }
+  return out;
+}
+
+/** Parse chat messages. */
+export function parseMessages(v: unknown, allowEmpty = false): ChatMessageText[] {
+  if (!Array.isArray(v)) throw wrongType("messages", "an array of messages", v);
+  if (v.length === 0 && !allowEmpty) throw badRequest("messages", "messages: must not be empty");
+  return v.map((m, i) => {
+    const f = `messages[${i}]`;
+    if (typeof m !== "object" || m === null || Array.isArray(m)) {
+      throw wrongType(f, "a message object", m);
+    }
+    const msg = m as Body;
+    if (typeof msg.role !== "string" || msg.role === "") {
+      throw wrongType(`${f}.role`, "a non-empty string", msg.role);
+    }
+    return { role: msg.role, content: messageContent(msg.content, `${f}.content`) };
+  });
+}
+
+/** Parse a chat completions request body. */
+export function parseChatRequest(b: Body, limits: SchemaLimits): ChatParams {
+  if (b.messages === undefined || b.messages === null) {
+    throw badRequest("messages", "messages: is required");
+  }
+  const messages = parseMessages(b.messages, present(b, "session"));
+  const maxTokens = parseMaxTokens(
+    b,
+    ["max_completion_tokens", "max_tokens"],
+    1,
+    limits.defaultChatMaxTokens,
+    limits.maxTokensLimit,
+  );
+  const common = parseCommon(b, limits, maxTokens);
+  const logprobs = optBool(b, "logprobs") ?? false;
+  const top = optInt(b, "top_logprobs", 0, MAX_TOP_LOGPROBS);
+  if (top !== undefined && !logprobs) {
+    throw badRequest("top_logprobs", "top_logprobs: requires logprobs to be true");
+  }
+  if (logprobs) common.logprobs = top ?? 0;
+  return { ...common, messages };
+}
+
+/** Parse a `POST /v1/sessions` body (an empty body creates an empty session). */
+export function parseSessionCreate(b: Body): SessionCreateParams {
+  const id = optString(b, "id");
+  if (id !== undefined && !/^[A-Za-z0-9_-]{1,128}$/.test(id)) {
+    throw badRequest("id", "id: not a valid session id (1-128 of A-Z a-z 0-9 _ -)");
+  }
+  const out: SessionCreateParams = { id };
+  if (present(b, "prompt")) out.prompt = parsePrompt(b.prompt);
+  if (present(b, "messages")) {
+    if (out.prompt !== undefined) {
+      throw badRequest("messages", "messages: give either prompt or messages, not both");
+    }
+    out.messages = parseMessages(b.messages);
+  }
+  return out;
+}

@@ -1,0 +1,328 @@
+/**
+ * Sessions around generations: load the encoded state from the store, decode it, hand the live
+ * `Session` to the engine, and save it back (generation + 1, encode, compare-and-set put) when the
+ * response completes. A per-process busy set makes a second request for a session that is already
+ * generating (or being saved, imported or deleted) a 409; the store's compare-and-set makes a write
+ * that raced another process a 409 too.
+ *
+ * The stored session advances only when a response completes: a request that fails, times out
+ * before producing anything, or whose client goes away leaves the stored state as it was.
+ *
+ * Recently used live sessions stay in a small in-process cache keyed by id, checked against the
+ * stored entry's generation and SHA-256, so a session continued on the same process skips the
+ * decode (the stored bytes stay the truth).
+ * @module
+ */
+
+import type { Engine } from "../engine/engine.ts";
+import { Session } from "../engine/session.ts";
+import type { TnlModel } from "../load.ts";
+import { isValidSessionId } from "../model/snapshot.ts";
+import { decodeSession, encodeSession, sessionDigest } from "../state/codec.ts";
+import type { SessionStore } from "../state/store.ts";
+import { HttpError, notFound } from "./errors.ts";
+
+/** Session metadata as `GET /v1/sessions/:id` returns it. */
+export interface SessionInfo {
+  /** Session id. */
+  id: string;
+  /** Always "session". */
+  object: "session";
+  /** The served model id. */
+  model: string;
+  /** Tokens consumed by the state. */
+  position: number;
+  /** Tokens in the history (prompts and generations, the pending one included). */
+  tokens: number;
+  /** Whether a token waits to be fed (the last one of the history). */
+  pending: boolean;
+  /** Saved generation (incremented on every save). */
+  generation: number;
+  /** Creation time, Unix seconds. */
+  created: number;
+  /** Last update, Unix seconds. */
+  updated: number;
+  /** Whether a request of this process is generating for it now. */
+  busy: boolean;
+  /** Size of the encoded state in the store, in bytes. */
+  state_bytes: number;
+}
+
+/** What the session manager needs. */
+export interface SessionManagerOptions {
+  /** The loaded model. */
+  model: TnlModel;
+  /** Its engine. */
+  engine: Engine;
+  /** The store. */
+  store: SessionStore;
+  /** The served model id (for metadata). */
+  modelId: string;
+  /** HMAC secret for states. */
+  secret?: string;
+  /** Live sessions kept in the in-process cache (default 16; 0 = none). */
+  cacheSize?: number;
+  /** The busy set (shared with the app context). */
+  busy?: Set<string>;
+}
+
+/** A session held by one request: generate with `session`, then `save()` and/or `release()`. */
+export interface SessionLease {
+  /** The live session. */
+  readonly session: Session;
+  /** True when the session did not exist in the store before this request. */
+  readonly isNew: boolean;
+  /** Save the session (generation + 1, encode, compare-and-set put); returns its bytes. */
+  save(): Promise<{ bytes: Uint8Array; digest: string }>;
+  /**
+   * Give the session back (idempotent). Unless `save()` succeeded, the live object is dropped from
+   * the cache (it may hold progress the store does not).
+   */
+  release(): void;
+}
+
+interface CacheEntry {
+  session: Session;
+  generation: number;
+  digest: string;
+}
+
+/** Loads, saves and guards sessions; see the module doc. */
+export class SessionManager {
+  /** Ids of sessions a request of this process holds. */
+  readonly busy: Set<string>;
+  readonly #o: SessionManagerOptions;
+  readonly #cache = new Map<string, CacheEntry>();
+  readonly #cacheSize: number;
+  /** Bytes of each state this process wrote or imported (for the metrics gauge). */
+  readonly #sizes = new Map<string, number>();
+  #stateBytes = 0;
+  /** Encoded bytes written to the store since start. */
+  bytesWritten = 0;
+
+  /** A manager over a model, its engine and a store. */
+  constructor(o: SessionManagerOptions) {
+    this.#o = o;
+    this.busy = o.busy ?? new Set();
+    this.#cacheSize = o.cacheSize ?? 16;
+  }
+
+  /** The store. */
+  get store(): SessionStore {
+    return this.#o.store;
+  }
+
+  /** Bytes of state stored: the store's own count when it keeps one, else what this process wrote. */
+  get stateBytes(): number {
+    const b = (this.#o.store as { bytes?: unknown }).bytes;
+    return typeof b === "number" ? b : this.#stateBytes;
+  }
+
+  #track(id: string, size: number | null): void {
+    this.#stateBytes -= this.#sizes.get(id) ?? 0;
+    if (size === null) this.#sizes.delete(id);
+    else {
+      this.#sizes.set(id, size);
+      this.#stateBytes += size;
+    }
+  }
+
+  /** Mark `id` busy, or throw 409. */
+  #claim(id: string): void {
+    if (this.busy.has(id)) {
+      throw new HttpError(409, `session ${id} is busy (a request is using it)`, {
+        param: "session",
+        code: "conflict",
+      });
+    }
+    this.busy.add(id);
+  }
+
+  #remember(id: string, e: CacheEntry): void {
+    if (this.#cacheSize <= 0) return;
+    this.#cache.delete(id);
+    this.#cache.set(id, e);
+    while (this.#cache.size > this.#cacheSize) {
+      this.#cache.delete(this.#cache.keys().next().value!);
+    }
+  }
+
+  #codec() {
+    const m = this.#o.model;
+    return {
+      config: m.config,
+      modelFingerprint: m.fingerprint,
+      tokenizerFingerprint: m.tokenizer.fingerprint,
+      secret: this.#o.secret || undefined,
+    };
+  }
+
+  /** Decode stored bytes (or take the cached live session when they are unchanged). */
+  async #load(id: string): Promise<{ session: Session; generation: number; size: number }> {
+    const entry = await this.#o.store.getEntry(id);
+    if (!entry) {
+      this.#cache.delete(id);
+      throw notFound(`no session ${id}`, "session", "session_not_found");
+    }
+    const digest = await sessionDigest(entry.bytes);
+    const hit = this.#cache.get(id);
+    if (hit && hit.digest === digest && hit.generation === entry.generation) {
+      this.#remember(id, hit);
+      return { session: hit.session, generation: entry.generation, size: entry.bytes.length };
+    }
+    const snap = await decodeSession(entry.bytes, this.#codec());
+    const session = Session.fromSnapshot(this.#o.model.config, snap);
+    this.#remember(id, { session, generation: entry.generation, digest });
+    return { session, generation: entry.generation, size: entry.bytes.length };
+  }
+
+  #lease(session: Session, stored: number | null): SessionLease {
+    const id = session.id;
+    let released = false;
+    let saved = false;
+    let expect = stored;
+    return {
+      session,
+      isNew: stored === null,
+      save: async () => {
+        if (released) throw new Error("save after release");
+        session.generation = Math.max(session.generation, expect ?? -1) + 1;
+        const bytes = await encodeSession(session.toSnapshot(), this.#codec());
+        try {
+          await this.#o.store.put(id, bytes, {
+            generation: session.generation,
+            expectGeneration: expect,
+          });
+        } catch (e) {
+          session.generation--;
+          this.#cache.delete(id);
+          throw e;
+        }
+        expect = session.generation;
+        const digest = await sessionDigest(bytes);
+        this.#remember(id, { session, generation: session.generation, digest });
+        this.#track(id, bytes.length);
+        this.bytesWritten += bytes.length;
+        saved = true;
+        return { bytes, digest };
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        if (!saved) this.#cache.delete(id);
+        this.busy.delete(id);
+      },
+    };
+  }
+
+  /** Hold an existing session (404 when absent, 409 when busy). */
+  async open(id: string): Promise<SessionLease> {
+    if (!isValidSessionId(id)) throw notFound(`no session ${id}`, "session", "session_not_found");
+    this.#claim(id);
+    try {
+      const { session, generation } = await this.#load(id);
+      if (session.busy) throw new HttpError(409, `session ${id} is busy`, { code: "conflict" });
+      return this.#lease(session, generation);
+    } catch (e) {
+      this.busy.delete(id);
+      throw e;
+    }
+  }
+
+  /** Hold a new session (a random id, or `id`: 409 when it exists or is busy). */
+  async create(id?: string): Promise<SessionLease> {
+    const session = this.#o.engine.newSession(id);
+    this.#claim(session.id);
+    try {
+      if (id !== undefined && (await this.#o.store.getEntry(id)) !== null) {
+        throw new HttpError(409, `session ${id} already exists`, { param: "id", code: "conflict" });
+      }
+    } catch (e) {
+      this.busy.delete(session.id);
+      throw e;
+    }
+    this.#cache.delete(session.id);
+    return this.#lease(session, null);
+  }
+
+  /** Metadata of a stored session (404 when absent). */
+  async info(id: string): Promise<SessionInfo> {
+    if (!isValidSessionId(id)) throw notFound(`no session ${id}`, "session", "session_not_found");
+    const { session, size } = await this.#load(id);
+    return this.describe(session, size);
+  }
+
+  /** Metadata of a live session. */
+  describe(s: Session, size: number): SessionInfo {
+    return {
+      id: s.id,
+      object: "session",
+      model: this.#o.modelId,
+      position: s.state.position,
+      tokens: s.length,
+      pending: s.pending >= 0,
+      generation: s.generation,
+      created: Math.floor(s.createdAt / 1000),
+      updated: Math.floor(s.updatedAt / 1000),
+      busy: this.busy.has(s.id),
+      state_bytes: size,
+    };
+  }
+
+  /** The stored bytes of a session and their digest (404 when absent). */
+  async exportState(id: string): Promise<{ bytes: Uint8Array; digest: string }> {
+    if (!isValidSessionId(id)) throw notFound(`no session ${id}`, "session", "session_not_found");
+    const entry = await this.#o.store.getEntry(id);
+    if (!entry) throw notFound(`no session ${id}`, "session", "session_not_found");
+    return { bytes: entry.bytes, digest: await sessionDigest(entry.bytes) };
+  }
+
+  /**
+   * Import a state under `id`: decoded and checked against the model (400/401/422), its id
+   * rewritten to `id` (so a state can be copied to a new id: a fork), its generation raised above
+   * the stored one if any (generations only grow), re-encoded (and signed) by this server, stored.
+   * 409 while the session is busy.
+   */
+  async importState(
+    id: string,
+    bytes: Uint8Array,
+  ): Promise<{ info: SessionInfo; digest: string; created: boolean }> {
+    this.#claim(id);
+    try {
+      const snap = await decodeSession(bytes, this.#codec());
+      const existing = await this.#o.store.getEntry(id);
+      snap.id = id;
+      if (existing) snap.generation = Math.max(snap.generation, existing.generation + 1);
+      const session = Session.fromSnapshot(this.#o.model.config, snap);
+      const out = await encodeSession(session.toSnapshot(), this.#codec());
+      await this.#o.store.put(id, out, {
+        generation: session.generation,
+        expectGeneration: existing ? existing.generation : null,
+      });
+      const digest = await sessionDigest(out);
+      this.#remember(id, { session, generation: session.generation, digest });
+      this.#track(id, out.length);
+      this.bytesWritten += out.length;
+      return { info: this.describe(session, out.length), digest, created: !existing };
+    } catch (e) {
+      this.#cache.delete(id);
+      throw e;
+    } finally {
+      this.busy.delete(id);
+    }
+  }
+
+  /** Delete a session (404 when absent, 409 when busy). */
+  async remove(id: string): Promise<void> {
+    if (!isValidSessionId(id)) throw notFound(`no session ${id}`, "session", "session_not_found");
+    this.#claim(id);
+    try {
+      this.#cache.delete(id);
+      const removed = await this.#o.store.delete(id);
+      this.#track(id, null);
+      if (!removed) throw notFound(`no session ${id}`, "session", "session_not_found");
+    } finally {
+      this.busy.delete(id);
+    }
+  }
+}

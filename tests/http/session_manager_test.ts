@@ -1,0 +1,62 @@
+import assert from "node:assert/strict";
+import { MemorySessionStore } from "../../src/state/memory_store.ts";
+import { decodeSession } from "../../src/state/codec.ts";
+import { cpuModel, expectError, jsonOf, post, testApp } from "./support.ts";
+
+const model = await cpuModel();
+const codec = {
+  config: model.config,
+  modelFingerprint: model.fingerprint,
+  tokenizerFingerprint: model.tokenizer.fingerprint,
+};
+
+Deno.test("session manager: two processes on one store never lose a write (compare-and-set → 409)", async () => {
+  const store = new MemorySessionStore();
+  const a = await testApp({ store });
+  const b = await testApp({ store });
+  const s = await jsonOf(await post(a.app, "/v1/sessions", { prompt: "ROMEO:" }), 201);
+  const id = s.id as string;
+  const slow = post(a.app, `/v1/sessions/${id}/completions`, { max_tokens: 40, temperature: 0 });
+  await new Promise((r) => setTimeout(r, 50));
+  // "Process" B (its own busy set) continues the same session meanwhile and saves first.
+  await jsonOf(
+    await post(b.app, `/v1/sessions/${id}/completions`, { max_tokens: 1, temperature: 0 }),
+  );
+  const e = await expectError(await slow, 409);
+  assert.equal(e.code, "conflict");
+  const info = await jsonOf(await a.app.request(`/v1/sessions/${id}`));
+  assert.equal(info.generation, 2);
+  assert.equal(info.tokens, (s.tokens as number) + 1);
+});
+
+Deno.test("session manager: a cached live session is not used once another process has written", async () => {
+  const store = new MemorySessionStore();
+  const a = await testApp({ store });
+  const b = await testApp({ store });
+  const s = await jsonOf(await post(a.app, "/v1/sessions", { prompt: "KING:" }), 201);
+  const id = s.id as string;
+  const step = async (app: typeof a.app, n: number) =>
+    await jsonOf(
+      await post(app, `/v1/sessions/${id}/completions`, { max_tokens: n, temperature: 0 }),
+    );
+  await step(a.app, 2); // A caches the live session
+  await step(b.app, 3); // B writes a newer generation
+  await step(a.app, 4); // A must decode B's state, not reuse its cached object
+  const snap = await decodeSession(
+    new Uint8Array(await (await a.app.request(`/v1/sessions/${id}/state`)).arrayBuffer()),
+    codec,
+  );
+  assert.equal(snap.generation, 4);
+  assert.equal(snap.tokens!.length, (s.tokens as number) + 9);
+  // Same tokens as one uninterrupted greedy run.
+  const c = await testApp();
+  const w = await jsonOf(await post(c.app, "/v1/sessions", { prompt: "KING:" }), 201);
+  await jsonOf(
+    await post(c.app, `/v1/sessions/${w.id}/completions`, { max_tokens: 9, temperature: 0 }),
+  );
+  const whole = await decodeSession(
+    new Uint8Array(await (await c.app.request(`/v1/sessions/${w.id}/state`)).arrayBuffer()),
+    codec,
+  );
+  assert.deepEqual(Array.from(snap.tokens!), Array.from(whole.tokens!));
+});

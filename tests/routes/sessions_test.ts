@@ -1,0 +1,216 @@
+import assert from "node:assert/strict";
+import { decodeSession, encodeSession } from "../../src/state/codec.ts";
+import {
+  cpuModel,
+  expectError,
+  jsonOf,
+  post,
+  sseChunks,
+  testApp,
+  waitFor,
+} from "../http/support.ts";
+
+const model = await cpuModel();
+const { app, ctx } = await testApp();
+const codec = {
+  config: model.config,
+  modelFingerprint: model.fingerprint,
+  tokenizerFingerprint: model.tokenizer.fingerprint,
+};
+
+type Json = Record<string, unknown>;
+const text = (b: Json) => (b.choices as { text: string }[])[0].text;
+
+async function stateOf(a: typeof app, id: string): Promise<Uint8Array> {
+  const res = await a.request(`/v1/sessions/${id}/state`);
+  assert.equal(res.status, 200);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+function putState(a: typeof app, id: string, bytes: Uint8Array, type = "application/vnd.msgpack") {
+  return a.request(`/v1/sessions/${id}/state`, {
+    method: "PUT",
+    headers: { "content-type": type },
+    body: bytes as Uint8Array<ArrayBuffer>,
+  });
+}
+
+Deno.test("sessions: create empty, with a prompt, with messages, with an id", async () => {
+  const empty = await jsonOf(await post(app, "/v1/sessions", ""), 201);
+  assert.equal(empty.object, "session");
+  assert.equal(empty.position, 0);
+  assert.equal(empty.tokens, 0);
+  assert.equal(empty.pending, false);
+  assert.equal(empty.generation, 1);
+  assert.equal(empty.model, "tnl-shakespeare-6m");
+  const n = model.tokenizer.encode("ROMEO:").length;
+  const res = await post(app, "/v1/sessions", { prompt: "ROMEO:" });
+  assert.match(res.headers.get("location") ?? "", /^\/v1\/sessions\/s_/);
+  assert.match(res.headers.get("etag") ?? "", /^"[0-9a-f]{64}"$/);
+  const withPrompt = await jsonOf(res, 201);
+  assert.equal(withPrompt.tokens, n);
+  assert.equal(withPrompt.position, n - 1); // the last prompt token waits as the pending one
+  assert.equal(withPrompt.pending, true);
+  const chat = await jsonOf(
+    await post(app, "/v1/sessions", { messages: [{ role: "user", content: "Hi" }] }),
+    201,
+  );
+  assert.equal(chat.tokens, model.tokenizer.encode("user: Hi\n\n").length);
+  const named = await jsonOf(await post(app, "/v1/sessions", { id: "my-session_1" }), 201);
+  assert.equal(named.id, "my-session_1");
+  await expectError(await post(app, "/v1/sessions", { id: "my-session_1" }), 409);
+  await expectError(await post(app, "/v1/sessions", { id: "no spaces" }), 400, "id");
+  await expectError(await post(app, "/v1/sessions", { prompt: 3 }), 400, "prompt");
+  await expectError(await post(app, "/v1/sessions", "[1]"), 400, null);
+  const info = await jsonOf(await app.request(`/v1/sessions/${withPrompt.id}`));
+  assert.deepEqual({ ...info, busy: false }, { ...withPrompt, busy: false });
+});
+
+Deno.test("sessions: continue, delete, 404s", async () => {
+  const s = await jsonOf(await post(app, "/v1/sessions", { prompt: "KING:" }), 201);
+  const id = s.id as string;
+  const a = await jsonOf(
+    await post(app, `/v1/sessions/${id}/completions`, { max_tokens: 5, temperature: 0 }),
+  );
+  assert.equal(a.session, id);
+  assert.equal((a.usage as Json).prompt_tokens, 0);
+  const chunks = await sseChunks(
+    await post(app, `/v1/sessions/${id}/completions`, { max_tokens: 3, stream: true }),
+  );
+  assert.ok(chunks.every((c) => c.session === id));
+  const info = await jsonOf(await app.request(`/v1/sessions/${id}`));
+  assert.equal(info.generation, 3);
+  assert.equal(info.tokens, (s.tokens as number) + 8);
+  await expectError(
+    await post(app, `/v1/sessions/${id}/completions`, { session: "other" }),
+    400,
+    "session",
+  );
+  const del = await jsonOf(await app.request(`/v1/sessions/${id}`, { method: "DELETE" }));
+  assert.deepEqual(del, { id, object: "session.deleted", deleted: true });
+  await expectError(await app.request(`/v1/sessions/${id}`), 404);
+  await expectError(await app.request(`/v1/sessions/${id}`, { method: "DELETE" }), 404);
+  await expectError(await app.request(`/v1/sessions/${id}/state`), 404);
+  await expectError(await post(app, `/v1/sessions/${id}/completions`, {}), 404);
+  await expectError(await app.request(`/v1/sessions/bad%20id`), 404);
+});
+
+Deno.test("sessions: state export is msgpack with an ETag; If-None-Match gives 304", async () => {
+  const s = await jsonOf(await post(app, "/v1/sessions", { prompt: "ROMEO:" }), 201);
+  const res = await app.request(`/v1/sessions/${s.id}/state`);
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-type"), "application/vnd.msgpack");
+  const etag = res.headers.get("etag")!;
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  assert.equal(etag, `"${Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("")}"`);
+  const snap = await decodeSession(bytes, codec);
+  assert.equal(snap.id, s.id);
+  assert.equal(snap.state.position, s.position);
+  const again = await app.request(`/v1/sessions/${s.id}/state`, {
+    headers: { "if-none-match": etag },
+  });
+  assert.equal(again.status, 304);
+  await again.body?.cancel();
+});
+
+Deno.test("sessions: import rewrites the id (fork), keeps generations growing, 201 then 200", async () => {
+  const s = await jsonOf(await post(app, "/v1/sessions", { prompt: "ROMEO:" }), 201);
+  await jsonOf(
+    await post(app, `/v1/sessions/${s.id}/completions`, { max_tokens: 3, temperature: 0 }),
+  );
+  const bytes = await stateOf(app, s.id as string);
+  const created = await jsonOf(await putState(app, "fork-1", bytes), 201);
+  assert.equal(created.id, "fork-1");
+  assert.equal(created.generation, 2);
+  const replaced = await jsonOf(await putState(app, "fork-1", bytes), 200);
+  assert.equal(replaced.generation, 3); // above the stored one
+  // Both continue identically.
+  const a = await jsonOf(
+    await post(app, `/v1/sessions/${s.id}/completions`, { max_tokens: 5, temperature: 0 }),
+  );
+  const b = await jsonOf(
+    await post(app, `/v1/sessions/fork-1/completions`, { max_tokens: 5, temperature: 0 }),
+  );
+  assert.equal(text(a), text(b));
+  await expectError(await putState(app, "bad id!", bytes), 400, "id");
+  await expectError(await putState(app, "x", bytes, "application/json"), 415);
+  await expectError(await putState(app, "x", new Uint8Array(0)), 400);
+  await expectError(await putState(app, "x", new Uint8Array([0x93, 1, 2, 3])), 400);
+  await expectError(await putState(app, "x", bytes.slice(0, bytes.length - 100)), 400);
+});
+
+Deno.test("sessions: a state for another model is a 422, a bad signature a 401", async () => {
+  const s = await jsonOf(await post(app, "/v1/sessions", { prompt: "A" }), 201);
+  const snap = await decodeSession(await stateOf(app, s.id as string), codec);
+  const other = await encodeSession(snap, { ...codec, modelFingerprint: "0".repeat(64) });
+  const e = await expectError(await putState(app, "x", other), 422);
+  assert.equal(e.code, "state_mismatch");
+  const signed = await encodeSession(snap, { ...codec, secret: "s3cret" });
+  assert.equal((await expectError(await putState(app, "x", signed), 401)).code, "state_signature");
+  // A server with a secret refuses unsigned states and states signed with another secret.
+  const secured = await testApp({ options: { stateSecret: "s3cret" } });
+  await jsonOf(await putState(secured.app, "x", signed), 201);
+  const unsigned = await encodeSession(snap, codec);
+  await expectError(await putState(secured.app, "y", unsigned), 401);
+  const wrong = await encodeSession(snap, { ...codec, secret: "other" });
+  await expectError(await putState(secured.app, "y", wrong), 401);
+  // Its exports are signed with its secret.
+  const exported = await stateOf(secured.app, "x");
+  await decodeSession(exported, { ...codec, secret: "s3cret" });
+  await assert.rejects(decodeSession(exported, codec));
+});
+
+async function resumeCase(sampling: Json, N = 24, k = 10): Promise<void> {
+  const prompt = "ROMEO:";
+  // Whole: one request of N tokens.
+  const whole = await jsonOf(await post(app, "/v1/sessions", { prompt }), 201);
+  const w = await jsonOf(
+    await post(app, `/v1/sessions/${whole.id}/completions`, { ...sampling, max_tokens: N }),
+  );
+  const wholeSnap = await decodeSession(await stateOf(app, whole.id as string), codec);
+  // Split: k tokens, export, import into another app (another store), N - k more.
+  const split = await jsonOf(await post(app, "/v1/sessions", { prompt }), 201);
+  const a = await jsonOf(
+    await post(app, `/v1/sessions/${split.id}/completions`, { ...sampling, max_tokens: k }),
+  );
+  const other = await testApp();
+  await jsonOf(await putState(other.app, "resumed", await stateOf(app, split.id as string)), 201);
+  const rest: Json = { max_tokens: N - k };
+  if (sampling.temperature !== undefined) rest.temperature = sampling.temperature;
+  const b = await jsonOf(await post(other.app, `/v1/sessions/resumed/completions`, rest));
+  const splitSnap = await decodeSession(await stateOf(other.app, "resumed"), codec);
+  assert.deepEqual(Array.from(splitSnap.tokens!), Array.from(wholeSnap.tokens!));
+  assert.equal(text(a) + text(b), text(w));
+  assert.deepEqual(splitSnap.state.layers, wholeSnap.state.layers);
+}
+
+Deno.test("sessions: resume exactness, greedy (export after 10, import elsewhere, 14 more)", async () => {
+  await resumeCase({ temperature: 0 });
+});
+
+Deno.test("sessions: resume exactness, seeded sampling at temperature 0.9", async () => {
+  await resumeCase({ temperature: 0.9, seed: 1234 });
+});
+
+Deno.test("sessions: a busy session is a 409 for every other request on it", async () => {
+  const s = await jsonOf(await post(app, "/v1/sessions", { prompt: "ROMEO:" }), 201);
+  const id = s.id as string;
+  const res = await post(app, `/v1/sessions/${id}/completions`, { max_tokens: 500, stream: true });
+  const reader = res.body!.getReader();
+  await reader.read();
+  const busy = await jsonOf(await app.request(`/v1/sessions/${id}`));
+  assert.equal(busy.busy, true);
+  await expectError(await post(app, `/v1/sessions/${id}/completions`, { max_tokens: 1 }), 409);
+  await expectError(await post(app, "/v1/completions", { prompt: "a", session: id }), 409);
+  await expectError(await post(app, "/v1/chat/completions", { messages: [], session: id }), 409);
+  await expectError(await app.request(`/v1/sessions/${id}`, { method: "DELETE" }), 409);
+  await expectError(await putState(app, id, await stateOf(app, id)), 409);
+  await reader.cancel();
+  await waitFor(() => ctx.busy.size === 0 && ctx.serving!.engine.stats().running === 0);
+  // The cancelled request left the stored session as it was.
+  const after = await jsonOf(await app.request(`/v1/sessions/${id}`));
+  assert.equal(after.generation, s.generation);
+  assert.equal(after.tokens, s.tokens);
+  await jsonOf(await post(app, `/v1/sessions/${id}/completions`, { max_tokens: 1 }));
+});
