@@ -35,10 +35,11 @@ const TM: u32 = 64u;   // tokens per tile
 const TN: u32 = 64u;   // rows per tile
 const TK: u32 = 16u;   // inner columns per step
 
-var<workgroup> As: array<f32, 1024>;   // [TK][TM]
-var<workgroup> Ws: array<f32, 1024>;   // [TK][TN]
+// Tiles as vec4 (four consecutive tokens or rows); small workgroup arrays keep GL compiles fast.
+var<workgroup> As: array<vec4<f32>, 256>;   // [TK][TM / 4]
+var<workgroup> Ws: array<vec4<f32>, 256>;   // [TK][TN / 4]
 //#if GLU
-var<workgroup> W2s: array<f32, 1024>;
+var<workgroup> W2s: array<vec4<f32>, 256>;
 //#endif
 
 @compute @workgroup_size(256)
@@ -60,7 +61,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let k = k0 + kk;
       var a = 0.0;
       if (t < P.tokens && k < P.cols) { a = A[t * P.in_stride + P.in_off + k]; }
-      As[kk * TM + tt] = a;
+      As[(kk * TM + tt) / 4u][tt % 4u] = a;
       let r = r0 + tt;
       var w = 0.0;
 //#if GLU
@@ -72,21 +73,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         w2 = W2_get(r * P.cols + k);
 //#endif
       }
-      Ws[kk * TN + tt] = w;
+      Ws[(kk * TN + tt) / 4u][tt % 4u] = w;
 //#if GLU
-      W2s[kk * TN + tt] = w2;
+      W2s[(kk * TN + tt) / 4u][tt % 4u] = w2;
 //#endif
     }
     workgroupBarrier();
     for (var kk = 0u; kk < TK; kk++) {
-      let a = vec4<f32>(As[kk * TM + tr], As[kk * TM + tr + 1u], As[kk * TM + tr + 2u], As[kk * TM + tr + 3u]);
-      let w = vec4<f32>(Ws[kk * TN + tc], Ws[kk * TN + tc + 1u], Ws[kk * TN + tc + 2u], Ws[kk * TN + tc + 3u]);
+      let a = As[(kk * TM + tr) / 4u];
+      let w = Ws[(kk * TN + tc) / 4u];
       acc[0] += a.x * w;
       acc[1] += a.y * w;
       acc[2] += a.z * w;
       acc[3] += a.w * w;
 //#if GLU
-      let w2 = vec4<f32>(W2s[kk * TN + tc], W2s[kk * TN + tc + 1u], W2s[kk * TN + tc + 2u], W2s[kk * TN + tc + 3u]);
+      let w2 = W2s[(kk * TN + tc) / 4u];
       acc2[0] += a.x * w2;
       acc2[1] += a.y * w2;
       acc2[2] += a.z * w2;

@@ -124,10 +124,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 //#endif
 
 //#if STAGE_OUT
-// Workgroup per (block, head). Thread: token t = tid / 8 of the block, columns j ≡ tid mod 8.
-var<workgroup> amat: array<f32, {{BLK2}}>;     // [BLK][BLK] decayed, masked q'·k'
-var<workgroup> tile: array<f32, 4096>;         // V block, then S rows
-var<workgroup> qt: array<f32, {{BLK2}}>;       // [BLK][BLK] scaled q' columns
+// Workgroup per (block, head). Thread: token t = tid / 8 of the block, columns j ≡ tid mod 8, so
+// CPT = dv / 8 columns each (the head dim is a multiple of 8; the backend checks). The decayed
+// scores live in workgroup memory; V and S_before(n) are read through the cache (every thread of a
+// token row reads the same rows). Workgroup arrays stay small: llvmpipe's GL compile time grows
+// steeply with their size.
+const CPT: u32 = {{HD}}u / 8u;
+var<workgroup> amat: array<vec4<f32>, {{BLK2_4}}>;   // [BLK][BLK] decayed, masked q'·k'
+
+fn score(t: u32, j: u32) -> f32 {
+  let e = t * BLK + j;
+  return amat[e / 4u][e % 4u];
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -137,65 +145,44 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let m = block_len(n);
   let rate = rates[h];
   let dv = P.head_dim;
-  // Intra-block scores with decay and causal mask.
-  for (var e = tid; e < BLK * BLK; e += 256u) {
-    let t = e / BLK;
-    let j = e % BLK;
-    var v = 0.0;
-    if (j <= t && t < m) {
-      var d = 0.0;
-      let qa = (h * P.tokens + s + t) * P.dk;
-      let ka = (h * P.tokens + s + j) * P.dk;
-      for (var i = 0u; i < P.dk; i++) { d += qp[qa + i] * kp[ka + i]; }
-      v = d * exp(-rate * f32(t - j));
+  // Intra-block scores with decay and causal mask, four per entry.
+  for (var e4 = tid; e4 < BLK * BLK / 4u; e4 += 256u) {
+    var v4 = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+      let e = e4 * 4u + c;
+      let t = e / BLK;
+      let j = e % BLK;
+      if (j <= t && t < m) {
+        var d = 0.0;
+        let qa = (h * P.tokens + s + t) * P.dk;
+        let ka = (h * P.tokens + s + j) * P.dk;
+        for (var i = 0u; i < P.dk; i++) { d += qp[qa + i] * kp[ka + i]; }
+        v4[c] = d * exp(-rate * f32(t - j));
+      }
     }
-    amat[e] = v;
-  }
-  // V block into workgroup memory.
-  for (var e = tid; e < BLK * dv; e += 256u) {
-    let j = e / dv;
-    let c = e % dv;
-    var v = 0.0;
-    if (j < m) { v = qkvu[(s + j) * 4u * P.hidden + 2u * P.hidden + h * dv + c]; }
-    tile[e] = v;
+    amat[e4] = v4;
   }
   workgroupBarrier();
   let t = tid / 8u;
   let cg = tid % 8u;
-  var acc: array<f32, 32>;   // columns cg, cg+8, ... (dv ≤ 256)
-  if (t < m) {
-    for (var j = 0u; j <= t; j++) {
-      let a = amat[t * BLK + j];
-      for (var k = 0u; k * 8u + cg < dv; k++) { acc[k] += a * tile[j * dv + k * 8u + cg]; }
-    }
+  if (t >= m) { return; }
+  var acc: array<f32, CPT>;
+  // Intra: Σ_{j≤t} A[t][j]·v_j.
+  for (var j = 0u; j <= t; j++) {
+    let a = score(t, j);
+    let vrow = (s + j) * 4u * P.hidden + 2u * P.hidden + h * dv + cg;
+    for (var k = 0u; k < CPT; k++) { acc[k] += a * qkvu[vrow + k * 8u]; }
   }
-  workgroupBarrier();
-  // Inter-block: λ^(t+1)·q'_t·S_before(n), S streamed through workgroup memory in row tiles.
-  let rows_per_tile = min(4096u / dv, BLK);
-  let sbase = (h * P.nblocks + n) * P.dk * dv;
-  for (var i0 = 0u; i0 < P.dk; i0 += rows_per_tile) {
-    let nr = min(rows_per_tile, P.dk - i0);
-    for (var e = tid; e < nr * dv; e += 256u) { tile[e] = kvs[sbase + i0 * dv + e]; }
-    for (var e = tid; e < BLK * rows_per_tile; e += 256u) {
-      let tt = e / rows_per_tile;
-      let ii = e % rows_per_tile;
-      var v = 0.0;
-      if (tt < m && ii < nr) { v = qp[(h * P.tokens + s + tt) * P.dk + i0 + ii] * exp(-rate * f32(tt + 1u)); }
-      qt[tt * rows_per_tile + ii] = v;
-    }
-    workgroupBarrier();
-    if (t < m) {
-      for (var ii = 0u; ii < nr; ii++) {
-        let q = qt[t * rows_per_tile + ii];
-        for (var k = 0u; k * 8u + cg < dv; k++) { acc[k] += q * tile[ii * dv + k * 8u + cg]; }
-      }
-    }
-    workgroupBarrier();
+  // Inter: λ^(t+1)·q'_t·S_before(n).
+  let qa = (h * P.tokens + s + t) * P.dk;
+  let qscale = exp(-rate * f32(t + 1u));
+  let sbase = (h * P.nblocks + n) * P.dk * dv + cg;
+  for (var i = 0u; i < P.dk; i++) {
+    let q = qp[qa + i] * qscale;
+    for (var k = 0u; k < CPT; k++) { acc[k] += q * kvs[sbase + i * dv + k * 8u]; }
   }
-  if (t < m) {
-    for (var k = 0u; k * 8u + cg < dv; k++) {
-      o[(s + t) * P.hidden + h * dv + k * 8u + cg] = acc[k];
-    }
+  for (var k = 0u; k < CPT; k++) {
+    o[(s + t) * P.hidden + h * dv + k * 8u + cg] = acc[k];
   }
 }
 //#endif

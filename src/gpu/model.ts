@@ -14,6 +14,7 @@ import {
   stateLayerSize,
 } from "../model/config.ts";
 import type { TensorSource } from "../model/weights/source.ts";
+import { TnlError } from "../errors.ts";
 import type { GpuContext } from "./device.ts";
 import { CTL_WORDS, LAYOUT_DEFINES, ROW, ROW_WORDS } from "./layout.ts";
 import { GpuResources } from "./resources.ts";
@@ -125,7 +126,7 @@ export class GpuModel {
     this.maxBatch = o.maxBatch;
     this.maxSlots = o.maxSlots;
     this.ring = o.ring;
-    this.pipelines = new PipelineCache(ctx.device);
+    this.pipelines = PipelineCache.for(ctx.device);
     const { embedDim: D, hiddenDim: H, gluDim: G, vocabSize: V } = config;
     const B = this.maxBatch;
     this.res = new GpuResources(ctx.device);
@@ -175,6 +176,12 @@ export class GpuModel {
     label: string,
     options: GpuModelOptions = {},
   ): Promise<GpuModel> {
+    if (config.headDim % 8 !== 0) {
+      throw new TnlError(
+        "backend_unavailable",
+        `the WebGPU kernels need a head width that is a multiple of 8 (this model has ${config.headDim}); use the CPU backend`,
+      );
+    }
     const weights = await uploadWeights(ctx.device, source, config, label, {
       maxBindingBytes: options.maxBindingBytes,
       onTensor: options.onTensor,

@@ -240,7 +240,13 @@ export class GpuPrefill {
           bias: v.qkvuBias,
         }),
       );
-      const lDefines: Defines = { [act]: true, LRPE: c.lrpe[l], BLK: blk, BLK2: blk * blk };
+      const lDefines: Defines = {
+        [act]: true,
+        LRPE: c.lrpe[l],
+        BLK: blk,
+        BLK2_4: (blk * blk) / 4,
+        HD: hd,
+      };
       const lwords = (T: number, pos0: number, slot: number): UniformWord[] => [
         T,
         nh,

@@ -119,8 +119,17 @@ export async function preprocess(name: string, defines: Defines, depth = 0): Pro
   });
 }
 
+const perDevice = new WeakMap<GPUDevice, PipelineCache>();
+
 /** Compiles and caches compute pipelines by kernel name and defines. */
 export class PipelineCache {
+  /** The cache shared by everything on `device` (a pipeline is compiled once per device). */
+  static for(device: GPUDevice): PipelineCache {
+    let c = perDevice.get(device);
+    if (!c) perDevice.set(device, c = new PipelineCache(device));
+    return c;
+  }
+
   readonly #device: GPUDevice;
   readonly #cache = new Map<string, Promise<GPUComputePipeline>>();
   /** Every WGSL text compiled, by key (for tests and debugging). */
