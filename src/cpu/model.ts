@@ -18,6 +18,7 @@ import type { ModelState } from "../model/state.ts";
 import { decayPowers, lightningPrefill, recurrentStep } from "./attention.ts";
 import { activate, layerNorm, linear, simpleRmsNorm } from "./kernels.ts";
 import type { CpuWeights } from "./weights.ts";
+import { f32ToBf16, WasmArena } from "./wasm/mod.ts";
 
 /** Which logits to return. */
 export type CpuLogitsMode = "all" | "last" | "none";
@@ -28,6 +29,30 @@ export interface CpuModelOptions {
   block?: number;
   /** Tokens processed per pass of a long prefill (bounds scratch memory). Default 256. */
   chunk?: number;
+  /**
+   * Matrix kernels: "js" (f64 accumulation, the reference spec), "wasm" (WebAssembly SIMD, f32
+   * accumulation, weights kept as bf16 when exact), or "auto" (default: wasm where supported).
+   */
+  kernels?: "auto" | "js" | "wasm";
+  /** Most sequences per decode call (sizes the wasm scratch). Default 256. */
+  maxBatch?: number;
+}
+
+/** A linear layer's weights for the active kernels: f32, or bf16 bits in the wasm arena. */
+type LinearWeights = Float32Array | Uint16Array;
+
+/** The weights the matrix kernels read (arena views on the wasm path). */
+interface KernelLayer {
+  qkvu: LinearWeights;
+  out: LinearWeights;
+  l1: LinearWeights;
+  l2: LinearWeights;
+  l3: LinearWeights;
+  qkvuBias: Float32Array | null;
+  outBias: Float32Array | null;
+  l1Bias: Float32Array | null;
+  l2Bias: Float32Array | null;
+  l3Bias: Float32Array | null;
 }
 
 /** The CPU model: weights plus reusable scratch buffers. Not re-entrant (one call at a time). */
@@ -39,17 +64,23 @@ export class CpuModel {
   /** Prefill chunk size. */
   readonly chunk: number;
   readonly #w: CpuWeights;
+  /** Which matrix kernels run. */
+  readonly kernels: "js" | "wasm";
+  readonly #arena: WasmArena | null = null;
+  readonly #kl: KernelLayer[];
+  readonly #headW: LinearWeights;
+  #headScratch: Float32Array = new Float32Array(0);
   readonly #pw: Float64Array[];
   readonly #lambda: number[][];
   #rows = 0;
-  #x = new Float32Array(0);
-  #a = new Float32Array(0);
-  #qkvu = new Float32Array(0);
+  #x: Float32Array = new Float32Array(0);
+  #a: Float32Array = new Float32Array(0);
+  #qkvu: Float32Array = new Float32Array(0);
   #q = new Float32Array(0);
   #k = new Float32Array(0);
-  #o = new Float32Array(0);
-  #g1 = new Float32Array(0);
-  #g2 = new Float32Array(0);
+  #o: Float32Array = new Float32Array(0);
+  #g1: Float32Array = new Float32Array(0);
+  #g2: Float32Array = new Float32Array(0);
   #acc: Float64Array;
 
   /** Build from f32 weights. */
@@ -67,10 +98,89 @@ export class CpuModel {
       for (const r of rates) this.#pw.push(decayPowers(r, this.block));
     }
     this.#acc = new Float64Array(config.headDim);
+    const want = options.kernels ?? "auto";
+    this.kernels = want === "js" || (want === "auto" && !WasmArena.supported()) ? "js" : "wasm";
+    if (this.kernels === "js") {
+      this.#kl = weights.layers;
+      this.#headW = weights.head;
+      return;
+    }
+    // The wasm path: weights (bf16 when that is exact) and scratch live in one arena, sized once.
+    const rows = Math.max(this.chunk, options.maxBatch ?? 256);
+    const { embedDim: D, hiddenDim: H, gluDim: G, vocabSize: V } = config;
+    const mats = weights.layers.flatMap((l) => [l.qkvu, l.out, l.l1, l.l2, l.l3]);
+    const vecs = weights.layers.flatMap((
+      l,
+    ) => [l.qkvuBias, l.outBias, l.l1Bias, l.l2Bias, l.l3Bias]);
+    const floats = (n: number) => n * 4 + 64;
+    let bytes = floats(weights.head.length) + 1 << 16;
+    for (const m of mats) bytes += floats(m.length);
+    for (const v of vecs) if (v) bytes += floats(v.length);
+    bytes += floats(rows * D) + floats(rows * Math.max(D, H)) + floats(rows * 4 * H) +
+      floats(rows * Math.max(H, D)) + 2 * floats(rows * Math.max(G, D)) +
+      floats(Math.min(rows, 64) * V);
+    const arena = new WasmArena(bytes);
+    this.#arena = arena;
+    const mat = (m: Float32Array): LinearWeights => {
+      const u = arena.allocU16(m.length);
+      if (f32ToBf16(m, u)) return u;
+      const f = arena.allocF32(m.length);
+      f.set(m);
+      return f;
+    };
+    const vec = (v: Float32Array | null) => {
+      if (!v) return null;
+      const f = arena.allocF32(v.length);
+      f.set(v);
+      return f;
+    };
+    this.#kl = weights.layers.map((l) => ({
+      qkvu: mat(l.qkvu),
+      out: mat(l.out),
+      l1: mat(l.l1),
+      l2: mat(l.l2),
+      l3: mat(l.l3),
+      qkvuBias: vec(l.qkvuBias),
+      outBias: vec(l.outBias),
+      l1Bias: vec(l.l1Bias),
+      l2Bias: vec(l.l2Bias),
+      l3Bias: vec(l.l3Bias),
+    }));
+    this.#headW = mat(weights.head);
+    this.#rows = rows;
+    this.#x = arena.allocF32(rows * D);
+    this.#a = arena.allocF32(rows * Math.max(D, H));
+    this.#qkvu = arena.allocF32(rows * 4 * H);
+    this.#o = arena.allocF32(rows * Math.max(H, D));
+    this.#g1 = arena.allocF32(rows * Math.max(G, D));
+    this.#g2 = arena.allocF32(rows * G);
+    this.#headScratch = arena.allocF32(Math.min(rows, 64) * V);
+    this.#q = new Float32Array(rows * H * 2);
+    this.#k = new Float32Array(rows * H * 2);
+  }
+
+  /** y[t·yStride + yOffset + o] = x_t·w_oᵀ + b_o through the active kernels. */
+  #linear(
+    x: Float32Array,
+    T: number,
+    w: LinearWeights,
+    bias: Float32Array | null,
+    outDim: number,
+    inDim: number,
+    y: Float32Array,
+  ): void {
+    if (this.#arena) this.#arena.linear(x, T, w, bias, outDim, inDim, y);
+    else linear(x, T, w as Float32Array, bias, outDim, inDim, y);
   }
 
   #ensureRows(rows: number): void {
     if (rows <= this.#rows) return;
+    if (this.#arena) {
+      throw new InputError(
+        "batch",
+        `${rows} rows exceed the ${this.#rows} the model was sized for`,
+      );
+    }
     const { embedDim: D, hiddenDim: H, gluDim: G, headDim: hd } = this.config;
     this.#rows = rows;
     this.#x = new Float32Array(rows * D);
@@ -214,8 +324,9 @@ export class CpuModel {
     const x = this.#x, a = this.#a, qkvu = this.#qkvu, q = this.#q, k = this.#k, o = this.#o;
     for (let l = 0; l < c.numLayers; l++) {
       const w = this.#w.layers[l];
+      const kw = this.#kl[l];
       this.#norm(x, T, D, w.tokenNorm, a);
-      linear(a, T, w.qkvu, w.qkvuBias, 4 * H, D, qkvu);
+      this.#linear(a, T, kw.qkvu, kw.qkvuBias, 4 * H, D, qkvu);
       for (let t = 0; t < T; t++) activate(c.activation, qkvu, t * 4 * H, 2 * H);
       const dk = stateKeyDim(c, l);
       // Head-major q and k, widened by LRPE: [x·cos(θ·pos), x·sin(θ·pos)].
@@ -248,14 +359,14 @@ export class CpuModel {
       for (let t = 0; t < T; t++) {
         for (let i = 0; i < H; i++) a[t * H + i] *= qkvu[t * 4 * H + 3 * H + i];
       }
-      linear(a, T, w.out, w.outBias, D, H, o);
+      this.#linear(a, T, kw.out, kw.outBias, D, H, o);
       for (let i = 0; i < T * D; i++) x[i] += o[i];
       // SGLU channel mixer.
       this.#norm(x, T, D, w.channelNorm, a);
-      linear(a, T, w.l1, w.l1Bias, G, D, this.#g1);
-      linear(a, T, w.l2, w.l2Bias, G, D, this.#g2);
+      this.#linear(a, T, kw.l1, kw.l1Bias, G, D, this.#g1);
+      this.#linear(a, T, kw.l2, kw.l2Bias, G, D, this.#g2);
       for (let i = 0; i < T * G; i++) this.#g1[i] *= this.#g2[i];
-      linear(this.#g1, T, w.l3, w.l3Bias, D, G, o);
+      this.#linear(this.#g1, T, kw.l3, kw.l3Bias, D, G, o);
       for (let i = 0; i < T * D; i++) x[i] += o[i];
     }
   }
@@ -265,6 +376,24 @@ export class CpuModel {
     const { embedDim: D, vocabSize: V } = this.config;
     const a = this.#a;
     this.#norm(this.#x.subarray(from * D, (from + n) * D), n, D, this.#w.finalNorm, a);
-    linear(a, n, this.#w.head, null, V, D, out, V, outOff);
+    if (!this.#arena) {
+      linear(a, n, this.#headW as Float32Array, null, V, D, out, V, outOff);
+      return;
+    }
+    // The wasm kernel writes into the arena; rows go out in groups that fit its scratch.
+    const per = this.#headScratch.length / V;
+    for (let r = 0; r < n; r += per) {
+      const m = Math.min(per, n - r);
+      this.#arena.linear(
+        a.subarray(r * D, (r + m) * D),
+        m,
+        this.#headW,
+        null,
+        V,
+        D,
+        this.#headScratch,
+      );
+      out.set(this.#headScratch.subarray(0, m * V), outOff + r * V);
+    }
   }
 }
