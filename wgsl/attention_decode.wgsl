@@ -35,6 +35,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let b = P.batch_base + wid.y;
   let h = wid.x;
   if (b >= ctl[0]) { return; }
+  if (rows[b * ROW_WORDS + 9u] != 0u) { return; }   // the row stopped: its state stays put
   let slot = rows[b * ROW_WORDS];
   let pos = rows[b * ROW_WORDS + 1u];
   let hd = P.head_dim;

@@ -6,6 +6,8 @@
 
 import type { ModelConfig } from "../model/config.ts";
 import type { ModelState } from "../model/state.ts";
+import type { RngState } from "./rng.ts";
+import type { ResolvedSamplingParams } from "./sampler.ts";
 
 /** Which implementation runs the model. */
 export type BackendKind = "cpu" | "webgpu";
@@ -17,6 +19,24 @@ export type LogitsMode = "all" | "last" | "none";
 export interface BackendState {
   /** Tokens consumed so far. */
   readonly position: number;
+}
+
+/** One sequence of a multi-step decode that samples on the device. */
+export interface SampledRow {
+  /** The sequence's resident state. */
+  state: BackendState;
+  /** Its pending token (fed first). */
+  token: number;
+  /** Most tokens to sample in this call (the row stops after that many). */
+  budget: number;
+  /** Sampling parameters (same semantics as the CPU `Sampler`). */
+  sampling: ResolvedSamplingParams;
+  /** The random stream; advanced by the draws made. */
+  rng: RngState;
+  /** Stop the row when it samples the end-of-sequence token. */
+  stopAtEos: boolean;
+  /** Penalties in use: the device counts this row's tokens (see `setTokenHistory`). */
+  penalties: boolean;
 }
 
 /** A compute backend for one loaded model. */
@@ -50,4 +70,22 @@ export interface Backend {
 
   /** Free everything the backend holds. */
   dispose(): Promise<void>;
+
+  /** Most steps one `decodeSampled` call runs (absent: the backend samples on the host only). */
+  readonly maxSampledSteps?: number;
+  /**
+   * Decode up to `steps` tokens per row, sampling on the device so the host reads back once.
+   * Each row feeds its pending token, samples the next, and so on; it stops early at its budget
+   * or (when asked) at end-of-sequence, and its state then holds exactly what it consumed: every
+   * returned token but the last (the new pending one). Positions advance accordingly.
+   */
+  decodeSampled?(rows: readonly SampledRow[], steps: number): Promise<Int32Array[]>;
+  /** Give a resident state's penalty bookkeeping its history (prompt and generated tokens). */
+  setTokenHistory?(
+    state: BackendState,
+    seen: Iterable<number>,
+    generated: Iterable<[number, number]>,
+  ): Promise<void>;
+  /** Feed tokens one decode step at a time (the exact recurrent path; used to rewind after a stop). */
+  replay?(state: BackendState, tokens: Int32Array): Promise<void>;
 }

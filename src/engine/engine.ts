@@ -12,6 +12,7 @@
 
 import { InputError, TnlError } from "../errors.ts";
 import type { ModelConfig } from "../model/config.ts";
+import type { SessionSnapshot } from "../model/snapshot.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { StreamDecoder } from "../tokenizer/stream.ts";
 import type { Backend, BackendState } from "./backend.ts";
@@ -56,6 +57,17 @@ export interface GenerateRequest {
    * length, instead of releasing them (for generations continued over several requests).
    */
   holdPartial?: boolean;
+  /**
+   * Checkpoints: called at a step boundary each time at least `checkpointEvery` tokens were
+   * generated since the last call, with the session as it stands: the state read from the backend
+   * slot, the history up to the last generated token (pending), the RNG, and held-back text as with
+   * `holdPartial`. Resuming from it generates exactly the tokens this request goes on to generate.
+   * The snapshot owns its arrays; the callback is not awaited (it must not block) and what it
+   * throws is ignored. Not called for the step that ends the request (save the final session).
+   */
+  onCheckpoint?: (snapshot: SessionSnapshot) => void;
+  /** Generated tokens between checkpoints (0 or absent: none). */
+  checkpointEvery?: number;
 }
 
 /** Something that happened during a generation. */
@@ -89,6 +101,11 @@ export interface EngineOptions {
   maxBatch?: number;
   /** Prefill chunk, in tokens; chunks end at multiples of it (default 256). */
   prefillChunk?: number;
+  /**
+   * Decode steps per device submission when the backend samples on the device (default 16): the
+   * host reads results back once per that many tokens (each readback costs ~10 ms in Deno).
+   */
+  stepsPerSync?: number;
 }
 
 /** Engine counters for metrics. */
@@ -133,6 +150,13 @@ interface Seq {
   deadline: number;
   /** The session's history length and pending token before this request (for rollback). */
   before: { length: number; pending: number };
+  /** `generated` at the last checkpoint. */
+  checkpointed: number;
+}
+
+/** Whether any penalty is active (the device then keeps token counts). */
+function hasPenalties(p: ResolvedSamplingParams): boolean {
+  return p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
 }
 
 /** An async queue of events that a generator can consume. */
@@ -229,6 +253,7 @@ export class Engine {
       maxQueue: options.maxQueue ?? 256,
       maxBatch: Math.min(options.maxBatch ?? backend.maxBatch, backend.maxBatch),
       prefillChunk: options.prefillChunk ?? 256,
+      stepsPerSync: Math.max(1, options.stepsPerSync ?? 16),
     };
     this.#sampler = new Sampler(this.config.vocabSize);
   }
@@ -306,6 +331,7 @@ export class Engine {
       finished: false,
       deadline: req.timeoutMs ? performance.now() + req.timeoutMs : Infinity,
       before: { length: s.length, pending: s.pending },
+      checkpointed: 0,
     };
     if (stop && s.text.heldStop) {
       // Text held at the end of the previous request continues matching here.
@@ -404,6 +430,14 @@ export class Engine {
       seq.slot = slot;
       this.#running.push(seq);
       if (seq.session.state.position > 0) await this.backend.writeState(slot, seq.session.state);
+      if (this.backend.setTokenHistory && hasPenalties(seq.params)) {
+        const h = seq.history;
+        await this.backend.setTokenHistory(
+          slot,
+          h.seenIds,
+          h.generatedIds.map((t, i): [number, number] => [t, h.generatedCounts[i]]),
+        );
+      }
       this.#stats.promptTokens += seq.promptTokens;
     }
   }
@@ -430,25 +464,41 @@ export class Engine {
     seq.fed = end;
   }
 
-  /** One batched decode step for every sequence whose prompt is consumed. */
+  /**
+   * Decode for every sequence whose prompt is consumed: K steps sampled on the device when the
+   * backend can (one readback per K tokens), else one step with host sampling (logprobs need it).
+   */
   async #decodeStep(): Promise<void> {
-    const batch = this.#running.filter((s) =>
-      !s.finished && s.fed === s.feed.length - 1 && s.req.maxTokens > s.generated
-    );
     // Sequences with max_tokens 0 finish once their prompt is consumed.
     for (const s of this.#running) {
       if (!s.finished && s.fed === s.feed.length - 1 && s.req.maxTokens === 0) {
         await this.#finish(s, "length");
       }
     }
+    const batch = this.#running.filter((s) =>
+      !s.finished && s.fed === s.feed.length - 1 && s.req.maxTokens > s.generated
+    );
     if (!batch.length) return;
+    const b = this.backend;
+    const steps = Math.min(
+      this.#opts.stepsPerSync,
+      b.maxSampledSteps ?? 1,
+      Math.max(...batch.map((s) => s.req.maxTokens - s.generated)),
+    );
+    if (b.decodeSampled && steps > 1 && batch.every((s) => s.req.logprobs === undefined)) {
+      await this.#decodeOnDevice(batch, steps);
+    } else {
+      await this.#decodeOnHost(batch);
+    }
+    for (const seq of batch) await this.#checkpoint(seq);
+  }
+
+  /** One decode step; logits come back and are sampled here. */
+  async #decodeOnHost(batch: Seq[]): Promise<void> {
     const tokens = new Int32Array(batch.length);
     batch.forEach((s, i) => (tokens[i] = s.feed[s.fed]));
     const logits = await this.backend.decode(batch.map((s) => s.slot!), tokens);
-    this.#stats.decodeSteps++;
-    this.#stats.lastBatch = batch.length;
-    this.#stats.completionTokens += batch.length;
-    this.#recent.push({ t: performance.now(), n: batch.length });
+    this.#count(batch.length, batch.length);
     const V = this.config.vocabSize;
     for (let i = 0; i < batch.length; i++) {
       const seq = batch[i];
@@ -467,23 +517,128 @@ export class Engine {
       } else {
         token = this.#sampler.sample(row, seq.params, seq.history, seq.rng);
       }
-      seq.history.addGenerated(token);
-      seq.session.appendGenerated(token);
-      seq.generated++;
-      // The new token becomes the pending one: feed = [token], nothing consumed yet.
-      seq.feed = Int32Array.of(token);
-      seq.fed = 0;
-      const eos = token === this.config.eosTokenId && seq.req.stopAtEos !== false;
-      let text = eos ? "" : seq.decoder.push(token);
-      let stopped = false;
-      if (seq.stop && text) {
-        const r = seq.stop.push(text);
-        text = r.emit;
-        stopped = r.stopped;
+      const stop = this.#accept(seq, token, lp);
+      if (stop) await this.#finish(seq, stop === "length" ? "length" : "stop");
+    }
+  }
+
+  /**
+   * K decode steps with sampling on the device. End-of-sequence and max_tokens stop a row on the
+   * device, so its state ends exactly at its last kept token. A stop string is only seen here, in
+   * text: such a row's state is snapshotted first and, when it stops early, restored and replayed
+   * through the same kernels up to the kept token (bit-identical to a run that never overshot).
+   */
+  async #decodeOnDevice(batch: Seq[], steps: number): Promise<void> {
+    const b = this.backend;
+    const snaps = new Map<Seq, BackendState>();
+    for (const seq of batch) {
+      if (!seq.stop) continue;
+      try {
+        const snap = b.allocState();
+        await b.copyState(snap, seq.slot!);
+        snaps.set(seq, snap);
+      } catch (e) {
+        if (!(e instanceof TnlError && e.code === "overloaded")) throw e;
+        // No spare slot for a snapshot: decode this batch one step at a time instead.
+        for (const s of snaps.values()) b.releaseState(s);
+        return await this.#decodeOnHost(batch);
       }
-      seq.push({ type: "token", tokens: [token], text, logprobs: lp ? [lp] : undefined });
-      if (eos || stopped) await this.#finish(seq, "stop");
-      else if (seq.generated >= seq.req.maxTokens) await this.#finish(seq, "length");
+    }
+    try {
+      const rngBefore = batch.map((s) => s.rng.counter);
+      const pending = batch.map((s) => s.feed[s.fed]);
+      const out = await b.decodeSampled!(
+        batch.map((seq) => ({
+          state: seq.slot!,
+          token: seq.feed[seq.fed],
+          budget: seq.req.maxTokens - seq.generated,
+          sampling: seq.params,
+          rng: seq.rng,
+          stopAtEos: seq.req.stopAtEos !== false,
+          penalties: hasPenalties(seq.params),
+        })),
+        steps,
+      );
+      this.#count(out.reduce((a, t) => a + t.length, 0), batch.length, steps);
+      for (let i = 0; i < batch.length; i++) {
+        const seq = batch[i];
+        const toks = out[i];
+        for (let j = 0; j < toks.length; j++) {
+          const stop = this.#accept(seq, toks[j]);
+          if (!stop) continue;
+          if (stop === "text" && j < toks.length - 1) {
+            // Rewind: the state consumed pending, t_1..t_{n-1}; keep pending, t_1..t_{j}.
+            await b.copyState(seq.slot!, snaps.get(seq)!);
+            await b.replay!(seq.slot!, Int32Array.of(pending[i], ...toks.subarray(0, j)));
+            seq.rng.counter = rngBefore[i] + (seq.params.temperature > 0 ? j + 1 : 0);
+          }
+          await this.#finish(seq, stop === "length" ? "length" : "stop");
+          break;
+        }
+      }
+    } finally {
+      for (const s of snaps.values()) b.releaseState(s);
+    }
+  }
+
+  #count(tokens: number, batch: number, steps = 1): void {
+    this.#stats.decodeSteps += steps;
+    this.#stats.lastBatch = batch;
+    this.#stats.completionTokens += tokens;
+    this.#recent.push({ t: performance.now(), n: tokens });
+  }
+
+  /**
+   * Take a sampled token: history, text, stop checks, the event. Returns how the sequence stopped
+   * ("eos", "text" for a stop string, "length") or null when it goes on; the caller finishes it.
+   */
+  #accept(seq: Seq, token: number, lp?: SampledToken): "eos" | "text" | "length" | null {
+    seq.history.addGenerated(token);
+    seq.session.appendGenerated(token);
+    seq.generated++;
+    // The new token becomes the pending one: feed = [token], nothing consumed yet.
+    seq.feed = Int32Array.of(token);
+    seq.fed = 0;
+    const eos = token === this.config.eosTokenId && seq.req.stopAtEos !== false;
+    let text = eos ? "" : seq.decoder.push(token);
+    let stopped = false;
+    if (seq.stop && text) {
+      const r = seq.stop.push(text);
+      text = r.emit;
+      stopped = r.stopped;
+    }
+    seq.push({ type: "token", tokens: [token], text, logprobs: lp ? [lp] : undefined });
+    if (eos || stopped) return eos ? "eos" : "text";
+    return seq.generated >= seq.req.maxTokens ? "length" : null;
+  }
+
+  /**
+   * Call the request's `onCheckpoint` when at least `checkpointEvery` tokens were generated since
+   * the last call. Only at a step boundary of a running sequence: the slot has consumed every history
+   * token but the last generated one, which becomes the snapshot's pending token.
+   */
+  async #checkpoint(seq: Seq): Promise<void> {
+    const every = seq.req.checkpointEvery ?? 0;
+    const cb = seq.req.onCheckpoint;
+    if (!cb || !(every > 0) || seq.finished || !seq.slot) return;
+    if (seq.generated - seq.checkpointed < every || seq.fed !== 0 || seq.feed.length !== 1) return;
+    seq.checkpointed = seq.generated;
+    const state = await this.backend.readState(seq.slot);
+    const snap: SessionSnapshot = {
+      ...seq.session.toSnapshot(),
+      state,
+      pending: seq.feed[0],
+      rng: { ...seq.rng },
+      text: {
+        pendingBytes: seq.decoder.heldBytes(),
+        heldStop: seq.stop && !seq.stop.stopped ? seq.stop.state.held : "",
+      },
+      updatedAt: Date.now(),
+    };
+    try {
+      cb(snap);
+    } catch {
+      // A checkpoint is best effort; the request goes on.
     }
   }
 

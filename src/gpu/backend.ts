@@ -6,13 +6,14 @@
  * @module
  */
 
-import type { Backend, BackendState, LogitsMode } from "../engine/backend.ts";
+import type { Backend, BackendState, LogitsMode, SampledRow } from "../engine/backend.ts";
 import { InputError, TnlError } from "../errors.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { createState, type ModelState } from "../model/state.ts";
 import type { TensorSource } from "../model/weights/source.ts";
 import { acquireDevice, type DeviceOptions, type GpuContext } from "./device.ts";
-import { ROW, ROW_WORDS } from "./layout.ts";
+import { MAX_LOGIT_BIAS, ROW, ROW_FLAGS, ROW_WORDS, SAMPLING, SAMPLING_WORDS } from "./layout.ts";
+import type { Dispatch } from "./model.ts";
 import { GpuModel, type GpuModelOptions, seqsPerWorkgroup } from "./model.ts";
 import { GpuPrefill } from "./prefill.ts";
 
@@ -294,9 +295,11 @@ export class WebGpuBackend implements Backend {
       const d = this.#own(dst), s = this.#own(src);
       const m = this.model;
       const enc = m.ctx.device.createCommandEncoder();
+      // A buffer cannot be both source and destination of one copy: go through a scratch buffer.
       for (let l = 0; l < m.states.length; l++) {
         const n = m.slotFloats[l] * 4;
-        enc.copyBufferToBuffer(m.states[l], s.slot * n, m.states[l], d.slot * n, n);
+        enc.copyBufferToBuffer(m.states[l], s.slot * n, m.slotScratch, 0, n);
+        enc.copyBufferToBuffer(m.slotScratch, 0, m.states[l], d.slot * n, n);
       }
       m.ctx.device.queue.submit([enc.finish()]);
       d.position = s.position;
@@ -337,16 +340,128 @@ export class WebGpuBackend implements Backend {
     return out;
   }
 
-  /** Feed tokens one decode step at a time (the recurrent path; used to replay kept tokens). */
-  async replay(
-    state: BackendState,
-    tokens: Int32Array,
-    logits: "each" | "last" | "none",
-  ): Promise<Float32Array> {
+  /** Feed tokens one decode step at a time (the recurrent path; used to rewind after a stop). */
+  async replay(state: BackendState, tokens: Int32Array): Promise<void> {
     this.#check();
     const s = this.#own(state);
     this.#checkTokens(tokens);
-    return await this.#steps([s], tokens, tokens.length, logits);
+    if (tokens.length) await this.#steps([s], tokens, tokens.length, "none");
+  }
+
+  /** Most steps per `decodeSampled` call (the output ring's capacity). */
+  get maxSampledSteps(): number {
+    return this.model.ring;
+  }
+
+  /** Upload a slot's token history for the penalties (seen ids; generated counts). */
+  setTokenHistory(
+    state: BackendState,
+    seen: Iterable<number>,
+    generated: Iterable<[number, number]>,
+  ): Promise<void> {
+    try {
+      this.#check();
+      const s = this.#own(state);
+      const m = this.model;
+      const V = this.config.vocabSize;
+      const bits = new Uint32Array(m.seenWords);
+      for (const t of seen) bits[t >>> 5] |= 1 << (t & 31);
+      const counts = new Uint32Array(V);
+      for (const [t, n] of generated) counts[t] = n;
+      m.ctx.device.queue.writeBuffer(m.seen, s.slot * m.seenWords * 4, bits);
+      m.ctx.device.queue.writeBuffer(m.counts, s.slot * V * 4, counts);
+      return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  #sample: Dispatch | null = null;
+
+  /** Several decode steps per row with sampling on the GPU; one readback at the end. */
+  async decodeSampled(rows: readonly SampledRow[], steps: number): Promise<Int32Array[]> {
+    this.#check();
+    const m = this.model;
+    const B = rows.length;
+    if (B === 0 || B > this.maxBatch) {
+      throw new InputError("rows", `batch of ${B} (1..${this.maxBatch})`);
+    }
+    if (!(steps >= 1 && steps <= m.ring)) {
+      throw new InputError("steps", `${steps} steps (1..${m.ring})`);
+    }
+    const own = rows.map((r) => this.#own(r.state));
+    if (new Set(own.map((s) => s.slot)).size !== B) {
+      throw new InputError("rows", "the same state appears twice");
+    }
+    this.#checkTokens(Int32Array.from(rows, (r) => r.token));
+    for (const r of rows) {
+      if (r.sampling.biasIds.length > MAX_LOGIT_BIAS) {
+        throw new InputError("logit_bias", `at most ${MAX_LOGIT_BIAS} entries`);
+      }
+    }
+    const plan = await m.decodePlan(seqsPerWorkgroup(B));
+    this.#sample ??= await m.sampleDispatch();
+    this.#check();
+    const dev = m.ctx.device;
+    const rowData = new Uint32Array(B * ROW_WORDS);
+    const sp = new ArrayBuffer(B * SAMPLING_WORDS * 4);
+    const spf = new Float32Array(sp), spu = new Uint32Array(sp);
+    const bias = new Uint32Array(B * MAX_LOGIT_BIAS * 2);
+    const biasF = new Float32Array(bias.buffer);
+    rows.forEach((r, b) => {
+      const o = b * ROW_WORDS;
+      rowData[o + ROW.slot] = own[b].slot;
+      rowData[o + ROW.pos] = own[b].position;
+      rowData[o + ROW.token] = r.token;
+      rowData[o + ROW.rngLo] = r.rng.counter >>> 0;
+      rowData[o + ROW.rngHi] = Math.floor(r.rng.counter / 4294967296) >>> 0;
+      rowData[o + ROW.seedLo] = r.rng.seed >>> 0;
+      rowData[o + ROW.seedHi] = Math.floor(r.rng.seed / 4294967296) >>> 0;
+      rowData[o + ROW.budget] = Math.max(1, Math.min(r.budget, steps));
+      rowData[o + ROW.flags] = (r.stopAtEos ? ROW_FLAGS.stopAtEos : 0) |
+        (r.penalties ? ROW_FLAGS.penalties : 0);
+      const p = r.sampling;
+      const q = b * SAMPLING_WORDS;
+      spf[q + SAMPLING.temperature] = p.temperature;
+      spu[q + SAMPLING.topK] = p.topK;
+      spf[q + SAMPLING.topP] = p.topP;
+      spf[q + SAMPLING.minP] = p.minP;
+      spf[q + SAMPLING.repetition] = p.repetitionPenalty;
+      spf[q + SAMPLING.presence] = p.presencePenalty;
+      spf[q + SAMPLING.frequency] = p.frequencyPenalty;
+      spu[q + SAMPLING.biasCount] = p.biasIds.length;
+      for (let i = 0; i < p.biasIds.length; i++) {
+        bias[(b * MAX_LOGIT_BIAS + i) * 2] = p.biasIds[i];
+        biasF[(b * MAX_LOGIT_BIAS + i) * 2 + 1] = p.biasValues[i];
+      }
+    });
+    dev.queue.writeBuffer(m.ctl, 0, new Uint32Array([B]));
+    dev.queue.writeBuffer(m.rows, 0, rowData);
+    dev.queue.writeBuffer(m.sampling, 0, sp);
+    if (rows.some((r) => r.sampling.biasIds.length)) dev.queue.writeBuffer(m.bias, 0, bias);
+    const enc = dev.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    const last = { pipeline: null as GPUComputePipeline | null };
+    for (let s = 0; s < steps; s++) {
+      GpuModel.encode(pass, plan, B, last);
+      GpuModel.encode(pass, [this.#sample], B, last);
+    }
+    pass.end();
+    const ringBytes = B * m.ring * 4, rowBytes = B * ROW_WORDS * 4;
+    const staging = this.#staging(ringBytes + rowBytes);
+    enc.copyBufferToBuffer(m.ringBuffer, 0, staging, 0, ringBytes);
+    enc.copyBufferToBuffer(m.rows, 0, staging, ringBytes, rowBytes);
+    dev.queue.submit([enc.finish()]);
+    const bytes = await this.#read(staging, ringBytes + rowBytes);
+    const ring = new Int32Array(bytes, 0, B * m.ring);
+    const after = new Uint32Array(bytes, ringBytes, B * ROW_WORDS);
+    return rows.map((r, b) => {
+      const n = after[b * ROW_WORDS + ROW.outCount];
+      own[b].position += n;
+      r.rng.counter = after[b * ROW_WORDS + ROW.rngHi] * 4294967296 +
+        after[b * ROW_WORDS + ROW.rngLo];
+      return ring.slice(b * m.ring, b * m.ring + n);
+    });
   }
 
   /** One token for each of several sequences. */

@@ -119,6 +119,10 @@ export async function acquireDevice(options: DeviceOptions = {}): Promise<GpuCon
     fallback: Boolean((ai as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter) ||
       /llvmpipe|lavapipe|swiftshader|warp/i.test(ai.description ?? ""),
   };
+  // Errors outside an error scope would otherwise be silent: report them (each is a bug).
+  device.addEventListener("uncapturederror", (e) => {
+    console.error(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
+  });
   const ctx: GpuContext = {
     device,
     info,

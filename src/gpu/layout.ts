@@ -5,7 +5,7 @@
  */
 
 /** u32 words per sequence row in the `rows` buffer. */
-export const ROW_WORDS = 8;
+export const ROW_WORDS = 16;
 
 /** Field offsets within a row. */
 export const ROW = {
@@ -25,7 +25,34 @@ export const ROW = {
   seedLo: 6,
   /** RNG seed, high word. */
   seedHi: 7,
+  /** Most tokens this row may sample in the submission (the sampler stops it after that many). */
+  budget: 8,
+  /** Nonzero once the row stopped (end-of-sequence sampled or budget spent); later steps skip it. */
+  done: 9,
+  /** Flags: bit 0 = stop at end-of-sequence, bit 1 = track token counts (penalties). */
+  flags: 10,
 } as const;
+
+/** Row flag bits. */
+export const ROW_FLAGS = { stopAtEos: 1, penalties: 2 } as const;
+
+/** f32/u32 words of sampling parameters per row in the `sampling` buffer. */
+export const SAMPLING_WORDS = 8;
+
+/** Offsets of the sampling parameters. */
+export const SAMPLING = {
+  temperature: 0,
+  topK: 1,
+  topP: 2,
+  minP: 3,
+  repetition: 4,
+  presence: 5,
+  frequency: 6,
+  biasCount: 7,
+} as const;
+
+/** Most logit-bias entries per row (OpenAI's limit is 300). */
+export const MAX_LOGIT_BIAS = 300;
 
 /** Control words: [0] = sequences in the current batch. */
 export const CTL_WORDS = 16;

@@ -16,7 +16,14 @@ import {
 import type { TensorSource } from "../model/weights/source.ts";
 import { TnlError } from "../errors.ts";
 import type { GpuContext } from "./device.ts";
-import { CTL_WORDS, LAYOUT_DEFINES, ROW, ROW_WORDS } from "./layout.ts";
+import {
+  CTL_WORDS,
+  LAYOUT_DEFINES,
+  MAX_LOGIT_BIAS,
+  ROW,
+  ROW_WORDS,
+  SAMPLING_WORDS,
+} from "./layout.ts";
 import { GpuResources } from "./resources.ts";
 import { type Defines, PipelineCache } from "./shaders.ts";
 import {
@@ -98,8 +105,20 @@ export class GpuModel {
   readonly logits: GPUBuffer;
   /** [maxBatch, ring] sampled tokens. */
   readonly ringBuffer: GPUBuffer;
+  /** [maxBatch, SAMPLING_WORDS] sampling parameters. */
+  readonly sampling: GPUBuffer;
+  /** [maxBatch, MAX_LOGIT_BIAS, 2] logit-bias entries (token, f32 bits). */
+  readonly bias: GPUBuffer;
+  /** [maxSlots, V] u32 generated-token counts (presence and frequency penalties). */
+  readonly counts: GPUBuffer;
+  /** [maxSlots, ceil(V/32)] u32 bitsets of tokens seen (repetition penalty). */
+  readonly seen: GPUBuffer;
+  /** u32 words per slot of `seen`. */
+  readonly seenWords: number;
   /** Per layer: [maxSlots, heads, dk, dv] f32 states. */
   readonly states: GPUBuffer[];
+  /** One slot of the largest layer: the bounce buffer of slot-to-slot copies. */
+  readonly slotScratch: GPUBuffer;
   /** Per layer: floats per slot. */
   readonly slotFloats: number[];
   readonly #x: GPUBuffer;
@@ -135,6 +154,11 @@ export class GpuModel {
     this.rows = buf("rows", B * ROW_WORDS * 4);
     this.logits = buf("logits", B * V * 4);
     this.ringBuffer = buf("ring", B * this.ring * 4);
+    this.sampling = buf("sampling", B * SAMPLING_WORDS * 4);
+    this.bias = buf("bias", B * MAX_LOGIT_BIAS * 2 * 4);
+    this.seenWords = Math.ceil(V / 32);
+    this.counts = buf("counts", this.maxSlots * V * 4);
+    this.seen = buf("seen", this.maxSlots * this.seenWords * 4);
     this.#x = buf("x", B * D * 4);
     this.#a = buf("a", B * Math.max(D, H) * 4);
     this.#qkvu = buf("qkvu", B * 4 * H * 4);
@@ -142,6 +166,11 @@ export class GpuModel {
     this.#g = buf("g", B * G * 4);
     this.states = [];
     this.slotFloats = [];
+    this.slotScratch = buf(
+      "slot-scratch",
+      Math.max(...Array.from({ length: config.numLayers }, (_, l) => stateLayerSize(config, l))) *
+        4,
+    );
     this.#decay = [];
     for (let l = 0; l < config.numLayers; l++) {
       const n = stateLayerSize(config, l);
@@ -454,17 +483,28 @@ export class GpuModel {
     return plan;
   }
 
-  /** The arg-max dispatch (next token, ring append, position advance). */
-  async argmaxDispatch(): Promise<Dispatch> {
-    const pipe = await this.pipelines.get("argmax", { ...LAYOUT_DEFINES });
-    const params = this.res.uniform([this.config.vocabSize, this.ring], "argmax.params");
+  /** The sampling dispatch: next token per sequence, ring append, counters, stop flags. */
+  async sampleDispatch(): Promise<Dispatch> {
+    const pipe = await this.pipelines.get("sample", { ...LAYOUT_DEFINES, SAMPLING_WORDS });
+    const params = this.res.uniform(
+      [this.config.vocabSize, this.ring, this.config.eosTokenId, MAX_LOGIT_BIAS, this.seenWords],
+      "sample.params",
+    );
+    const entries: [number, GPUBuffer][] = [
+      [0, params],
+      [1, this.ctl],
+      [2, this.rows],
+      [3, this.logits],
+      [4, this.ringBuffer],
+      [5, this.sampling],
+      [6, this.bias],
+      [7, this.counts],
+      [8, this.seen],
+    ];
     return {
-      label: "argmax",
+      label: "sample",
       pipeline: pipe,
-      bindGroup: this.res.bindGroup(pipe, [[0, params], [1, this.ctl], [2, this.rows], [
-        3,
-        this.logits,
-      ], [4, this.ringBuffer]], "argmax"),
+      bindGroup: this.res.bindGroup(pipe, entries, "sample"),
       x: 0,
       y: () => 1,
     };

@@ -7,6 +7,14 @@
 import assert from "node:assert/strict";
 import { decayPowers, lightningPrefill, recurrentStep } from "../../src/cpu/attention.ts";
 import { activate, linear } from "../../src/cpu/kernels.ts";
+import type { RngState } from "../../src/engine/rng.ts";
+import {
+  type ResolvedSamplingParams,
+  Sampler,
+  type SamplingParams,
+  TokenHistory,
+  validateSamplingParams,
+} from "../../src/engine/sampler.ts";
 import { encodeWeights, randomF32, runKernel, storageBuffer } from "./harness.ts";
 import { gpuTest } from "./support.ts";
 
@@ -272,11 +280,11 @@ gpuTest(
           (_, i) => 10000 ** (-(i % hd) / hd),
         );
         const decay = Float32Array.of(0.99, 0.9, 0.5);
-        const rows = new Uint32Array(B * 8);
+        const rows = new Uint32Array(B * 16);
         const slotOf = [2, 0], posOf = [5, 40000];
         for (let b = 0; b < B; b++) {
-          rows[b * 8] = slotOf[b];
-          rows[b * 8 + 1] = posOf[b];
+          rows[b * 16] = slotOf[b];
+          rows[b * 16 + 1] = posOf[b];
         }
         const bindings: Parameters<typeof runKernel>[3] = {
           0: {
@@ -297,7 +305,7 @@ gpuTest(
           ctx,
           "attention_decode",
           {
-            ROW_WORDS: 8,
+            ROW_WORDS: 16,
             ACT_SILU: true,
             LRPE: lrpe,
             WG: Math.max(32, hd),
@@ -475,31 +483,172 @@ gpuTest(
   },
 );
 
+/** Run the sampler kernel on one row per case; returns the tokens and the rows after. */
+async function gpuSample(
+  ctx: Parameters<Parameters<typeof gpuTest>[1]>[0],
+  logits: Float32Array[],
+  params: ResolvedSamplingParams[],
+  rng: RngState[],
+  extra: {
+    budget?: number;
+    flags?: number;
+    seen?: Uint32Array;
+    counts?: Uint32Array;
+    outCount?: number[];
+  } = {},
+) {
+  const B = logits.length, V = logits[0].length, RW = 16, SW = 8, MAXB = 300;
+  const rows = new Uint32Array(B * RW);
+  const sp = new ArrayBuffer(B * SW * 4);
+  const spf = new Float32Array(sp), spu = new Uint32Array(sp);
+  const bias = new Uint32Array(B * MAXB * 2);
+  const biasF = new Float32Array(bias.buffer);
+  for (let b = 0; b < B; b++) {
+    rows[b * RW + 0] = b; // slot
+    rows[b * RW + 3] = rng[b].counter;
+    rows[b * RW + 5] = extra.outCount?.[b] ?? 0;
+    rows[b * RW + 6] = rng[b].seed >>> 0;
+    rows[b * RW + 7] = Math.floor(rng[b].seed / 2 ** 32);
+    rows[b * RW + 8] = extra.budget ?? 100;
+    rows[b * RW + 10] = extra.flags ?? 1;
+    const p = params[b];
+    spf[b * SW] = p.temperature;
+    spu[b * SW + 1] = p.topK;
+    spf[b * SW + 2] = p.topP;
+    spf[b * SW + 3] = p.minP;
+    spf[b * SW + 4] = p.repetitionPenalty;
+    spf[b * SW + 5] = p.presencePenalty;
+    spf[b * SW + 6] = p.frequencyPenalty;
+    spu[b * SW + 7] = p.biasIds.length;
+    p.biasIds.forEach((t, i) => {
+      bias[(b * MAXB + i) * 2] = t;
+      biasF[(b * MAXB + i) * 2 + 1] = p.biasValues[i];
+    });
+  }
+  const all = new Float32Array(B * V);
+  logits.forEach((l, b) => all.set(l, b * V));
+  const seenWords = Math.ceil(V / 32);
+  const out = await runKernel(ctx, "sample", { ROW_WORDS: RW, SAMPLING_WORDS: SW }, {
+    0: { data: new Uint32Array([V, 4, 2, MAXB, seenWords, 0, 0, 0]), uniform: true },
+    1: { data: new Uint32Array([B, 0, 0, 0]) },
+    2: { data: rows, read: true },
+    3: { data: all },
+    4: { data: B * 4 * 4, read: true },
+    5: { data: new Float32Array(sp) },
+    6: { data: bias },
+    7: { data: extra.counts ?? B * V * 4, read: true },
+    8: { data: extra.seen ?? B * seenWords * 4, read: true },
+  }, [B]);
+  const r = new Uint32Array(out[2]);
+  return {
+    tokens: Array.from({ length: B }, (_, b) => r[b * RW + 2]),
+    rows: r,
+    ring: new Uint32Array(out[4]),
+    counts: new Uint32Array(out[7]),
+    seen: new Uint32Array(out[8]),
+  };
+}
+
 gpuTest(
-  "kernel argmax: lowest id wins ties; next token, ring and position updated",
+  "kernel sample: the same tokens as the CPU sampler (greedy, temperature, top-k/p, min-p, bias)",
   async (ctx) => {
-    const V = 1000, B = 3;
-    const logits = randomF32(B * V, 9, 5);
-    logits[0 * V + 17] = 99;
-    logits[0 * V + 900] = 99;
-    logits[2 * V + 999] = 50;
-    const rows = new Uint32Array(B * 8);
-    rows[1 * 8 + 5] = 2; // sequence 1 already wrote 2 tokens
-    const out = await runKernel(ctx, "argmax", { ROW_WORDS: 8 }, {
-      0: { data: new Uint32Array([V, 4, 0, 0]), uniform: true },
-      1: { data: new Uint32Array([B, 0, 0, 0]) },
-      2: { data: rows, read: true },
-      3: { data: logits },
-      4: { data: B * 4 * 4, read: true },
-    }, [B]);
-    const r = new Uint32Array(out[2]), ring = new Uint32Array(out[4]);
-    const want1 = Array.from(logits.subarray(V, 2 * V)).reduce(
-      (bi, v, i, a) => (v > a[bi] ? i : bi),
-      0,
+    const sampler = new Sampler();
+    const V = 1000;
+    const settings: SamplingParams[] = [
+      { temperature: 0 },
+      { temperature: 1 },
+      { temperature: 0.7, topK: 40 },
+      { temperature: 1, topP: 0.9 },
+      { temperature: 0.8, topK: 50, topP: 0.95, minP: 0.05 },
+      { temperature: 1.3, minP: 0.1 },
+      { temperature: 1, topK: 1 },
+      { temperature: 0.5, logitBias: { 3: 5, 17: -100, 999: 2 } },
+    ];
+    for (let seed = 1; seed <= 12; seed++) {
+      const logits = settings.map((_, i) => randomF32(V, seed * 31 + i, 4));
+      const params = settings.map((p) => validateSamplingParams(p, V));
+      const rng = settings.map((_, i) => ({ seed: seed * 1000 + i, counter: seed + i }));
+      const gpu = await gpuSample(ctx, logits, params, rng.map((r) => ({ ...r })));
+      settings.forEach((p, i) => {
+        const r = { ...rng[i] };
+        const want = sampler.sample(logits[i], params[i], null, r);
+        // The GPU computes the softmax in f32 and the CPU in f64; a draw within rounding of a
+        // boundary could differ, but none of these seeds does.
+        assert.equal(gpu.tokens[i], want, `seed ${seed} ${JSON.stringify(p)}`);
+        assert.equal(
+          gpu.rows[i * 16 + 3],
+          r.counter,
+          `one draw per sampled token, ${JSON.stringify(p)}`,
+        );
+      });
+    }
+  },
+);
+
+gpuTest("kernel sample: greedy ties go to the lowest id", async (ctx) => {
+  const V = 1000;
+  const a = randomF32(V, 9, 5), b = randomF32(V, 10, 5);
+  a[17] = 99;
+  a[900] = 99;
+  b[999] = 50;
+  const greedy = validateSamplingParams({ temperature: 0 }, V);
+  const r = await gpuSample(ctx, [a, b], [greedy, greedy], [{ seed: 1, counter: 0 }, {
+    seed: 1,
+    counter: 0,
+  }]);
+  assert.deepEqual(r.tokens, [17, 999]);
+  assert.deepEqual([r.rows[3], r.rows[16 + 3]], [0, 0], "greedy draws nothing");
+});
+
+gpuTest(
+  "kernel sample: penalties use the slot's history; counts, ring, stop at EOS and budget",
+  async (ctx) => {
+    const sampler = new Sampler();
+    const V = 300;
+    const logits = randomF32(V, 5, 3);
+    const p = validateSamplingParams({
+      temperature: 0.9,
+      repetitionPenalty: 1.3,
+      presencePenalty: 0.5,
+      frequencyPenalty: 0.4,
+    }, V);
+    const history = new TokenHistory([1, 2, 3, 40, 41], [40, 40, 7, 250]);
+    const seen = new Uint32Array(Math.ceil(V / 32));
+    for (const t of history.seenIds) seen[t >>> 5] |= 1 << (t & 31);
+    const counts = new Uint32Array(V);
+    history.generatedIds.forEach((t, i) => (counts[t] = history.generatedCounts[i]));
+    const rng = { seed: 99, counter: 7 };
+    const gpu = await gpuSample(ctx, [logits], [p], [{ ...rng }], { seen, counts, flags: 3 });
+    const want = sampler.sample(logits, p, history, { ...rng });
+    assert.equal(gpu.tokens[0], want);
+    assert.equal(gpu.counts[want], counts[want] + 1, "generated count of the new token");
+    assert.equal((gpu.seen[want >>> 5] >>> (want & 31)) & 1, 1, "seen bit of the new token");
+    assert.equal(gpu.ring[0], want);
+    assert.deepEqual(
+      [gpu.rows[1], gpu.rows[5], gpu.rows[9]],
+      [1, 1, 0],
+      "position, ring count, not done",
     );
-    assert.deepEqual([r[2], r[8 + 2], r[16 + 2]], [17, want1, 999]);
-    assert.deepEqual([r[1], r[8 + 1], r[16 + 1]], [1, 1, 1]);
-    assert.deepEqual([r[5], r[8 + 5], r[16 + 5]], [1, 3, 1]);
-    assert.deepEqual([ring[0], ring[4 + 2], ring[8]], [17, want1, 999]);
+    // End-of-sequence (id 2 here) stops the row; so does a spent budget.
+    const eos = new Float32Array(V).fill(-10);
+    eos[2] = 10;
+    const greedy = validateSamplingParams({ temperature: 0 }, V);
+    assert.equal(
+      (await gpuSample(ctx, [eos], [greedy], [{ ...rng }])).rows[9],
+      1,
+      "EOS stops the row",
+    );
+    assert.equal(
+      (await gpuSample(ctx, [eos], [greedy], [{ ...rng }], { flags: 0 })).rows[9],
+      0,
+      "unless EOS is ignored",
+    );
+    const spent = await gpuSample(ctx, [logits], [greedy], [{ ...rng }], {
+      outCount: [2],
+      budget: 3,
+      flags: 0,
+    });
+    assert.equal(spent.rows[9], 1, "the budget stops the row");
+    assert.equal(spent.ring[2], spent.tokens[0], "appended at its count");
   },
 );

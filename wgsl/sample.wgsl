@@ -1,0 +1,277 @@
+// Token sampling on the GPU, one workgroup per sequence, the same semantics as the CPU sampler:
+//   z = logits + bias; repetition penalty (z>0: z/r, else z·r) on tokens seen; z -= presence·[n>0]
+//   + frequency·n on generated counts n;  temperature 0 → arg-max (lowest id on ties);
+//   else w = exp((z - max)/T); keep w ≥ τ, τ = max(τ_k, τ_p, τ_min-p) where
+//   τ_k = k-th largest w, τ_p = largest τ with Σ_{w≥τ} w ≥ top_p·Σw (both found exactly by binary
+//   search over the bit patterns of non-negative f32), τ_min-p = min_p (the largest w is 1);
+//   u = uniform(seed, counter) (MurmurHash3, see src/engine/rng.ts); walk ids upward accumulating
+//   kept w until the sum exceeds u·Σkept.
+// Then: next token written to the row, appended to the ring, position and counters advanced, and
+// the row marked done at end-of-sequence or when its budget is spent (later steps skip it).
+
+struct Params {
+  vocab: u32,
+  ring: u32,
+  eos: u32,
+  max_bias: u32,
+  seen_words: u32,   // u32 words per slot in the seen bitset
+};
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> ctl: array<u32>;
+@group(0) @binding(2) var<storage, read_write> seqs: array<u32>;
+@group(0) @binding(3) var<storage, read_write> logits: array<f32>;   // rewritten in place
+@group(0) @binding(4) var<storage, read_write> ring: array<u32>;
+@group(0) @binding(5) var<storage, read> sp: array<f32>;             // sampling params per row
+@group(0) @binding(6) var<storage, read> bias: array<u32>;           // [row][max_bias][token, f32 bits]
+@group(0) @binding(7) var<storage, read_write> counts: array<u32>;   // [slot][vocab] generated
+@group(0) @binding(8) var<storage, read_write> seen: array<u32>;     // [slot][seen_words] bitset
+
+const ROW_WORDS: u32 = {{ROW_WORDS}}u;
+const SW: u32 = {{SAMPLING_WORDS}}u;
+const WG: u32 = 256u;
+
+var<workgroup> red_f: array<f32, WG>;
+var<workgroup> red_u: array<u32, WG>;
+var<workgroup> bcast: array<u32, 4>;
+
+fn rotl(x: u32, r: u32) -> u32 { return (x << r) | (x >> (32u - r)); }
+
+fn absorb(h0: u32, k0: u32) -> u32 {
+  var k = k0 * 0xcc9e2d51u;
+  k = rotl(k, 15u);
+  k = k * 0x1b873593u;
+  var h = h0 ^ k;
+  h = rotl(h, 13u);
+  return h * 5u + 0xe6546b64u;
+}
+
+fn rng_u32(s_lo: u32, s_hi: u32, c_lo: u32, c_hi: u32) -> u32 {
+  var h = absorb(0u, s_lo);
+  h = absorb(h, s_hi);
+  h = absorb(h, c_lo);
+  h = absorb(h, c_hi);
+  h = h ^ 16u;
+  h = h ^ (h >> 16u);
+  h = h * 0x85ebca6bu;
+  h = h ^ (h >> 13u);
+  h = h * 0xc2b2ae35u;
+  h = h ^ (h >> 16u);
+  return h;
+}
+
+fn sum_f(v: f32, tid: u32) -> f32 {
+  red_f[tid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s / 2u) {
+    if (tid < s) { red_f[tid] = red_f[tid] + red_f[tid + s]; }
+    workgroupBarrier();
+  }
+  let r = red_f[0];
+  workgroupBarrier();
+  return r;
+}
+
+fn sum_u(v: u32, tid: u32) -> u32 {
+  red_u[tid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s / 2u) {
+    if (tid < s) { red_u[tid] = red_u[tid] + red_u[tid + s]; }
+    workgroupBarrier();
+  }
+  let r = red_u[0];
+  workgroupBarrier();
+  return r;
+}
+
+fn max_f(v: f32, tid: u32) -> f32 {
+  red_f[tid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s / 2u) {
+    if (tid < s) { red_f[tid] = max(red_f[tid], red_f[tid + s]); }
+    workgroupBarrier();
+  }
+  let r = red_f[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let b = wid.x;
+  if (b >= ctl[0]) { return; }
+  let r = b * ROW_WORDS;
+  if (seqs[r + 9u] != 0u) { return; }   // done: this row sits out
+  let V = P.vocab;
+  let slot = seqs[r];
+  let flags = seqs[r + 10u];
+  let base = b * V;
+  let temp = sp[b * SW + 0u];
+  let top_k = bitcast<u32>(sp[b * SW + 1u]);
+  let top_p = sp[b * SW + 2u];
+  let min_p = sp[b * SW + 3u];
+  let rep = sp[b * SW + 4u];
+  let pres = sp[b * SW + 5u];
+  let freq = sp[b * SW + 6u];
+  let nbias = bitcast<u32>(sp[b * SW + 7u]);
+  let per = (V + WG - 1u) / WG;
+  let lo = min(tid * per, V);
+  let hi = min(lo + per, V);
+
+  // Logit bias, then penalties, in place (NaN counts as -inf, as on the CPU).
+  for (var i = tid; i < nbias; i += WG) {
+    let e = (b * P.max_bias + i) * 2u;
+    let t = bias[e];
+    logits[base + t] = logits[base + t] + bitcast<f32>(bias[e + 1u]);
+  }
+  storageBarrier();
+  workgroupBarrier();
+  let penalties = (flags & 2u) != 0u;
+  for (var i = lo; i < hi; i++) {
+    var z = logits[base + i];
+    if (z != z) { z = -3.4e38; }
+    if (penalties) {
+      let seen_bit = (seen[slot * P.seen_words + i / 32u] >> (i % 32u)) & 1u;
+      if (seen_bit == 1u && rep != 1.0) { z = select(z * rep, z / rep, z > 0.0); }
+      let n = counts[slot * V + i];
+      if (n > 0u) { z = z - pres - freq * f32(n); }
+    }
+    logits[base + i] = z;
+  }
+  // Arg-max (needed for greedy and for the max of the softmax).
+  var bv = -3.4e38;
+  var bi = 0xffffffffu;
+  for (var i = lo; i < hi; i++) {
+    let v = logits[base + i];
+    if (v > bv || bi == 0xffffffffu) { bv = v; bi = i; }
+  }
+  red_f[tid] = bv;
+  red_u[tid] = bi;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s / 2u) {
+    if (tid < s) {
+      let ov = red_f[tid + s];
+      let oi = red_u[tid + s];
+      if (oi != 0xffffffffu && (red_u[tid] == 0xffffffffu || ov > red_f[tid] || (ov == red_f[tid] && oi < red_u[tid]))) {
+        red_f[tid] = ov;
+        red_u[tid] = oi;
+      }
+    }
+    workgroupBarrier();
+  }
+  let zmax = red_f[0];
+  var token = red_u[0];
+  workgroupBarrier();
+
+  if (temp > 0.0) {
+    // Weights w = exp((z - max)/T) in place; the largest is exactly 1.
+    var total = 0.0;
+    for (var i = lo; i < hi; i++) {
+      let w = exp((logits[base + i] - zmax) / temp);
+      logits[base + i] = w;
+      total += w;
+    }
+    total = sum_f(total, tid);
+    var tau = 0.0;
+    if (top_k > 0u && top_k < V) {
+      // Largest τ (as f32 bits) with count(w ≥ τ) ≥ k: the k-th largest weight.
+      var blo = 0u;
+      var bhi = 0x3f800001u;
+      loop {
+        if (bhi - blo <= 1u) { break; }
+        let mid = blo + (bhi - blo) / 2u;
+        let t = bitcast<f32>(mid);
+        var n = 0u;
+        for (var i = lo; i < hi; i++) { n += select(0u, 1u, logits[base + i] >= t); }
+        if (sum_u(n, tid) >= top_k) { blo = mid; } else { bhi = mid; }
+      }
+      tau = max(tau, bitcast<f32>(blo));
+    }
+    if (top_p < 1.0) {
+      // Largest τ with Σ_{w≥τ} w ≥ top_p·Σw: the weight of the last token the nucleus needs.
+      let goal = top_p * total;
+      var blo = 0u;
+      var bhi = 0x3f800001u;
+      loop {
+        if (bhi - blo <= 1u) { break; }
+        let mid = blo + (bhi - blo) / 2u;
+        let t = bitcast<f32>(mid);
+        var m = 0.0;
+        for (var i = lo; i < hi; i++) {
+          let w = logits[base + i];
+          m += select(0.0, w, w >= t);
+        }
+        if (sum_f(m, tid) >= goal) { blo = mid; } else { bhi = mid; }
+      }
+      tau = max(tau, bitcast<f32>(blo));
+    }
+    tau = max(tau, min_p);
+    // Kept mass of this thread's range, then an exclusive scan over threads.
+    var kept = 0.0;
+    for (var i = lo; i < hi; i++) {
+      let w = logits[base + i];
+      kept += select(0.0, w, w >= tau);
+    }
+    red_f[tid] = kept;
+    workgroupBarrier();
+    for (var s = 1u; s < WG; s = s * 2u) {
+      var add = 0.0;
+      if (tid >= s) { add = red_f[tid - s]; }
+      workgroupBarrier();
+      red_f[tid] = red_f[tid] + add;
+      workgroupBarrier();
+    }
+    let incl = red_f[tid];
+    var excl = 0.0;
+    if (tid > 0u) { excl = red_f[tid - 1u]; }
+    let kept_total = red_f[WG - 1u];
+    let u = f32(rng_u32(seqs[r + 6u], seqs[r + 7u], seqs[r + 3u], seqs[r + 4u]) >> 8u) * 5.9604644775390625e-8;
+    let goal = u * kept_total;
+    if (tid == 0u) { bcast[0] = 0xffffffffu; }
+    workgroupBarrier();
+    // Exactly one range holds the goal (the ranges [excl, incl) tile [0, total)); it walks its ids.
+    if (kept > 0.0 && excl <= goal && goal < incl) {
+      var acc = excl;
+      var pick = 0xffffffffu;
+      for (var i = lo; i < hi; i++) {
+        let w = logits[base + i];
+        if (w >= tau) {
+          acc += w;
+          pick = i;
+          if (acc > goal) { break; }
+        }
+      }
+      bcast[0] = pick;
+    }
+    workgroupBarrier();
+    // Rounding fallback: the last kept token.
+    var lastk = 0u;
+    for (var i = lo; i < hi; i++) { if (logits[base + i] >= tau) { lastk = i + 1u; } }
+    red_u[tid] = lastk;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+      if (tid < s) { red_u[tid] = max(red_u[tid], red_u[tid + s]); }
+      workgroupBarrier();
+    }
+    token = select(bcast[0], red_u[0] - 1u, bcast[0] == 0xffffffffu);
+    if (tid == 0u) {
+      // One draw per sampled token.
+      let c = seqs[r + 3u] + 1u;
+      seqs[r + 3u] = c;
+      if (c == 0u) { seqs[r + 4u] = seqs[r + 4u] + 1u; }
+    }
+  }
+  if (tid == 0u) {
+    seqs[r + 2u] = token;
+    seqs[r + 1u] = seqs[r + 1u] + 1u;
+    let n = seqs[r + 5u];
+    if (n < P.ring) { ring[b * P.ring + n] = token; }
+    seqs[r + 5u] = n + 1u;
+    if (penalties) {
+      counts[slot * V + token] = counts[slot * V + token] + 1u;
+      let wi = slot * P.seen_words + token / 32u;
+      seen[wi] = seen[wi] | (1u << (token % 32u));
+    }
+    if (((flags & 1u) != 0u && token == P.eos) || n + 1u >= seqs[r + 8u]) { seqs[r + 9u] = 1u; }
+  }
+}
