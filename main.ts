@@ -33,6 +33,9 @@ serve:
   --max-queue N        requests waiting before 429 (default 256)
   --max-batch N        sequences decoded together
   --max-body-bytes N   request body limit (default 64 MiB)
+  --checkpoint-tokens N  store kept sessions every N generated tokens mid-generation
+                       (default 64 on redis and kv stores, else 0 = only at the end)
+  --lease-ms N         session lease TTL on redis and kv stores (default 10000)
 `;
 
 /** Parse numbers from flags, naming the flag on error. */
@@ -122,6 +125,8 @@ async function serve(args: Record<string, unknown>): Promise<void> {
       ? args["state-secret"]
       : Deno.env.get("TNL_STATE_SECRET"),
     maxBodyBytes: num(args, "max-body-bytes"),
+    checkpointTokens: num(args, "checkpoint-tokens"),
+    leaseMs: num(args, "lease-ms"),
   });
 }
 

@@ -30,7 +30,7 @@ export function chatRoutes(ctx: AppContext): Hono<AppEnv> {
     try {
       prompt = chatPrompt(serving, lease.session, params.messages);
     } catch (e) {
-      lease.release();
+      await lease.release();
       throw e;
     }
     return respondWithGeneration({

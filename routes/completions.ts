@@ -28,7 +28,7 @@ export function completionsRoutes(ctx: AppContext): Hono<AppEnv> {
     try {
       prompt = completionPrompt(serving, lease.session, params.prompt);
     } catch (e) {
-      lease.release();
+      await lease.release();
       throw e;
     }
     return respondWithGeneration({

@@ -59,7 +59,7 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
       c.header("location", `/v1/sessions/${lease.session.id}`);
       return c.json(serving.sessions.describe(lease.session, bytes.length), 201);
     } finally {
-      lease.release();
+      await lease.release();
     }
   });
 
@@ -91,7 +91,7 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
     try {
       prompt = completionPrompt(serving, lease.session, params.prompt);
     } catch (e) {
-      lease.release();
+      await lease.release();
       throw e;
     }
     return respondWithGeneration({

@@ -13,7 +13,7 @@ import { type ChatTemplate, loadChatTemplate } from "./chat_template.ts";
 import { unavailable } from "./errors.ts";
 import { jsonLogger, type Logger } from "./logger.ts";
 import { HttpMetrics } from "./metrics.ts";
-import { SessionManager } from "./session_manager.ts";
+import { DEFAULT_LEASE_MS, SessionManager } from "./session_manager.ts";
 
 /** Server options the routes use. */
 export interface AppOptions {
@@ -36,6 +36,14 @@ export interface AppOptions {
   sessionCacheSize?: number;
   /** How often a non-streaming request checks whether its client went away, in ms (default 100). */
   disconnectPollMs?: number;
+  /**
+   * Store a kept session every this many generated tokens during a generation (and at its end, as
+   * always), so another instance can resume from there if this one dies. 0 = only at the end.
+   * Default: 64 on stores shared between processes (with leases: Redis, Deno KV), else 0.
+   */
+  checkpointTokens?: number;
+  /** Session lease time to live in ms on shared stores (default 10 000; renewed while in use). */
+  leaseMs?: number;
 }
 
 /** Everything that exists once the model has loaded. */
@@ -102,6 +110,8 @@ export class AppContext {
       cors: o.cors ?? false,
       sessionCacheSize: o.sessionCacheSize ?? 16,
       disconnectPollMs: o.disconnectPollMs ?? 100,
+      checkpointTokens: o.checkpointTokens ?? (init.store.leases ? 64 : 0),
+      leaseMs: o.leaseMs ?? DEFAULT_LEASE_MS,
     };
     this.logger = init.logger ?? jsonLogger();
     this.store = init.store;
@@ -126,6 +136,7 @@ export class AppContext {
       secret: this.options.stateSecret,
       cacheSize: this.options.sessionCacheSize,
       busy: this.busy,
+      leaseMs: this.options.leaseMs,
     });
     this.#serving = { model, engine, modelId, chatTemplate, sessions };
     return this.#serving;

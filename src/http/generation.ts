@@ -228,11 +228,15 @@ export function respondWithGeneration(call: GenerationCall): Promise<Response> |
       logprobs: params.logprobs,
       signal: ac.signal,
       holdPartial: call.holdPartial,
+      checkpointEvery: params.store ? ctx.options.checkpointTokens : 0,
+      onCheckpoint: params.store ? (snap) => lease.checkpoint(snap) : undefined,
     });
   } catch (e) {
     cleanup();
-    lease.release();
-    throw e;
+    // Released before the error response goes out (a retry may come at once).
+    return lease.release().then(() => {
+      throw e;
+    });
   }
   const state: RunState = {
     call,
@@ -283,7 +287,8 @@ async function finishSession(s: RunState, done: Extract<GenerateEvent, { type: "
       return null;
     }
   } finally {
-    lease.release();
+    // Before the response completes: the next request may come to another instance at once.
+    await lease.release();
   }
 }
 
@@ -329,7 +334,7 @@ async function jsonResponse(
     s.cleanup();
   }
   if (!done) {
-    call.lease.release();
+    await call.lease.release();
     throw new HttpError(500, "the generation ended without a result");
   }
   const fail = failure(s, done);
@@ -337,7 +342,7 @@ async function jsonResponse(
     call.record.promptTokens = done.usage.promptTokens;
     call.record.completionTokens = done.usage.completionTokens;
     call.record.finish = done.finishReason;
-    call.lease.release();
+    await call.lease.release();
     throw fail;
   }
   text += done.text;
@@ -458,7 +463,7 @@ function streamResponse(
       call.record.promptTokens = done.usage.promptTokens;
       call.record.completionTokens = done.usage.completionTokens;
       call.record.finish = done.finishReason;
-      call.lease.release();
+      await call.lease.release();
       if (fail.status !== 499) writer.send(errorBody(fail, undefined));
       writer.close();
       return;
@@ -487,8 +492,8 @@ function streamResponse(
     writer.send(SSE_DONE);
     writer.close();
   };
-  pump().catch((e) => {
-    call.lease.release();
+  pump().catch(async (e) => {
+    await call.lease.release();
     call.ctx.logger.log("error", "stream failed", { error: String(e), stack: (e as Error)?.stack });
     writer.send(errorBody(toHttpError(e)));
     writer.close();

@@ -11,16 +11,23 @@
  * Recently used live sessions stay in a small in-process cache keyed by id, checked against the
  * stored entry's generation and SHA-256, so a session continued on the same process skips the
  * decode (the stored bytes stay the truth).
+ *
+ * Scale-out: on a store shared by several processes (one with `leases`: Redis, Deno KV) every
+ * request also takes the session's lease in the store (`leaseMs`, renewed every third of it while
+ * the request runs, released before the response completes), so two instances never generate for
+ * the same session at once: the loser gets a 409 with `Retry-After`. A process killed while holding
+ * a lease blocks the session until the lease expires. Checkpoints (`SessionLease.checkpoint`) store
+ * the session mid-generation, so another instance can resume from the last one.
  * @module
  */
 
 import type { Engine } from "../engine/engine.ts";
 import { Session } from "../engine/session.ts";
 import type { TnlModel } from "../load.ts";
-import { isValidSessionId } from "../model/snapshot.ts";
+import { isValidSessionId, type SessionSnapshot } from "../model/snapshot.ts";
 import { decodeSession, encodeSession, sessionDigest } from "../state/codec.ts";
 import type { SessionStore } from "../state/store.ts";
-import { HttpError, notFound } from "./errors.ts";
+import { HttpError, notFound, RETRY_AFTER_SECONDS } from "./errors.ts";
 
 /** Session metadata as `GET /v1/sessions/:id` returns it. */
 export interface SessionInfo {
@@ -64,7 +71,12 @@ export interface SessionManagerOptions {
   cacheSize?: number;
   /** The busy set (shared with the app context). */
   busy?: Set<string>;
+  /** Lease time to live in ms on stores with `leases` (default 10 000). */
+  leaseMs?: number;
 }
+
+/** Default lease time to live on shared stores, in ms. */
+export const DEFAULT_LEASE_MS = 10_000;
 
 /** A session held by one request: generate with `session`, then `save()` and/or `release()`. */
 export interface SessionLease {
@@ -72,13 +84,34 @@ export interface SessionLease {
   readonly session: Session;
   /** True when the session did not exist in the store before this request. */
   readonly isNew: boolean;
-  /** Save the session (generation + 1, encode, compare-and-set put); returns its bytes. */
+  /**
+   * Save the session (generation + 1, encode, compare-and-set put); returns its bytes. Waits for a
+   * checkpoint being written; 409 when the store lease was lost to another process.
+   */
   save(): Promise<{ bytes: Uint8Array; digest: string }>;
   /**
-   * Give the session back (idempotent). Unless `save()` succeeded, the live object is dropped from
-   * the cache (it may hold progress the store does not).
+   * Store a snapshot taken mid-generation (`GenerateRequest.onCheckpoint`), in the background:
+   * writes are sequential compare-and-set puts (generation + 1 each), a snapshot that arrives while
+   * one is written replaces any that waits, and failures are counted, not thrown (the final `save`
+   * reports a lasting problem).
    */
-  release(): void;
+  checkpoint(snapshot: SessionSnapshot): void;
+  /** Checkpoints written so far, and those that failed. */
+  readonly checkpoints: { written: number; failed: number };
+  /**
+   * Give the session back (idempotent): waits for a checkpoint being written, then releases the
+   * store lease. Unless `save()` succeeded, the live object is dropped from the cache (it may hold
+   * progress the store does not). Never rejects.
+   */
+  release(): Promise<void>;
+}
+
+/** The hold of one request on a session id: the process's busy set and the store lease. */
+interface Claim {
+  /** True when the store lease was found taken by another owner while renewing. */
+  readonly lost: boolean;
+  /** Release the lease, then the busy mark (idempotent, never rejects). */
+  release(): Promise<void>;
 }
 
 interface CacheEntry {
@@ -99,6 +132,10 @@ export class SessionManager {
   #stateBytes = 0;
   /** Encoded bytes written to the store since start. */
   bytesWritten = 0;
+  /** Checkpoints written to the store since start. */
+  checkpointsWritten = 0;
+  readonly #owner = "o_" + crypto.randomUUID();
+  #claims = 0;
 
   /** A manager over a model, its engine and a store. */
   constructor(o: SessionManagerOptions) {
@@ -127,8 +164,14 @@ export class SessionManager {
     }
   }
 
-  /** Mark `id` busy, or throw 409. */
-  #claim(id: string): void {
+  /**
+   * Mark `id` busy (409 when a request of this process holds it), then take its store lease when
+   * the store has leases (409 with Retry-After when another process holds it, 503 when the store
+   * cannot be reached). The lease is renewed every third of its TTL until released. `fresh`: a
+   * random new id nobody else knows yet, held by the busy mark alone when the store is unreachable
+   * (so a new completion still answers, unsaved, while the store is down).
+   */
+  async #claim(id: string, fresh = false): Promise<Claim> {
     if (this.busy.has(id)) {
       throw new HttpError(409, `session ${id} is busy (a request is using it)`, {
         param: "session",
@@ -136,6 +179,65 @@ export class SessionManager {
       });
     }
     this.busy.add(id);
+    const local = (): Claim => {
+      let done = false;
+      return {
+        lost: false,
+        release: () => {
+          if (!done) this.busy.delete(id);
+          done = true;
+          return Promise.resolve();
+        },
+      };
+    };
+    const leases = this.#o.store.leases;
+    if (!leases) return local();
+    const ttl = this.#o.leaseMs ?? DEFAULT_LEASE_MS;
+    const owner = `${this.#owner}.${++this.#claims}`;
+    let mine: boolean;
+    try {
+      mine = await leases.acquire(id, owner, ttl);
+    } catch (e) {
+      if (fresh) return local();
+      this.busy.delete(id);
+      throw e;
+    }
+    if (!mine) {
+      this.busy.delete(id);
+      throw new HttpError(
+        409,
+        `session ${id} is busy (a request on another instance is using it)`,
+        {
+          param: "session",
+          code: "conflict",
+          headers: { "retry-after": String(RETRY_AFTER_SECONDS) },
+        },
+      );
+    }
+    let lost = false;
+    const timer = setInterval(() => {
+      leases.renew(id, owner, ttl).then((still) => {
+        if (!still) lost = true;
+      }, () => {
+        // Unreachable store: keep trying; the lease may still be ours when it comes back.
+      });
+    }, Math.max(20, Math.floor(ttl / 3)));
+    let released: Promise<void> | null = null;
+    return {
+      get lost() {
+        return lost;
+      },
+      release: () =>
+        released ??= (async () => {
+          clearInterval(timer);
+          try {
+            await leases.release(id, owner);
+          } catch {
+            // Unreachable store: the lease expires by itself.
+          }
+          this.busy.delete(id);
+        })(),
+    };
   }
 
   #remember(id: string, e: CacheEntry): void {
@@ -176,55 +278,108 @@ export class SessionManager {
     return { session, generation: entry.generation, size: entry.bytes.length };
   }
 
-  #lease(session: Session, stored: number | null): SessionLease {
+  #lease(session: Session, stored: number | null, claim: Claim): SessionLease {
     const id = session.id;
     let released = false;
     let saved = false;
+    let saving = false;
     let expect = stored;
+    const checkpoints = { written: 0, failed: 0 };
+    let queued: SessionSnapshot | null = null;
+    let writing: Promise<void> | null = null;
+    let releasing: Promise<void> | null = null;
+
+    const lostLease = () =>
+      new HttpError(409, `session ${id}: its lease was taken over by another instance`, {
+        param: "session",
+        code: "conflict",
+      });
+    const writeCheckpoint = async (snap: SessionSnapshot) => {
+      if (claim.lost) throw lostLease();
+      const generation = Math.max(session.generation, expect ?? -1) + 1;
+      const bytes = await encodeSession({ ...snap, generation }, this.#codec());
+      await this.#o.store.put(id, bytes, { generation, expectGeneration: expect });
+      expect = generation;
+      session.generation = generation;
+      this.#cache.delete(id);
+      this.#track(id, bytes.length);
+      this.bytesWritten += bytes.length;
+      this.checkpointsWritten++;
+      checkpoints.written++;
+    };
+    const drain = async () => {
+      while (queued && !saving && !released) {
+        const snap = queued;
+        queued = null;
+        try {
+          await writeCheckpoint(snap);
+        } catch {
+          checkpoints.failed++;
+        }
+      }
+    };
+
     return {
       session,
       isNew: stored === null,
+      checkpoints,
+      checkpoint: (snap) => {
+        if (released || saving || saved) return;
+        queued = snap;
+        writing ??= drain().finally(() => (writing = null));
+      },
       save: async () => {
         if (released) throw new Error("save after release");
-        session.generation = Math.max(session.generation, expect ?? -1) + 1;
-        const bytes = await encodeSession(session.toSnapshot(), this.#codec());
+        saving = true;
+        queued = null;
         try {
-          await this.#o.store.put(id, bytes, {
-            generation: session.generation,
-            expectGeneration: expect,
-          });
-        } catch (e) {
-          session.generation--;
-          this.#cache.delete(id);
-          throw e;
+          await writing;
+          if (claim.lost) throw lostLease();
+          const before = session.generation;
+          session.generation = Math.max(session.generation, expect ?? -1) + 1;
+          const bytes = await encodeSession(session.toSnapshot(), this.#codec());
+          try {
+            await this.#o.store.put(id, bytes, {
+              generation: session.generation,
+              expectGeneration: expect,
+            });
+          } catch (e) {
+            session.generation = before;
+            this.#cache.delete(id);
+            throw e;
+          }
+          expect = session.generation;
+          const digest = await sessionDigest(bytes);
+          this.#remember(id, { session, generation: session.generation, digest });
+          this.#track(id, bytes.length);
+          this.bytesWritten += bytes.length;
+          saved = true;
+          return { bytes, digest };
+        } finally {
+          saving = false;
         }
-        expect = session.generation;
-        const digest = await sessionDigest(bytes);
-        this.#remember(id, { session, generation: session.generation, digest });
-        this.#track(id, bytes.length);
-        this.bytesWritten += bytes.length;
-        saved = true;
-        return { bytes, digest };
       },
-      release: () => {
-        if (released) return;
-        released = true;
-        if (!saved) this.#cache.delete(id);
-        this.busy.delete(id);
-      },
+      release: () =>
+        releasing ??= (async () => {
+          released = true;
+          queued = null;
+          if (!saved) this.#cache.delete(id);
+          await writing;
+          await claim.release();
+        })(),
     };
   }
 
   /** Hold an existing session (404 when absent, 409 when busy). */
   async open(id: string): Promise<SessionLease> {
     if (!isValidSessionId(id)) throw notFound(`no session ${id}`, "session", "session_not_found");
-    this.#claim(id);
+    const claim = await this.#claim(id);
     try {
       const { session, generation } = await this.#load(id);
       if (session.busy) throw new HttpError(409, `session ${id} is busy`, { code: "conflict" });
-      return this.#lease(session, generation);
+      return this.#lease(session, generation, claim);
     } catch (e) {
-      this.busy.delete(id);
+      await claim.release();
       throw e;
     }
   }
@@ -232,17 +387,17 @@ export class SessionManager {
   /** Hold a new session (a random id, or `id`: 409 when it exists or is busy). */
   async create(id?: string): Promise<SessionLease> {
     const session = this.#o.engine.newSession(id);
-    this.#claim(session.id);
+    const claim = await this.#claim(session.id, id === undefined);
     try {
       if (id !== undefined && (await this.#o.store.getEntry(id)) !== null) {
         throw new HttpError(409, `session ${id} already exists`, { param: "id", code: "conflict" });
       }
     } catch (e) {
-      this.busy.delete(session.id);
+      await claim.release();
       throw e;
     }
     this.#cache.delete(session.id);
-    return this.#lease(session, null);
+    return this.#lease(session, null, claim);
   }
 
   /** Metadata of a stored session (404 when absent). */
@@ -287,7 +442,7 @@ export class SessionManager {
     id: string,
     bytes: Uint8Array,
   ): Promise<{ info: SessionInfo; digest: string; created: boolean }> {
-    this.#claim(id);
+    const claim = await this.#claim(id);
     try {
       const snap = await decodeSession(bytes, this.#codec());
       const existing = await this.#o.store.getEntry(id);
@@ -308,21 +463,21 @@ export class SessionManager {
       this.#cache.delete(id);
       throw e;
     } finally {
-      this.busy.delete(id);
+      await claim.release();
     }
   }
 
   /** Delete a session (404 when absent, 409 when busy). */
   async remove(id: string): Promise<void> {
     if (!isValidSessionId(id)) throw notFound(`no session ${id}`, "session", "session_not_found");
-    this.#claim(id);
+    const claim = await this.#claim(id);
     try {
       this.#cache.delete(id);
       const removed = await this.#o.store.delete(id);
       this.#track(id, null);
       if (!removed) throw notFound(`no session ${id}`, "session", "session_not_found");
     } finally {
-      this.busy.delete(id);
+      await claim.release();
     }
   }
 }

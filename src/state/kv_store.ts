@@ -8,6 +8,7 @@
  *                                             expiresAt, writtenAt }
  * [...prefix, "order", writtenAt, id]       { expiresAt }: sessions by last write, for eviction
  * [...prefix, "gc", g]                      { id, after }: chunks to delete unless g is a head
+ * [...prefix, "lease", id]                  { owner, expiresAt }: the session's lease (`leases`)
  * ```
  *
  * A write puts its chunks under a fresh, random `g`, then flips the head in one atomic operation
@@ -16,6 +17,11 @@
  * and checks the SHA-256 of the assembled bytes (chunks of a replaced `g` are deleted after the
  * flip; a reader that finds them gone reads the new head). Compare-and-set checks the generation
  * in the same atomic flip.
+ *
+ * Leases (`leases`): the lease record is read, then written in an atomic operation that checks its
+ * versionstamp, so of two processes racing for it one wins; a record past its `expiresAt` counts
+ * as absent (it also carries `expireIn`, but KV deletes expired keys lazily). Expiry uses this
+ * machine's clock, so machines sharing a database need clocks within a fraction of the TTL.
  *
  * Crash safety: a `gc` record is set before the chunks are written and removed by the flip; the
  * flip sets one for the replaced `g`, removed once its chunks are deleted. A crash at any point
@@ -26,10 +32,12 @@
 
 import { StoreConflictError, StoreError } from "./errors.ts";
 import {
+  checkLease,
   checkPut,
   checkSessionId,
   checkStoreOptions,
   type PutOptions,
+  type SessionLeases,
   type SessionStore,
   type StoredSession,
   type StoreOptions,
@@ -92,6 +100,14 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export class KvSessionStore implements SessionStore {
   /** "kv". */
   readonly kind = "kv";
+  /** Session leases (versionstamp-checked writes of an owner record with an expiry). */
+  readonly leases: SessionLeases = {
+    acquire: (id, owner, ttlMs) => this.#lease("acquire", id, owner, ttlMs),
+    renew: (id, owner, ttlMs) => this.#lease("renew", id, owner, ttlMs),
+    release: async (id, owner) => {
+      await this.#lease("release", id, owner, 1);
+    },
+  };
   readonly #kv: Deno.Kv;
   readonly #p: Deno.KvKeyPart[];
   readonly #opts: Required<StoreOptions>;
@@ -152,6 +168,40 @@ export class KvSessionStore implements SessionStore {
 
   #gcKey(gen: string): Deno.KvKey {
     return [...this.#p, "gc", gen];
+  }
+
+  /** Take, extend or give back a lease (see the module doc); false when another owner holds it. */
+  async #lease(
+    op: "acquire" | "renew" | "release",
+    id: string,
+    owner: string,
+    ttlMs: number,
+  ): Promise<boolean> {
+    this.#check();
+    checkLease("kv", id, owner, ttlMs);
+    const key = [...this.#p, "lease", id];
+    return await this.#io("lease", async () => {
+      for (let attempt = 0; attempt < FLIP_ATTEMPTS; attempt++) {
+        const cur = await this.#kv.get<{ owner: string; expiresAt: number }>(key);
+        const now = Date.now();
+        const v = cur.value;
+        const live = v !== null && typeof v === "object" && v.expiresAt > now;
+        const ours = live && v.owner === owner;
+        if (op === "release") {
+          if (!ours) return true;
+          if ((await this.#kv.atomic().check(cur).delete(key).commit()).ok) return true;
+          continue;
+        }
+        if (live && !ours) return false;
+        const ms = Math.ceil(ttlMs);
+        const r = await this.#kv.atomic().check(cur)
+          .set(key, { owner, expiresAt: now + ms }, { expireIn: ms })
+          .commit();
+        if (r.ok) return true;
+        await sleep(Math.random() * Math.min(20, 1 + attempt));
+      }
+      throw new StoreError("kv", "backend_unavailable", `session "${id}": lease contention`);
+    });
   }
 
   #check(): void {

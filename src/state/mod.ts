@@ -41,7 +41,13 @@ export {
   StoreError,
   type StoreErrorCode,
 } from "./errors.ts";
-export type { PutOptions, SessionStore, StoredSession, StoreOptions } from "./store.ts";
+export type {
+  PutOptions,
+  SessionLeases,
+  SessionStore,
+  StoredSession,
+  StoreOptions,
+} from "./store.ts";
 export {
   DEFAULT_MEMORY_STORE_BYTES,
   MemorySessionStore,
@@ -69,6 +75,8 @@ export interface OpenStoreOptions {
   connectTimeoutMs?: number;
   /** redis: per-command timeout in ms (default 10,000). */
   commandTimeoutMs?: number;
+  /** redis: do not keep the process alive for the connection (default false). */
+  unref?: boolean;
 }
 
 const SPECS = "memory, fs:DIR, kv, kv:PATH, or redis://host:port[/db]";
@@ -127,6 +135,7 @@ export async function openStore(spec: string, opts: OpenStoreOptions = {}): Prom
       prefix: `${ns}:`,
       connectTimeoutMs: opts.connectTimeoutMs,
       commandTimeoutMs: opts.commandTimeoutMs,
+      unref: opts.unref,
     });
   }
   throw badSpec(spec, "unknown kind");

@@ -5,6 +5,7 @@
  * <prefix>s:<id>         hash { tok, gen, at }: the head (which value is current, its generation)
  * <prefix>v:<id>:<tok>   the state bytes of one write (one binary value)
  * <prefix>sessions       sorted set of ids by last write time, for eviction
+ * <prefix>lease:<id>     the owner of the session's lease (`leases`), with a PX expiry
  * ```
  *
  * A write SETs its bytes under a fresh random `tok` (with a 15-minute expiry as a safety net), then
@@ -14,6 +15,10 @@
  * Reads run one script that reads the head and its value together, so no reader ever sees a
  * half-written or mixed state; scripts are atomic in Redis. (The scripts compute value keys, so this
  * targets a single Redis node or a primary with replicas, not Redis Cluster.)
+ *
+ * Leases (`leases`): `SET lease NX PX ttl` takes one; renewing and releasing are scripts that
+ * compare the owner first (PEXPIRE or DEL only when it is still ours), so a lease that expired and
+ * went to another process is never extended or deleted by the one that lost it.
  *
  * Failures never hang: the connection has a connect timeout and no retries before it first
  * succeeds, commands have a timeout, and the offline queue is off (commands issued while the client
@@ -25,10 +30,12 @@ import { Buffer } from "node:buffer";
 import { createClient, RESP_TYPES } from "@redis/client";
 import { StoreConflictError, StoreError } from "./errors.ts";
 import {
+  checkLease,
   checkPut,
   checkSessionId,
   checkStoreOptions,
   type PutOptions,
+  type SessionLeases,
   type SessionStore,
   type StoredSession,
   type StoreOptions,
@@ -42,6 +49,11 @@ export interface RedisStoreOptions extends StoreOptions {
   connectTimeoutMs?: number;
   /** Per-command timeout in ms (default 10,000). */
   commandTimeoutMs?: number;
+  /**
+   * Do not keep the process alive for the connection (default false): a server that stops
+   * serving then exits without closing the store (`deno serve` on SIGTERM).
+   */
+  unref?: boolean;
 }
 
 const PENDING_TTL_MS = 15 * 60_000;
@@ -121,7 +133,19 @@ end
 return n
 `;
 
-const SCRIPTS = { FLIP, GET, DELETE, SIZE } as const;
+const LEASE_RENEW = `
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
+`;
+
+const LEASE_RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+const SCRIPTS = { FLIP, GET, DELETE, SIZE, LEASE_RENEW, LEASE_RELEASE } as const;
 type ScriptName = keyof typeof SCRIPTS;
 
 type Client = ReturnType<typeof createClient>;
@@ -159,6 +183,48 @@ function redactUrl(url: string): string {
 export class RedisSessionStore implements SessionStore {
   /** "redis". */
   readonly kind = "redis";
+  /** Session leases (`SET NX PX`, owner-checked renew and release). */
+  readonly leases: SessionLeases = {
+    acquire: async (id, owner, ttlMs) => {
+      this.#check();
+      checkLease("redis", id, owner, ttlMs);
+      try {
+        const r = await this.#client.sendCommand([
+          "SET",
+          this.#leaseKey(id),
+          owner,
+          "NX",
+          "PX",
+          String(Math.ceil(ttlMs)),
+        ]);
+        return r !== null && r !== undefined;
+      } catch (e) {
+        throw this.#fail("lease", e);
+      }
+    },
+    renew: async (id, owner, ttlMs) => {
+      this.#check();
+      checkLease("redis", id, owner, ttlMs);
+      try {
+        const r = await this.#script("LEASE_RENEW", [this.#leaseKey(id)], [
+          owner,
+          String(Math.ceil(ttlMs)),
+        ]);
+        return Number(r) === 1;
+      } catch (e) {
+        throw this.#fail("lease renewal", e);
+      }
+    },
+    release: async (id, owner) => {
+      this.#check();
+      checkLease("redis", id, owner, 1);
+      try {
+        await this.#script("LEASE_RELEASE", [this.#leaseKey(id)], [owner]);
+      } catch (e) {
+        throw this.#fail("lease release", e);
+      }
+    },
+  };
   readonly #client: Client;
   readonly #prefix: string;
   readonly #opts: Required<StoreOptions>;
@@ -215,6 +281,7 @@ export class RedisSessionStore implements SessionStore {
     });
     try {
       await client.connect();
+      if (opts.unref) client.unref();
       connected = true;
       await store.#loadScripts();
     } catch (e) {
@@ -280,6 +347,10 @@ export class RedisSessionStore implements SessionStore {
 
   #valueKey(id: string, tok: string): string {
     return `${this.#prefix}v:${id}:${tok}`;
+  }
+
+  #leaseKey(id: string): string {
+    return `${this.#prefix}lease:${id}`;
   }
 
   get #orderKey(): string {

@@ -14,6 +14,11 @@
  *   against other writers, else throws `StoreConflictError` ("conflict", 409). The generation is
  *   metadata the caller passes with the bytes (the session's `generation`); stores never parse the
  *   state. An entry written without `generation` is recorded as generation -1.
+ *
+ * Stores shared by several processes (Redis, Deno KV) also offer `leases`: an expiring lease per
+ * session id, so that two processes never generate for the same session at once (the session
+ * manager takes one around every request). Memory and fs stores have none: in one process the
+ * session manager's busy set is exact.
  * @module
  */
 
@@ -49,10 +54,29 @@ export interface StoredSession {
   generation: number;
 }
 
+/**
+ * Expiring leases on session ids, held by an owner (a random token per request). A lease that is
+ * not renewed expires after its TTL, so a process that dies holding one blocks the session for at
+ * most that long. Failures to reach the backend throw `StoreError` ("backend_unavailable").
+ */
+export interface SessionLeases {
+  /** Take the lease on `id` for `ttlMs`; false when another owner holds a live one. */
+  acquire(id: string, owner: string, ttlMs: number): Promise<boolean>;
+  /**
+   * Extend `owner`'s lease to `ttlMs` from now (taking it again if it lapsed and nobody else took
+   * it); false when another owner holds it.
+   */
+  renew(id: string, owner: string, ttlMs: number): Promise<boolean>;
+  /** Give the lease back if `owner` still holds it (else nothing). */
+  release(id: string, owner: string): Promise<void>;
+}
+
 /** A place to keep encoded session states. */
 export interface SessionStore {
   /** The store kind: "memory", "fs", "kv" or "redis". */
   readonly kind: string;
+  /** Cross-process leases on session ids (stores shared between processes: Redis, Deno KV). */
+  readonly leases?: SessionLeases;
   /** The bytes stored under `id`, or null when absent or expired. */
   get(id: string): Promise<Uint8Array | null>;
   /** The bytes and generation stored under `id`, or null when absent or expired. */
@@ -137,4 +161,19 @@ export function checkPut(
     );
   }
   return { ttlMs: Math.ceil(ttlMs), generation, expect };
+}
+
+/** Check the arguments of a lease call (`StoreError` "invalid_input" when wrong). */
+export function checkLease(store: string, id: unknown, owner: unknown, ttlMs: unknown): void {
+  checkSessionId(store, id);
+  if (typeof owner !== "string" || owner.length === 0 || owner.length > 256) {
+    throw new StoreError(
+      store,
+      "invalid_input",
+      "lease owner must be a string of 1-256 characters",
+    );
+  }
+  if (typeof ttlMs !== "number" || !Number.isFinite(ttlMs) || ttlMs < 1) {
+    throw new StoreError(store, "invalid_input", `lease ttlMs must be ≥ 1, got ${ttlMs}`);
+  }
 }
