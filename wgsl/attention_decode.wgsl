@@ -1,7 +1,8 @@
-// Recurrent decode step of decayed linear attention, one workgroup per (sequence, head):
+// Recurrent decode step of decayed linear attention, one workgroup per (sequence, head, block of
+// CB columns of S); within it, thread (r, c) walks rows r, r+RG, ... of column c, so the state is
+// read and written once with many rows in flight, and the partial o_c are summed in a fixed order:
 //   q, k = act(q), act(k);  LRPE: q' = [q·cos(θ·pos), q·sin(θ·pos)] (likewise k)
 //   S ← λ·S + k'ᵀ v;   o = q'·S        (S is [dk, dv] f32, read and written once)
-// Thread j owns column j of S (dv ≤ 1024 threads), so rows are read coalesced.
 
 struct Params {
   heads: u32,
@@ -27,20 +28,25 @@ struct Params {
 //#include lrpe
 
 const ROW_WORDS: u32 = {{ROW_WORDS}}u;
+const CB: u32 = {{CB}}u;            // columns of S per workgroup
+const RG: u32 = 256u / CB;          // row groups: thread (r, c) updates rows i ≡ r (mod RG)
 var<workgroup> qs: array<f32, {{MAX_DK}}>;
 var<workgroup> ks: array<f32, {{MAX_DK}}>;
+var<workgroup> part: array<f32, 256>;
 
-@compute @workgroup_size({{WG}})
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let b = P.batch_base + wid.y;
-  let h = wid.x;
+  let hd = P.head_dim;
+  let blocks = hd / CB;
+  let h = wid.x / blocks;
+  let cb = wid.x % blocks;
   if (b >= ctl[0]) { return; }
   if (rows[b * ROW_WORDS + 9u] != 0u) { return; }   // the row stopped: its state stays put
   let slot = rows[b * ROW_WORDS];
   let pos = rows[b * ROW_WORDS + 1u];
-  let hd = P.head_dim;
   let base = b * 4u * P.hidden + h * hd;
-  for (var i = tid; i < hd; i += {{WG}}u) {
+  for (var i = tid; i < hd; i += 256u) {
     let q = act(qkvu[base + i]);
     let k = act(qkvu[base + P.hidden + i]);
     if (P.lrpe == 1u) {
@@ -58,16 +64,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   workgroupBarrier();
   let lambda = decay[h];
-  let sbase = slot * P.slot_stride + h * P.dk * hd;
-  for (var j = tid; j < hd; j += {{WG}}u) {
-    let v = qkvu[base + 2u * P.hidden + j];
-    var acc = 0.0;
-    for (var i = 0u; i < P.dk; i++) {
-      let idx = sbase + i * hd + j;
-      let s = lambda * state[idx] + ks[i] * v;
-      state[idx] = s;
-      acc += qs[i] * s;
-    }
-    o[b * P.hidden + h * hd + j] = acc;
+  let r = tid / CB;
+  let j = cb * CB + tid % CB;
+  let v = qkvu[base + 2u * P.hidden + j];
+  let sbase = slot * P.slot_stride + h * P.dk * hd + j;
+  var acc = 0.0;
+  // Four rows at a time: the loads are issued before the stores so they overlap.
+  var i = r;
+  for (; i + 3u * RG < P.dk; i += 4u * RG) {
+    let i0 = sbase + i * hd;
+    let i1 = i0 + RG * hd;
+    let i2 = i1 + RG * hd;
+    let i3 = i2 + RG * hd;
+    let s0 = lambda * state[i0] + ks[i] * v;
+    let s1 = lambda * state[i1] + ks[i + RG] * v;
+    let s2 = lambda * state[i2] + ks[i + 2u * RG] * v;
+    let s3 = lambda * state[i3] + ks[i + 3u * RG] * v;
+    state[i0] = s0;
+    state[i1] = s1;
+    state[i2] = s2;
+    state[i3] = s3;
+    acc += qs[i] * s0;
+    acc += qs[i + RG] * s1;
+    acc += qs[i + 2u * RG] * s2;
+    acc += qs[i + 3u * RG] * s3;
+  }
+  for (; i < P.dk; i += RG) {
+    let idx = sbase + i * hd;
+    let s = lambda * state[idx] + ks[i] * v;
+    state[idx] = s;
+    acc += qs[i] * s;
+  }
+  part[tid] = acc;
+  workgroupBarrier();
+  if (r == 0u) {
+    var o_j = 0.0;
+    for (var g = 0u; g < RG; g++) { o_j += part[g * CB + tid]; }
+    o[b * P.hidden + h * hd + j] = o_j;
   }
 }

@@ -78,7 +78,57 @@ interface MatvecSpec {
 
 /** Batch size bucket → sequences per matvec workgroup. */
 export function seqsPerWorkgroup(batch: number): number {
-  return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 : 8;
+  return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 : batch <= 8 ? 8 : 16;
+}
+
+/**
+ * Threads per output row of a matrix-vector product, from the matrix shape only (so results stay
+ * batch-invariant): enough rows per workgroup for long matrices, enough workgroups (≥ ~512) for
+ * short ones, and no more lanes than 8-wide chunks in a row.
+ */
+export function lanesFor(rows: number, cols: number, maxLanes = 256): number {
+  const pow2 = (n: number) => 1 << Math.ceil(Math.log2(Math.max(1, n)));
+  const forWorkgroups = pow2(Math.ceil((256 * 512) / Math.max(1, rows)));
+  return Math.max(32, Math.min(maxLanes, forWorkgroups, pow2(Math.ceil(cols / 8))));
+}
+
+/** How a matrix-vector dispatch is laid out (see wgsl/matvec.wgsl). */
+export interface MatvecTiling {
+  /** Threads per row (sets the summation order: from the matrix shape only). */
+  lanes: number;
+  /** Sequences per workgroup. */
+  nb: number;
+  /** Rows per lane group. */
+  rpg: number;
+  /** f32 partial sums in workgroup memory (256 per sum). */
+  parts: number;
+  /** Rows per workgroup. */
+  rowsPerWorkgroup: number;
+}
+
+/**
+ * Matvec tiling for an adapter. Only `lanes` affects the numbers, and it depends on the matrix
+ * shape alone; `nb` and `rpg` trade registers and workgroup memory (`storageBytes`, the adapter's
+ * limit) for reuse of each weight and input load. Software adapters get the smallest arrays
+ * (llvmpipe's GL path compiles large ones very slowly).
+ */
+export function matvecTiling(
+  rows: number,
+  cols: number,
+  nb: number,
+  fallback: boolean,
+  glu = false,
+  storageBytes = 16384,
+): MatvecTiling {
+  const lanes = fallback ? 32 : lanesFor(rows, cols);
+  const products = glu ? 2 : 1;
+  const maxSums = Math.max(products + 1, Math.floor(storageBytes / (4 * 256)));
+  const sums = (n: number, r: number) => products * n * r + n;
+  let n = Math.max(1, Math.min(nb, fallback ? 2 : 16));
+  while (n > 1 && sums(n, 1) > maxSums) n = Math.ceil(n / 2);
+  let rpg = 1;
+  while (!fallback && n > 1 && rpg < 4 && sums(n, rpg + 1) <= maxSums) rpg++;
+  return { lanes, nb: n, rpg, parts: 256 * sums(n, rpg), rowsPerWorkgroup: (256 / lanes) * rpg };
 }
 
 /** The model resident on a device. */
@@ -95,6 +145,7 @@ export class GpuModel {
   readonly maxSlots: number;
   /** Output ring capacity per sequence. */
   readonly ring: number;
+
   /** Pipeline cache. */
   readonly pipelines: PipelineCache;
   /** Control words ([0] = batch size). */
@@ -145,6 +196,7 @@ export class GpuModel {
     this.maxBatch = o.maxBatch;
     this.maxSlots = o.maxSlots;
     this.ring = o.ring;
+
     this.pipelines = PipelineCache.for(ctx.device);
     const { embedDim: D, hiddenDim: H, gluDim: G, vocabSize: V } = config;
     const B = this.maxBatch;
@@ -240,10 +292,24 @@ export class GpuModel {
   async #matvec(s: MatvecSpec, nb: number): Promise<Dispatch[]> {
     const out: Dispatch[] = [];
     const vec8 = s.w.cols % 8 === 0;
+    const tiling = matvecTiling(
+      s.w.rows,
+      s.w.cols,
+      nb,
+      this.ctx.info.fallback,
+      Boolean(s.w2),
+      this.ctx.device.limits.maxComputeWorkgroupStorageSize,
+    );
+    nb = tiling.nb;
     const defines: Defines = {
       ...LAYOUT_DEFINES,
-      LANES: 32,
+      LANES: tiling.lanes,
       NB: nb,
+      RPG: tiling.rpg,
+      PARTS: tiling.parts,
+      CHUNKS: Math.ceil(s.w.cols / (8 * tiling.lanes)),
+      X4: vec8 && [s.input.stride, s.input.off, s.gate?.stride ?? 0, s.gate?.off ?? 0]
+        .every((v) => v % 4 === 0),
       VEC8: vec8,
       W_DTYPE: s.w.dtype,
       W2_DTYPE: s.w2?.dtype ?? "",
@@ -283,7 +349,7 @@ export class GpuModel {
         label: s.label,
         pipeline,
         bindGroup: this.res.bindGroup(pipeline, entries, s.label),
-        x: Math.ceil(chunk.rows / 8),
+        x: Math.ceil(chunk.rows / tiling.rowsPerWorkgroup),
         y: (batch) => Math.ceil(batch / nb),
       });
     }
@@ -369,7 +435,6 @@ export class GpuModel {
     }
     const xIn = { buffer: this.#x, stride: D, off: 0 };
     const aIn = { buffer: this.#a, stride: D, off: 0 };
-    const wg = Math.min(256, Math.max(32, 1 << Math.ceil(Math.log2(hd))));
     for (let l = 0; l < c.numLayers; l++) {
       const lw = w.layers[l];
       const v = lw.vectors;
@@ -390,11 +455,12 @@ export class GpuModel {
         }, nb),
       );
       const dk = stateKeyDim(c, l);
+      const cb = hd % 32 === 0 ? 32 : hd % 16 === 0 ? 16 : 8;
       const attPipe = await this.pipelines.get("attention_decode", {
         ...LAYOUT_DEFINES,
         ...this.#actDefines(),
         LRPE: c.lrpe[l],
-        WG: wg,
+        CB: cb,
         MAX_DK: 2 * hd,
       });
       const attParams = this.res.uniform(
@@ -415,7 +481,7 @@ export class GpuModel {
         label: "attention",
         pipeline: attPipe,
         bindGroup: this.res.bindGroup(attPipe, attEntries, "attention"),
-        x: nh,
+        x: nh * (hd / cb),
         y: (b) => b,
       });
       const oIn = { buffer: this.#o, stride: H, off: 0 };

@@ -15,10 +15,14 @@ import {
   TokenHistory,
   validateSamplingParams,
 } from "../../src/engine/sampler.ts";
+import { matvecTiling } from "../../src/gpu/model.ts";
 import { encodeWeights, randomF32, runKernel, storageBuffer } from "./harness.ts";
 import { gpuTest } from "./support.ts";
 
 type DType = "f32" | "bf16" | "f16";
+
+/** Running on the GL backend (llvmpipe), where large workgroup arrays compile very slowly. */
+const GL = Deno.env.get("DENO_WEBGPU_BACKEND") === "gl";
 
 function close(got: Float32Array, want: ArrayLike<number>, tol: number, what: string): void {
   let worst = 0, at = -1;
@@ -46,6 +50,8 @@ interface MatvecCase {
   glu?: boolean;
   bias?: boolean;
   add?: boolean;
+  /** Read the inputs as scalars even where vec4 loads would do (the unaligned-input path). */
+  scalarInput?: boolean;
 }
 
 async function matvec(
@@ -74,13 +80,28 @@ async function matvec(
   if (c.glu) bindings[6] = { data: w2.bytes };
   if (c.bias) bindings[7] = { data: bias };
   if (c.bias && c.glu) bindings[8] = { data: bias2 };
+  // The layout of real GPUs (lanes up to 256, several rows per lane group) is
+  // tested wherever compiles are quick; GL on llvmpipe gets the small layout it uses in practice.
+  const tiling = matvecTiling(
+    rows,
+    cols,
+    c.nb,
+    GL,
+    Boolean(c.glu),
+    ctx.device.limits.maxComputeWorkgroupStorageSize,
+  );
+  const lanes = tiling.lanes;
   const out = await runKernel(
     ctx,
     "matvec",
     {
-      LANES: 32,
-      NB: c.nb,
+      LANES: lanes,
+      NB: tiling.nb,
+      RPG: tiling.rpg,
+      PARTS: tiling.parts,
       VEC8: cols % 8 === 0,
+      CHUNKS: Math.ceil(cols / (8 * lanes)),
+      X4: cols % 8 === 0 && !c.scalarInput,
       W_DTYPE: c.dtype,
       W2_DTYPE: c.glu ? c.dtype : "",
       GLU: Boolean(c.glu),
@@ -90,7 +111,7 @@ async function matvec(
       BIAS: Boolean(c.bias),
     },
     bindings,
-    [Math.ceil(rows / 8), Math.ceil(B / c.nb)],
+    [Math.ceil(rows / tiling.rowsPerWorkgroup), Math.ceil(B / tiling.nb)],
   );
   // Reference: y = scale·(W·in) + b, in = x (⊙ g).
   const inp = c.gate ? x.map((v, i) => v * g[i]) : x;
@@ -112,17 +133,25 @@ async function matvec(
 }
 
 gpuTest("kernel matvec: dtypes, odd shapes, fused norm/gate/GLU/bias/residual", async (ctx) => {
+  // Every shape with every dtype; the flag sets rotate over the shapes (each pipeline variant
+  // compiles once, which keeps the software GL adapter's compile time in bounds).
+  const shapes = [[1, 8], [7, 24], [37, 64], [300, 256], [9, 5], [13, 37], [3, 2048], [1100, 40]];
+  const flagSets = [
+    {},
+    { rms: true },
+    { rms: true, gate: true, add: true },
+    { rms: true, glu: true, bias: true },
+    { bias: true, add: true },
+  ];
   let seed = 1;
   for (const dtype of ["f32", "bf16", "f16"] as const) {
-    for (const [rows, cols] of [[1, 8], [7, 24], [37, 64], [300, 256], [9, 5], [13, 37]]) {
-      for (
-        const flags of [{}, { rms: true }, { rms: true, gate: true, add: true }, {
-          rms: true,
-          glu: true,
-          bias: true,
-        }, { bias: true, add: true }]
-      ) {
-        const c = { rows, cols, batch: 3, nb: 2, dtype, ...flags };
+    for (let i = 0; i < shapes.length; i++) {
+      for (const k of [0, 1]) {
+        const [rows, cols] = shapes[i];
+        const flags = flagSets[
+          (i + 2 * k + (dtype === "bf16" ? 1 : dtype === "f16" ? 3 : 0)) % flagSets.length
+        ];
+        const c = { rows, cols, batch: 3, nb: 2, dtype, scalarInput: k === 1, ...flags };
         const { got, want } = await matvec(ctx, c, seed++);
         close(got, want, 2e-5, JSON.stringify(c));
       }
@@ -136,8 +165,8 @@ gpuTest(
     // With the same seed, the inputs of a smaller batch are the first rows of the larger one's, so
     // the outputs of those sequences must agree bit for bit whatever the batch size and grouping.
     const base = { rows: 45, cols: 96, dtype: "bf16" as DType, rms: true, glu: true };
-    const ref = await matvec(ctx, { ...base, batch: 9, nb: 8 }, 77);
-    for (const [batch, nb] of [[1, 1], [2, 2], [4, 4], [5, 8], [9, 1], [9, 4]]) {
+    const ref = await matvec(ctx, { ...base, batch: 20, nb: 8 }, 77);
+    for (const [batch, nb] of [[1, 1], [2, 2], [4, 4], [5, 8], [9, 1], [9, 4], [9, 16], [20, 16]]) {
       const r = await matvec(ctx, { ...base, batch, nb }, 77);
       const n = batch * base.rows;
       assert.deepEqual(
@@ -154,65 +183,67 @@ interface GemmCase {
   cols: number;
   tokens: number;
   dtype: DType;
-  glu?: boolean;
   bias?: boolean;
   add?: boolean;
+  mul?: boolean;
 }
 
 async function gemm(ctx: Parameters<Parameters<typeof gpuTest>[1]>[0], c: GemmCase, seed: number) {
   const { rows, cols, tokens: T } = c;
   const w = encodeWeights(randomF32(rows * cols, seed, 0.5), c.dtype);
-  const w2 = encodeWeights(randomF32(rows * cols, seed + 1, 0.5), c.dtype);
   const a = randomF32(T * cols, seed + 2, 1);
-  const bias = randomF32(rows, seed + 4, 0.3), bias2 = randomF32(rows, seed + 5, 0.3);
+  const bias = randomF32(rows, seed + 4, 0.3);
   const init = randomF32(T * rows, seed + 6, 1);
   const bindings: Parameters<typeof runKernel>[3] = {
     0: { data: new Uint32Array([rows, cols, 0, T, cols, 0, rows, 0]), uniform: true },
     2: { data: a },
-    4: { data: c.add ? init : T * rows * 4, read: true },
+    4: { data: c.add || c.mul ? init : T * rows * 4, read: true },
     5: { data: w.bytes },
   };
-  if (c.glu) bindings[6] = { data: w2.bytes };
   if (c.bias) bindings[7] = { data: bias };
-  if (c.bias && c.glu) bindings[8] = { data: bias2 };
   const out = await runKernel(
     ctx,
     "gemm",
     {
+      VEC16: cols % 16 === 0,
       W_DTYPE: c.dtype,
-      W2_DTYPE: c.glu ? c.dtype : "",
-      GLU: Boolean(c.glu),
       BIAS: Boolean(c.bias),
       OUT_ADD: Boolean(c.add),
+      OUT_MUL: Boolean(c.mul),
     },
     bindings,
     [Math.ceil(rows / 64), Math.ceil(T / 64)],
   );
-  const y1 = new Float32Array(T * rows), y2 = new Float32Array(T * rows);
-  linear(a, T, w.exact, c.bias ? bias : null, rows, cols, y1);
-  linear(a, T, w2.exact, c.bias ? bias2 : null, rows, cols, y2);
-  const want = y1.map((v, i) => (c.add ? init[i] : 0) + (c.glu ? v * y2[i] : v));
+  const y = new Float32Array(T * rows);
+  linear(a, T, w.exact, c.bias ? bias : null, rows, cols, y);
+  const want = y.map((v, i) => (c.add ? init[i] + v : c.mul ? init[i] * v : v));
   return { got: new Float32Array(out[4]), want };
 }
 
-gpuTest("kernel gemm: dtypes, shapes off the 64×64×16 tile, GLU/bias/residual", async (ctx) => {
-  let seed = 100;
-  for (const dtype of ["f32", "bf16", "f16"] as const) {
-    for (
-      const [rows, cols, tokens] of [[1, 5, 1], [65, 16, 63], [129, 37, 65], [64, 64, 130], [
-        3,
-        200,
-        7,
-      ]]
-    ) {
-      for (const flags of [{}, { glu: true, bias: true }, { add: true, bias: true }]) {
-        const c = { rows, cols, tokens, dtype, ...flags };
+gpuTest(
+  "kernel gemm: dtypes, shapes off the 64×64×16 tile, bias, residual and product epilogues",
+  async (ctx) => {
+    let seed = 100;
+    const flagSets = [{}, { bias: true, mul: true }, { add: true, bias: true }];
+    const shapes = [
+      [1, 5, 1],
+      [65, 16, 63],
+      [129, 37, 65],
+      [64, 64, 130],
+      [3, 200, 7],
+      [70, 48, 9],
+      [130, 256, 70],
+    ];
+    for (const dtype of ["f32", "bf16", "f16"] as const) {
+      for (let i = 0; i < shapes.length; i++) {
+        const [rows, cols, tokens] = shapes[i];
+        const c = { rows, cols, tokens, dtype, ...flagSets[(i + seed) % flagSets.length] };
         const { got, want } = await gemm(ctx, c, seed++);
         close(got, want, 2e-5, JSON.stringify(c));
       }
     }
-  }
-});
+  },
+);
 
 gpuTest(
   "kernel gemm: a token's row does not depend on how many tokens share the chunk",
@@ -267,9 +298,9 @@ function cpuDecodeHead(
 }
 
 gpuTest(
-  "kernel attention_decode: head dims 32/64/128, LRPE width, positions far out",
+  "kernel attention_decode: head dims 16/32/64/128, LRPE width, positions far out",
   async (ctx) => {
-    for (const hd of [32, 64, 128]) {
+    for (const hd of [16, 32, 64, 128]) {
       for (const lrpe of [false, true]) {
         const heads = 3, B = 2, H = heads * hd, dk = lrpe ? 2 * hd : hd;
         const stride = heads * dk * hd, slots = 3;
@@ -308,11 +339,11 @@ gpuTest(
             ROW_WORDS: 16,
             ACT_SILU: true,
             LRPE: lrpe,
-            WG: Math.max(32, hd),
+            CB: hd % 32 === 0 ? 32 : 16,
             MAX_DK: 2 * hd,
           },
           bindings,
-          [heads, B],
+          [heads * (hd / (hd % 32 === 0 ? 32 : 16)), B],
         );
         const gotO = new Float32Array(out[5]), gotS = new Float32Array(out[4]);
         const refState = state.slice();
