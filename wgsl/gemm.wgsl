@@ -4,7 +4,8 @@
 // computes a 64×64 tile of Y (tokens × rows) with 256 threads, each a 4×4 block, stepping through
 // the inner dimension 16 columns at a time via workgroup memory. Each output is summed in the same
 // order whatever T is, so a prompt gives the same numbers however it is chunked.
-// Epilogues: OUT_ADD adds into Y (residual); GLU multiplies the products with W and W2.
+// Epilogues: OUT_ADD adds into Y (residual); OUT_MUL multiplies into Y (the SGLU product: the
+// first projection is written, the second multiplies it).
 
 struct Params {
   rows: u32,
@@ -21,14 +22,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> A: array<f32>;
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
 //#weights W 5
-//#if GLU
-//#weights W2 6
-//#endif
 //#if BIAS
 @group(0) @binding(7) var<storage, read> bias: array<f32>;
-//#if GLU
-@group(0) @binding(8) var<storage, read> bias2: array<f32>;
-//#endif
 //#endif
 
 const TM: u32 = 64u;   // tokens per tile
@@ -38,9 +33,6 @@ const TK: u32 = 16u;   // inner columns per step
 // Tiles as vec4 (four consecutive tokens or rows); small workgroup arrays keep GL compiles fast.
 var<workgroup> As: array<vec4<f32>, 256>;   // [TK][TM / 4]
 var<workgroup> Ws: array<vec4<f32>, 256>;   // [TK][TN / 4]
-//#if GLU
-var<workgroup> W2s: array<vec4<f32>, 256>;
-//#endif
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -49,10 +41,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let tr = (tid / 16u) * 4u;   // this thread's first token within the tile
   let tc = (tid % 16u) * 4u;   // this thread's first row within the tile
   var acc: array<vec4<f32>, 4>;
-//#if GLU
-  var acc2: array<vec4<f32>, 4>;
-//#endif
   for (var k0 = 0u; k0 < P.cols; k0 += TK) {
+//#if VEC16
+    // Stage the tiles with wide loads (cols is a multiple of 16): A as 4 floats per thread, W as
+    // 8 weights (one 16-byte load) per thread for the first 128 threads.
+    {
+      let tt = tid / 4u;
+      let kq = (tid % 4u) * 4u;
+      let t = t0 + tt;
+      var a = vec4<f32>(0.0);
+      if (t < P.tokens) {
+        let i = t * P.in_stride + P.in_off + k0 + kq;
+        a = vec4<f32>(A[i], A[i + 1u], A[i + 2u], A[i + 3u]);
+      }
+      for (var c = 0u; c < 4u; c++) { As[((kq + c) * TM + tt) / 4u][tt % 4u] = a[c]; }
+      if (tid < 128u) {
+        let rr = tid / 2u;
+        let kh = (tid % 2u) * 8u;
+        let r = r0 + rr;
+        var w = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+        if (r < P.rows) {
+          w = W_get8((r * P.cols + k0 + kh) / 8u);
+        }
+        for (var c = 0u; c < 8u; c++) {
+          Ws[((kh + c) * TN + rr) / 4u][rr % 4u] = w[c / 4u][c % 4u];
+        }
+      }
+    }
+//#else
     // Stage A[t0.., k0..] and W[r0.., k0..] (4 elements per thread each), zero outside.
     for (var e = tid; e < TM * TK; e += 256u) {
       let tt = e / TK;
@@ -64,20 +80,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       As[(kk * TM + tt) / 4u][tt % 4u] = a;
       let r = r0 + tt;
       var w = 0.0;
-//#if GLU
-      var w2 = 0.0;
-//#endif
       if (r < P.rows && k < P.cols) {
         w = W_get(r * P.cols + k);
-//#if GLU
-        w2 = W2_get(r * P.cols + k);
-//#endif
       }
       Ws[(kk * TN + tt) / 4u][tt % 4u] = w;
-//#if GLU
-      W2s[(kk * TN + tt) / 4u][tt % 4u] = w2;
-//#endif
     }
+//#endif
     workgroupBarrier();
     for (var kk = 0u; kk < TK; kk++) {
       let a = As[(kk * TM + tr) / 4u];
@@ -86,13 +94,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       acc[1] += a.y * w;
       acc[2] += a.z * w;
       acc[3] += a.w * w;
-//#if GLU
-      let w2 = W2s[(kk * TN + tc) / 4u];
-      acc2[0] += a.x * w2;
-      acc2[1] += a.y * w2;
-      acc2[2] += a.z * w2;
-      acc2[3] += a.w * w2;
-//#endif
     }
     workgroupBarrier();
   }
@@ -107,18 +108,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 //#if BIAS
       v += bias[gr];
 //#endif
-//#if GLU
-      var v2 = acc2[i][j];
-//#if BIAS
-      v2 += bias2[gr];
-//#endif
-      v = v * v2;
-//#endif
       let o = t * P.out_stride + P.out_off + gr;
 //#if OUT_ADD
       Y[o] = Y[o] + v;
 //#else
+//#if OUT_MUL
+      Y[o] = Y[o] * v;
+//#else
       Y[o] = v;
+//#endif
 //#endif
     }
   }

@@ -96,6 +96,8 @@ fn max_f(v: f32, tid: u32) -> f32 {
   return r;
 }
 
+const UNROLL: u32 = 8u;
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let b = wid.x;
@@ -127,23 +129,36 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   storageBarrier();
   workgroupBarrier();
   let penalties = (flags & 2u) != 0u;
-  for (var i = lo; i < hi; i++) {
-    var z = logits[base + i];
-    if (z != z) { z = -3.4e38; }
-    if (penalties) {
-      let seen_bit = (seen[slot * P.seen_words + i / 32u] >> (i % 32u)) & 1u;
-      if (seen_bit == 1u && rep != 1.0) { z = select(z * rep, z / rep, z > 0.0); }
-      let n = counts[slot * V + i];
-      if (n > 0u) { z = z - pres - freq * f32(n); }
-    }
-    logits[base + i] = z;
-  }
-  // Arg-max (needed for greedy and for the max of the softmax).
+  // One coalesced pass (thread t takes ids t, t+256, ...): penalties in place (NaN counts as
+  // -inf, as on the CPU) and the arg-max (the lowest id wins ties: ids rise within a thread and
+  // the tree prefers the lower id).
   var bv = -3.4e38;
   var bi = 0xffffffffu;
-  for (var i = lo; i < hi; i++) {
-    let v = logits[base + i];
-    if (v > bv || bi == 0xffffffffu) { bv = v; bi = i; }
+  // UNROLL ids per iteration, loads issued together (one load at a time is latency-bound).
+  var i0 = tid;
+  loop {
+    if (i0 >= V) { break; }
+    var zs: array<f32, UNROLL>;
+    for (var u = 0u; u < UNROLL; u++) {
+      zs[u] = logits[base + min(i0 + u * WG, V - 1u)];
+    }
+    for (var u = 0u; u < UNROLL; u++) {
+      let i = i0 + u * WG;
+      if (i < V) {
+        var z = zs[u];
+        let raw = z;
+        if (z != z) { z = -3.4e38; }
+        if (penalties) {
+          let seen_bit = (seen[slot * P.seen_words + i / 32u] >> (i % 32u)) & 1u;
+          if (seen_bit == 1u && rep != 1.0) { z = select(z * rep, z / rep, z > 0.0); }
+          let n = counts[slot * V + i];
+          if (n > 0u) { z = z - pres - freq * f32(n); }
+        }
+        if (z != raw) { logits[base + i] = z; }
+        if (z > bv || bi == 0xffffffffu) { bv = z; bi = i; }
+      }
+    }
+    i0 += UNROLL * WG;
   }
   red_f[tid] = bv;
   red_u[tid] = bi;
@@ -166,7 +181,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (temp > 0.0) {
     // Weights w = exp((z - max)/T) in place; the largest is exactly 1.
     var total = 0.0;
-    for (var i = lo; i < hi; i++) {
+    for (var i = tid; i < V; i += WG) {
       let w = exp((logits[base + i] - zmax) / temp);
       logits[base + i] = w;
       total += w;
@@ -182,7 +197,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let mid = blo + (bhi - blo) / 2u;
         let t = bitcast<f32>(mid);
         var n = 0u;
-        for (var i = lo; i < hi; i++) { n += select(0u, 1u, logits[base + i] >= t); }
+        for (var i0 = tid; i0 < V; i0 += UNROLL * WG) {
+          var ws: array<f32, UNROLL>;
+          for (var u = 0u; u < UNROLL; u++) { ws[u] = logits[base + min(i0 + u * WG, V - 1u)]; }
+          for (var u = 0u; u < UNROLL; u++) {
+            n += select(0u, 1u, ws[u] >= t && i0 + u * WG < V);
+          }
+        }
         if (sum_u(n, tid) >= top_k) { blo = mid; } else { bhi = mid; }
       }
       tau = max(tau, bitcast<f32>(blo));
@@ -197,9 +218,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let mid = blo + (bhi - blo) / 2u;
         let t = bitcast<f32>(mid);
         var m = 0.0;
-        for (var i = lo; i < hi; i++) {
-          let w = logits[base + i];
-          m += select(0.0, w, w >= t);
+        for (var i0 = tid; i0 < V; i0 += UNROLL * WG) {
+          var ws: array<f32, UNROLL>;
+          for (var u = 0u; u < UNROLL; u++) { ws[u] = logits[base + min(i0 + u * WG, V - 1u)]; }
+          for (var u = 0u; u < UNROLL; u++) {
+            m += select(0.0, ws[u], ws[u] >= t && i0 + u * WG < V);
+          }
         }
         if (sum_f(m, tid) >= goal) { blo = mid; } else { bhi = mid; }
       }
@@ -246,7 +270,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
     // Rounding fallback: the last kept token.
     var lastk = 0u;
-    for (var i = lo; i < hi; i++) { if (logits[base + i] >= tau) { lastk = i + 1u; } }
+    for (var i = tid; i < V; i += WG) { if (logits[base + i] >= tau) { lastk = i + 1u; } }
     red_u[tid] = lastk;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s = s / 2u) {

@@ -17,6 +17,9 @@ import type { Dispatch } from "./model.ts";
 import { GpuModel, type GpuModelOptions, seqsPerWorkgroup } from "./model.ts";
 import { GpuPrefill } from "./prefill.ts";
 
+/** Decode steps encoded per queue submission inside one `decodeSampled` call. */
+const STEPS_PER_SUBMIT = 4;
+
 /** A state slot on the GPU. */
 class GpuState implements BackendState {
   position = 0;
@@ -439,14 +442,22 @@ export class WebGpuBackend implements Backend {
     dev.queue.writeBuffer(m.rows, 0, rowData);
     dev.queue.writeBuffer(m.sampling, 0, sp);
     if (rows.some((r) => r.sampling.biasIds.length)) dev.queue.writeBuffer(m.bias, 0, bias);
-    const enc = dev.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    const last = { pipeline: null as GPUComputePipeline | null };
-    for (let s = 0; s < steps; s++) {
-      GpuModel.encode(pass, plan, B, last);
-      GpuModel.encode(pass, [this.#sample], B, last);
+    // Submit every few steps so the GPU starts while the CPU is still encoding the rest (encoding a
+    // step costs about as much CPU time as the GPU spends on it at batch 1).
+    let enc = dev.createCommandEncoder();
+    for (let s0 = 0; s0 < steps; s0 += STEPS_PER_SUBMIT) {
+      if (s0 > 0) {
+        dev.queue.submit([enc.finish()]);
+        enc = dev.createCommandEncoder();
+      }
+      const pass = enc.beginComputePass();
+      const last = { pipeline: null as GPUComputePipeline | null };
+      for (let s = s0; s < Math.min(steps, s0 + STEPS_PER_SUBMIT); s++) {
+        GpuModel.encode(pass, plan, B, last);
+        GpuModel.encode(pass, [this.#sample], B, last);
+      }
+      pass.end();
     }
-    pass.end();
     const ringBytes = B * m.ring * 4, rowBytes = B * ROW_WORDS * 4;
     const staging = this.#staging(ringBytes + rowBytes);
     enc.copyBufferToBuffer(m.ringBuffer, 0, staging, 0, ringBytes);

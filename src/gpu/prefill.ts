@@ -107,20 +107,19 @@ export class GpuPrefill {
     input: { buffer: GPUBuffer; stride: number },
     out: { buffer: GPUBuffer; stride: number },
     opts: {
-      w2?: GpuMatrix;
       bias?: GPUBuffer;
-      bias2?: GPUBuffer;
       add?: boolean;
+      mul?: boolean;
       inOff?: (T: number) => number;
       tokens?: (T: number) => number;
     } = {},
   ): Promise<Site[]> {
     const defines: Defines = {
+      VEC16: w.cols % 16 === 0,
       W_DTYPE: w.dtype,
-      W2_DTYPE: opts.w2?.dtype ?? "",
-      GLU: Boolean(opts.w2),
       BIAS: Boolean(opts.bias),
       OUT_ADD: Boolean(opts.add),
+      OUT_MUL: Boolean(opts.mul),
     };
     const sites: Site[] = [];
     for (let c = 0; c < w.chunks.length; c++) {
@@ -129,9 +128,7 @@ export class GpuPrefill {
         5,
         chunk.buffer,
       ]];
-      if (opts.w2) entries.push([6, opts.w2.chunks[c].buffer]);
       if (opts.bias) entries.push([7, opts.bias]);
-      if (opts.bias && opts.w2) entries.push([8, opts.bias2!]);
       const tokens = opts.tokens ?? ((T: number) => T);
       sites.push(
         await this.#site(
@@ -333,10 +330,11 @@ export class GpuPrefill {
         ),
       );
       sites.push(
-        ...await this.#gemm("glu", lw.l1, as, { buffer: g, stride: G }, {
-          w2: lw.l2,
-          bias: v.l1Bias,
-          bias2: v.l2Bias,
+        // SGLU: g = a·W1ᵀ, then g ⊙= a·W2ᵀ.
+        ...await this.#gemm("glu", lw.l1, as, { buffer: g, stride: G }, { bias: v.l1Bias }),
+        ...await this.#gemm("glu", lw.l2, as, { buffer: g, stride: G }, {
+          bias: v.l2Bias,
+          mul: true,
         }),
       );
       sites.push(
@@ -436,6 +434,65 @@ export class GpuPrefill {
     }
     if (!staging) return new Float32Array(0);
     return new Float32Array(await read(staging, bytes));
+  }
+
+  /**
+   * GPU time per kernel label of one prefill chunk (each dispatch in its own timestamped pass),
+   * for benchmarks. The slot's state is advanced as by `run`.
+   */
+  async profile(
+    slot: number,
+    pos0: number,
+    tokens: Int32Array,
+  ): Promise<{ kernel: string; us: number; dispatches: number }[]> {
+    const m = this.#m;
+    const dev = m.ctx.device;
+    const T = tokens.length;
+    if (!dev.features.has("timestamp-query") || T === 0 || T > this.capacity) return [];
+    this.#tokHost.set(tokens);
+    dev.queue.writeBuffer(this.#tokens, 0, this.#tokHost, 0, T);
+    const sites = [...this.#embed, ...this.#layers, this.#finalNorm!, ...this.#headLast];
+    for (const s of sites) this.#res.writeUniform(s.params, s.words(T, pos0, slot));
+    const n = sites.length;
+    const qs = dev.createQuerySet({ type: "timestamp", count: 2 * n });
+    const resolve = dev.createBuffer({
+      size: 16 * n,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const read = dev.createBuffer({
+      size: 16 * n,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const enc = dev.createCommandEncoder();
+    sites.forEach((site, i) => {
+      const pass = enc.beginComputePass({
+        timestampWrites: {
+          querySet: qs,
+          beginningOfPassWriteIndex: 2 * i,
+          endOfPassWriteIndex: 2 * i + 1,
+        },
+      });
+      this.#encode(pass, [site], T);
+      pass.end();
+    });
+    enc.resolveQuerySet(qs, 0, 2 * n, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * n);
+    dev.queue.submit([enc.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(read.getMappedRange().slice(0));
+    read.unmap();
+    for (const b of [resolve, read]) b.destroy();
+    qs.destroy();
+    const sums = new Map<string, { us: number; n: number }>();
+    sites.forEach((site, i) => {
+      const e = sums.get(site.label) ?? { us: 0, n: 0 };
+      e.us += Number(t[2 * i + 1] - t[2 * i]) / 1000;
+      e.n++;
+      sums.set(site.label, e);
+    });
+    return [...sums].map(([kernel, e]) => ({ kernel, us: e.us, dispatches: e.n })).sort((a, b) =>
+      b.us - a.us
+    );
   }
 
   /** Free the prefill buffers. */

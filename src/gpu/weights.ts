@@ -98,16 +98,33 @@ export interface UploadOptions {
   onTensor?: (name: string, bytes: number) => void;
 }
 
+/** Bytes written through the queue since the last flush (see `createFilled`). */
+let pendingUploadBytes = 0;
+
+/**
+ * A storage buffer holding `data`. Written through the queue (a memcpy into wgpu's staging area):
+ * a buffer mapped at creation costs far more per byte in Deno on a discrete GPU. The staging area is
+ * handed to the GPU every 256 MiB so host memory stays bounded while a large model uploads.
+ */
 function createFilled(device: GPUDevice, data: Uint8Array, label: string): GPUBuffer {
   const size = Math.max(16, Math.ceil(data.byteLength / 16) * 16);
   const buffer = device.createBuffer({
     label,
     size,
     usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
-    mappedAtCreation: true,
   });
-  new Uint8Array(buffer.getMappedRange()).set(data);
-  buffer.unmap();
+  const whole = data.byteLength - (data.byteLength % 4);
+  if (whole) device.queue.writeBuffer(buffer, 0, data as Uint8Array<ArrayBuffer>, 0, whole);
+  if (whole < data.byteLength) {
+    const tail = new Uint8Array(4);
+    tail.set(data.subarray(whole));
+    device.queue.writeBuffer(buffer, whole, tail);
+  }
+  pendingUploadBytes += data.byteLength;
+  if (pendingUploadBytes >= 256 << 20) {
+    device.queue.submit([]);
+    pendingUploadBytes = 0;
+  }
   return buffer;
 }
 
