@@ -17,6 +17,29 @@ export interface RandomWeightsOptions {
   seed?: number;
   /** Standard deviation of the weights (default 0.02, the official init). */
   std?: number;
+  /**
+   * Fast mode for benchmarks: 16-bit weights are random bit patterns of magnitude 2^-9..2^-5 (about
+   * the official init's scale), made by xorshift at ~1 ns per value; values differ from the
+   * default mode's. Norm weights and θ are generated as usual.
+   */
+  fast?: boolean;
+}
+
+/** Random bf16/f16 bit patterns of small magnitude: sign, exponent in a narrow band, mantissa. */
+function fastHalfBits(count: number, seed: number, dtype: "BF16" | "F16"): Uint16Array {
+  const out = new Uint16Array(count + (count & 1));
+  const words = new Uint32Array(out.buffer);
+  let x = seed >>> 0 || 0x9e3779b9;
+  // bf16: exponent 118..121 (2^-9..2^-6); f16: exponent 6..9 (2^-9..2^-6).
+  const keep = dtype === "BF16" ? 0x807f807f : 0x83ff83ff;
+  const expo = dtype === "BF16" ? 0x3b003b00 : 0x18001800;
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    words[i] = ((x & keep) | expo | ((x >>> 7) & 0x01800180)) >>> 0;
+  }
+  return out.subarray(0, count);
 }
 
 /** Deterministic uniform generator (mulberry32) for weight synthesis. */
@@ -84,7 +107,14 @@ export function randomSource(
     read: (name) => {
       const info = tensors.get(name);
       if (!info) return Promise.reject(new Error(`${label}: no tensor ${name}`));
-      const f = randomTensorValues(name, info.byteLength / DTYPE_BYTES[dtype], seed, std);
+      const count = info.byteLength / DTYPE_BYTES[dtype];
+      const special = name.endsWith("norm.weight") || name.endsWith("lrpe.theta") ||
+        name.endsWith(".bias");
+      if (options.fast && dtype !== "F32" && !special) {
+        const h = fastHalfBits(count, hashName(name, seed), dtype);
+        return Promise.resolve(new Uint8Array(h.buffer, h.byteOffset, count * 2));
+      }
+      const f = randomTensorValues(name, count, seed, std);
       if (dtype === "F32") return Promise.resolve(new Uint8Array(f.buffer));
       const h = new Uint16Array(f.length);
       const conv = dtype === "BF16" ? f32ToBf16 : f32ToF16;

@@ -1,0 +1,99 @@
+/**
+ * Microbenchmark of the decode matrix-vector kernel against a plain read kernel and the GEMM, on
+ * one bf16 matrix: µs per dispatch (many dispatches in one pass, timed with timestamps), for
+ * several tilings and batch sizes. Prints JSON lines.
+ *
+ *   deno run -A bench/matvec_micro.ts
+ * @module
+ */
+
+import { acquireDevice } from "../src/gpu/device.ts";
+import { matvecTiling } from "../src/gpu/model.ts";
+import { PipelineCache } from "../src/gpu/shaders.ts";
+
+const ctx = await acquireDevice();
+const dev = ctx.device;
+const cache = PipelineCache.for(dev);
+
+function buf(bytes: number, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST): GPUBuffer {
+  return dev.createBuffer({ size: Math.ceil(bytes / 16) * 16, usage });
+}
+function uni(words: number[]): GPUBuffer {
+  const b = buf(Math.max(16, words.length * 4), GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+  dev.queue.writeBuffer(b, 0, new Uint32Array(words));
+  return b;
+}
+
+async function time(pipeline: GPUComputePipeline, entries: [number, GPUBuffer][], groups: [number, number], reps = 200): Promise<number> {
+  const bg = dev.createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: entries.map(([binding, buffer]) => ({ binding, resource: { buffer } })),
+  });
+  const qs = dev.createQuerySet({ type: "timestamp", count: 2 });
+  const res = buf(16, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC);
+  const rd = buf(16, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+  let best = Infinity;
+  for (let round = 0; round < 3; round++) {
+    const enc = dev.createCommandEncoder();
+    const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bg);
+    for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(groups[0], groups[1]);
+    pass.end();
+    enc.resolveQuerySet(qs, 0, 2, res, 0);
+    enc.copyBufferToBuffer(res, 0, rd, 0, 16);
+    dev.queue.submit([enc.finish()]);
+    await rd.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(rd.getMappedRange().slice(0));
+    rd.unmap();
+    best = Math.min(best, Number(t[1] - t[0]) / 1000 / reps);
+  }
+  return best;
+}
+
+const rows = 4096, cols = 1024;
+const W = buf(rows * cols * 2), W2 = buf(rows * cols * 2);
+const X = buf(64 * cols * 4), Y = buf(64 * rows * 4);
+const out: Record<string, unknown>[] = [];
+
+// Plain read: each thread reads vec4<u32> strided, sums, writes one value per workgroup.
+{
+  const code = `@group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> y: array<u32>;
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
+  var acc = vec4<u32>(0u);
+  let total = arrayLength(&w);
+  for (var i = g.x; i < total; i += n.x * 256u) { acc ^= w[i]; }
+  if (acc.x == 12345u) { y[g.x] = acc.y; }
+}`;
+  const m = dev.createShaderModule({ code });
+  const p = await dev.createComputePipelineAsync({ layout: "auto", compute: { module: m, entryPoint: "main" } });
+  for (const wgs of [264, 1056, 4224]) {
+    const us = await time(p, [[0, W], [1, Y]], [wgs, 1]);
+    out.push({ kernel: "read", workgroups: wgs, us, gbps: (rows * cols * 2) / us / 1e3 });
+  }
+}
+
+for (const [B, glu] of [[1, false], [1, true], [8, false], [16, false], [64, false], [64, true]] as [number, boolean][]) {
+  const t = matvecTiling(rows, cols, B, false, glu, dev.limits.maxComputeWorkgroupStorageSize);
+  const defines = {
+    LANES: t.lanes, NB: t.nb, RPG: t.rpg, PARTS: t.parts, VEC8: true, X4: true, CHUNKS: Math.ceil(cols / (8 * t.lanes)), W_DTYPE: "bf16",
+    W2_DTYPE: glu ? "bf16" : "", GLU: glu, GATE: false, RMS_SCALE: true, OUT_ADD: false, BIAS: false,
+  };
+  const p = await cache.get("matvec", defines);
+  const params = uni([rows, cols, 0, cols, 0, 0, 0, rows, 0, 0, 0, 0]);
+  const ctl = buf(16);
+  dev.queue.writeBuffer(ctl, 0, new Uint32Array([B, 0, 0, 0]));
+  const entries: [number, GPUBuffer][] = [[0, params], [1, ctl], [2, X], [4, Y], [5, W]];
+  if (glu) entries.push([6, W2]);
+  const us = await time(p, entries, [Math.ceil(rows / t.rowsPerWorkgroup), Math.ceil(B / t.nb)], 100);
+  out.push({ kernel: glu ? "matvec-glu" : "matvec", ...t, batch: B, us, gbps: (rows * cols * 2 * (glu ? 2 : 1)) / us / 1e3 });
+}
+
+for (const T of [1, 16, 64]) {
+  const p = await cache.get("gemm", { VEC16: true, W_DTYPE: "bf16", BIAS: false, OUT_ADD: false, OUT_MUL: false });
+  const params = uni([rows, cols, 0, T, cols, 0, rows, 0]);
+  const us = await time(p, [[0, params], [2, X], [4, Y], [5, W]], [Math.ceil(rows / 64), Math.ceil(T / 64)], 100);
+  out.push({ kernel: "gemm", tokens: T, us, tflops: (2 * rows * cols * T) / us / 1e6 });
+}
+for (const r of out) console.log(JSON.stringify(r));

@@ -1,0 +1,485 @@
+/**
+ * The benchmark: `deno task bench` (the default model on the CPU backend and on the WebGPU adapters
+ * this machine has) and `deno task bench:gpu` (random bf16 weights at the released 385M, 1B and 7B
+ * shapes, generated here). Each adapter's results go to `bench/results/<adapter>.json` with a
+ * Markdown table (`<adapter>.md`) and SVG plots; `bench/results/summary.md` gathers the latest.
+ *
+ *   deno run -A bench/run.ts [--suite default|gpu] [--shapes 385M,1B,7B] [--quick] [--merge]
+ *
+ * `--merge` keeps the runs of other shapes already in the adapter's report.
+ * @module
+ */
+
+import { parseArgs } from "@std/cli/parse-args";
+import { CpuBackend } from "../src/cpu/backend.ts";
+import type { Backend } from "../src/engine/backend.ts";
+import { WebGpuBackend } from "../src/gpu/backend.ts";
+import { acquireDevice, type GpuContext, hasWebGpu } from "../src/gpu/device.ts";
+import { loadConfig, type ModelConfig } from "../src/model/config.ts";
+import { randomSource, RELEASED_SHAPES, shapeConfig } from "../src/model/random_weights.ts";
+import { stateBytes } from "../src/model/state.ts";
+import { openSafetensors } from "../src/model/weights/safetensors.ts";
+import type { TensorSource } from "../src/model/weights/source.ts";
+import {
+  type DecodeRecord,
+  measureDecode,
+  measureEncode,
+  measurePrefill,
+  type PrefillRecord,
+  profileDecodeStep,
+  randomIds,
+} from "./measure.ts";
+import { lineChart, markdownTable } from "./report.ts";
+
+const RESULTS = new URL("./results/", import.meta.url).pathname;
+const DEFAULT_MODEL = new URL("../models/tnl-shakespeare-6m/", import.meta.url).pathname;
+
+/** Everything measured for one model on one backend. */
+interface RunRecord {
+  backend: string;
+  device: string;
+  shape: string;
+  params: number;
+  dtype: string;
+  loadMs: number;
+  stateBytes: number;
+  decode: DecodeRecord[];
+  prefill: PrefillRecord[];
+  /** Decode with K steps per readback against one readback per step, same adapter, same run. */
+  readbackRatio?: {
+    k: number;
+    ratio: number;
+    kTokensPerSecond: number;
+    oneTokensPerSecond: number;
+  };
+  profile?: Awaited<ReturnType<typeof profileDecodeStep>>;
+  /** The same profile at the largest batch measured. */
+  profileBatched?: Awaited<ReturnType<typeof profileDecodeStep>> & { batch: number };
+  /** GPU time per kernel of one prefill chunk. */
+  prefillProfile?: {
+    tokens: number;
+    kernels: { kernel: string; us: number; dispatches: number }[];
+  };
+  encode?: Awaited<ReturnType<typeof measureEncode>>;
+  notes: string[];
+}
+
+interface Plan {
+  contexts: number[];
+  batches: number[];
+  prefill: number[];
+  steps: number;
+  rounds: number;
+  sampled: boolean;
+}
+
+function randomIdsFor(c: ModelConfig, n: number): Int32Array {
+  return randomIds(n, c.vocabSize, 5);
+}
+
+function paramCount(c: ModelConfig): number {
+  const lin = c.numLayers *
+    (4 * c.hiddenDim * c.embedDim + c.embedDim * c.hiddenDim + 3 * c.gluDim * c.embedDim);
+  return lin + c.vocabSize * c.embedDim + c.lrpe.filter(Boolean).length * c.hiddenDim;
+}
+
+async function runModel(
+  label: string,
+  backend: Backend,
+  config: ModelConfig,
+  dtype: string,
+  loadMs: number,
+  plan: Plan,
+): Promise<RunRecord> {
+  const rec: RunRecord = {
+    backend: backend.kind,
+    device: backend.device,
+    shape: label,
+    params: paramCount(config),
+    dtype,
+    loadMs,
+    stateBytes: stateBytes(config),
+    decode: [],
+    prefill: [],
+    notes: [],
+  };
+  const log = (s: string) => console.error(`[${label} ${backend.kind}] ${s}`);
+  for (const context of plan.contexts) {
+    const r = await measureDecode(backend, {
+      batch: 1,
+      context,
+      steps: plan.steps,
+      rounds: plan.rounds,
+    });
+    rec.decode.push(r);
+    log(
+      `decode b1 ctx ${context}: ${r.tokensPerSecond.toFixed(1)} tok/s (${
+        r.msPerStep.toFixed(3)
+      } ms/step)`,
+    );
+  }
+  if (backend.decodeSampled) {
+    const k = rec.decode.find((d) => d.context === plan.contexts[0])!;
+    const one = await measureDecode(backend, {
+      batch: 1,
+      context: plan.contexts[0],
+      steps: 1,
+      rounds: Math.max(8, plan.rounds * 2),
+    });
+    rec.decode.push(one);
+    rec.readbackRatio = {
+      k: plan.steps,
+      ratio: k.tokensPerSecond / one.tokensPerSecond,
+      kTokensPerSecond: k.tokensPerSecond,
+      oneTokensPerSecond: one.tokensPerSecond,
+    };
+    log(
+      `one readback per step: ${one.tokensPerSecond.toFixed(1)} tok/s; K=${plan.steps} is ${
+        rec.readbackRatio.ratio.toFixed(1)
+      }x`,
+    );
+  }
+  for (const batch of plan.batches) {
+    if (batch > backend.maxBatch) continue;
+    const r = await measureDecode(backend, {
+      batch,
+      context: 128,
+      steps: plan.steps,
+      rounds: Math.max(2, Math.ceil(plan.rounds / 2)),
+    });
+    rec.decode.push(r);
+    log(`decode b${batch} ctx 128: ${r.tokensPerSecond.toFixed(1)} tok/s total`);
+  }
+  if (plan.sampled) {
+    const r = await measureDecode(backend, {
+      batch: 1,
+      context: plan.contexts[0],
+      steps: plan.steps,
+      rounds: plan.rounds,
+      sampling: { temperature: 0.8, topP: 0.95, topK: 50 },
+    });
+    rec.decode.push(r);
+    log(`decode b1 sampled (T 0.8, top-k 50, top-p 0.95): ${r.tokensPerSecond.toFixed(1)} tok/s`);
+  }
+  for (const n of plan.prefill) {
+    const r = await measurePrefill(backend, n, 2);
+    rec.prefill.push(r);
+    log(`prefill ${n}: ${r.tokensPerSecond.toFixed(0)} tok/s (${r.ms.toFixed(1)} ms)`);
+  }
+  if (backend instanceof WebGpuBackend) {
+    rec.encode = await measureEncode(backend, 1);
+    log(
+      `encode+submit: ${rec.encode.usPerStep.toFixed(0)} us/step, ${
+        rec.encode.usPerDispatch.toFixed(1)
+      } us/dispatch`,
+    );
+    const T = Math.min(2048, backend.prefiller.capacity);
+    const s = backend.allocState();
+    try {
+      const kernels = await backend.prefiller.profile(
+        (s as unknown as { slot: number }).slot,
+        0,
+        randomIdsFor(config, T),
+      );
+      rec.prefillProfile = { tokens: T, kernels };
+      const total = kernels.reduce((a, k) => a + k.us, 0);
+      log(`prefill ${T} GPU time by kernel (each timed alone): ${total.toFixed(0)} us`);
+      for (const k of kernels) log(`  ${k.kernel}: ${k.us.toFixed(0)} us (${k.dispatches})`);
+    } finally {
+      backend.releaseState(s);
+    }
+    rec.profile = await profileDecodeStep(backend, 1);
+    const maxB = Math.min(backend.maxBatch, Math.max(1, ...plan.batches));
+    if (maxB > 1) {
+      rec.profileBatched = { batch: maxB, ...await profileDecodeStep(backend, maxB) };
+      log(`GPU time per step at batch ${maxB}: ${rec.profileBatched.totalUs.toFixed(0)} us`);
+      for (const k of rec.profileBatched.kernels) log(`  ${k.kernel}: ${k.us.toFixed(1)} us`);
+    }
+    if (rec.profile.kernels.length) {
+      log(
+        `GPU time per step (b1, one pass per dispatch): ${
+          rec.profile.totalUs.toFixed(0)
+        } us in ${rec.profile.dispatches} dispatches`,
+      );
+      for (const k of rec.profile.kernels) {
+        log(`  ${k.kernel}: ${k.us.toFixed(1)} us (${k.dispatches} dispatches)`);
+      }
+    }
+  }
+  return rec;
+}
+
+function slug(s: string): string {
+  return s.toLowerCase().replace(/\(.*?\)/g, "").replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "")
+    .slice(0, 48) || "adapter";
+}
+
+async function writeReport(
+  adapter: string,
+  runs: RunRecord[],
+  meta: Record<string, unknown>,
+  merge = false,
+): Promise<string> {
+  await Deno.mkdir(RESULTS, { recursive: true });
+  const name = slug(adapter);
+  const date = new Date().toISOString().slice(0, 10);
+  if (merge) {
+    // Keep the earlier runs of shapes this run did not measure (one report, several commands).
+    try {
+      const old = JSON.parse(await Deno.readTextFile(`${RESULTS}${name}.json`));
+      const kept = (old.runs as RunRecord[]).filter((o) => !runs.some((r) => r.shape === o.shape));
+      runs = [...kept, ...runs];
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  const json = { date, adapter, ...meta, runs };
+  await Deno.writeTextFile(`${RESULTS}${name}.json`, JSON.stringify(json, null, 1) + "\n");
+  const rows: (string | number)[][] = [];
+  for (const r of runs) {
+    const b1 = r.decode.filter((d) =>
+      d.batch === 1 && d.stepsPerReadback > 1 && d.sampling === "greedy"
+    );
+    const one = r.decode.find((d) => d.stepsPerReadback === 1 && d.batch === 1);
+    const best = r.decode.filter((d) =>
+      d.batch > 1
+    ).sort((a, b) => b.tokensPerSecond - a.tokensPerSecond)[0];
+    const pf = r.prefill.at(-1);
+    rows.push([
+      r.shape,
+      r.backend,
+      r.dtype,
+      b1.map((d) => `${Math.round(d.tokensPerSecond)} @${d.context}`).join(", ") ||
+      (one ? `${Math.round(one.tokensPerSecond)}` : "-"),
+      one && r.readbackRatio
+        ? `${Math.round(one.tokensPerSecond)} (K=${r.readbackRatio.k}: ${
+          r.readbackRatio.ratio.toFixed(1)
+        }×)`
+        : "-",
+      best ? `${Math.round(best.tokensPerSecond)} @b${best.batch}` : "-",
+      r.prefill.map((p) => `${Math.round(p.tokensPerSecond)} @${p.tokens}`).join(", "),
+      pf ? pf.ms.toFixed(0) : "-",
+    ]);
+  }
+  const md = [
+    `### ${adapter} (${date})`,
+    "",
+    markdownTable(
+      [
+        "model",
+        "backend",
+        "weights",
+        "decode b1 tok/s @context",
+        "one readback/step tok/s",
+        "best batched tok/s",
+        "prefill tok/s @tokens",
+        "longest prefill ms",
+      ],
+      rows,
+    ),
+    "",
+  ];
+  for (const r of runs) {
+    if (r.profile?.kernels.length) {
+      md.push(
+        `GPU time of one batch-1 decode step, ${r.shape} (${r.profile.dispatches} dispatches, each timed in its own pass): ${
+          r.profile.totalUs.toFixed(0)
+        } µs; CPU encode+submit ${r.encode?.usPerStep.toFixed(0)} µs/step (${
+          r.encode?.usPerDispatch.toFixed(1)
+        } µs/dispatch).`,
+        "",
+      );
+      md.push(
+        markdownTable(
+          ["kernel", "dispatches/step", "µs/step"],
+          r.profile.kernels.map((k) => [k.kernel, k.dispatches, k.us]),
+        ),
+        "",
+      );
+    }
+  }
+  await Deno.writeTextFile(`${RESULTS}${name}.md`, md.join("\n"));
+  const series = (pick: (r: RunRecord) => [number, number][], lbl: (r: RunRecord) => string) =>
+    runs.map((r) => ({ label: lbl(r), points: pick(r) })).filter((s) => s.points.length > 0);
+  const lbl = (r: RunRecord) => `${r.shape} ${r.backend}`;
+  await Deno.writeTextFile(
+    `${RESULTS}${name}_decode_context.svg`,
+    lineChart(
+      `Decode, batch 1 — ${adapter}`,
+      "context length (tokens)",
+      "tokens/s",
+      series(
+        (r) =>
+          r.decode.filter((d) => d.batch === 1 && d.stepsPerReadback > 1 && d.sampling === "greedy")
+            .map((d) => [d.context, d.tokensPerSecond]),
+        lbl,
+      ),
+    ),
+  );
+  await Deno.writeTextFile(
+    `${RESULTS}${name}_throughput.svg`,
+    lineChart(
+      `Decode throughput vs concurrent sessions — ${adapter}`,
+      "concurrent sessions",
+      "tokens/s (total)",
+      series((r) =>
+        r.decode.filter((d) => d.context === 128 && d.stepsPerReadback > 1).map((
+          d,
+        ) => [d.batch, d.tokensPerSecond]), lbl),
+    ),
+  );
+  await Deno.writeTextFile(
+    `${RESULTS}${name}_prefill.svg`,
+    lineChart(
+      `Prefill — ${adapter}`,
+      "prompt length (tokens)",
+      "tokens/s",
+      series((r) => r.prefill.map((p) => [p.tokens, p.tokensPerSecond]), lbl),
+    ),
+  );
+  await Deno.writeTextFile(`${RESULTS}${name}.md`, md.join("\n"));
+  console.error(`wrote ${RESULTS}${name}.{json,md} and plots`);
+  return md.join("\n");
+}
+
+/** Gather every adapter's Markdown into summary.md. */
+async function writeSummary(): Promise<void> {
+  const parts: string[] = [
+    "# Benchmark results",
+    "",
+    "Written by `deno task bench` / `deno task bench:gpu`; one section per adapter.",
+    "",
+  ];
+  for await (const e of Deno.readDir(RESULTS)) {
+    if (e.name.endsWith(".md") && e.name !== "summary.md") {
+      parts.push(await Deno.readTextFile(RESULTS + e.name), "");
+    }
+  }
+  await Deno.writeTextFile(`${RESULTS}summary.md`, parts.join("\n"));
+}
+
+async function loadDefault(): Promise<{ config: ModelConfig; source: TensorSource }> {
+  const config = await loadConfig(DEFAULT_MODEL + "config.json");
+  return { config, source: await openSafetensors(DEFAULT_MODEL + "model.safetensors") };
+}
+
+async function timed<T>(f: () => Promise<T>): Promise<[T, number]> {
+  const t0 = performance.now();
+  const v = await f();
+  return [v, performance.now() - t0];
+}
+
+async function defaultSuite(args: { quick: boolean; webgpuOnly: boolean }): Promise<void> {
+  const runs: RunRecord[] = [];
+  const small: Plan = {
+    contexts: args.quick ? [512] : [512, 4096],
+    batches: [8, 32],
+    prefill: args.quick ? [512] : [512, 2048],
+    steps: 16,
+    rounds: args.quick ? 2 : 4,
+    sampled: true,
+  };
+  if (!args.webgpuOnly) {
+    const { config, source } = await loadDefault();
+    const [cpu, ms] = await timed(() => CpuBackend.load(source, config, "default"));
+    source.close();
+    runs.push(
+      await runModel("tnl-shakespeare-6m", cpu, config, "bf16", ms, {
+        ...small,
+        rounds: small.rounds * 8,
+      }),
+    );
+    await cpu.dispose();
+  }
+  let adapter = `cpu (${navigator.hardwareConcurrency} cores)`;
+  if (hasWebGpu()) {
+    let ctx: GpuContext | null = null;
+    try {
+      ctx = await acquireDevice();
+    } catch (e) {
+      console.error(`no WebGPU adapter: ${(e as Error).message}`);
+    }
+    if (ctx) {
+      const { config, source } = await loadDefault();
+      const [gpu, ms] = await timed(() =>
+        WebGpuBackend.load(source, config, "default", { context: ctx, maxBatch: 32, maxSlots: 40 })
+      );
+      source.close();
+      runs.push(await runModel("tnl-shakespeare-6m", gpu, config, "bf16", ms, small));
+      await gpu.dispose();
+      const backend = Deno.env.get("DENO_WEBGPU_BACKEND");
+      adapter = `${ctx.info.description}${backend ? ` (${backend})` : ""}`;
+      const cpuRun = runs.find((r) => r.backend === "cpu"),
+        gpuRun = runs.find((r) => r.backend === "webgpu");
+      if (cpuRun && gpuRun) {
+        const c = cpuRun.decode[0].tokensPerSecond, g = gpuRun.decode[0].tokensPerSecond;
+        const note = `CPU backend / WebGPU on ${ctx.info.description}, batch-1 decode at context ${
+          cpuRun.decode[0].context
+        }: ${(c / g).toFixed(2)}× (${c.toFixed(0)} vs ${g.toFixed(0)} tok/s), measured in one run`;
+        cpuRun.notes.push(note);
+        console.error(note);
+      }
+    }
+  }
+  await writeReport(adapter, runs, {
+    machine: `${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores`,
+    deno: Deno.version.deno,
+  });
+}
+
+async function gpuSuite(shapes: string[], quick: boolean, merge: boolean): Promise<void> {
+  const ctx = await acquireDevice();
+  const runs: RunRecord[] = [];
+  for (const shape of shapes) {
+    const config = shapeConfig(shape);
+    const big = shape === "7B";
+    const plan: Plan = {
+      contexts: quick ? [512] : big ? [512, 4096] : [512, 4096, 32768],
+      batches: big ? [16] : quick ? [16, 64] : [8, 16, 32, 64],
+      prefill: quick ? [2048] : big ? [2048] : [512, 2048, 8192],
+      steps: 64,
+      rounds: quick ? 3 : 6,
+      sampled: !quick,
+    };
+    const source = randomSource(config, { dtype: "BF16", fast: true });
+    console.error(
+      `[${shape}] generating and uploading ${
+        (paramCount(config) * 2 / 1e9).toFixed(2)
+      } GB of random bf16 weights`,
+    );
+    const [gpu, ms] = await timed(() =>
+      WebGpuBackend.load(source, config, `random ${shape}`, {
+        context: ctx,
+        maxBatch: 64,
+        maxSlots: big ? 20 : 72,
+        prefillChunk: 2048,
+      })
+    );
+    runs.push(await runModel(shape, gpu, config, "bf16", ms, plan));
+    await gpu.dispose();
+  }
+  await writeReport(ctx.info.description, runs, {
+    machine: `${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores`,
+    deno: Deno.version.deno,
+    features: ctx.info.features,
+    shapes: Object.fromEntries(shapes.map((s) => [s, RELEASED_SHAPES[s]])),
+  }, merge);
+}
+
+if (import.meta.main) {
+  const args = parseArgs(Deno.args, {
+    string: ["suite", "shapes"],
+    boolean: ["quick", "webgpu-only", "merge"],
+  });
+  const suite = args.suite ?? "default";
+  if (suite === "gpu") {
+    await gpuSuite(
+      String(args.shapes ?? "385M,1B,7B").split(","),
+      Boolean(args.quick),
+      Boolean(args.merge),
+    );
+  } else {
+    await defaultSuite({ quick: Boolean(args.quick), webgpuOnly: Boolean(args["webgpu-only"]) });
+  }
+  await writeSummary();
+}
