@@ -115,7 +115,7 @@ async function generate(args: Record<string, unknown>): Promise<void> {
 }
 
 async function serve(args: Record<string, unknown>): Promise<void> {
-  const { startServer } = await import("./src/http/server.ts");
+  const { startServer } = await import("./routes/server.ts");
   const model = await loadWithProgress(args);
   await startServer(model, {
     port: num(args, "port", 8000)!,

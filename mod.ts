@@ -40,12 +40,9 @@ export {
   type GenerateRequest,
 } from "./src/engine/engine.ts";
 export { Session } from "./src/engine/session.ts";
-export { Sampler, type SamplingParams, TokenHistory } from "./src/engine/sampler.ts";
+export type { SamplingParams } from "./src/engine/sampler.ts";
 export { newRngState, type RngState } from "./src/engine/rng.ts";
-export { StopMatcher } from "./src/engine/stop.ts";
-export { CpuBackend } from "./src/cpu/backend.ts";
-export { WebGpuBackend, type WebGpuBackendOptions } from "./src/gpu/backend.ts";
-export { acquireDevice, type GpuInfo, hasWebGpu } from "./src/gpu/device.ts";
+export { type GpuInfo, hasWebGpu } from "./src/gpu/device.ts";
 export {
   ConfigError,
   InputError,
@@ -54,3 +51,61 @@ export {
   TokenizerError,
   WeightsError,
 } from "./src/errors.ts";
+export type { AppOptions } from "./routes/mod.ts";
+export { type ServerHandle, type ServerOptions, startServer } from "./routes/server.ts";
+export {
+  type DecodeOptions as StateDecodeOptions,
+  decodeSession,
+  type EncodeOptions as StateEncodeOptions,
+  encodeSession,
+  openStore,
+  type OpenStoreOptions,
+  type PutOptions,
+  type SessionLeases,
+  type SessionStore,
+  STATE_MEDIA_TYPE,
+  StateError,
+  type StateErrorCode,
+  type StateSecret,
+  StoreConflictError,
+  type StoredSession,
+  StoreError,
+} from "./src/state/mod.ts";
+export {
+  continueSession,
+  type ContinueSessionOptions,
+  createEdgeHandler,
+  EdgeClientError,
+  type EdgeFormat,
+  type EdgeGenerateRequest,
+  type EdgeGenerateResponse,
+  type EdgeHandler,
+  type EdgeOptions,
+  edgeOptionsFromEnv,
+  type SessionChunk,
+} from "./src/edge/mod.ts";
+// Types that the exports above mention.
+export type { ConsoleProgressOptions, ResolveOptions } from "./src/model/hub.ts";
+export type { NormType } from "./src/model/config.ts";
+export type { PlainSampling } from "./src/model/snapshot.ts";
+export type { GpuLimitName } from "./src/gpu/device.ts";
+export type { EncodeOptions } from "./src/tokenizer/tokenizer.ts";
+export type { Logger, LogLevel } from "./src/http/logger.ts";
+export type { SampledRow } from "./src/engine/backend.ts";
+export type {
+  ResolvedSamplingParams,
+  SampledToken,
+  TokenHistory,
+  TokenHistoryState,
+  TokenLogprob,
+} from "./src/engine/sampler.ts";
+export type { WebGpuBackendOptions } from "./src/gpu/backend.ts";
+export type { DeviceOptions, GpuContext } from "./src/gpu/device.ts";
+export type { GpuModelOptions } from "./src/gpu/model.ts";
+export type {
+  ModelProto,
+  NormalizerSpec,
+  PieceType,
+  SentencePieceEntry,
+  TrainerSpec,
+} from "./src/tokenizer/model_proto.ts";

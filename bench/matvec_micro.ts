@@ -24,7 +24,12 @@ function uni(words: number[]): GPUBuffer {
   return b;
 }
 
-async function time(pipeline: GPUComputePipeline, entries: [number, GPUBuffer][], groups: [number, number], reps = 200): Promise<number> {
+async function time(
+  pipeline: GPUComputePipeline,
+  entries: [number, GPUBuffer][],
+  groups: [number, number],
+  reps = 200,
+): Promise<number> {
   const bg = dev.createBindGroup({
     layout: pipeline.getBindGroupLayout(0),
     entries: entries.map(([binding, buffer]) => ({ binding, resource: { buffer } })),
@@ -35,7 +40,9 @@ async function time(pipeline: GPUComputePipeline, entries: [number, GPUBuffer][]
   let best = Infinity;
   for (let round = 0; round < 3; round++) {
     const enc = dev.createCommandEncoder();
-    const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
+    const pass = enc.beginComputePass({
+      timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+    });
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bg);
     for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(groups[0], groups[1]);
@@ -67,18 +74,38 @@ const out: Record<string, unknown>[] = [];
   if (acc.x == 12345u) { y[g.x] = acc.y; }
 }`;
   const m = dev.createShaderModule({ code });
-  const p = await dev.createComputePipelineAsync({ layout: "auto", compute: { module: m, entryPoint: "main" } });
+  const p = await dev.createComputePipelineAsync({
+    layout: "auto",
+    compute: { module: m, entryPoint: "main" },
+  });
   for (const wgs of [264, 1056, 4224]) {
     const us = await time(p, [[0, W], [1, Y]], [wgs, 1]);
     out.push({ kernel: "read", workgroups: wgs, us, gbps: (rows * cols * 2) / us / 1e3 });
   }
 }
 
-for (const [B, glu] of [[1, false], [1, true], [8, false], [16, false], [64, false], [64, true]] as [number, boolean][]) {
+for (
+  const [B, glu] of [[1, false], [1, true], [8, false], [16, false], [64, false], [64, true]] as [
+    number,
+    boolean,
+  ][]
+) {
   const t = matvecTiling(rows, cols, B, false, glu, dev.limits.maxComputeWorkgroupStorageSize);
   const defines = {
-    LANES: t.lanes, NB: t.nb, RPG: t.rpg, PARTS: t.parts, VEC8: true, X4: true, CHUNKS: Math.ceil(cols / (8 * t.lanes)), W_DTYPE: "bf16",
-    W2_DTYPE: glu ? "bf16" : "", GLU: glu, GATE: false, RMS_SCALE: true, OUT_ADD: false, BIAS: false,
+    LANES: t.lanes,
+    NB: t.nb,
+    RPG: t.rpg,
+    PARTS: t.parts,
+    VEC8: true,
+    X4: true,
+    CHUNKS: Math.ceil(cols / (8 * t.lanes)),
+    W_DTYPE: "bf16",
+    W2_DTYPE: glu ? "bf16" : "",
+    GLU: glu,
+    GATE: false,
+    RMS_SCALE: true,
+    OUT_ADD: false,
+    BIAS: false,
   };
   const p = await cache.get("matvec", defines);
   const params = uni([rows, cols, 0, cols, 0, 0, 0, rows, 0, 0, 0, 0]);
@@ -86,14 +113,34 @@ for (const [B, glu] of [[1, false], [1, true], [8, false], [16, false], [64, fal
   dev.queue.writeBuffer(ctl, 0, new Uint32Array([B, 0, 0, 0]));
   const entries: [number, GPUBuffer][] = [[0, params], [1, ctl], [2, X], [4, Y], [5, W]];
   if (glu) entries.push([6, W2]);
-  const us = await time(p, entries, [Math.ceil(rows / t.rowsPerWorkgroup), Math.ceil(B / t.nb)], 100);
-  out.push({ kernel: glu ? "matvec-glu" : "matvec", ...t, batch: B, us, gbps: (rows * cols * 2 * (glu ? 2 : 1)) / us / 1e3 });
+  const us = await time(
+    p,
+    entries,
+    [Math.ceil(rows / t.rowsPerWorkgroup), Math.ceil(B / t.nb)],
+    100,
+  );
+  out.push({
+    kernel: glu ? "matvec-glu" : "matvec",
+    ...t,
+    batch: B,
+    us,
+    gbps: (rows * cols * 2 * (glu ? 2 : 1)) / us / 1e3,
+  });
 }
 
 for (const T of [1, 16, 64]) {
-  const p = await cache.get("gemm", { VEC16: true, W_DTYPE: "bf16", BIAS: false, OUT_ADD: false, OUT_MUL: false });
+  const p = await cache.get("gemm", {
+    VEC16: true,
+    W_DTYPE: "bf16",
+    BIAS: false,
+    OUT_ADD: false,
+    OUT_MUL: false,
+  });
   const params = uni([rows, cols, 0, T, cols, 0, rows, 0]);
-  const us = await time(p, [[0, params], [2, X], [4, Y], [5, W]], [Math.ceil(rows / 64), Math.ceil(T / 64)], 100);
+  const us = await time(p, [[0, params], [2, X], [4, Y], [5, W]], [
+    Math.ceil(rows / 64),
+    Math.ceil(T / 64),
+  ], 100);
   out.push({ kernel: "gemm", tokens: T, us, tflops: (2 * rows * cols * T) / us / 1e6 });
 }
 for (const r of out) console.log(JSON.stringify(r));

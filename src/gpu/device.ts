@@ -14,8 +14,20 @@ export const OPTIONAL_FEATURES: readonly GPUFeatureName[] = [
   "timestamp-query",
 ] as GPUFeatureName[];
 
+/** The device limits requested at the adapter's values and recorded in `GpuInfo`. */
+export type GpuLimitName =
+  | "maxBufferSize"
+  | "maxStorageBufferBindingSize"
+  | "maxComputeWorkgroupStorageSize"
+  | "maxComputeInvocationsPerWorkgroup"
+  | "maxComputeWorkgroupSizeX"
+  | "maxComputeWorkgroupSizeY"
+  | "maxComputeWorkgroupsPerDimension"
+  | "maxStorageBuffersPerShaderStage"
+  | "maxBindingsPerBindGroup";
+
 /** Limits requested at the adapter's maximum. */
-const LIMITS = [
+const LIMITS: readonly GpuLimitName[] = [
   "maxBufferSize",
   "maxStorageBufferBindingSize",
   "maxComputeWorkgroupStorageSize",
@@ -25,7 +37,7 @@ const LIMITS = [
   "maxComputeWorkgroupsPerDimension",
   "maxStorageBuffersPerShaderStage",
   "maxBindingsPerBindGroup",
-] as const;
+];
 
 /** What the device was created with. */
 export interface GpuInfo {
@@ -36,7 +48,7 @@ export interface GpuInfo {
   /** Features granted. */
   readonly features: readonly string[];
   /** Limits granted (the ones we request). */
-  readonly limits: Readonly<Record<(typeof LIMITS)[number], number>>;
+  readonly limits: Readonly<Record<GpuLimitName, number>>;
   /** Whether the adapter is a software fallback (llvmpipe, lavapipe, WARP). */
   readonly fallback: boolean;
 }
@@ -108,7 +120,7 @@ export async function acquireDevice(options: DeviceOptions = {}): Promise<GpuCon
       },
     );
   }
-  const limits = {} as Record<(typeof LIMITS)[number], number>;
+  const limits = {} as Record<GpuLimitName, number>;
   for (const k of LIMITS) limits[k] = (device.limits as unknown as Record<string, number>)[k];
   const ai = adapter.info;
   const info: GpuInfo = {

@@ -8,17 +8,17 @@
  * stops at a step boundary; completed responses have saved their sessions), and close the store.
  * On a signal the process then exits; a second signal exits at once.
  *
- * This module is the server's composition root: it is the one file of `src/http/` that imports the
- * routes (`routes/mod.ts`), as `main.ts` starts the server through it.
+ * This module is the server's composition root: the app of `routes/mod.ts` with its context,
+ * store and logger, served; `main.ts` starts the server through it.
  * @module
  */
 
-import { createApp } from "../../routes/mod.ts";
-import type { TnlModel } from "../load.ts";
-import { openStore, type OpenStoreOptions } from "../state/mod.ts";
-import type { SessionStore } from "../state/store.ts";
-import { AppContext, type AppOptions } from "./context.ts";
-import { jsonLogger, type Logger } from "./logger.ts";
+import { createApp } from "./mod.ts";
+import type { TnlModel } from "../src/load.ts";
+import { openStore, type OpenStoreOptions } from "../src/state/mod.ts";
+import type { SessionStore } from "../src/state/store.ts";
+import { AppContext, type AppOptions } from "../src/http/context.ts";
+import { jsonLogger, type Logger } from "../src/http/logger.ts";
 
 /** Options of `startServer`. */
 export interface ServerOptions extends AppOptions {
@@ -44,7 +44,10 @@ export interface ServerHandle {
   readonly addr: Deno.NetAddr;
   /** Base URL (`http://127.0.0.1:PORT` when bound to every interface). */
   readonly url: string;
-  /** The app context (model, engine, store, metrics). */
+  /**
+   * The app context (model, engine, store, metrics).
+   * @internal
+   */
   readonly ctx: AppContext;
   /** Resolves when the server has stopped. */
   readonly finished: Promise<void>;

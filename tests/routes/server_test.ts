@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import type { TnlModel } from "../../src/load.ts";
 import { memoryLogger } from "../../src/http/logger.ts";
-import { startServer } from "../../src/http/server.ts";
+import { startServer } from "../../routes/server.ts";
 import { readSse, SseParser } from "../../src/http/sse.ts";
 import { MemorySessionStore } from "../../src/state/memory_store.ts";
-import { cpuModel, waitFor } from "./support.ts";
+import { cpuModel, waitFor } from "../http/support.ts";
 
 const model = await cpuModel();
 
