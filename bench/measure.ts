@@ -11,6 +11,7 @@ import type { WebGpuBackend } from "../src/gpu/backend.ts";
 import { seqsPerWorkgroup } from "../src/gpu/model.ts";
 import { GpuModel } from "../src/gpu/model.ts";
 import { SAMPLING, SAMPLING_WORDS } from "../src/gpu/layout.ts";
+import { timePasses } from "../src/gpu/timing.ts";
 
 /** Random prompt ids (skipping the first few special ids). */
 export function randomIds(n: number, vocab: number, seed = 1): Int32Array {
@@ -197,53 +198,27 @@ export async function profileDecodeStep(b: WebGpuBackend, batch: number, repeats
     dev.queue.writeBuffer(m.ctl, 0, new Uint32Array([batch]));
     dev.queue.writeBuffer(m.rows, 0, rows);
     dev.queue.writeBuffer(m.sampling, 0, sampling);
-    const n = plan.length;
-    const qs = dev.createQuerySet({ type: "timestamp", count: 2 * n });
-    const resolve = dev.createBuffer({
-      size: 16 * n,
-      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-    });
-    const read = dev.createBuffer({
-      size: 16 * n,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
     const sums = new Map<string, { n: number; ns: number }>();
     for (let r = 0; r <= repeats; r++) {
-      const enc = dev.createCommandEncoder();
-      plan.forEach((d, i) => {
-        const pass = enc.beginComputePass({
-          timestampWrites: {
-            querySet: qs,
-            beginningOfPassWriteIndex: 2 * i,
-            endOfPassWriteIndex: 2 * i + 1,
-          },
-        });
-        GpuModel.encode(pass, [d], batch, { pipeline: null });
-        pass.end();
-      });
-      enc.resolveQuerySet(qs, 0, 2 * n, resolve, 0);
-      enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * n);
-      dev.queue.submit([enc.finish()]);
-      await read.mapAsync(GPUMapMode.READ);
-      const t = new BigUint64Array(read.getMappedRange().slice(0));
-      read.unmap();
+      const ns = await timePasses(
+        dev,
+        plan.length,
+        (pass, i) => GpuModel.encode(pass, [plan[i]], batch, { pipeline: null }),
+      );
       if (r === 0) continue;
       plan.forEach((d, i) => {
         const e = sums.get(d.label) ?? { n: 0, ns: 0 };
         e.n += 1;
-        e.ns += Number(t[2 * i + 1] - t[2 * i]);
+        e.ns += ns[i];
         sums.set(d.label, e);
       });
     }
-    qs.destroy();
-    resolve.destroy();
-    read.destroy();
     const kernels = [...sums].map(([kernel, e]) => ({
       kernel,
       dispatches: e.n / repeats,
       us: e.ns / repeats / 1000,
     })).sort((x, y) => y.us - x.us);
-    return { kernels, totalUs: kernels.reduce((a, k) => a + k.us, 0), dispatches: n };
+    return { kernels, totalUs: kernels.reduce((a, k) => a + k.us, 0), dispatches: plan.length };
   } finally {
     for (const s of states) b.releaseState(s);
   }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { timePasses } from "./timing.ts";
 import type { LogitsMode } from "../engine/backend.ts";
 import { stateKeyDim } from "../model/config.ts";
 import type { GpuModel } from "./model.ts";
@@ -453,40 +454,11 @@ export class GpuPrefill {
     dev.queue.writeBuffer(this.#tokens, 0, this.#tokHost, 0, T);
     const sites = [...this.#embed, ...this.#layers, this.#finalNorm!, ...this.#headLast];
     for (const s of sites) this.#res.writeUniform(s.params, s.words(T, pos0, slot));
-    const n = sites.length;
-    const qs = dev.createQuerySet({ type: "timestamp", count: 2 * n });
-    const resolve = dev.createBuffer({
-      size: 16 * n,
-      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-    });
-    const read = dev.createBuffer({
-      size: 16 * n,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
-    const enc = dev.createCommandEncoder();
-    sites.forEach((site, i) => {
-      const pass = enc.beginComputePass({
-        timestampWrites: {
-          querySet: qs,
-          beginningOfPassWriteIndex: 2 * i,
-          endOfPassWriteIndex: 2 * i + 1,
-        },
-      });
-      this.#encode(pass, [site], T);
-      pass.end();
-    });
-    enc.resolveQuerySet(qs, 0, 2 * n, resolve, 0);
-    enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * n);
-    dev.queue.submit([enc.finish()]);
-    await read.mapAsync(GPUMapMode.READ);
-    const t = new BigUint64Array(read.getMappedRange().slice(0));
-    read.unmap();
-    for (const b of [resolve, read]) b.destroy();
-    qs.destroy();
+    const ns = await timePasses(dev, sites.length, (pass, i) => this.#encode(pass, [sites[i]], T));
     const sums = new Map<string, { us: number; n: number }>();
     sites.forEach((site, i) => {
       const e = sums.get(site.label) ?? { us: 0, n: 0 };
-      e.us += Number(t[2 * i + 1] - t[2 * i]) / 1000;
+      e.us += ns[i] / 1000;
       e.n++;
       sums.set(site.label, e);
     });
