@@ -206,6 +206,15 @@ stest(
         }
       }
     }
+    // Checkpoints are written in the background, so a streamed token is no proof that one landed:
+    // wait until the store holds one (the victim keeps generating meanwhile), then kill.
+    const waitFrom = Date.now();
+    for (;;) {
+      const stored = (await stateOf(B.url, id)).tokens!.length - promptLen;
+      if (stored >= CHECKPOINT) break;
+      assert.ok(Date.now() - waitFrom < 30_000, "no checkpoint was stored within 30 s");
+      await new Promise((res) => setTimeout(res, 10));
+    }
     assert.equal(await victim.kill("SIGKILL"), 128);
     reader.cancel().catch(() => {});
 
