@@ -8,7 +8,7 @@
 import type { Backend, BackendState, SampledRow } from "../src/engine/backend.ts";
 import { validateSamplingParams } from "../src/engine/sampler.ts";
 import type { WebGpuBackend } from "../src/gpu/backend.ts";
-import { seqsPerWorkgroup } from "../src/gpu/model.ts";
+import { seqsPerWorkgroup } from "../src/gpu/matvec_tiling.ts";
 import { GpuModel } from "../src/gpu/model.ts";
 import { SAMPLING, SAMPLING_WORDS } from "../src/gpu/layout.ts";
 import { timePasses } from "../src/gpu/timing.ts";
@@ -178,7 +178,7 @@ export async function profileDecodeStep(b: WebGpuBackend, batch: number, repeats
   const m = b.model;
   const dev = m.ctx.device;
   if (!dev.features.has("timestamp-query")) return { kernels: [], totalUs: 0, dispatches: 0 };
-  const plan = [...await m.decodePlan(seqsPerWorkgroup(batch)), await m.sampleDispatch()];
+  const plan = [...await m.decodePlan(seqsPerWorkgroup(batch)), ...await m.samplePlan()];
   const states = await contextStates(b, batch, 16);
   try {
     // Rows: real slots and tokens so the kernels read valid data.
@@ -232,7 +232,7 @@ export async function measureEncode(
 ): Promise<{ usPerStep: number; usPerDispatch: number }> {
   const m = b.model;
   const dev = m.ctx.device;
-  const plan = [...await m.decodePlan(seqsPerWorkgroup(batch)), await m.sampleDispatch()];
+  const plan = [...await m.decodePlan(seqsPerWorkgroup(batch)), ...await m.samplePlan()];
   dev.queue.writeBuffer(m.ctl, 0, new Uint32Array([0])); // zero rows: the kernels return at once
   await dev.queue.onSubmittedWorkDone();
   const t0 = performance.now();

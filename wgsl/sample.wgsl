@@ -1,4 +1,5 @@
-// Token sampling on the GPU, one workgroup per sequence, the same semantics as the CPU sampler:
+// Token sampling on the GPU, one workgroup per sequence, the same semantics as the CPU sampler
+// (bias, penalties and the arg-max of each block of ids come from wgsl/sample_prep.wgsl):
 //   z = logits + bias; repetition penalty (z>0: z/r, else z·r) on tokens seen; z -= presence·[n>0]
 //   + frequency·n on generated counts n;  temperature 0 → arg-max (lowest id on ties);
 //   else w = exp((z - max)/T); keep w ≥ τ, τ = max(τ_k, τ_p, τ_min-p) where
@@ -15,6 +16,7 @@ struct Params {
   eos: u32,
   max_bias: u32,
   seen_words: u32,   // u32 words per slot in the seen bitset
+  blocks: u32,       // arg-max blocks per row from the first stage
 };
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -23,9 +25,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> logits: array<f32>;   // rewritten in place
 @group(0) @binding(4) var<storage, read_write> ring: array<u32>;
 @group(0) @binding(5) var<storage, read> sp: array<f32>;             // sampling params per row
-@group(0) @binding(6) var<storage, read> bias: array<u32>;           // [row][max_bias][token, f32 bits]
 @group(0) @binding(7) var<storage, read_write> counts: array<u32>;   // [slot][vocab] generated
 @group(0) @binding(8) var<storage, read_write> seen: array<u32>;     // [slot][seen_words] bitset
+@group(0) @binding(9) var<storage, read> best: array<u32>;           // [row][blocks][f32 bits, id]
 
 const ROW_WORDS: u32 = {{ROW_WORDS}}u;
 const SW: u32 = {{SAMPLING_WORDS}}u;
@@ -112,53 +114,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let top_k = bitcast<u32>(sp[b * SW + 1u]);
   let top_p = sp[b * SW + 2u];
   let min_p = sp[b * SW + 3u];
-  let rep = sp[b * SW + 4u];
-  let pres = sp[b * SW + 5u];
-  let freq = sp[b * SW + 6u];
-  let nbias = bitcast<u32>(sp[b * SW + 7u]);
   let per = (V + WG - 1u) / WG;
   let lo = min(tid * per, V);
   let hi = min(lo + per, V);
 
-  // Logit bias, then penalties, in place (NaN counts as -inf, as on the CPU).
-  for (var i = tid; i < nbias; i += WG) {
-    let e = (b * P.max_bias + i) * 2u;
-    let t = bias[e];
-    logits[base + t] = logits[base + t] + bitcast<f32>(bias[e + 1u]);
-  }
-  storageBarrier();
-  workgroupBarrier();
   let penalties = (flags & 2u) != 0u;
-  // One coalesced pass (thread t takes ids t, t+256, ...): penalties in place (NaN counts as
-  // -inf, as on the CPU) and the arg-max (the lowest id wins ties: ids rise within a thread and
-  // the tree prefers the lower id).
+  // Arg-max over the blocks' arg-maxes (the lowest id wins ties: blocks and ids rise together).
   var bv = -3.4e38;
   var bi = 0xffffffffu;
-  // UNROLL ids per iteration, loads issued together (one load at a time is latency-bound).
-  var i0 = tid;
-  loop {
-    if (i0 >= V) { break; }
-    var zs: array<f32, UNROLL>;
-    for (var u = 0u; u < UNROLL; u++) {
-      zs[u] = logits[base + min(i0 + u * WG, V - 1u)];
-    }
-    for (var u = 0u; u < UNROLL; u++) {
-      let i = i0 + u * WG;
-      if (i < V) {
-        var z = zs[u];
-        let raw = z;
-        if (z != z) { z = -3.4e38; }
-        if (penalties) {
-          let seen_bit = (seen[slot * P.seen_words + i / 32u] >> (i % 32u)) & 1u;
-          if (seen_bit == 1u && rep != 1.0) { z = select(z * rep, z / rep, z > 0.0); }
-          let n = counts[slot * V + i];
-          if (n > 0u) { z = z - pres - freq * f32(n); }
-        }
-        if (z != raw) { logits[base + i] = z; }
-        if (z > bv || bi == 0xffffffffu) { bv = z; bi = i; }
-      }
-    }
-    i0 += UNROLL * WG;
+  for (var k = tid; k < P.blocks; k += WG) {
+    let o = (b * P.blocks + k) * 2u;
+    let v = bitcast<f32>(best[o]);
+    let id = best[o + 1u];
+    if (id != 0xffffffffu && (bi == 0xffffffffu || v > bv)) { bv = v; bi = id; }
   }
   red_f[tid] = bv;
   red_u[tid] = bi;

@@ -14,7 +14,8 @@ import type { TensorSource } from "../model/weights/source.ts";
 import { acquireDevice, type DeviceOptions, type GpuContext } from "./device.ts";
 import { MAX_LOGIT_BIAS, ROW, ROW_FLAGS, ROW_WORDS, SAMPLING, SAMPLING_WORDS } from "./layout.ts";
 import type { Dispatch } from "./model.ts";
-import { GpuModel, type GpuModelOptions, seqsPerWorkgroup } from "./model.ts";
+import { seqsPerWorkgroup } from "./matvec_tiling.ts";
+import { GpuModel, type GpuModelOptions } from "./model.ts";
 import { GpuPrefill } from "./prefill.ts";
 
 /** Decode steps encoded per queue submission inside one `decodeSampled` call. */
@@ -379,7 +380,7 @@ export class WebGpuBackend implements Backend {
     }
   }
 
-  #sample: Dispatch | null = null;
+  #sample: Dispatch[] | null = null;
 
   /** Several decode steps per row with sampling on the GPU; one readback at the end. */
   async decodeSampled(rows: readonly SampledRow[], steps: number): Promise<Int32Array[]> {
@@ -403,7 +404,7 @@ export class WebGpuBackend implements Backend {
       }
     }
     const plan = await m.decodePlan(seqsPerWorkgroup(B));
-    this.#sample ??= await m.sampleDispatch();
+    this.#sample ??= await m.samplePlan();
     this.#check();
     const dev = m.ctx.device;
     const rowData = new Uint32Array(B * ROW_WORDS);
@@ -454,7 +455,7 @@ export class WebGpuBackend implements Backend {
       const last = { pipeline: null as GPUComputePipeline | null };
       for (let s = s0; s < Math.min(steps, s0 + STEPS_PER_SUBMIT); s++) {
         GpuModel.encode(pass, plan, B, last);
-        GpuModel.encode(pass, [this.#sample], B, last);
+        GpuModel.encode(pass, this.#sample, B, last);
       }
       pass.end();
     }

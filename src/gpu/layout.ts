@@ -59,3 +59,6 @@ export const CTL_WORDS = 16;
 
 /** Preprocessor defines every kernel may use. */
 export const LAYOUT_DEFINES = { ROW_WORDS } as const;
+
+/** Vocabulary ids per workgroup of the first sampling stage (wgsl/sample_prep.wgsl: 256 × 8). */
+export const ARGMAX_BLOCK = 2048;

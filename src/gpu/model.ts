@@ -17,6 +17,7 @@ import type { TensorSource } from "../model/weights/source.ts";
 import { TnlError } from "../errors.ts";
 import type { GpuContext } from "./device.ts";
 import {
+  ARGMAX_BLOCK,
   CTL_WORDS,
   LAYOUT_DEFINES,
   MAX_LOGIT_BIAS,
@@ -24,6 +25,7 @@ import {
   ROW_WORDS,
   SAMPLING_WORDS,
 } from "./layout.ts";
+import { matvecTiling, matvecTilingDefines } from "./matvec_tiling.ts";
 import { GpuResources } from "./resources.ts";
 import { type Defines, PipelineCache } from "./shaders.ts";
 import {
@@ -76,61 +78,6 @@ interface MatvecSpec {
   add: boolean;
 }
 
-/** Batch size bucket → sequences per matvec workgroup. */
-export function seqsPerWorkgroup(batch: number): number {
-  return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 : batch <= 8 ? 8 : 16;
-}
-
-/**
- * Threads per output row of a matrix-vector product, from the matrix shape only (so results stay
- * batch-invariant): enough rows per workgroup for long matrices, enough workgroups (≥ ~512) for
- * short ones, and no more lanes than 8-wide chunks in a row.
- */
-export function lanesFor(rows: number, cols: number, maxLanes = 256): number {
-  const pow2 = (n: number) => 1 << Math.ceil(Math.log2(Math.max(1, n)));
-  const forWorkgroups = pow2(Math.ceil((256 * 512) / Math.max(1, rows)));
-  return Math.max(32, Math.min(maxLanes, forWorkgroups, pow2(Math.ceil(cols / 8))));
-}
-
-/** How a matrix-vector dispatch is laid out (see wgsl/matvec.wgsl). */
-export interface MatvecTiling {
-  /** Threads per row (sets the summation order: from the matrix shape only). */
-  lanes: number;
-  /** Sequences per workgroup. */
-  nb: number;
-  /** Rows per lane group. */
-  rpg: number;
-  /** f32 partial sums in workgroup memory (256 per sum). */
-  parts: number;
-  /** Rows per workgroup. */
-  rowsPerWorkgroup: number;
-}
-
-/**
- * Matvec tiling for an adapter. Only `lanes` affects the numbers, and it depends on the matrix
- * shape alone; `nb` and `rpg` trade registers and workgroup memory (`storageBytes`, the adapter's
- * limit) for reuse of each weight and input load. Software adapters get the smallest arrays
- * (llvmpipe's GL path compiles large ones very slowly).
- */
-export function matvecTiling(
-  rows: number,
-  cols: number,
-  nb: number,
-  fallback: boolean,
-  glu = false,
-  storageBytes = 16384,
-): MatvecTiling {
-  const lanes = fallback ? 32 : lanesFor(rows, cols);
-  const products = glu ? 2 : 1;
-  const maxSums = Math.max(products + 1, Math.floor(storageBytes / (4 * 256)));
-  const sums = (n: number, r: number) => products * n * r + n;
-  let n = Math.max(1, Math.min(nb, fallback ? 2 : 16));
-  while (n > 1 && sums(n, 1) > maxSums) n = Math.ceil(n / 2);
-  let rpg = 1;
-  while (!fallback && n > 1 && rpg < 4 && sums(n, rpg + 1) <= maxSums) rpg++;
-  return { lanes, nb: n, rpg, parts: 256 * sums(n, rpg), rowsPerWorkgroup: (256 / lanes) * rpg };
-}
-
 /** The model resident on a device. */
 export class GpuModel {
   /** Model configuration. */
@@ -166,6 +113,10 @@ export class GpuModel {
   readonly seen: GPUBuffer;
   /** u32 words per slot of `seen`. */
   readonly seenWords: number;
+  /** [maxBatch, argmaxBlocks, 2] u32: each block's arg-max (f32 bits, id), between the sampling stages. */
+  readonly argmaxBest: GPUBuffer;
+  /** Blocks of `ARGMAX_BLOCK` ids per row in the first sampling stage. */
+  readonly argmaxBlocks: number;
   /** Per layer: [maxSlots, heads, dk, dv] f32 states. */
   readonly states: GPUBuffer[];
   /** One slot of the largest layer: the bounce buffer of slot-to-slot copies. */
@@ -211,6 +162,8 @@ export class GpuModel {
     this.seenWords = Math.ceil(V / 32);
     this.counts = buf("counts", this.maxSlots * V * 4);
     this.seen = buf("seen", this.maxSlots * this.seenWords * 4);
+    this.argmaxBlocks = Math.ceil(V / ARGMAX_BLOCK);
+    this.argmaxBest = buf("argmax-best", B * this.argmaxBlocks * 2 * 4);
     this.#x = buf("x", B * D * 4);
     this.#a = buf("a", B * Math.max(D, H) * 4);
     this.#qkvu = buf("qkvu", B * 4 * H * 4);
@@ -301,20 +254,18 @@ export class GpuModel {
       this.ctx.device.limits.maxComputeWorkgroupStorageSize,
     );
     nb = tiling.nb;
+    const x4 = vec8 && [s.input.stride, s.input.off, s.gate?.stride ?? 0, s.gate?.off ?? 0]
+      .every((v) => v % 4 === 0);
+    const variant = { glu: Boolean(s.w2), gate: Boolean(s.gate), x4 };
     const defines: Defines = {
       ...LAYOUT_DEFINES,
-      LANES: tiling.lanes,
-      NB: nb,
-      RPG: tiling.rpg,
-      PARTS: tiling.parts,
-      CHUNKS: Math.ceil(s.w.cols / (8 * tiling.lanes)),
-      X4: vec8 && [s.input.stride, s.input.off, s.gate?.stride ?? 0, s.gate?.off ?? 0]
-        .every((v) => v % 4 === 0),
+      ...matvecTilingDefines(tiling, s.w.cols, variant),
+      X4: x4,
       VEC8: vec8,
       W_DTYPE: s.w.dtype,
       W2_DTYPE: s.w2?.dtype ?? "",
-      GLU: Boolean(s.w2),
-      GATE: Boolean(s.gate),
+      GLU: variant.glu,
+      GATE: variant.gate,
       RMS_SCALE: s.rmsScale,
       OUT_ADD: s.add,
       BIAS: Boolean(s.bias),
@@ -549,31 +500,50 @@ export class GpuModel {
     return plan;
   }
 
-  /** The sampling dispatch: next token per sequence, ring append, counters, stop flags. */
-  async sampleDispatch(): Promise<Dispatch> {
-    const pipe = await this.pipelines.get("sample", { ...LAYOUT_DEFINES, SAMPLING_WORDS });
+  /**
+   * The sampling dispatches: bias, penalties and block arg-maxes over the whole vocabulary
+   * (`sample_prep`, wide), then per sequence the next token, ring append, counters, stop flags.
+   */
+  async samplePlan(): Promise<Dispatch[]> {
+    const defines = { ...LAYOUT_DEFINES, SAMPLING_WORDS };
+    const [prep, pipe] = await Promise.all([
+      this.pipelines.get("sample_prep", defines),
+      this.pipelines.get("sample", defines),
+    ]);
     const params = this.res.uniform(
-      [this.config.vocabSize, this.ring, this.config.eosTokenId, MAX_LOGIT_BIAS, this.seenWords],
+      [
+        this.config.vocabSize,
+        this.ring,
+        this.config.eosTokenId,
+        MAX_LOGIT_BIAS,
+        this.seenWords,
+        this.argmaxBlocks,
+      ],
       "sample.params",
     );
-    const entries: [number, GPUBuffer][] = [
+    const common: [number, GPUBuffer][] = [
       [0, params],
       [1, this.ctl],
       [2, this.rows],
       [3, this.logits],
-      [4, this.ringBuffer],
       [5, this.sampling],
-      [6, this.bias],
       [7, this.counts],
       [8, this.seen],
+      [9, this.argmaxBest],
     ];
-    return {
+    return [{
+      label: "sample",
+      pipeline: prep,
+      bindGroup: this.res.bindGroup(prep, [...common, [6, this.bias]], "sample_prep"),
+      x: this.argmaxBlocks,
+      y: (batch) => batch,
+    }, {
       label: "sample",
       pipeline: pipe,
-      bindGroup: this.res.bindGroup(pipe, entries, "sample"),
+      bindGroup: this.res.bindGroup(pipe, [...common, [4, this.ringBuffer]], "sample"),
       x: 0,
       y: () => 1,
-    };
+    }];
   }
 
   /** Encode dispatches for a batch of `batch` sequences into an open compute pass. */

@@ -15,7 +15,8 @@ import {
   TokenHistory,
   validateSamplingParams,
 } from "../../src/engine/sampler.ts";
-import { matvecTiling } from "../../src/gpu/model.ts";
+import { ARGMAX_BLOCK } from "../../src/gpu/layout.ts";
+import { matvecTiling, matvecTilingDefines } from "../../src/gpu/matvec_tiling.ts";
 import { encodeWeights, randomF32, runKernel, storageBuffer } from "./harness.ts";
 import { gpuTest } from "./support.ts";
 
@@ -52,6 +53,10 @@ interface MatvecCase {
   add?: boolean;
   /** Read the inputs as scalars even where vec4 loads would do (the unaligned-input path). */
   scalarInput?: boolean;
+  /** Force the lane-tree mode (default: the tiling's choice). */
+  serial?: boolean;
+  /** Workgroup memory to tile for (default: the adapter's limit; less forces several rounds). */
+  storage?: number;
 }
 
 async function matvec(
@@ -88,19 +93,19 @@ async function matvec(
     c.nb,
     GL,
     Boolean(c.glu),
-    ctx.device.limits.maxComputeWorkgroupStorageSize,
+    c.storage ?? ctx.device.limits.maxComputeWorkgroupStorageSize,
   );
-  const lanes = tiling.lanes;
+  if (c.serial !== undefined) tiling.serial = c.serial;
   const out = await runKernel(
     ctx,
     "matvec",
     {
-      LANES: lanes,
-      NB: tiling.nb,
-      RPG: tiling.rpg,
-      PARTS: tiling.parts,
+      ...matvecTilingDefines(tiling, cols, {
+        glu: Boolean(c.glu),
+        gate: Boolean(c.gate),
+        x4: cols % 8 === 0 && !c.scalarInput,
+      }),
       VEC8: cols % 8 === 0,
-      CHUNKS: Math.ceil(cols / (8 * lanes)),
       X4: cols % 8 === 0 && !c.scalarInput,
       W_DTYPE: c.dtype,
       W2_DTYPE: c.glu ? c.dtype : "",
@@ -164,16 +169,34 @@ gpuTest(
   async (ctx) => {
     // With the same seed, the inputs of a smaller batch are the first rows of the larger one's, so
     // the outputs of those sequences must agree bit for bit whatever the batch size and grouping.
-    const base = { rows: 45, cols: 96, dtype: "bf16" as DType, rms: true, glu: true };
-    const ref = await matvec(ctx, { ...base, batch: 20, nb: 8 }, 77);
-    for (const [batch, nb] of [[1, 1], [2, 2], [4, 4], [5, 8], [9, 1], [9, 4], [9, 16], [20, 16]]) {
-      const r = await matvec(ctx, { ...base, batch, nb }, 77);
-      const n = batch * base.rows;
-      assert.deepEqual(
-        Array.from(r.got.subarray(0, n)),
-        Array.from(ref.got.subarray(0, n)),
-        `batch ${batch}, NB ${nb}`,
-      );
+    // The lane tree is reduced either by all lanes together or one sum per thread (SERIAL): both
+    // modes are run on each layout. 32 lanes (45×96, GLU) and 256 lanes in one group (37×2048).
+    const bases = [
+      { rows: 45, cols: 96, dtype: "bf16" as DType, rms: true, glu: true },
+      { rows: 37, cols: 2048, dtype: "bf16" as DType, rms: true, glu: false },
+    ];
+    const layouts = GL
+      ? [[1, 1], [2, 2], [9, 2]]
+      : [[1, 1], [2, 2], [4, 4], [5, 8], [9, 1], [9, 4], [9, 16], [20, 16]];
+    for (const base of bases) {
+      const ref = await matvec(ctx, { ...base, batch: 20, nb: GL ? 2 : 8 }, 77);
+      for (const [batch, nb] of layouts) {
+        // The smallest workgroup memory WebGPU allows splits the sums into several rounds.
+        const modes: [boolean, number | undefined][] = [[false, undefined], [true, undefined], [
+          true,
+          16384,
+        ]];
+        for (const [serial, storage] of modes) {
+          const c = { ...base, batch, nb, serial, storage };
+          const r = await matvec(ctx, c, 77);
+          const n = batch * base.rows;
+          assert.deepEqual(
+            Array.from(r.got.subarray(0, n)),
+            Array.from(ref.got.subarray(0, n)),
+            `${base.rows}×${base.cols}: batch ${batch}, NB ${nb}, serial ${serial}, ${storage}`,
+          );
+        }
+      }
     }
   },
 );
@@ -559,17 +582,41 @@ async function gpuSample(
   const all = new Float32Array(B * V);
   logits.forEach((l, b) => all.set(l, b * V));
   const seenWords = Math.ceil(V / 32);
-  const out = await runKernel(ctx, "sample", { ROW_WORDS: RW, SAMPLING_WORDS: SW }, {
-    0: { data: new Uint32Array([V, 4, 2, MAXB, seenWords, 0, 0, 0]), uniform: true },
+  const blocks = Math.ceil(V / ARGMAX_BLOCK);
+  const defines = { ROW_WORDS: RW, SAMPLING_WORDS: SW };
+  const kernelParams = new Uint32Array([V, 4, 2, MAXB, seenWords, blocks, 0, 0]);
+  // The two stages share every buffer, as in the decode loop.
+  const shared = {
+    2: storageBuffer(ctx, rows),
+    3: storageBuffer(ctx, all),
+    7: storageBuffer(ctx, extra.counts ?? B * V * 4),
+    8: storageBuffer(ctx, extra.seen ?? B * seenWords * 4),
+    9: storageBuffer(ctx, B * blocks * 8),
+  };
+  const common = {
+    0: { data: kernelParams, uniform: true },
     1: { data: new Uint32Array([B, 0, 0, 0]) },
-    2: { data: rows, read: true },
-    3: { data: all },
-    4: { data: B * 4 * 4, read: true },
     5: { data: new Float32Array(sp) },
+  };
+  await runKernel(ctx, "sample_prep", defines, {
+    ...common,
+    2: { buffer: shared[2] },
+    3: { buffer: shared[3] },
     6: { data: bias },
-    7: { data: extra.counts ?? B * V * 4, read: true },
-    8: { data: extra.seen ?? B * seenWords * 4, read: true },
+    7: { buffer: shared[7] },
+    8: { buffer: shared[8] },
+    9: { buffer: shared[9] },
+  }, [blocks, B]);
+  const out = await runKernel(ctx, "sample", defines, {
+    ...common,
+    2: { buffer: shared[2], read: true },
+    3: { buffer: shared[3] },
+    4: { data: B * 4 * 4, read: true },
+    7: { buffer: shared[7], read: true },
+    8: { buffer: shared[8], read: true },
+    9: { buffer: shared[9] },
   }, [B]);
+  for (const b of Object.values(shared)) b.destroy();
   const r = new Uint32Array(out[2]);
   return {
     tokens: Array.from({ length: B }, (_, b) => r[b * RW + 2]),
@@ -629,6 +676,20 @@ gpuTest("kernel sample: greedy ties go to the lowest id", async (ctx) => {
   }]);
   assert.deepEqual(r.tokens, [17, 999]);
   assert.deepEqual([r.rows[3], r.rows[16 + 3]], [0, 0], "greedy draws nothing");
+  // Several blocks of ids in the first stage: ties across blocks, the maximum in a later block,
+  // the last (partial) block, NaN as -inf.
+  const W = 2 * ARGMAX_BLOCK + 300;
+  const c = randomF32(W, 11, 5), d = randomF32(W, 12, 5), e = randomF32(W, 13, 5);
+  c[ARGMAX_BLOCK + 5] = 70;
+  c[2 * ARGMAX_BLOCK + 7] = 70;
+  d[ARGMAX_BLOCK - 1] = 60;
+  d[ARGMAX_BLOCK] = 61;
+  e[0] = NaN;
+  e[W - 1] = 80;
+  const g = validateSamplingParams({ temperature: 0 }, W);
+  const rng = () => ({ seed: 1, counter: 0 });
+  const r2 = await gpuSample(ctx, [c, d, e], [g, g, g], [rng(), rng(), rng()]);
+  assert.deepEqual(r2.tokens, [ARGMAX_BLOCK + 5, ARGMAX_BLOCK, W - 1]);
 });
 
 gpuTest(

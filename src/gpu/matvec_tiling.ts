@@ -1,0 +1,265 @@
+/**
+ * Layout of the decode matrix-vector kernel (`wgsl/matvec.wgsl`): how many threads share a row,
+ * how many rows and sequences one thread accumulates, and how the per-lane partial sums are
+ * reduced. Only `lanes` (from the matrix shape alone) and the fixed pairing of the lane tree set
+ * the numbers, so every other choice here is free to follow the batch size: decode stays
+ * batch-invariant.
+ * @module
+ */
+
+import type { Defines } from "./shaders.ts";
+
+/** Threads per workgroup of the kernel. */
+const WG = 256;
+
+/** Batch size bucket → sequences per matvec workgroup. */
+export function seqsPerWorkgroup(batch: number): number {
+  return batch <= 1 ? 1 : batch <= 2 ? 2 : batch <= 4 ? 4 : batch <= 8 ? 8 : 16;
+}
+
+/**
+ * Threads per output row of a matrix-vector product, from the matrix shape only (so results stay
+ * batch-invariant): 32 wherever that still gives ~128 workgroups at batch 1 (one per SM of a large
+ * GPU), more for short matrices, and no more lanes than 8-wide chunks in a row. On the H200 32
+ * lanes matched 128 at batch 1 on 1024 × 1024 and 1024 × 2816 (±0.8 µs) and were 1.45-1.6× faster
+ * at batch 64 (bench/matvec_micro.ts), where the lane tree costs a share of the work.
+ */
+export function lanesFor(rows: number, cols: number, maxLanes = WG): number {
+  const pow2 = (n: number) => 1 << Math.ceil(Math.log2(Math.max(1, n)));
+  const forWorkgroups = pow2(Math.ceil((WG * 128) / Math.max(1, rows)));
+  return Math.max(32, Math.min(maxLanes, forWorkgroups, pow2(Math.ceil(cols / 8))));
+}
+
+/**
+ * The lane tree as one WGSL expression over `parts[q + l]`, l < lanes: the value that the
+ * stride-halving tree (pairs (l, l + s) for s = lanes/2, ..., 1) leaves in lane 0, with the very
+ * same additions, so one thread can reduce a sum without barriers and get the same bits.
+ *   V_lanes[l] = p(l);  V_s[l] = V_2s[l] + V_2s[l + s];  result = V_1[0].
+ */
+export function laneTreeExpression(lanes: number): string {
+  const expr = (l: number, s: number): string =>
+    s === lanes ? `parts[q + ${l}u]` : `(${expr(l, 2 * s)} + ${expr(l + s, 2 * s)})`;
+  return expr(0, 1);
+}
+
+/** How a matrix-vector dispatch is laid out (see wgsl/matvec.wgsl). */
+export interface MatvecTiling {
+  /** Threads per row (sets the summation order: from the matrix shape only). */
+  lanes: number;
+  /** Sequences per workgroup. */
+  nb: number;
+  /** Rows per lane group. */
+  rpg: number;
+  /** Partial sums reduced per round through workgroup memory. */
+  round: number;
+  /**
+   * Reduce each sum in one thread (the tree as an expression; for many sums per round) instead of
+   * all lanes stepping through the tree together (for few sums). Same bits either way.
+   */
+  serial: boolean;
+  /** f32 partial sums in workgroup memory (`round` sums of 256 + groups floats). */
+  parts: number;
+  /** Rows per workgroup. */
+  rowsPerWorkgroup: number;
+}
+
+/**
+ * Matvec tiling for an adapter. `nb` and `rpg` trade registers (at most 64 accumulators per
+ * thread) for reuse of each weight and input load; the sums go through workgroup memory
+ * (`storageBytes`, the adapter's limit) in rounds. Software adapters get the smallest arrays
+ * (llvmpipe's GL path compiles large ones very slowly). `shape` overrides `nb` and `rpg`
+ * (benchmarks of other layouts).
+ */
+export function matvecTiling(
+  rows: number,
+  cols: number,
+  nb: number,
+  fallback: boolean,
+  glu = false,
+  storageBytes = 16384,
+  shape?: { nb: number; rpg: number; lanes?: number },
+): MatvecTiling {
+  const lanes = shape?.lanes ?? (fallback ? 32 : lanesFor(rows, cols));
+  const groups = WG / lanes;
+  const products = glu ? 2 : 1;
+  let n = Math.max(1, Math.min(nb, fallback ? 2 : 8));
+  let rpg = 1;
+  if (shape) {
+    [n, rpg] = [shape.nb, shape.rpg];
+  } else {
+    // Measured on the H200 at batch 64 (bench/matvec_micro.ts): 8 sequences × 8 rows per thread
+    // beat 16 × 4 by 1.3× (fewer loads per product); GLU 8 × 4. Fewer rows for small batches,
+    // which are bound by memory and want more workgroups.
+    const maxRpg = n >= 8 ? 8 : 4;
+    while (!fallback && n > 1 && rpg < maxRpg && products * n * (rpg + 1) <= 64) rpg++;
+  }
+  const sums = products * n * rpg + n;
+  // Workgroup memory: `round` sums of 256 + groups floats, plus every reduced sum of every group.
+  const stride = WG + groups;
+  const maxRound = Math.floor((storageBytes / 4 - sums * groups) / stride);
+  if (maxRound < 1) {
+    throw new Error(`matvec: ${storageBytes} bytes of workgroup memory cannot hold ${sums} sums`);
+  }
+  const rounds = Math.ceil(sums / Math.min(sums, maxRound));
+  const round = Math.ceil(sums / rounds);
+  return {
+    lanes,
+    nb: n,
+    rpg,
+    round,
+    serial: !fallback && round * groups >= 32,
+    parts: round * stride,
+    rowsPerWorkgroup: groups * rpg,
+  };
+}
+
+/** Kernel variants that change the generated code of the matvec kernel. */
+export interface MatvecVariant {
+  /** Products of W and W2 (SGLU). */
+  glu: boolean;
+  /** Input multiplied elementwise by a gate. */
+  gate: boolean;
+  /** Inputs read as vec4 (offsets and strides ≡ 0 mod 4). */
+  x4: boolean;
+}
+
+/**
+ * The kernel defines of a tiling for a matrix of `cols` columns: the layout constants and the
+ * generated code (accumulators as named scalars, the loops over rows, sequences and rounds written
+ * out). The additions are the ones the loops would make, in the same order.
+ */
+export function matvecTilingDefines(t: MatvecTiling, cols: number, v: MatvecVariant): Defines {
+  const { nb: NB, rpg: RPG, round: ROUND } = t;
+  const rows = [...Array(RPG).keys()], seqs = [...Array(NB).keys()];
+  const pairs = rows.flatMap((r) => seqs.map((j) => [r, j] as const));
+  const a = (r: number, j: number) => `a_${r}_${j}`;
+  const g = (r: number, j: number) => `g_${r}_${j}`;
+  // Every sum in kernel order: products of W (o = r·NB + j), of W2, then squares of each input.
+  const sums = [
+    ...pairs.map(([r, j]) => a(r, j)),
+    ...(v.glu ? pairs.map(([r, j]) => g(r, j)) : []),
+    ...seqs.map((j) => `s_${j}`),
+  ];
+  const decls = sums.map((n) => `  var ${n} = 0.0;`).join("\n");
+
+  const body8: string[] = [];
+  for (const r of rows) {
+    body8.push(`    let w_${r} = W_get8((min(row0 + ${r}u, last_row) * P.cols + c0) / 8u);`);
+    if (v.glu) {
+      body8.push(`    let v_${r} = W2_get8((min(row0 + ${r}u, last_row) * P.cols + c0) / 8u);`);
+    }
+  }
+  for (const j of seqs) {
+    const on = `live && b0 + ${j}u < nseq`;
+    body8.push(`    {`, `      var x0 = vec4<f32>(0.0);`, `      var x1 = vec4<f32>(0.0);`);
+    if (v.x4) {
+      body8.push(
+        `      if (${on}) {`,
+        `        let xi = ((b0 + ${j}u) * P.in_stride + P.in_off + c0) / 4u;`,
+        `        x0 = inp[xi];`,
+        `        x1 = inp[xi + 1u];`,
+        `      }`,
+      );
+    } else {
+      const x = (e: number) => `x_at(b0 + ${j}u, c0 + ${e}u)`;
+      body8.push(
+        `      if (${on}) {`,
+        `        x0 = vec4<f32>(${[0, 1, 2, 3].map(x).join(", ")});`,
+        `        x1 = vec4<f32>(${[4, 5, 6, 7].map(x).join(", ")});`,
+        `      }`,
+      );
+    }
+    body8.push(`      s_${j} += dot(x0, x0) + dot(x1, x1);`);
+    if (v.gate) {
+      if (v.x4) {
+        body8.push(
+          `      if (${on}) {`,
+          `        let gi = ((b0 + ${j}u) * P.in2_stride + P.in2_off + c0) / 4u;`,
+          `        x0 *= inp2[gi];`,
+          `        x1 *= inp2[gi + 1u];`,
+          `      }`,
+        );
+      } else {
+        const gv = (e: number) => `inp2[gb + ${e}u]`;
+        body8.push(
+          `      if (${on}) {`,
+          `        let gb = (b0 + ${j}u) * P.in2_stride + P.in2_off + c0;`,
+          `        x0 *= vec4<f32>(${[0, 1, 2, 3].map(gv).join(", ")});`,
+          `        x1 *= vec4<f32>(${[4, 5, 6, 7].map(gv).join(", ")});`,
+          `      }`,
+        );
+      }
+    }
+    for (const r of rows) {
+      body8.push(`      ${a(r, j)} += dot(w_${r}[0], x0) + dot(w_${r}[1], x1);`);
+      if (v.glu) body8.push(`      ${g(r, j)} += dot(v_${r}[0], x0) + dot(v_${r}[1], x1);`);
+    }
+    body8.push(`    }`);
+  }
+
+  const body1: string[] = [];
+  for (const j of seqs) {
+    body1.push(
+      `        {`,
+      `          var x = 0.0;`,
+      `          if (b0 + ${j}u < nseq) { x = x_at(b0 + ${j}u, k); }`,
+      `          s_${j} += x * x;`,
+    );
+    if (v.gate) {
+      body1.push(
+        `          if (b0 + ${j}u < nseq) { x *= inp2[(b0 + ${j}u) * P.in2_stride + P.in2_off + k]; }`,
+      );
+    }
+    for (const r of rows) {
+      const at = `min(row0 + ${r}u, last_row) * P.cols + k`;
+      body1.push(`          ${a(r, j)} += W_get(${at}) * x;`);
+      if (v.glu) body1.push(`          ${g(r, j)} += W2_get(${at}) * x;`);
+    }
+    body1.push(`        }`);
+  }
+
+  const rounds: string[] = [];
+  for (let r0 = 0; r0 < sums.length; r0 += ROUND) {
+    const n = Math.min(ROUND, sums.length - r0);
+    for (let k = 0; k < n; k++) rounds.push(`  parts[${k}u * PS + slot] = ${sums[r0 + k]};`);
+    rounds.push(`  workgroupBarrier();`);
+    if (t.serial) {
+      rounds.push(
+        `  for (var t = tid; t < ${n}u * GROUPS; t += WG) {`,
+        `    let k = t / GROUPS;`,
+        `    let g = t % GROUPS;`,
+        `    let q = k * PS + g * (LANES + 1u);`,
+        `    red[(${r0}u + k) * GROUPS + g] = ${laneTreeExpression(t.lanes)};`,
+        `  }`,
+      );
+    } else {
+      rounds.push(
+        `  for (var s = LANES / 2u; s > 0u; s = s / 2u) {`,
+        `    if (lane < s) {`,
+        `      for (var k = 0u; k < ${n}u; k++) {`,
+        `        parts[k * PS + slot] = parts[k * PS + slot] + parts[k * PS + slot + s];`,
+        `      }`,
+        `    }`,
+        `    workgroupBarrier();`,
+        `  }`,
+        `  if (lane == 0u) {`,
+        `    for (var k = 0u; k < ${n}u; k++) { red[(${r0}u + k) * GROUPS + grp] = parts[k * PS + slot]; }`,
+        `  }`,
+      );
+    }
+    rounds.push(`  workgroupBarrier();`);
+  }
+
+  return {
+    LANES: t.lanes,
+    NB,
+    RPG,
+    ROUND,
+    PARTS: t.parts,
+    CHUNKS: Math.ceil(cols / (8 * t.lanes)),
+    DECLS: decls,
+    BODY8: body8.join("\n"),
+    BODY1: body1.join("\n"),
+    ROUNDS: rounds.join("\n"),
+  };
+}
