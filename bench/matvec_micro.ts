@@ -8,7 +8,7 @@
  */
 
 import { acquireDevice } from "../src/gpu/device.ts";
-import { matvecTiling } from "../src/gpu/model.ts";
+import { matvecTiling, matvecTilingDefines } from "../src/gpu/matvec_tiling.ts";
 import { PipelineCache } from "../src/gpu/shaders.ts";
 
 const ctx = await acquireDevice();
@@ -59,8 +59,9 @@ async function time(
 }
 
 const rows = 4096, cols = 1024;
+// Buffers large enough for the second shape too (1024 × 2816, 128 lanes: the down projection).
 const W = buf(rows * cols * 2), W2 = buf(rows * cols * 2);
-const X = buf(64 * cols * 4), Y = buf(64 * rows * 4);
+const X = buf(64 * 2816 * 4), Y = buf(64 * rows * 4);
 const out: Record<string, unknown>[] = [];
 
 // Plain read: each thread reads vec4<u32> strided, sums, writes one value per workgroup.
@@ -84,48 +85,79 @@ const out: Record<string, unknown>[] = [];
   }
 }
 
-for (
-  const [B, glu] of [[1, false], [1, true], [8, false], [16, false], [64, false], [64, true]] as [
-    number,
-    boolean,
-  ][]
-) {
-  const t = matvecTiling(rows, cols, B, false, glu, dev.limits.maxComputeWorkgroupStorageSize);
-  const defines = {
-    LANES: t.lanes,
-    NB: t.nb,
-    RPG: t.rpg,
-    PARTS: t.parts,
-    VEC8: true,
-    X4: true,
-    CHUNKS: Math.ceil(cols / (8 * t.lanes)),
-    W_DTYPE: "bf16",
-    W2_DTYPE: glu ? "bf16" : "",
-    GLU: glu,
-    GATE: false,
-    RMS_SCALE: true,
-    OUT_ADD: false,
-    BIAS: false,
-  };
-  const p = await cache.get("matvec", defines);
-  const params = uni([rows, cols, 0, cols, 0, 0, 0, rows, 0, 0, 0, 0]);
-  const ctl = buf(16);
-  dev.queue.writeBuffer(ctl, 0, new Uint32Array([B, 0, 0, 0]));
-  const entries: [number, GPUBuffer][] = [[0, params], [1, ctl], [2, X], [4, Y], [5, W]];
-  if (glu) entries.push([6, W2]);
-  const us = await time(
-    p,
-    entries,
-    [Math.ceil(rows / t.rowsPerWorkgroup), Math.ceil(B / t.nb)],
-    100,
-  );
-  out.push({
-    kernel: glu ? "matvec-glu" : "matvec",
-    ...t,
-    batch: B,
-    us,
-    gbps: (rows * cols * 2 * (glu ? 2 : 1)) / us / 1e3,
-  });
+// The tiling the model uses at each batch size, then other (sequences, rows) per thread at 64.
+const layouts: [number, boolean, { nb: number; rpg: number; lanes?: number }?][] = [
+  [1, false],
+  [1, true],
+  [8, false],
+  [16, false],
+  [64, false],
+  [64, true],
+  ...[[8, 8], [16, 4], [4, 16], [8, 4], [32, 2]].map(([nb, rpg]) =>
+    [64, false, { nb, rpg }] as [number, boolean, { nb: number; rpg: number }]
+  ),
+  ...[[8, 4], [4, 8], [16, 2], [8, 2]].map(([nb, rpg]) =>
+    [64, true, { nb, rpg }] as [number, boolean, { nb: number; rpg: number }]
+  ),
+];
+const other = (lanes?: number) =>
+  [
+    [1, false],
+    [64, false],
+    [1, false, { nb: 1, rpg: 1, lanes }],
+    [64, false, { nb: 8, rpg: 8, lanes }],
+  ] as typeof layouts;
+// The 128-lane shapes (down and output projections) as chosen and with 32 lanes.
+const shapes: [number, number, typeof layouts][] = [
+  [rows, cols, layouts],
+  [1024, 2816, other(32)],
+  [1024, 1024, other(32)],
+];
+for (const [rows, cols, list] of shapes) {
+  for (const [B, glu, shape] of list) {
+    const t = matvecTiling(
+      rows,
+      cols,
+      B,
+      false,
+      glu,
+      dev.limits.maxComputeWorkgroupStorageSize,
+      shape,
+    );
+    const defines = {
+      ...matvecTilingDefines(t, cols, { glu, gate: false, x4: true }),
+      VEC8: true,
+      X4: true,
+      W_DTYPE: "bf16",
+      W2_DTYPE: glu ? "bf16" : "",
+      GLU: glu,
+      GATE: false,
+      RMS_SCALE: true,
+      OUT_ADD: false,
+      BIAS: false,
+    };
+    const p = await cache.get("matvec", defines);
+    const params = uni([rows, cols, 0, cols, 0, 0, 0, rows, 0, 0, 0, 0]);
+    const ctl = buf(16);
+    dev.queue.writeBuffer(ctl, 0, new Uint32Array([B, 0, 0, 0]));
+    const entries: [number, GPUBuffer][] = [[0, params], [1, ctl], [2, X], [4, Y], [5, W]];
+    if (glu) entries.push([6, W2]);
+    const us = await time(
+      p,
+      entries,
+      [Math.ceil(rows / t.rowsPerWorkgroup), Math.ceil(B / t.nb)],
+      100,
+    );
+    out.push({
+      kernel: glu ? "matvec-glu" : "matvec",
+      rows,
+      cols,
+      ...t,
+      batch: B,
+      us,
+      gbps: (rows * cols * 2 * (glu ? 2 : 1)) / us / 1e3,
+    });
+  }
 }
 
 for (const T of [1, 16, 64]) {

@@ -5,8 +5,11 @@
  * Markdown table (`<adapter>.md`) and SVG plots; `bench/results/summary.md` gathers the latest.
  *
  *   deno run -A bench/run.ts [--suite default|gpu] [--shapes 385M,1B,7B] [--quick] [--merge]
+ *   deno run -A bench/run.ts --merge-from OTHER.json [--shapes 7B]
  *
- * `--merge` keeps the runs of other shapes already in the adapter's report.
+ * `--merge` keeps the runs of other shapes already in the adapter's report; `--merge-from` takes
+ * the runs (of the given shapes) of a report written elsewhere (another command on the same
+ * adapter) into this one and redraws the table and plots without measuring anything.
  * @module
  */
 
@@ -468,11 +471,21 @@ async function gpuSuite(shapes: string[], quick: boolean, merge: boolean): Promi
 
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
-    string: ["suite", "shapes"],
+    string: ["suite", "shapes", "merge-from"],
     boolean: ["quick", "webgpu-only", "merge"],
   });
   const suite = args.suite ?? "default";
-  if (suite === "gpu") {
+  if (args["merge-from"]) {
+    const { date: _date, adapter, runs, ...meta } = JSON.parse(
+      await Deno.readTextFile(args["merge-from"]),
+    );
+    if (typeof adapter !== "string" || !Array.isArray(runs)) {
+      throw new Error(`${args["merge-from"]}: not a benchmark report (adapter, runs)`);
+    }
+    const only = args.shapes ? String(args.shapes).split(",") : null;
+    const taken = (runs as RunRecord[]).filter((r) => !only || only.includes(r.shape));
+    await writeReport(adapter, taken, meta, true);
+  } else if (suite === "gpu") {
     await gpuSuite(
       String(args.shapes ?? "385M,1B,7B").split(","),
       Boolean(args.quick),
