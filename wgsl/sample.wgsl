@@ -33,8 +33,7 @@ const ROW_WORDS: u32 = {{ROW_WORDS}}u;
 const SW: u32 = {{SAMPLING_WORDS}}u;
 const WG: u32 = 256u;
 
-var<workgroup> red_f: array<f32, WG>;
-var<workgroup> red_u: array<u32, WG>;
+//#include argmax
 var<workgroup> bcast: array<u32, 4>;
 
 fn rotl(x: u32, r: u32) -> u32 { return (x << r) | (x >> (32u - r)); }
@@ -128,23 +127,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let id = best[o + 1u];
     if (id != 0xffffffffu && (bi == 0xffffffffu || v > bv)) { bv = v; bi = id; }
   }
-  red_f[tid] = bv;
-  red_u[tid] = bi;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (tid < s) {
-      let ov = red_f[tid + s];
-      let oi = red_u[tid + s];
-      if (oi != 0xffffffffu && (red_u[tid] == 0xffffffffu || ov > red_f[tid] || (ov == red_f[tid] && oi < red_u[tid]))) {
-        red_f[tid] = ov;
-        red_u[tid] = oi;
-      }
-    }
-    workgroupBarrier();
-  }
-  let zmax = red_f[0];
-  var token = red_u[0];
-  workgroupBarrier();
+  let m = argmax_wg(bv, bi, tid);
+  let zmax = m.value;
+  var token = m.id;
 
   if (temp > 0.0) {
     // Weights w = exp((z - max)/T) in place; the largest is exactly 1.

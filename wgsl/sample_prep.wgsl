@@ -30,8 +30,7 @@ const UNROLL: u32 = 8u;
 const BLOCK: u32 = WG * UNROLL;   // ids per workgroup
 const NONE: u32 = 0xffffffffu;
 
-var<workgroup> red_f: array<f32, WG>;
-var<workgroup> red_u: array<u32, WG>;
+//#include argmax
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -88,23 +87,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       if (z > bv || bi == NONE) { bv = z; bi = i; }
     }
   }
-  red_f[tid] = bv;
-  red_u[tid] = bi;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (tid < s) {
-      let ov = red_f[tid + s];
-      let oi = red_u[tid + s];
-      if (oi != NONE && (red_u[tid] == NONE || ov > red_f[tid] || (ov == red_f[tid] && oi < red_u[tid]))) {
-        red_f[tid] = ov;
-        red_u[tid] = oi;
-      }
-    }
-    workgroupBarrier();
-  }
+  let m = argmax_wg(bv, bi, tid);
   if (tid == 0u) {
     let o = (b * P.blocks + blk) * 2u;
-    best[o] = bitcast<u32>(red_f[0]);
-    best[o + 1u] = red_u[0];
+    best[o] = bitcast<u32>(m.value);
+    best[o + 1u] = m.id;
   }
 }
