@@ -19,6 +19,7 @@ Model options:
   --model SRC          directory, https URL of a directory, or Hugging Face repo id
                        (default: the embedded tnl-shakespeare-6m)
   --backend B          auto (default) | cpu | webgpu
+  --quantize Q         none (default) | int8: matrices as int8 with per-row scales
 
 generate:
   --prompt TEXT        the prompt (required)
@@ -61,8 +62,14 @@ export async function loadWithProgress(args: Record<string, unknown>): Promise<T
   const tty = Deno.stderr.isTerminal();
   const enc = new TextEncoder();
   const t0 = performance.now();
+  const quantize = (args.quantize ?? "none") as "none" | "int8";
+  if (!["none", "int8"].includes(quantize)) {
+    console.error(`--quantize: expected none or int8, got ${quantize}`);
+    Deno.exit(2);
+  }
   const model = await loadModel(source, {
     backend,
+    quantize,
     onProgress: consoleProgress(),
     onLoad: ({ done, total }) => {
       if (tty) Deno.stderr.writeSync(enc.encode(`\rloading weights ${done}/${total}`));
@@ -132,7 +139,7 @@ async function serve(args: Record<string, unknown>): Promise<void> {
 
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
-    string: ["model", "backend", "prompt", "stop", "store", "state-secret", "host"],
+    string: ["model", "backend", "quantize", "prompt", "stop", "store", "state-secret", "host"],
     boolean: ["help"],
   });
   const cmd = args._[0] ?? "serve";

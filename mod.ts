@@ -28,6 +28,13 @@ export {
 export { loadTokenizer, StreamDecoder, Tokenizer } from "./src/tokenizer/mod.ts";
 export { type Activation, loadConfig, type ModelConfig, parseConfig } from "./src/model/config.ts";
 export { cloneState, createState, type ModelState, stateBytes } from "./src/model/state.ts";
+export {
+  dequantizeInt8,
+  type Int8Matrix,
+  quantizeInt8,
+  WEIGHT_QUANTIZATIONS,
+  type WeightQuantization,
+} from "./src/model/quantize.ts";
 export type { SessionSnapshot } from "./src/model/snapshot.ts";
 export { consoleProgress, type DownloadProgress, resolveModelSource } from "./src/model/hub.ts";
 export type { Backend, BackendKind, BackendState, LogitsMode } from "./src/engine/backend.ts";

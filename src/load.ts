@@ -16,6 +16,7 @@ import { FingerprintingSource } from "./model/fingerprint.ts";
 import { type DownloadProgress, resolveModelSource } from "./model/hub.ts";
 import { createState, type ModelState } from "./model/state.ts";
 import { openWeights } from "./model/weights/open.ts";
+import { parseQuantization, type WeightQuantization } from "./model/quantize.ts";
 import { Tokenizer } from "./tokenizer/tokenizer.ts";
 
 /** Which backend runs the model. */
@@ -27,6 +28,12 @@ export interface LoadModelOptions {
   backend?: BackendChoice;
   /** WebGPU options (batch, slots, limits). */
   webgpu?: WebGpuBackendOptions;
+  /**
+   * Matrix weights as stored ("none", default) or int8 with one scale per output row ("int8": half
+   * the bytes of bf16 on the GPU; the CPU reference runs the same int8 model in f32). Part of the
+   * model fingerprint, so states of one never resume on the other.
+   */
+  quantize?: WeightQuantization;
   /** Engine options (queue, batch, prefill chunk). */
   engine?: EngineOptions;
   /** Download progress (model given as a URL or a Hugging Face repo id). */
@@ -118,13 +125,24 @@ export async function loadModel(
     await openWeights(base),
     (tensor) => options.onLoad?.({ tensor, done: ++done, total: weights.tensors.size }),
   );
+  const quantize = parseQuantization(options.quantize);
   let backend: Backend;
   try {
-    backend = await pickBackend(options.backend ?? "auto", config, weights, base, options);
+    backend = await pickBackend(options.backend ?? "auto", config, weights, base, {
+      ...options,
+      quantize,
+    });
   } finally {
     weights.close();
   }
-  return makeModel(config, tokenizer, backend, base, weights.fingerprint(config), options.engine);
+  return makeModel(
+    config,
+    tokenizer,
+    backend,
+    base,
+    weights.fingerprint(config, quantize),
+    options.engine,
+  );
 }
 
 async function pickBackend(
@@ -134,14 +152,15 @@ async function pickBackend(
   label: string,
   options: LoadModelOptions,
 ): Promise<Backend> {
+  const quantize = options.quantize;
   if (choice === "cpu" || (choice === "auto" && !hasWebGpu())) {
-    return await CpuBackend.load(source, config, label);
+    return await CpuBackend.load(source, config, label, { quantize });
   }
   try {
-    return await WebGpuBackend.load(source, config, label, options.webgpu);
+    return await WebGpuBackend.load(source, config, label, { ...options.webgpu, quantize });
   } catch (e) {
     if (choice === "auto" && e instanceof TnlError && e.code === "backend_unavailable") {
-      return await CpuBackend.load(source, config, label);
+      return await CpuBackend.load(source, config, label, { quantize });
     }
     throw e;
   }

@@ -18,7 +18,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> ctl: array<u32>;
 @group(0) @binding(2) var<storage, read> seqs: array<u32>;   // token list
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;
-//#weights E 4
+//#weights E 4 5
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -27,7 +27,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let tok = seqs[b * P.tok_stride + P.tok_off];
   if (tok < P.row_base || tok >= P.row_base + P.rows) { return; }
   let src = (tok - P.row_base) * P.dim;
+  let s = E_scale(tok);
   for (var i = tid; i < P.dim; i += 256u) {
-    x[b * P.dim + i] = P.scale * E_get(src + i);
+    x[b * P.dim + i] = P.scale * E_get(src + i, s);
   }
 }

@@ -21,7 +21,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(2) var<storage, read> A: array<f32>;
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
-//#weights W 5
+//#weights W 5 9
 //#if BIAS
 @group(0) @binding(7) var<storage, read> bias: array<f32>;
 //#endif
@@ -61,7 +61,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let r = r0 + rr;
         var w = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
         if (r < P.rows) {
-          w = W_get8((r * P.cols + k0 + kh) / 8u);
+          w = W_get8((r * P.cols + k0 + kh) / 8u, W_scale(P.row_base + r));
         }
         for (var c = 0u; c < 8u; c++) {
           Ws[((kh + c) * TN + rr) / 4u][rr % 4u] = w[c / 4u][c % 4u];
@@ -81,7 +81,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let r = r0 + tt;
       var w = 0.0;
       if (r < P.rows && k < P.cols) {
-        w = W_get(r * P.cols + k);
+        w = W_get(r * P.cols + k, W_scale(P.row_base + r));
       }
       Ws[(kk * TN + tt) / 4u][tt % 4u] = w;
     }

@@ -1,7 +1,8 @@
 // Matrix-vector products for decode: out[b, r] = epilogue(scale_b · Σ_i W[r, i]·in_b[i] + bias[r])
 // for NB sequences per workgroup (weights read once, applied to NB inputs).
 //
-// W is [rows, cols] row-major in its stored dtype (f32, or bf16/f16 packed two per u32). A group of
+// W is [rows, cols] row-major in its stored dtype (f32, bf16/f16 packed two per u32, or q8: int8
+// four per u32 with row scales, rebuilt as q·s before use, exactly as the CPU reference). A group of
 // LANES threads computes RPG rows: lane l takes the 8-column chunks l, l+LANES, ... in order, reading
 // the inputs straight from memory (cached; no staging, so the loop has no barriers), then the partial
 // sums go through workgroup memory (ROUND sums at a time) and one fixed tree over the lanes: pairs
@@ -44,9 +45,9 @@ struct Params {
 //#endif
 //#endif
 @group(0) @binding(4) var<storage, read_write> outp: array<f32>;
-//#weights W 5
+//#weights W 5 9
 //#if GLU
-//#weights W2 6
+//#weights W2 6 10
 //#endif
 //#if BIAS
 @group(0) @binding(7) var<storage, read> bias: array<f32>;

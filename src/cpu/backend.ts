@@ -10,6 +10,7 @@ import { cloneState, copyStateInto, createState, type ModelState } from "../mode
 import type { TensorSource } from "../model/weights/source.ts";
 import { CpuModel, type CpuModelOptions } from "./model.ts";
 import { loadCpuWeights } from "./weights.ts";
+import type { WeightQuantization } from "../model/quantize.ts";
 import { InputError } from "../errors.ts";
 
 /** Run `fn` and return its result as a promise (a throw becomes a rejection). */
@@ -55,9 +56,9 @@ export class CpuBackend implements Backend {
     source: TensorSource,
     config: ModelConfig,
     label: string,
-    options: CpuModelOptions & { maxBatch?: number } = {},
+    options: CpuModelOptions & { maxBatch?: number; quantize?: WeightQuantization } = {},
   ): Promise<CpuBackend> {
-    const weights = await loadCpuWeights(source, config, label);
+    const weights = await loadCpuWeights(source, config, label, options.quantize);
     return new CpuBackend(new CpuModel(config, weights, options), options.maxBatch);
   }
 

@@ -113,8 +113,13 @@ export class CpuModel {
       l,
     ) => [l.qkvuBias, l.outBias, l.l1Bias, l.l2Bias, l.l3Bias]);
     const floats = (n: number) => n * 4 + 64;
-    let bytes = floats(weights.head.length) + 1 << 16;
-    for (const m of mats) bytes += floats(m.length);
+    // A matrix is held as bf16 when that is exact (weights widened from a bf16 checkpoint), else
+    // as f32 (f32 checkpoints, int8 reconstructions q·s).
+    const halves = new Map<Float32Array, boolean>();
+    for (const m of [...mats, weights.head]) halves.set(m, bf16Exact(m));
+    const matBytes = (m: Float32Array) => (halves.get(m) ? m.length * 2 + 64 : floats(m.length));
+    let bytes = matBytes(weights.head) + (1 << 16);
+    for (const m of mats) bytes += matBytes(m);
     for (const v of vecs) if (v) bytes += floats(v.length);
     bytes += floats(rows * D) + floats(rows * Math.max(D, H)) + floats(rows * 4 * H) +
       floats(rows * Math.max(H, D)) + 2 * floats(rows * Math.max(G, D)) +
@@ -122,8 +127,11 @@ export class CpuModel {
     const arena = new WasmArena(bytes);
     this.#arena = arena;
     const mat = (m: Float32Array): LinearWeights => {
-      const u = arena.allocU16(m.length);
-      if (f32ToBf16(m, u)) return u;
+      if (halves.get(m)) {
+        const u = arena.allocU16(m.length);
+        f32ToBf16(m, u);
+        return u;
+      }
       const f = arena.allocF32(m.length);
       f.set(m);
       return f;
@@ -396,4 +404,11 @@ export class CpuModel {
       out.set(this.#headScratch.subarray(0, m * V), outOff + r * V);
     }
   }
+}
+
+/** Whether every value of `m` is a bf16 value (low 16 bits zero; NaNs count as not exact). */
+function bf16Exact(m: Float32Array): boolean {
+  const bits = new Uint32Array(m.buffer, m.byteOffset, m.length);
+  for (let i = 0; i < bits.length; i++) if ((bits[i] & 0xffff) !== 0) return false;
+  return true;
 }

@@ -6,6 +6,7 @@
 import type { ModelConfig } from "../model/config.ts";
 import { type CheckpointSpec, readFloat32, validateCheckpoint } from "../model/checkpoint.ts";
 import type { TensorSource } from "../model/weights/source.ts";
+import { dequantizeInt8, quantizeInt8, type WeightQuantization } from "../model/quantize.ts";
 
 /** One decoder layer's f32 weights (biases and norm weights null when the config has none). */
 export interface CpuLayerWeights {
@@ -51,32 +52,42 @@ export interface CpuWeights {
   layers: CpuLayerWeights[];
 }
 
-/** Read and widen every tensor the config needs; validates names and shapes first. */
+/**
+ * Read and widen every tensor the config needs; validates names and shapes first. With `int8`
+ * quantization every matrix is replaced by its int8 reconstruction q·s (see `quantizeInt8`), so
+ * this reference runs exactly the model the GPU kernels run from int8 weights.
+ */
 export async function loadCpuWeights(
   source: TensorSource,
   config: ModelConfig,
   label: string,
+  quantize: WeightQuantization = "none",
 ): Promise<CpuWeights> {
   const spec: CheckpointSpec = validateCheckpoint(source, config, label);
-  const read = (s: { name: string; shape: readonly number[] } | undefined) =>
-    s ? readFloat32(source, s, label) : Promise.resolve(null);
+  type Spec = { name: string; shape: readonly number[] };
+  const read = (s: Spec | undefined) => s ? readFloat32(source, s, label) : Promise.resolve(null);
+  const matrix = async (s: Spec | undefined): Promise<Float32Array> => {
+    const v = (await read(s))!;
+    if (quantize === "none") return v;
+    return dequantizeInt8(quantizeInt8(v, s!.shape[0], s!.shape[1], s!.name));
+  };
   const pair = async (w: typeof spec.global.finalNormW, b: typeof spec.global.finalNormB) =>
     w && b ? { w: (await read(w))!, b: (await read(b))! } : null;
 
-  const embed = (await read(spec.global.embed))!;
-  const head = spec.global.head ? (await read(spec.global.head))! : embed;
+  const embed = await matrix(spec.global.embed);
+  const head = spec.global.head ? await matrix(spec.global.head) : embed;
   const finalNorm = await pair(spec.global.finalNormW, spec.global.finalNormB);
   const layers: CpuLayerWeights[] = [];
   for (const t of spec.layers) {
     layers.push({
-      qkvu: (await read(t.qkvu))!,
+      qkvu: await matrix(t.qkvu),
       qkvuBias: await read(t.qkvuBias),
-      out: (await read(t.out))!,
+      out: await matrix(t.out),
       outBias: await read(t.outBias),
       theta: await read(t.theta),
-      l1: (await read(t.l1))!,
-      l2: (await read(t.l2))!,
-      l3: (await read(t.l3))!,
+      l1: await matrix(t.l1),
+      l2: await matrix(t.l2),
+      l3: await matrix(t.l3),
       l1Bias: await read(t.l1Bias),
       l2Bias: await read(t.l2Bias),
       l3Bias: await read(t.l3Bias),

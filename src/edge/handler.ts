@@ -29,6 +29,7 @@
  * @module
  */
 
+import { WEIGHT_QUANTIZATIONS, type WeightQuantization } from "../model/quantize.ts";
 import type { Engine, GenerateEvent } from "../engine/engine.ts";
 import type { SamplingParams } from "../engine/sampler.ts";
 import { Session } from "../engine/session.ts";
@@ -65,6 +66,8 @@ export interface EdgeOptions {
   model?: string;
   /** Backend (default: "cpu" when `navigator.gpu` is missing, else "auto"). */
   backend?: BackendChoice;
+  /** Matrix weights as stored ("none", default) or int8 with per-row scales. */
+  quantize?: WeightQuantization;
   /** A loaded model to serve instead of loading `model` (tests, embedding). */
   loaded?: TnlModel | Promise<TnlModel>;
   /** A store spec (`kv`, `kv:PATH`, `redis://…`, `fs:DIR`, `memory`) or an open store. */
@@ -113,11 +116,16 @@ export function edgeBackend(
 /** Models loaded by this isolate, by source and backend (immutable; shared by every handler). */
 const models = new Map<string, Promise<TnlModel>>();
 
-function sharedModel(source: string, backend: BackendChoice, maxQueue: number): Promise<TnlModel> {
-  const key = JSON.stringify([source, backend, maxQueue]);
+function sharedModel(
+  source: string,
+  backend: BackendChoice,
+  quantize: WeightQuantization,
+  maxQueue: number,
+): Promise<TnlModel> {
+  const key = JSON.stringify([source, backend, quantize, maxQueue]);
   let m = models.get(key);
   if (!m) {
-    m = loadModel(source, { backend, engine: { maxQueue } });
+    m = loadModel(source, { backend, quantize, engine: { maxQueue } });
     models.set(key, m);
     // A failed load is retried by the next request.
     m.catch(() => models.delete(key));
@@ -137,6 +145,7 @@ interface Ready {
 const ENV_KEYS = [
   "TNL_MODEL",
   "TNL_BACKEND",
+  "TNL_QUANTIZE",
   "TNL_STORE",
   "TNL_STORE_PREFIX",
   "TNL_STORE_TTL_MS",
@@ -151,6 +160,7 @@ const ENV_KEYS = [
 
 /**
  * Options from environment variables: `TNL_MODEL`, `TNL_BACKEND` (auto | cpu | webgpu),
+ * `TNL_QUANTIZE` (none | int8),
  * `TNL_STORE` (kv | kv:PATH | redis://… | fs:DIR | memory; unset: inline sessions only),
  * `TNL_STORE_PREFIX`, `TNL_STORE_TTL_MS`, `TNL_STATE_SECRET`, `TNL_MAX_TOKENS_PER_REQUEST`,
  * `TNL_MAX_TOKENS`, `TNL_MAX_BODY_BYTES`, `TNL_MAX_QUEUE`, `TNL_CHECKPOINT_TOKENS`, `TNL_LEASE_MS`.
@@ -183,9 +193,16 @@ export function edgeOptionsFromEnv(
   if (backend !== undefined && !["auto", "cpu", "webgpu"].includes(backend)) {
     throw new TypeError(`TNL_BACKEND: expected auto, cpu or webgpu, got ${backend}`);
   }
+  const quantize = env.TNL_QUANTIZE;
+  if (quantize !== undefined && !(WEIGHT_QUANTIZATIONS as readonly string[]).includes(quantize)) {
+    throw new TypeError(
+      `TNL_QUANTIZE: expected ${WEIGHT_QUANTIZATIONS.join(" or ")}, got ${quantize}`,
+    );
+  }
   return {
     model: env.TNL_MODEL,
     backend,
+    quantize: quantize as WeightQuantization | undefined,
     store: env.TNL_STORE,
     storeOptions: { prefix: env.TNL_STORE_PREFIX, ttlMs: num("TNL_STORE_TTL_MS") },
     stateSecret: env.TNL_STATE_SECRET,
@@ -224,7 +241,12 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
     let model: TnlModel;
     try {
       model = await (opts.loaded ??
-        sharedModel(opts.model ?? DEFAULT_MODEL_DIR, backend, opts.maxQueue ?? 32));
+        sharedModel(
+          opts.model ?? DEFAULT_MODEL_DIR,
+          backend,
+          opts.quantize ?? "none",
+          opts.maxQueue ?? 32,
+        ));
     } catch (e) {
       throw new HttpError(503, `the model failed to load: ${(e as Error)?.message ?? e}`, {
         code: "model_unavailable",

@@ -140,14 +140,21 @@ export function matvecTilingDefines(t: MatvecTiling, cols: number, v: MatvecVari
     ...(v.glu ? pairs.map(([r, j]) => g(r, j)) : []),
     ...seqs.map((j) => `s_${j}`),
   ];
-  const decls = sums.map((n) => `  var ${n} = 0.0;`).join("\n");
+  // Row scales of q8 weights (1 for other dtypes; the shader compiler folds them away).
+  const scales = rows.flatMap((r) => {
+    const row = `P.row_base + min(row0 + ${r}u, last_row)`;
+    return [
+      `  let ws_${r} = W_scale(${row});`,
+      ...(v.glu ? [`  let vs_${r} = W2_scale(${row});`] : []),
+    ];
+  });
+  const decls = [...sums.map((n) => `  var ${n} = 0.0;`), ...scales].join("\n");
 
   const body8: string[] = [];
   for (const r of rows) {
-    body8.push(`    let w_${r} = W_get8((min(row0 + ${r}u, last_row) * P.cols + c0) / 8u);`);
-    if (v.glu) {
-      body8.push(`    let v_${r} = W2_get8((min(row0 + ${r}u, last_row) * P.cols + c0) / 8u);`);
-    }
+    const at = `(min(row0 + ${r}u, last_row) * P.cols + c0) / 8u`;
+    body8.push(`    let w_${r} = W_get8(${at}, ws_${r});`);
+    if (v.glu) body8.push(`    let v_${r} = W2_get8(${at}, vs_${r});`);
   }
   for (const j of seqs) {
     const on = `live && b0 + ${j}u < nseq`;
@@ -212,8 +219,8 @@ export function matvecTilingDefines(t: MatvecTiling, cols: number, v: MatvecVari
     }
     for (const r of rows) {
       const at = `min(row0 + ${r}u, last_row) * P.cols + k`;
-      body1.push(`          ${a(r, j)} += W_get(${at}) * x;`);
-      if (v.glu) body1.push(`          ${g(r, j)} += W2_get(${at}) * x;`);
+      body1.push(`          ${a(r, j)} += W_get(${at}, ws_${r}) * x;`);
+      if (v.glu) body1.push(`          ${g(r, j)} += W2_get(${at}, vs_${r}) * x;`);
     }
     body1.push(`        }`);
   }

@@ -14,6 +14,7 @@ import {
   stateLayerSize,
 } from "../model/config.ts";
 import type { TensorSource } from "../model/weights/source.ts";
+import type { WeightQuantization } from "../model/quantize.ts";
 import { TnlError } from "../errors.ts";
 import type { GpuContext } from "./device.ts";
 import {
@@ -32,6 +33,7 @@ import {
   destroyWeights,
   type GpuMatrix,
   type GpuWeights,
+  scaleEntries,
   uploadF32,
   uploadWeights,
 } from "./weights.ts";
@@ -48,6 +50,8 @@ export interface GpuModelOptions {
   maxBindingBytes?: number;
   /** Progress callback of the weight upload. */
   onTensor?: (name: string, bytes: number) => void;
+  /** Matrix weights as stored (default) or int8 with per-row scales (src/model/quantize.ts). */
+  quantize?: WeightQuantization;
 }
 
 /** One recorded dispatch: workgroups along y may depend on the batch size. */
@@ -139,7 +143,7 @@ export class GpuModel {
     ctx: GpuContext,
     config: ModelConfig,
     weights: GpuWeights,
-    o: Required<Omit<GpuModelOptions, "maxBindingBytes" | "onTensor">>,
+    o: Required<Omit<GpuModelOptions, "maxBindingBytes" | "onTensor" | "quantize">>,
   ) {
     this.ctx = ctx;
     this.config = config;
@@ -219,6 +223,7 @@ export class GpuModel {
     const weights = await uploadWeights(ctx.device, source, config, label, {
       maxBindingBytes: options.maxBindingBytes,
       onTensor: options.onTensor,
+      quantize: options.quantize,
     });
     return new GpuModel(ctx, config, weights, {
       maxBatch: options.maxBatch ?? 64,
@@ -296,6 +301,7 @@ export class GpuModel {
       if (s.w2) entries.push([6, s.w2.chunks[c].buffer]);
       if (s.bias) entries.push([7, s.bias]);
       if (s.bias && s.w2) entries.push([8, s.bias2!]);
+      entries.push(...scaleEntries(9, s.w), ...scaleEntries(10, s.w2));
       out.push({
         label: s.label,
         pipeline,
@@ -376,10 +382,14 @@ export class GpuModel {
       plan.push({
         label: "embed",
         pipeline: embedPipe,
-        bindGroup: this.res.bindGroup(embedPipe, [[0, params], [1, this.ctl], [2, this.rows], [
-          3,
-          this.#x,
-        ], [4, chunk.buffer]], "embed"),
+        bindGroup: this.res.bindGroup(embedPipe, [
+          [0, params],
+          [1, this.ctl],
+          [2, this.rows],
+          [3, this.#x],
+          [4, chunk.buffer],
+          ...scaleEntries(5, w.embed),
+        ], "embed"),
         x: 0,
         y: () => 1,
       });

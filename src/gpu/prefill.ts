@@ -13,7 +13,7 @@ import { stateKeyDim } from "../model/config.ts";
 import type { GpuModel } from "./model.ts";
 import { GpuResources, type UniformWord } from "./resources.ts";
 import type { Defines } from "./shaders.ts";
-import type { GpuMatrix } from "./weights.ts";
+import { type GpuMatrix, scaleEntries } from "./weights.ts";
 
 /** Tokens per Lightning block on the GPU. */
 function blockSize(headDim: number): number {
@@ -130,6 +130,7 @@ export class GpuPrefill {
         chunk.buffer,
       ]];
       if (opts.bias) entries.push([7, opts.bias]);
+      entries.push(...scaleEntries(9, w));
       const tokens = opts.tokens ?? ((T: number) => T);
       sites.push(
         await this.#site(
@@ -201,7 +202,7 @@ export class GpuPrefill {
           "embed",
           "embed",
           { E_DTYPE: w.embed.dtype },
-          [[1, m.ctl], [2, this.#tokens], [3, x], [4, chunk.buffer]],
+          [[1, m.ctl], [2, this.#tokens], [3, x], [4, chunk.buffer], ...scaleEntries(5, w.embed)],
           (T) => [D, chunk.rowBase, chunk.rows, { f32: c.embedScale }, 1, 0, 0, T],
           (T) => [Math.min(T, 65535), Math.ceil(T / 65535), 1],
         ),

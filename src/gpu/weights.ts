@@ -1,6 +1,8 @@
 /**
  * The model's weights on the GPU in their stored dtype: f32 as is, bf16 and f16 packed two per u32
- * (widened in the shaders, so no `shader-f16` is needed). A matrix larger than the binding limit is
+ * (widened in the shaders, so no `shader-f16` is needed); or, with int8 quantization, every matrix
+ * as int8 packed four per u32 with one f32 scale per row (`q8`, src/model/quantize.ts; the shaders
+ * rebuild q·s exactly as the CPU reference does). A matrix larger than the binding limit is
  * split into row chunks, each bound on its own. Small vectors (norm weights, biases, LRPE θ) are
  * widened to f32. Tensors are read and uploaded one at a time.
  * @module
@@ -16,9 +18,15 @@ import {
 } from "../model/checkpoint.ts";
 import type { FloatDType } from "../model/weights/dtype.ts";
 import type { TensorSource } from "../model/weights/source.ts";
+import { quantizeInt8, type WeightQuantization } from "../model/quantize.ts";
 
-/** WGSL-side name of a stored dtype. */
-export type GpuDType = "f32" | "bf16" | "f16";
+/** WGSL-side name of a weight dtype (`q8`: int8 with per-row f32 scales). */
+export type GpuDType = "f32" | "bf16" | "f16" | "q8";
+
+/** Bytes per element of a weight dtype. */
+export function dtypeBytes(dtype: GpuDType): number {
+  return dtype === "f32" ? 4 : dtype === "q8" ? 1 : 2;
+}
 
 /** A row range of a matrix in one buffer. */
 export interface MatrixChunk {
@@ -40,6 +48,8 @@ export interface GpuMatrix {
   readonly cols: number;
   /** Row chunks, in order. */
   readonly chunks: readonly MatrixChunk[];
+  /** `q8`: [rows] f32 scales, indexed by the global row; null otherwise. */
+  readonly scales: GPUBuffer | null;
 }
 
 /** One layer's tensors on the GPU. */
@@ -96,6 +106,8 @@ export interface UploadOptions {
   maxBindingBytes?: number;
   /** Called after each tensor, for progress. */
   onTensor?: (name: string, bytes: number) => void;
+  /** Matrix weights as stored (default) or int8 with per-row scales. */
+  quantize?: WeightQuantization;
 }
 
 /** Bytes written through the queue since the last flush (see `createFilled`). */
@@ -128,7 +140,10 @@ function createFilled(device: GPUDevice, data: Uint8Array, label: string): GPUBu
   return buffer;
 }
 
-/** Upload a matrix in its stored dtype, split in row chunks no larger than `maxBytes`. */
+/**
+ * Upload a matrix in its stored dtype, split in row chunks no larger than `maxBytes`; `q8` takes
+ * the int8 values in `bytes` and the row scales in `scales`.
+ */
 export function uploadMatrix(
   device: GPUDevice,
   bytes: Uint8Array,
@@ -137,9 +152,12 @@ export function uploadMatrix(
   cols: number,
   maxBytes: number,
   label: string,
+  scales?: Float32Array,
 ): GpuMatrix {
-  const elem = dtype === "f32" ? 4 : 2;
-  const rowBytes = cols * elem;
+  if ((dtype === "q8") !== Boolean(scales)) {
+    throw new Error(`${label}: q8 weights need row scales, other dtypes none`);
+  }
+  const rowBytes = cols * dtypeBytes(dtype);
   // Chunks start on 16-byte boundaries: a multiple of 8 rows always does.
   let perChunk = Math.max(1, Math.floor(maxBytes / rowBytes));
   if (perChunk < rows) perChunk = Math.max(8, perChunk - (perChunk % 8));
@@ -156,7 +174,13 @@ export function uploadMatrix(
       rows: n,
     });
   }
-  return { dtype, rows, cols, chunks };
+  const scaleBuffer = scales ? uploadF32(device, scales, `${label}.scales`) : null;
+  return { dtype, rows, cols, chunks, scales: scaleBuffer };
+}
+
+/** The bind-group entry of a matrix's row scales at `binding` (none unless it is `q8`). */
+export function scaleEntries(binding: number, m: GpuMatrix | undefined): [number, GPUBuffer][] {
+  return m?.scales ? [[binding, m.scales]] : [];
 }
 
 /** Upload an f32 vector. */
@@ -180,6 +204,16 @@ export async function uploadWeights(
   const maxBytes = options.maxBindingBytes ?? device.limits.maxStorageBufferBindingSize;
   let total = 0;
   const matrix = async (s: TensorSpec | undefined): Promise<GpuMatrix> => {
+    if (options.quantize === "int8") {
+      const [rows, cols] = s!.shape;
+      const v = await readFloat32(source, s!, label);
+      const q = quantizeInt8(v, rows, cols, s!.name);
+      const bytes = new Uint8Array(q.q.buffer, q.q.byteOffset, q.q.byteLength);
+      total += bytes.byteLength + q.scales.byteLength;
+      const m = uploadMatrix(device, bytes, "q8", rows, cols, maxBytes, s!.name, q.scales);
+      options.onTensor?.(s!.name, bytes.byteLength);
+      return m;
+    }
     const info = checkTensor(source, s!, label);
     const bytes = await source.read(s!.name);
     total += bytes.byteLength;
@@ -244,7 +278,10 @@ export async function uploadWeights(
 /** Destroy every buffer of the weights. */
 export function destroyWeights(w: GpuWeights): void {
   const mats = [w.embed, w.head, ...w.layers.flatMap((l) => [l.qkvu, l.out, l.l1, l.l2, l.l3])];
-  for (const m of new Set(mats)) for (const c of m.chunks) c.buffer.destroy();
+  for (const m of new Set(mats)) {
+    for (const c of m.chunks) c.buffer.destroy();
+    m.scales?.destroy();
+  }
   for (const l of w.layers) for (const b of Object.values(l.vectors)) b?.destroy();
   w.finalNorm?.w.destroy();
   w.finalNorm?.b.destroy();

@@ -8,6 +8,7 @@
 import { createHash } from "node:crypto";
 import type { ModelConfig } from "./config.ts";
 import type { TensorSource } from "./weights/source.ts";
+import type { WeightQuantization } from "./quantize.ts";
 
 const SAMPLE = 1 << 20;
 
@@ -62,11 +63,15 @@ export class FingerprintingSource implements TensorSource {
     this.#inner.close();
   }
 
-  /** The fingerprint of `config` and every tensor read so far (hex SHA-256). */
-  fingerprint(config: ModelConfig): string {
+  /**
+   * The fingerprint of `config`, every tensor read so far and the weight quantization (hex
+   * SHA-256; unquantized models keep the fingerprint they always had).
+   */
+  fingerprint(config: ModelConfig, quantize: WeightQuantization = "none"): string {
     const h = createHash("sha256");
     h.update("tnl-model-v1\n");
     h.update(canonicalJson(config.raw));
+    if (quantize !== "none") h.update(`\nquantize|${quantize}`);
     for (const name of [...this.#digests.keys()].sort()) {
       const info = this.tensors.get(name)!;
       h.update(`\n${name}|${info.dtype}|${info.shape.join("x")}|${this.#digests.get(name)}`);

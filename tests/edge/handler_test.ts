@@ -55,9 +55,11 @@ test("options from the environment, with bad values named", () => {
     TNL_MAX_TOKENS_PER_REQUEST: "16",
     TNL_STATE_SECRET: "s",
     TNL_STORE_TTL_MS: "60000",
+    TNL_QUANTIZE: "int8",
   };
   const o = edgeOptionsFromEnv((k) => env[k]);
   assert.equal(o.backend, "cpu");
+  assert.equal(o.quantize, "int8");
   assert.equal(o.store, "redis://127.0.0.1:6379");
   assert.equal(o.maxTokensPerRequest, 16);
   assert.equal(o.stateSecret, "s");
@@ -65,6 +67,10 @@ test("options from the environment, with bad values named", () => {
   assert.throws(
     () => edgeOptionsFromEnv((k) => (k === "TNL_BACKEND" ? "tpu" : undefined)),
     /TNL_BACKEND/,
+  );
+  assert.throws(
+    () => edgeOptionsFromEnv((k) => (k === "TNL_QUANTIZE" ? "int4" : undefined)),
+    /TNL_QUANTIZE: expected none or int8, got int4/,
   );
   assert.throws(
     () => edgeOptionsFromEnv((k) => (k === "TNL_MAX_TOKENS_PER_REQUEST" ? "many" : undefined)),

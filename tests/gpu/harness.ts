@@ -3,6 +3,7 @@
  * @module
  */
 
+import { dequantizeInt8, quantizeInt8 } from "../../src/model/quantize.ts";
 import type { GpuContext } from "../../src/gpu/device.ts";
 import { type Defines, PipelineCache } from "../../src/gpu/shaders.ts";
 import { f32ToBf16, f32ToF16 } from "../../src/model/weights/dtype.ts";
@@ -124,9 +125,14 @@ export function randomF32(n: number, seed: number, scale = 1): Float32Array {
 /** Weights encoded in a dtype, plus their exact f32 values (what the kernel must compute with). */
 export function encodeWeights(
   values: Float32Array,
-  dtype: "f32" | "bf16" | "f16",
-): { bytes: Uint8Array; exact: Float32Array } {
+  dtype: "f32" | "bf16" | "f16" | "q8",
+  rows = 1,
+): { bytes: Uint8Array; exact: Float32Array; scales?: Float32Array } {
   if (dtype === "f32") return { bytes: new Uint8Array(values.buffer.slice(0)), exact: values };
+  if (dtype === "q8") {
+    const q = quantizeInt8(values, rows, values.length / rows);
+    return { bytes: new Uint8Array(q.q.buffer), exact: dequantizeInt8(q), scales: q.scales };
+  }
   const h = new Uint16Array(values.length);
   const exact = new Float32Array(values.length);
   const conv = dtype === "bf16" ? f32ToBf16 : f32ToF16;

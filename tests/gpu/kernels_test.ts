@@ -20,7 +20,7 @@ import { matvecTiling, matvecTilingDefines } from "../../src/gpu/matvec_tiling.t
 import { encodeWeights, randomF32, runKernel, storageBuffer } from "./harness.ts";
 import { gpuTest } from "./support.ts";
 
-type DType = "f32" | "bf16" | "f16";
+type DType = "f32" | "bf16" | "f16" | "q8";
 
 /** Running on the GL backend (llvmpipe), where large workgroup arrays compile very slowly. */
 const GL = Deno.env.get("DENO_WEBGPU_BACKEND") === "gl";
@@ -65,8 +65,8 @@ async function matvec(
   seed: number,
 ) {
   const { rows, cols, batch: B } = c;
-  const w = encodeWeights(randomF32(rows * cols, seed, 0.5), c.dtype);
-  const w2 = encodeWeights(randomF32(rows * cols, seed + 1, 0.5), c.dtype);
+  const w = encodeWeights(randomF32(rows * cols, seed, 0.5), c.dtype, rows);
+  const w2 = encodeWeights(randomF32(rows * cols, seed + 1, 0.5), c.dtype, rows);
   const x = randomF32(B * cols, seed + 2, 2);
   const g = randomF32(B * cols, seed + 3, 1);
   const bias = randomF32(rows, seed + 4, 0.3), bias2 = randomF32(rows, seed + 5, 0.3);
@@ -85,6 +85,8 @@ async function matvec(
   if (c.glu) bindings[6] = { data: w2.bytes };
   if (c.bias) bindings[7] = { data: bias };
   if (c.bias && c.glu) bindings[8] = { data: bias2 };
+  if (w.scales) bindings[9] = { data: w.scales };
+  if (w2.scales && c.glu) bindings[10] = { data: w2.scales };
   // The layout of real GPUs (lanes up to 256, several rows per lane group) is
   // tested wherever compiles are quick; GL on llvmpipe gets the small layout it uses in practice.
   const tiling = matvecTiling(
@@ -137,32 +139,34 @@ async function matvec(
   return { got: new Float32Array(out[4]), want };
 }
 
-gpuTest("kernel matvec: dtypes, odd shapes, fused norm/gate/GLU/bias/residual", async (ctx) => {
-  // Every shape with every dtype; the flag sets rotate over the shapes (each pipeline variant
-  // compiles once, which keeps the software GL adapter's compile time in bounds).
-  const shapes = [[1, 8], [7, 24], [37, 64], [300, 256], [9, 5], [13, 37], [3, 2048], [1100, 40]];
-  const flagSets = [
-    {},
-    { rms: true },
-    { rms: true, gate: true, add: true },
-    { rms: true, glu: true, bias: true },
-    { bias: true, add: true },
-  ];
-  let seed = 1;
-  for (const dtype of ["f32", "bf16", "f16"] as const) {
-    for (let i = 0; i < shapes.length; i++) {
-      for (const k of [0, 1]) {
-        const [rows, cols] = shapes[i];
-        const flags = flagSets[
-          (i + 2 * k + (dtype === "bf16" ? 1 : dtype === "f16" ? 3 : 0)) % flagSets.length
-        ];
-        const c = { rows, cols, batch: 3, nb: 2, dtype, scalarInput: k === 1, ...flags };
-        const { got, want } = await matvec(ctx, c, seed++);
-        close(got, want, 2e-5, JSON.stringify(c));
+gpuTest(
+  "kernel matvec: dtypes (q8 too), odd shapes, fused norm/gate/GLU/bias/residual",
+  async (ctx) => {
+    // Every shape with every dtype; the flag sets rotate over the shapes (each pipeline variant
+    // compiles once, which keeps the software GL adapter's compile time in bounds).
+    const shapes = [[1, 8], [7, 24], [37, 64], [300, 256], [9, 5], [13, 37], [3, 2048], [1100, 40]];
+    const flagSets = [
+      {},
+      { rms: true },
+      { rms: true, gate: true, add: true },
+      { rms: true, glu: true, bias: true },
+      { bias: true, add: true },
+    ];
+    let seed = 1;
+    for (const dtype of ["f32", "bf16", "f16", "q8"] as const) {
+      for (let i = 0; i < shapes.length; i++) {
+        for (const k of [0, 1]) {
+          const [rows, cols] = shapes[i];
+          const shift = { f32: 0, bf16: 1, f16: 3, q8: 2 }[dtype];
+          const flags = flagSets[(i + 2 * k + shift) % flagSets.length];
+          const c = { rows, cols, batch: 3, nb: 2, dtype, scalarInput: k === 1, ...flags };
+          const { got, want } = await matvec(ctx, c, seed++);
+          close(got, want, 2e-5, JSON.stringify(c));
+        }
       }
     }
-  }
-});
+  },
+);
 
 gpuTest(
   "kernel matvec: each sequence's result is the same for every batch size (batch invariance)",
@@ -213,7 +217,7 @@ interface GemmCase {
 
 async function gemm(ctx: Parameters<Parameters<typeof gpuTest>[1]>[0], c: GemmCase, seed: number) {
   const { rows, cols, tokens: T } = c;
-  const w = encodeWeights(randomF32(rows * cols, seed, 0.5), c.dtype);
+  const w = encodeWeights(randomF32(rows * cols, seed, 0.5), c.dtype, rows);
   const a = randomF32(T * cols, seed + 2, 1);
   const bias = randomF32(rows, seed + 4, 0.3);
   const init = randomF32(T * rows, seed + 6, 1);
@@ -224,6 +228,7 @@ async function gemm(ctx: Parameters<Parameters<typeof gpuTest>[1]>[0], c: GemmCa
     5: { data: w.bytes },
   };
   if (c.bias) bindings[7] = { data: bias };
+  if (w.scales) bindings[9] = { data: w.scales };
   const out = await runKernel(
     ctx,
     "gemm",
@@ -257,7 +262,7 @@ gpuTest(
       [70, 48, 9],
       [130, 256, 70],
     ];
-    for (const dtype of ["f32", "bf16", "f16"] as const) {
+    for (const dtype of ["f32", "bf16", "f16", "q8"] as const) {
       for (let i = 0; i < shapes.length; i++) {
         const [rows, cols, tokens] = shapes[i];
         const c = { rows, cols, tokens, dtype, ...flagSets[(i + seed) % flagSets.length] };

@@ -1,6 +1,6 @@
 /**
  * The WebGPU backend against the official fixtures (same tolerances as the CPU reference) with
- * f32 and bf16 weights, and against the CPU reference with f16 weights.
+ * f32 and bf16 weights, and against the CPU reference with f16 and int8 weights.
  */
 
 import assert from "node:assert/strict";
@@ -10,7 +10,7 @@ import { loadConfig } from "../../src/model/config.ts";
 import { f32ToF16 } from "../../src/model/weights/dtype.ts";
 import { openSafetensors } from "../../src/model/weights/safetensors.ts";
 import type { TensorSource } from "../../src/model/weights/source.ts";
-import { createState } from "../../src/model/state.ts";
+import { cloneState, createState } from "../../src/model/state.ts";
 import { toFloat32 } from "../../src/model/weights/dtype.ts";
 import { DEFAULT_MODEL_DIR, fixturesDir } from "../fixtures.ts";
 import { loadGolden } from "../support/golden.ts";
@@ -117,3 +117,57 @@ gpuTest("gpu parity: f16 weights equal the CPU reference on the same weights", a
     await gpu.dispose();
   }
 });
+
+gpuTest(
+  "gpu parity: int8 weights equal the CPU reference running the same int8 model",
+  async (ctx, t) => {
+    const config = await loadConfig(DEFAULT_MODEL_DIR + "config.json");
+    const open = () => openSafetensors(DEFAULT_MODEL_DIR + "model.safetensors");
+    const cpu = await CpuBackend.load(await open(), config, "int8", { quantize: "int8" });
+    const bf16 = await CpuBackend.load(await open(), config, "bf16");
+    const ids = Int32Array.from({ length: 80 }, (_, i) => (i * 131 + 7) % config.vocabSize);
+    const ref = createState(config);
+    const refLogits = await cpu.forward(ref, ids, "all");
+    // The int8 model is a different model: its logits move away from bf16's (but not far).
+    const plain = await bf16.forward(createState(config), ids, "all");
+    const moved = maxAbsDiff(refLogits, plain);
+    assert.ok(moved > 1e-3 && moved < 1, `int8 logits moved ${moved} from bf16`);
+    const refPrompt = cloneState(ref);
+    const steps = [5, 9, 13, 17];
+    const refSteps: Float32Array[] = [];
+    for (const tok of steps) refSteps.push(await cpu.forward(ref, Int32Array.of(tok), "last"));
+    for (const split of [false, true]) {
+      await t.step(
+        split ? "split bindings (row scales by global row)" : "whole bindings",
+        async () => {
+          const gpu = await gpuBackend(ctx, DEFAULT_MODEL_DIR, await open(), {
+            quantize: "int8",
+            ...(split ? { maxBindingBytes: 64 * 1024, prefillChunk: 32 } : {}),
+          });
+          try {
+            assert.ok(gpu.model.weights.embed.dtype === "q8");
+            const s = gpu.allocState();
+            const logits = await gpu.prefill(s, ids, "all");
+            assert.ok(
+              maxAbsDiff(logits, refLogits) < TOL.logits,
+              `prefill ${maxAbsDiff(logits, refLogits)}`,
+            );
+            const host = await gpu.readState(s);
+            for (let l = 0; l < config.numLayers; l++) {
+              const d = relDiff(host.layers[l], refPrompt.layers[l]);
+              assert.ok(d < TOL.state, `state layer ${l} differs by ${d} (relative)`);
+            }
+            for (let i = 0; i < steps.length; i++) {
+              const lg = await gpu.decode([s], Int32Array.of(steps[i]));
+              const d = maxAbsDiff(lg, refSteps[i]);
+              assert.ok(d < TOL.logits, `decode step ${i}: logits differ by ${d}`);
+            }
+            gpu.releaseState(s);
+          } finally {
+            await gpu.dispose();
+          }
+        },
+      );
+    }
+  },
+);

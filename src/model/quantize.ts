@@ -1,0 +1,90 @@
+/**
+ * Weight-only int8 quantization: every matrix row (output channel) r gets a scale
+ * s_r = max_i |W[r, i]| / 127 and stores q[r, i] = round(W[r, i] / s_r) in [-127, 127]; the model
+ * then runs on Ŵ[r, i] = q[r, i] · s_r (an f32 product, the same bits on every backend). Vectors
+ * (biases, norm weights, LRPE θ) stay in f32. One function quantizes for both backends, so the CPU
+ * reference and the GPU kernels see the very same Ŵ.
+ * @module
+ */
+
+import { InputError } from "../errors.ts";
+
+/** How matrix weights are held in memory: as stored (`none`), or int8 with per-row scales. */
+export type WeightQuantization = "none" | "int8";
+
+/** The accepted values of `WeightQuantization`. */
+export const WEIGHT_QUANTIZATIONS: readonly WeightQuantization[] = ["none", "int8"];
+
+/** Check a user-supplied quantization name. */
+export function parseQuantization(v: unknown, what = "quantize"): WeightQuantization {
+  if (v === undefined || v === null) return "none";
+  if (typeof v === "string" && (WEIGHT_QUANTIZATIONS as readonly string[]).includes(v)) {
+    return v as WeightQuantization;
+  }
+  throw new InputError(
+    what,
+    `expected one of ${WEIGHT_QUANTIZATIONS.join(", ")}, got ${String(v)}`,
+  );
+}
+
+/** A [rows, cols] matrix as int8 values and one f32 scale per row. */
+export interface Int8Matrix {
+  /** Rows (output channels). */
+  readonly rows: number;
+  /** Columns. */
+  readonly cols: number;
+  /** [rows, cols] row-major. */
+  readonly q: Int8Array;
+  /** [rows] f32 scales. */
+  readonly scales: Float32Array;
+}
+
+/**
+ * Quantize a row-major f32 matrix per row. Non-finite weights are rejected (they would poison the
+ * row's scale). An all-zero row gets scale 0 and zeros.
+ */
+export function quantizeInt8(
+  values: Float32Array,
+  rows: number,
+  cols: number,
+  name = "matrix",
+): Int8Matrix {
+  if (values.length !== rows * cols) {
+    throw new RangeError(`${name}: ${values.length} values for a ${rows}×${cols} matrix`);
+  }
+  const q = new Int8Array(rows * cols);
+  const scales = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    let max = 0;
+    for (let i = 0; i < cols; i++) {
+      const a = Math.abs(values[base + i]);
+      if (!(a <= max)) {
+        if (!Number.isFinite(a)) throw new InputError(name, `row ${r} holds a non-finite weight`);
+        max = a;
+      }
+    }
+    const s = Math.fround(max / 127);
+    scales[r] = s;
+    if (s === 0) continue;
+    for (let i = 0; i < cols; i++) {
+      // Round half away from zero; |W| ≤ max keeps the quotient within ±127 (clamped for rounding).
+      const x = values[base + i] / s;
+      const v = x < 0 ? -Math.round(-x) : Math.round(x);
+      q[base + i] = v > 127 ? 127 : v < -127 ? -127 : v;
+    }
+  }
+  return { rows, cols, q, scales };
+}
+
+/** Ŵ = q · s as f32 (each product correctly rounded, as a GPU's f32 multiply gives it). */
+export function dequantizeInt8(m: Int8Matrix): Float32Array {
+  const out = new Float32Array(m.rows * m.cols);
+  for (let r = 0; r < m.rows; r++) {
+    const s = m.scales[r];
+    const base = r * m.cols;
+    // q·s is exact in f64 (8 × 24 significant bits); the store rounds it once to f32.
+    for (let i = 0; i < m.cols; i++) out[base + i] = m.q[base + i] * s;
+  }
+  return out;
+}
