@@ -1,15 +1,18 @@
 /**
  * The benchmark: `deno task bench` (the default model on the CPU backend and on the WebGPU adapters
  * this machine has) and `deno task bench:gpu` (random bf16 weights at the released 385M, 1B and 7B
- * shapes, generated here). Each adapter's results go to `bench/results/<adapter>.json` with a
- * Markdown table (`<adapter>.md`) and SVG plots; `bench/results/summary.md` gathers the latest.
+ * shapes, generated here, run as bf16 and quantized to int8 at load). Each adapter's results go to
+ * `bench/results/<adapter>.json` with a Markdown table (`<adapter>.md`) and SVG plots;
+ * `bench/results/summary.md` gathers the latest. A report made with `DENO_WEBGPU_BACKEND` set is
+ * named after it too (Mesa calls its Vulkan and GL adapters both "llvmpipe").
  *
- *   deno run -A bench/run.ts [--suite default|gpu] [--shapes 385M,1B,7B] [--quick] [--merge]
+ *   deno run -A bench/run.ts [--suite default|gpu] [--shapes 385M,1B,7B] [--weights bf16,int8]
+ *                            [--quick] [--merge]
  *   deno run -A bench/run.ts --merge-from OTHER.json [--shapes 7B]
  *
- * `--merge` keeps the runs of other shapes already in the adapter's report; `--merge-from` takes
- * the runs (of the given shapes) of a report written elsewhere (another command on the same
- * adapter) into this one and redraws the table and plots without measuring anything.
+ * `--merge` keeps the runs of other shapes (and weight types) already in the adapter's report;
+ * `--merge-from` takes the runs (of the given shapes) of a report written elsewhere (another
+ * command on the same adapter) into this one and redraws the table and plots without measuring.
  * @module
  */
 
@@ -212,25 +215,32 @@ async function runModel(
   return rec;
 }
 
-function slug(s: string): string {
-  return s.toLowerCase().replace(/\(.*?\)/g, "").replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "")
-    .slice(0, 48) || "adapter";
+/** Report file name of an adapter: its description without parentheses, plus the chosen backend. */
+function reportName(description: string, backend = Deno.env.get("DENO_WEBGPU_BACKEND")): string {
+  const base = description.toLowerCase().replace(/\(.*?\)/g, "").replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-|-$/g, "").slice(0, 48) || "adapter";
+  return backend ? `${base}-${backend.toLowerCase().replace(/[^a-z0-9]+/g, "")}` : base;
 }
+
+/** Runs are one per model shape and weight type. */
+const runKey = (r: RunRecord) => `${r.shape}|${r.dtype}`;
 
 async function writeReport(
   adapter: string,
   runs: RunRecord[],
   meta: Record<string, unknown>,
   merge = false,
+  name = reportName(adapter),
 ): Promise<string> {
   await Deno.mkdir(RESULTS, { recursive: true });
-  const name = slug(adapter);
   const date = new Date().toISOString().slice(0, 10);
   if (merge) {
     // Keep the earlier runs of shapes this run did not measure (one report, several commands).
     try {
       const old = JSON.parse(await Deno.readTextFile(`${RESULTS}${name}.json`));
-      const kept = (old.runs as RunRecord[]).filter((o) => !runs.some((r) => r.shape === o.shape));
+      const kept = (old.runs as RunRecord[]).filter((o) =>
+        !runs.some((r) => runKey(r) === runKey(o))
+      );
       runs = [...kept, ...runs];
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
@@ -285,7 +295,7 @@ async function writeReport(
   for (const r of runs) {
     if (r.profile?.kernels.length) {
       md.push(
-        `GPU time of one batch-1 decode step, ${r.shape} (${r.profile.dispatches} dispatches, each timed in its own pass): ${
+        `GPU time of one batch-1 decode step, ${r.shape} ${r.dtype} (${r.profile.dispatches} dispatches, each timed in its own pass): ${
           r.profile.totalUs.toFixed(0)
         } µs; CPU encode+submit ${r.encode?.usPerStep.toFixed(0)} µs/step (${
           r.encode?.usPerDispatch.toFixed(1)
@@ -304,7 +314,7 @@ async function writeReport(
   await Deno.writeTextFile(`${RESULTS}${name}.md`, md.join("\n"));
   const series = (pick: (r: RunRecord) => [number, number][], lbl: (r: RunRecord) => string) =>
     runs.map((r) => ({ label: lbl(r), points: pick(r) })).filter((s) => s.points.length > 0);
-  const lbl = (r: RunRecord) => `${r.shape} ${r.backend}`;
+  const lbl = (r: RunRecord) => `${r.shape} ${r.backend} ${r.dtype}`;
   await Deno.writeTextFile(
     `${RESULTS}${name}_decode_context.svg`,
     lineChart(
@@ -430,10 +440,16 @@ async function defaultSuite(args: { quick: boolean; webgpuOnly: boolean }): Prom
   });
 }
 
-async function gpuSuite(shapes: string[], quick: boolean, merge: boolean): Promise<void> {
+async function gpuSuite(
+  shapes: string[],
+  weights: string[],
+  quick: boolean,
+  merge: boolean,
+): Promise<void> {
   const ctx = await acquireDevice();
   const runs: RunRecord[] = [];
-  for (const shape of shapes) {
+  for (const [shape, dtype] of shapes.flatMap((s) => weights.map((w) => [s, w] as const))) {
+    const quantize = dtype === "int8" ? "int8" : "none";
     const config = shapeConfig(shape);
     const big = shape === "7B";
     const plan: Plan = {
@@ -446,9 +462,9 @@ async function gpuSuite(shapes: string[], quick: boolean, merge: boolean): Promi
     };
     const source = randomSource(config, { dtype: "BF16", fast: true });
     console.error(
-      `[${shape}] generating and uploading ${
+      `[${shape}] generating ${
         (paramCount(config) * 2 / 1e9).toFixed(2)
-      } GB of random bf16 weights`,
+      } GB of random bf16 weights${quantize === "int8" ? ", quantized to int8 at upload" : ""}`,
     );
     const [gpu, ms] = await timed(() =>
       WebGpuBackend.load(source, config, `random ${shape}`, {
@@ -456,9 +472,10 @@ async function gpuSuite(shapes: string[], quick: boolean, merge: boolean): Promi
         maxBatch: 64,
         maxSlots: big ? 20 : 72,
         prefillChunk: 2048,
+        quantize,
       })
     );
-    runs.push(await runModel(shape, gpu, config, "bf16", ms, plan));
+    runs.push(await runModel(shape, gpu, config, dtype, ms, plan));
     await gpu.dispose();
   }
   await writeReport(ctx.info.description, runs, {
@@ -471,7 +488,7 @@ async function gpuSuite(shapes: string[], quick: boolean, merge: boolean): Promi
 
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
-    string: ["suite", "shapes", "merge-from"],
+    string: ["suite", "shapes", "weights", "merge-from"],
     boolean: ["quick", "webgpu-only", "merge"],
   });
   const suite = args.suite ?? "default";
@@ -486,8 +503,12 @@ if (import.meta.main) {
     const taken = (runs as RunRecord[]).filter((r) => !only || only.includes(r.shape));
     await writeReport(adapter, taken, meta, true);
   } else if (suite === "gpu") {
+    const weights = String(args.weights ?? "bf16,int8").split(",");
+    const bad = weights.filter((w) => w !== "bf16" && w !== "int8");
+    if (bad.length) throw new Error(`--weights: expected bf16 and/or int8, got ${bad.join(",")}`);
     await gpuSuite(
       String(args.shapes ?? "385M,1B,7B").split(","),
+      weights,
       Boolean(args.quick),
       Boolean(args.merge),
     );
