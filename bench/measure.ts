@@ -170,7 +170,12 @@ export interface KernelProfile {
  * Profile one decode step of `batch` sequences: each dispatch in its own timed pass (so totals are
  * a little above the fused single-pass time), averaged over `repeats` steps.
  */
-export async function profileDecodeStep(b: WebGpuBackend, batch: number, repeats = 20): Promise<{
+export async function profileDecodeStep(
+  b: WebGpuBackend,
+  batch: number,
+  repeats = 20,
+  sampled?: { temperature: number; topK: number; topP: number },
+): Promise<{
   kernels: KernelProfile[];
   totalUs: number;
   dispatches: number;
@@ -189,11 +194,15 @@ export async function profileDecodeStep(b: WebGpuBackend, batch: number, repeats
       rows[i * 16 + 2] = 5;
       rows[i * 16 + 8] = 1 << 30;
     });
-    // Greedy sampling (temperature 0), whatever an earlier measurement left in the buffer.
+    // Greedy sampling (temperature 0) unless `sampled` says otherwise, whatever an earlier
+    // measurement left in the buffer.
     const sampling = new Float32Array(batch * SAMPLING_WORDS);
+    const words = new Uint32Array(sampling.buffer);
     for (let i = 0; i < batch; i++) {
-      sampling[i * SAMPLING_WORDS + SAMPLING.topP] = 1;
+      sampling[i * SAMPLING_WORDS + SAMPLING.topP] = sampled?.topP ?? 1;
       sampling[i * SAMPLING_WORDS + SAMPLING.repetition] = 1;
+      sampling[i * SAMPLING_WORDS + SAMPLING.temperature] = sampled?.temperature ?? 0;
+      words[i * SAMPLING_WORDS + SAMPLING.topK] = sampled?.topK ?? 0;
     }
     dev.queue.writeBuffer(m.ctl, 0, new Uint32Array([batch]));
     dev.queue.writeBuffer(m.rows, 0, rows);

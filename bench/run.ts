@@ -3,8 +3,8 @@
  * this machine has) and `deno task bench:gpu` (random bf16 weights at the released 385M, 1B and 7B
  * shapes, generated here, run as bf16 and quantized to int8 at load). Each adapter's results go to
  * `bench/results/<adapter>.json` with a Markdown table (`<adapter>.md`) and SVG plots;
- * `bench/results/summary.md` gathers the latest. A report made with `DENO_WEBGPU_BACKEND` set is
- * named after it too (Mesa calls its Vulkan and GL adapters both "llvmpipe").
+ * `bench/results/summary.md` gathers the latest. A report made on the GL backend is named with
+ * `-gl` (Mesa calls its Vulkan and GL adapters both "llvmpipe").
  *
  *   deno run -A bench/run.ts [--suite default|gpu] [--shapes 385M,1B,7B] [--weights bf16,int8]
  *                            [--quick] [--merge]
@@ -59,6 +59,8 @@ interface RunRecord {
     oneTokensPerSecond: number;
   };
   profile?: Awaited<ReturnType<typeof profileDecodeStep>>;
+  /** The batch-1 profile with sampling (T 0.8, top-k 50, top-p 0.95) instead of greedy. */
+  profileSampled?: Awaited<ReturnType<typeof profileDecodeStep>>;
   /** The same profile at the largest batch measured. */
   profileBatched?: Awaited<ReturnType<typeof profileDecodeStep>> & { batch: number };
   /** GPU time per kernel of one prefill chunk. */
@@ -78,6 +80,9 @@ interface Plan {
   rounds: number;
   sampled: boolean;
 }
+
+/** The sampling settings of the sampled measurements. */
+const SAMPLED = { temperature: 0.8, topP: 0.95, topK: 50 };
 
 function randomIdsFor(c: ModelConfig, n: number): Int32Array {
   return randomIds(n, c.vocabSize, 5);
@@ -162,7 +167,7 @@ async function runModel(
       context: plan.contexts[0],
       steps: plan.steps,
       rounds: plan.rounds,
-      sampling: { temperature: 0.8, topP: 0.95, topK: 50 },
+      sampling: SAMPLED,
     });
     rec.decode.push(r);
     log(`decode b1 sampled (T 0.8, top-k 50, top-p 0.95): ${r.tokensPerSecond.toFixed(1)} tok/s`);
@@ -195,6 +200,11 @@ async function runModel(
       backend.releaseState(s);
     }
     rec.profile = await profileDecodeStep(backend, 1);
+    if (plan.sampled) {
+      rec.profileSampled = await profileDecodeStep(backend, 1, 20, SAMPLED);
+      const k = rec.profileSampled.kernels.find((k) => k.kernel === "sample");
+      if (k) log(`sampling kernels, T 0.8 top-k 50 top-p 0.95: ${k.us.toFixed(1)} us/step`);
+    }
     const maxB = Math.min(backend.maxBatch, Math.max(1, ...plan.batches));
     if (maxB > 1) {
       rec.profileBatched = { batch: maxB, ...await profileDecodeStep(backend, maxB) };
@@ -215,11 +225,14 @@ async function runModel(
   return rec;
 }
 
-/** Report file name of an adapter: its description without parentheses, plus the chosen backend. */
+/**
+ * Report file name of an adapter: its description without parentheses, plus `-gl` on the GL
+ * backend (Mesa names its Vulkan and GL adapters alike; Vulkan is the default on Linux).
+ */
 function reportName(description: string, backend = Deno.env.get("DENO_WEBGPU_BACKEND")): string {
   const base = description.toLowerCase().replace(/\(.*?\)/g, "").replace(/[^a-z0-9]+/g, "-")
     .replace(/^-|-$/g, "").slice(0, 48) || "adapter";
-  return backend ? `${base}-${backend.toLowerCase().replace(/[^a-z0-9]+/g, "")}` : base;
+  return backend?.toLowerCase() === "gl" ? `${base}-gl` : base;
 }
 
 /** Runs are one per model shape and weight type. */

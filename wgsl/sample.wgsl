@@ -97,7 +97,7 @@ fn max_f(v: f32, tid: u32) -> f32 {
   return r;
 }
 
-const UNROLL: u32 = 8u;
+const UNROLL: u32 = {{UNROLL}}u;   // logits per thread per search iteration (src/gpu/sample_code.ts)
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -151,11 +151,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let t = bitcast<f32>(mid);
         var n = 0u;
         for (var i0 = tid; i0 < V; i0 += UNROLL * WG) {
-          var ws: array<f32, UNROLL>;
-          for (var u = 0u; u < UNROLL; u++) { ws[u] = logits[base + min(i0 + u * WG, V - 1u)]; }
-          for (var u = 0u; u < UNROLL; u++) {
-            n += select(0u, 1u, ws[u] >= t && i0 + u * WG < V);
-          }
+{{LOADS}}
+{{COUNT}}
         }
         if (sum_u(n, tid) >= top_k) { blo = mid; } else { bhi = mid; }
       }
@@ -172,11 +169,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let t = bitcast<f32>(mid);
         var m = 0.0;
         for (var i0 = tid; i0 < V; i0 += UNROLL * WG) {
-          var ws: array<f32, UNROLL>;
-          for (var u = 0u; u < UNROLL; u++) { ws[u] = logits[base + min(i0 + u * WG, V - 1u)]; }
-          for (var u = 0u; u < UNROLL; u++) {
-            m += select(0.0, ws[u], ws[u] >= t && i0 + u * WG < V);
-          }
+{{LOADS}}
+{{MASS}}
         }
         if (sum_f(m, tid) >= goal) { blo = mid; } else { bhi = mid; }
       }

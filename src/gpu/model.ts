@@ -28,6 +28,7 @@ import {
 } from "./layout.ts";
 import { matvecTiling, matvecTilingDefines } from "./matvec_tiling.ts";
 import { GpuResources } from "./resources.ts";
+import { sampleDefines } from "./sample_code.ts";
 import { type Defines, PipelineCache } from "./shaders.ts";
 import {
   destroyWeights,
@@ -518,7 +519,7 @@ export class GpuModel {
     const defines = { ...LAYOUT_DEFINES, SAMPLING_WORDS };
     const [prep, pipe] = await Promise.all([
       this.pipelines.get("sample_prep", defines),
-      this.pipelines.get("sample", defines),
+      this.pipelines.get("sample", { ...defines, ...sampleDefines() }),
     ]);
     const params = this.res.uniform(
       [

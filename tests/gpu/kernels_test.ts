@@ -19,6 +19,7 @@ import { ARGMAX_BLOCK } from "../../src/gpu/layout.ts";
 import { matvecTiling, matvecTilingDefines } from "../../src/gpu/matvec_tiling.ts";
 import { encodeWeights, randomF32, runKernel, storageBuffer } from "./harness.ts";
 import { gpuTest } from "./support.ts";
+import { sampleDefines } from "../../src/gpu/sample_code.ts";
 
 type DType = "f32" | "bf16" | "f16" | "q8";
 
@@ -612,7 +613,7 @@ async function gpuSample(
     8: { buffer: shared[8] },
     9: { buffer: shared[9] },
   }, [blocks, B]);
-  const out = await runKernel(ctx, "sample", defines, {
+  const out = await runKernel(ctx, "sample", { ...defines, ...sampleDefines() }, {
     ...common,
     2: { buffer: shared[2], read: true },
     3: { buffer: shared[3] },
