@@ -3,7 +3,7 @@
 //
 // W is [rows, cols] row-major in its stored dtype (f32, bf16/f16 packed two per u32, or q8: int8
 // four per u32 with row scales, rebuilt as q·s before use, exactly as the CPU reference). A group of
-// LANES threads computes RPG rows: lane l takes the CW-column chunks l, l+LANES, ... in order, reading
+// LANES threads computes RPG rows: lane l takes the 8-column chunks l, l+LANES, ... in order, reading
 // the inputs straight from memory (cached; no staging, so the loop has no barriers), then the partial
 // sums go through workgroup memory (ROUND sums at a time) and one fixed tree over the lanes: pairs
 // (l, l + s) for s = LANES/2, ..., 1. With few sums the lanes step through the tree together; with
@@ -62,8 +62,7 @@ const GROUPS: u32 = WG / LANES;   // lane groups per workgroup
 const RPG: u32 = {{RPG}}u;        // rows per lane group
 const NB: u32 = {{NB}}u;
 const OUTS: u32 = RPG * NB;
-const CW: u32 = {{CW}}u;          // columns per chunk: 8, or 16 for q8 weights (one 16-byte load)
-const CHUNKS: u32 = {{CHUNKS}}u;  // chunks per lane: ceil(cols / (CW·LANES))
+const CHUNKS: u32 = {{CHUNKS}}u;  // 8-column chunks per lane: ceil(cols / (8·LANES))
 //#if GLU
 const SUMS: u32 = 2u * OUTS + NB; // per lane group: products of W, of W2, squares of each input
 //#else
@@ -103,9 +102,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // A compile-time trip count lets the compiler unroll and issue every weight load up front.
   // Chunks past the end re-read the last chunk and meet zero inputs.
   for (var i = 0u; i < CHUNKS; i++) {
-    let c_real = (i * LANES + lane) * CW;
+    let c_real = (i * LANES + lane) * 8u;
     let live = c_real < P.cols;
-    let c0 = min(c_real, P.cols - CW);
+    let c0 = min(c_real, P.cols - 8u);
 {{BODY8}}
   }
 //#else

@@ -113,15 +113,6 @@ export function matvecTiling(
   };
 }
 
-/**
- * Columns per chunk of the matvec kernel for a weight dtype: 16 for int8 (one 16-byte load, as a
- * bf16 chunk of 8 is) when the rows allow it, else 8. It sets the summation order, so it depends
- * on the matrix alone.
- */
-export function matvecChunkWidth(dtype: string, cols: number): 8 | 16 {
-  return dtype === "q8" && cols % 16 === 0 ? 16 : 8;
-}
-
 /** Kernel variants that change the generated code of the matvec kernel. */
 export interface MatvecVariant {
   /** Products of W and W2 (SGLU). */
@@ -130,8 +121,6 @@ export interface MatvecVariant {
   gate: boolean;
   /** Inputs read as vec4 (offsets and strides ≡ 0 mod 4). */
   x4: boolean;
-  /** Columns per chunk (`matvecChunkWidth`; default 8). */
-  width?: 8 | 16;
 }
 
 /**
@@ -161,44 +150,40 @@ export function matvecTilingDefines(t: MatvecTiling, cols: number, v: MatvecVari
   });
   const decls = [...sums.map((n) => `  var ${n} = 0.0;`), ...scales].join("\n");
 
-  // One chunk: CW columns, as CW/4 vec4 loads of weights and inputs.
-  const width = v.width ?? 8;
-  const vecs = [...Array(width / 4).keys()];
-  const xs = vecs.map((q) => `x${q}`);
-  const dots = (w: string) => vecs.map((q) => `dot(${w}[${q}], x${q})`).join(" + ");
   const body8: string[] = [];
   for (const r of rows) {
-    const at = `(min(row0 + ${r}u, last_row) * P.cols + c0) / ${width}u`;
-    body8.push(`    let w_${r} = W_get${width}(${at}, ws_${r});`);
-    if (v.glu) body8.push(`    let v_${r} = W2_get${width}(${at}, vs_${r});`);
+    const at = `(min(row0 + ${r}u, last_row) * P.cols + c0) / 8u`;
+    body8.push(`    let w_${r} = W_get8(${at}, ws_${r});`);
+    if (v.glu) body8.push(`    let v_${r} = W2_get8(${at}, vs_${r});`);
   }
   for (const j of seqs) {
     const on = `live && b0 + ${j}u < nseq`;
-    body8.push(`    {`, ...xs.map((x) => `      var ${x} = vec4<f32>(0.0);`));
+    body8.push(`    {`, `      var x0 = vec4<f32>(0.0);`, `      var x1 = vec4<f32>(0.0);`);
     if (v.x4) {
       body8.push(
         `      if (${on}) {`,
         `        let xi = ((b0 + ${j}u) * P.in_stride + P.in_off + c0) / 4u;`,
-        ...vecs.map((q) => `        x${q} = inp[xi${q ? ` + ${q}u` : ""}];`),
+        `        x0 = inp[xi];`,
+        `        x1 = inp[xi + 1u];`,
         `      }`,
       );
     } else {
       const x = (e: number) => `x_at(b0 + ${j}u, c0 + ${e}u)`;
       body8.push(
         `      if (${on}) {`,
-        ...vecs.map((q) =>
-          `        x${q} = vec4<f32>(${[0, 1, 2, 3].map((e) => x(4 * q + e)).join(", ")});`
-        ),
+        `        x0 = vec4<f32>(${[0, 1, 2, 3].map(x).join(", ")});`,
+        `        x1 = vec4<f32>(${[4, 5, 6, 7].map(x).join(", ")});`,
         `      }`,
       );
     }
-    body8.push(`      s_${j} += ${xs.map((x) => `dot(${x}, ${x})`).join(" + ")};`);
+    body8.push(`      s_${j} += dot(x0, x0) + dot(x1, x1);`);
     if (v.gate) {
       if (v.x4) {
         body8.push(
           `      if (${on}) {`,
           `        let gi = ((b0 + ${j}u) * P.in2_stride + P.in2_off + c0) / 4u;`,
-          ...vecs.map((q) => `        x${q} *= inp2[gi${q ? ` + ${q}u` : ""}];`),
+          `        x0 *= inp2[gi];`,
+          `        x1 *= inp2[gi + 1u];`,
           `      }`,
         );
       } else {
@@ -206,16 +191,15 @@ export function matvecTilingDefines(t: MatvecTiling, cols: number, v: MatvecVari
         body8.push(
           `      if (${on}) {`,
           `        let gb = (b0 + ${j}u) * P.in2_stride + P.in2_off + c0;`,
-          ...vecs.map((q) =>
-            `        x${q} *= vec4<f32>(${[0, 1, 2, 3].map((e) => gv(4 * q + e)).join(", ")});`
-          ),
+          `        x0 *= vec4<f32>(${[0, 1, 2, 3].map(gv).join(", ")});`,
+          `        x1 *= vec4<f32>(${[4, 5, 6, 7].map(gv).join(", ")});`,
           `      }`,
         );
       }
     }
     for (const r of rows) {
-      body8.push(`      ${a(r, j)} += ${dots(`w_${r}`)};`);
-      if (v.glu) body8.push(`      ${g(r, j)} += ${dots(`v_${r}`)};`);
+      body8.push(`      ${a(r, j)} += dot(w_${r}[0], x0) + dot(w_${r}[1], x1);`);
+      if (v.glu) body8.push(`      ${g(r, j)} += dot(v_${r}[0], x0) + dot(v_${r}[1], x1);`);
     }
     body8.push(`    }`);
   }
@@ -279,8 +263,7 @@ export function matvecTilingDefines(t: MatvecTiling, cols: number, v: MatvecVari
     RPG,
     ROUND,
     PARTS: t.parts,
-    CW: width,
-    CHUNKS: Math.ceil(cols / (width * t.lanes)),
+    CHUNKS: Math.ceil(cols / (8 * t.lanes)),
     DECLS: decls,
     BODY8: body8.join("\n"),
     BODY1: body1.join("\n"),

@@ -26,7 +26,7 @@ import {
   ROW_WORDS,
   SAMPLING_WORDS,
 } from "./layout.ts";
-import { matvecChunkWidth, matvecTiling, matvecTilingDefines } from "./matvec_tiling.ts";
+import { matvecTiling, matvecTilingDefines } from "./matvec_tiling.ts";
 import { GpuResources } from "./resources.ts";
 import { sampleDefines } from "./sample_code.ts";
 import { type Defines, PipelineCache } from "./shaders.ts";
@@ -262,12 +262,7 @@ export class GpuModel {
     nb = tiling.nb;
     const x4 = vec8 && [s.input.stride, s.input.off, s.gate?.stride ?? 0, s.gate?.off ?? 0]
       .every((v) => v % 4 === 0);
-    const variant = {
-      glu: Boolean(s.w2),
-      gate: Boolean(s.gate),
-      x4,
-      width: matvecChunkWidth(s.w.dtype, s.w.cols),
-    };
+    const variant = { glu: Boolean(s.w2), gate: Boolean(s.gate), x4 };
     const defines: Defines = {
       ...LAYOUT_DEFINES,
       ...matvecTilingDefines(tiling, s.w.cols, variant),

@@ -36,8 +36,7 @@ export function readKernelSource(name: string): Promise<string> {
 /**
  * Declarations and accessors of one weight binding in the given dtype: `NAME_scale(row)` (the row's
  * f32 scale for `q8`, 1 otherwise; `row` is the global row), `NAME_get(e, s)` (element e, times s
- * for `q8`), `NAME_get8(i, s)` (elements 8i..8i+7) and, for `q8`, `NAME_get16(i, s)`. `q8` reads
- * its scales at `scaleBinding`.
+ * for `q8`) and `NAME_get8(i, s)` (elements 8i..8i+7). `q8` reads its scales at `scaleBinding`.
  */
 export function weightAccessors(
   name: string,
@@ -82,27 +81,21 @@ fn ${name}_get8(i: u32, s: f32) -> array<vec4<f32>, 2> {
 }`;
     case "q8":
       if (scaleBinding === undefined) throw new Error(`q8 weights ${name} need a scale binding`);
-      // 16 int8 per vec4<u32>; little-endian: element k of a word is byte k, and shifting it to
-      // the top and back (arithmetic shift) sign-extends it. q·s is one correctly rounded product.
-      // NAME_get16(i, s): elements 16i..16i+15 in one 16-byte load.
-      return `${decl("vec4<u32>")}
+      // Little-endian bytes: element k of a word is byte k; shifting it to the top and back
+      // (arithmetic shift) sign-extends it. q·s is one correctly rounded f32 product.
+      return `${decl("vec2<u32>")}
 @group(0) @binding(${scaleBinding}) var<storage, read> ${name}_scales: array<f32>;
 fn ${name}_scale(row: u32) -> f32 { return ${name}_scales[row]; }
 fn ${name}_bytes(w: u32) -> vec4<f32> {
   return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
 fn ${name}_get(e: u32, s: f32) -> f32 {
-  let w = ${name}[e >> 4u][(e >> 2u) & 3u];
+  let w = ${name}[e >> 3u][(e >> 2u) & 1u];
   return f32(bitcast<i32>(w << (24u - 8u * (e & 3u))) >> 24u) * s;
 }
 fn ${name}_get8(i: u32, s: f32) -> array<vec4<f32>, 2> {
-  let v = ${name}[i >> 1u];
-  let w = select(v.xy, v.zw, (i & 1u) == 1u);
-  return array<vec4<f32>, 2>(${name}_bytes(w.x) * s, ${name}_bytes(w.y) * s);
-}
-fn ${name}_get16(i: u32, s: f32) -> array<vec4<f32>, 4> {
   let w = ${name}[i];
-  return array<vec4<f32>, 4>(${name}_bytes(w.x) * s, ${name}_bytes(w.y) * s, ${name}_bytes(w.z) * s, ${name}_bytes(w.w) * s);
+  return array<vec4<f32>, 2>(${name}_bytes(w.x) * s, ${name}_bytes(w.y) * s);
 }`;
     default:
       throw new Error(`unknown weight dtype ${dtype}`);

@@ -16,11 +16,7 @@ import {
   validateSamplingParams,
 } from "../../src/engine/sampler.ts";
 import { ARGMAX_BLOCK } from "../../src/gpu/layout.ts";
-import {
-  matvecChunkWidth,
-  matvecTiling,
-  matvecTilingDefines,
-} from "../../src/gpu/matvec_tiling.ts";
+import { matvecTiling, matvecTilingDefines } from "../../src/gpu/matvec_tiling.ts";
 import { encodeWeights, randomF32, runKernel, storageBuffer } from "./harness.ts";
 import { gpuTest } from "./support.ts";
 import { sampleDefines } from "../../src/gpu/sample_code.ts";
@@ -111,7 +107,6 @@ async function matvec(
         glu: Boolean(c.glu),
         gate: Boolean(c.gate),
         x4: cols % 8 === 0 && !c.scalarInput,
-        width: matvecChunkWidth(c.dtype, cols),
       }),
       VEC8: cols % 8 === 0,
       X4: cols % 8 === 0 && !c.scalarInput,
@@ -180,8 +175,8 @@ gpuTest(
     // With the same seed, the inputs of a smaller batch are the first rows of the larger one's, so
     // the outputs of those sequences must agree bit for bit whatever the batch size and grouping.
     // The lane tree is reduced either by all lanes together or one sum per thread (SERIAL): both
-    // modes are run on each layout. 32 lanes (45×96, GLU; bf16, and q8 in 16-column chunks) and
-    // 256 lanes in one group (37×2048).
+    // modes are run on each layout. 32 lanes (45×96, GLU; bf16 and q8) and 256 lanes in one
+    // group (37×2048).
     const bases = [
       { rows: 45, cols: 96, dtype: "bf16" as DType, rms: true, glu: true },
       { rows: 45, cols: 96, dtype: "q8" as DType, rms: true, glu: true },
