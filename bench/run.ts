@@ -259,6 +259,8 @@ async function writeReport(
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
   }
+  // Smallest model first, bf16 before int8.
+  runs = [...runs].sort((a, b) => a.params - b.params || a.dtype.localeCompare(b.dtype));
   const json = { date, adapter, ...meta, runs };
   await Deno.writeTextFile(`${RESULTS}${name}.json`, JSON.stringify(json, null, 1) + "\n");
   const rows: (string | number)[][] = [];
@@ -315,6 +317,16 @@ async function writeReport(
         } µs/dispatch).`,
         "",
       );
+      const sampled = r.profileSampled?.kernels.find((k) => k.kernel === "sample");
+      const greedy = r.profile.kernels.find((k) => k.kernel === "sample");
+      if (sampled && greedy) {
+        md.push(
+          `Sampling kernels per step: ${greedy.us.toFixed(1)} µs greedy, ${
+            sampled.us.toFixed(0)
+          } µs with T ${SAMPLED.temperature}, top-k ${SAMPLED.topK}, top-p ${SAMPLED.topP}.`,
+          "",
+        );
+      }
       md.push(
         markdownTable(
           ["kernel", "dispatches/step", "µs/step"],
