@@ -7,7 +7,14 @@
  */
 
 import { parseArgs } from "@std/cli/parse-args";
-import { consoleProgress, DEFAULT_MODEL_DIR, loadModel, type TnlModel } from "./mod.ts";
+import {
+  consoleProgress,
+  DEFAULT_MODEL_DIR,
+  loadModel,
+  type TnlModel,
+  WEIGHT_QUANTIZATIONS,
+  type WeightQuantization,
+} from "./mod.ts";
 
 const HELP = `tnl-edge: TransNormerLLM inference for Deno
 
@@ -62,9 +69,9 @@ export async function loadWithProgress(args: Record<string, unknown>): Promise<T
   const tty = Deno.stderr.isTerminal();
   const enc = new TextEncoder();
   const t0 = performance.now();
-  const quantize = (args.quantize ?? "none") as "none" | "int8";
-  if (!["none", "int8"].includes(quantize)) {
-    console.error(`--quantize: expected none or int8, got ${quantize}`);
+  const quantize = String(args.quantize ?? "none") as WeightQuantization;
+  if (!WEIGHT_QUANTIZATIONS.includes(quantize)) {
+    console.error(`--quantize: expected ${WEIGHT_QUANTIZATIONS.join(" or ")}, got ${quantize}`);
     Deno.exit(2);
   }
   const model = await loadModel(source, {
