@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { dequantizeInt8, parseQuantization, quantizeInt8 } from "../../src/model/quantize.ts";
+import {
+  dequantizeInt8,
+  parseQuantization,
+  quantizeInt8,
+  roundHalfAway,
+} from "../../src/model/quantize.ts";
 import { InputError } from "../../src/errors.ts";
 
 Deno.test("quantizeInt8: per-row scale max|w|/127, error at most half a step", () => {
@@ -31,6 +36,29 @@ Deno.test("quantizeInt8: rounds half away from zero, symmetric in sign", () => {
   const q = quantizeInt8(v, 1, 5);
   assert.equal(q.scales[0], 1);
   assert.deepEqual([...q.q], [127, 3, -3, 0, -127]);
+});
+
+/** The next f64 above (dir 1) or below (dir -1) x, for x > 0. */
+function nextF64(x: number, dir: 1 | -1): number {
+  const b = new BigInt64Array(Float64Array.of(x).buffer);
+  b[0] += BigInt(dir);
+  return new Float64Array(b.buffer)[0];
+}
+
+Deno.test("roundHalfAway: exact at every half, its f64 neighbours and the integers", () => {
+  // Defined mathematically: Math.round is exact (ties toward +∞), so sign · round(|x|) is the
+  // reference. The tricky inputs are the ties and their neighbours, where x + 0.5 may round.
+  const reference = (x: number) => Math.sign(x) * Math.round(Math.abs(x)) + 0;
+  const xs: number[] = [0, 0.49999999999999994, 0.5, Number.MIN_VALUE, 127.0000076];
+  for (let k = 0; k <= 127; k++) {
+    for (const c of [k, k + 0.5]) {
+      if (c === 0) continue;
+      xs.push(c, nextF64(c, 1), nextF64(c, -1), nextF64(nextF64(c, -1), -1));
+    }
+  }
+  for (const x of xs) {
+    for (const y of [x, -x]) assert.equal(roundHalfAway(y) + 0, reference(y), `x = ${y}`);
+  }
 });
 
 Deno.test("quantizeInt8: non-finite weights and wrong sizes are rejected by name", () => {
