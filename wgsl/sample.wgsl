@@ -3,8 +3,10 @@
 //   z = logits + bias; repetition penalty (z>0: z/r, else z·r) on tokens seen; z -= presence·[n>0]
 //   + frequency·n on generated counts n;  temperature 0 → arg-max (lowest id on ties);
 //   else w = exp((z - max)/T); keep w ≥ τ, τ = max(τ_k, τ_p, τ_min-p) where
-//   τ_k = k-th largest w, τ_p = largest τ with Σ_{w≥τ} w ≥ top_p·Σw (both found exactly by binary
-//   search over the bit patterns of non-negative f32), τ_min-p = min_p (the largest w is 1);
+//   τ_k = k-th largest w, τ_p = largest τ with Σ_{w≥τ} w ≥ top_p·Σw (both found exactly by a
+//   (SPLITS+1)-ary search over the bit patterns of non-negative f32: the count and the computed
+//   mass only grow as τ falls, so any search order finds the same boundary), τ_min-p = min_p (the
+//   largest w is 1);
 //   u = uniform(seed, counter) (MurmurHash3, see src/engine/rng.ts); walk ids upward accumulating
 //   kept w until the sum exceeds u·Σkept.
 // Then: next token written to the row, appended to the ring, position and counters advanced, and
@@ -73,31 +75,12 @@ fn sum_f(v: f32, tid: u32) -> f32 {
   return r;
 }
 
-fn sum_u(v: u32, tid: u32) -> u32 {
-  red_u[tid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (tid < s) { red_u[tid] = red_u[tid] + red_u[tid + s]; }
-    workgroupBarrier();
-  }
-  let r = red_u[0];
-  workgroupBarrier();
-  return r;
-}
-
-fn max_f(v: f32, tid: u32) -> f32 {
-  red_f[tid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (tid < s) { red_f[tid] = max(red_f[tid], red_f[tid + s]); }
-    workgroupBarrier();
-  }
-  let r = red_f[0];
-  workgroupBarrier();
-  return r;
-}
-
 const UNROLL: u32 = {{UNROLL}}u;   // logits per thread per search iteration (src/gpu/sample_code.ts)
+const SPLITS: u32 = {{SPLITS}}u;   // thresholds tested per search pass
+const HALF: u32 = WG / 2u;
+// Per-threshold partial counts or masses (f32 bits) of the threshold searches, [SPLITS][HALF].
+var<workgroup> red_k: array<u32, {{SPLITS}} * 128>;
+var<workgroup> bounds: vec2<u32>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -134,54 +117,100 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (temp > 0.0) {
     // Weights w = exp((z - max)/T) in place; the largest is exactly 1.
     var total = 0.0;
-    for (var i = tid; i < V; i += WG) {
-      let w = exp((logits[base + i] - zmax) / temp);
-      logits[base + i] = w;
-      total += w;
+    for (var i0 = tid; i0 < V; i0 += UNROLL * WG) {
+{{EXP}}
     }
     total = sum_f(total, tid);
-    var tau = 0.0;
+    // τ = max(τ_k, τ_p, min_p), so each search starts at what is already known to be kept: a
+    // threshold below it never decides the result.
+    var tau = min_p;
     if (top_k > 0u && top_k < V) {
       // Largest τ (as f32 bits) with count(w ≥ τ) ≥ k: the k-th largest weight.
-      var blo = 0u;
-      var bhi = 0x3f800001u;
-      loop {
-        if (bhi - blo <= 1u) { break; }
-        let mid = blo + (bhi - blo) / 2u;
-        let t = bitcast<f32>(mid);
-        var n = 0u;
+      var lo = select(bitcast<u32>(tau), 0u, tau <= 0.0);   // -0 → +0
+      var hi = 0x3f800001u;
+      for (var round = 0u; round < 32u; round++) {
+        if (hi - lo <= 1u) { break; }
+        let step = max((hi - lo) / (SPLITS + 1u), 1u);
+{{THRESHOLDS}}
+{{ZERO_COUNT}}
         for (var i0 = tid; i0 < V; i0 += UNROLL * WG) {
 {{LOADS}}
 {{COUNT}}
         }
-        if (sum_u(n, tid) >= top_k) { blo = mid; } else { bhi = mid; }
+{{FOLD_COUNT}}
+        for (var s = HALF / 2u; s > 0u; s = s / 2u) {
+          if (tid < s) {
+            for (var j = 0u; j < SPLITS; j++) {
+              red_k[j * HALF + tid] = red_k[j * HALF + tid] + red_k[j * HALF + tid + s];
+            }
+          }
+          workgroupBarrier();
+        }
+        if (tid == 0u) {
+          var nlo = lo;
+          var nhi = hi;
+          for (var j = 1u; j <= SPLITS; j++) {
+            let c = lo + j * step;
+            if (c < hi) {
+              if (red_k[(j - 1u) * HALF] >= top_k) { nlo = c; } else if (c < nhi) { nhi = c; }
+            }
+          }
+          bounds = vec2<u32>(nlo, max(nhi, nlo + 1u));
+        }
+        let nb = workgroupUniformLoad(&bounds);
+        lo = nb.x;
+        hi = nb.y;
       }
-      tau = max(tau, bitcast<f32>(blo));
+      tau = bitcast<f32>(lo);
     }
     if (top_p < 1.0) {
       // Largest τ with Σ_{w≥τ} w ≥ top_p·Σw: the weight of the last token the nucleus needs.
       let goal = top_p * total;
-      var blo = 0u;
-      var bhi = 0x3f800001u;
-      loop {
-        if (bhi - blo <= 1u) { break; }
-        let mid = blo + (bhi - blo) / 2u;
-        let t = bitcast<f32>(mid);
-        var m = 0.0;
+      var lo = select(bitcast<u32>(tau), 0u, tau <= 0.0);   // -0 → +0
+      var hi = 0x3f800001u;
+      for (var round = 0u; round < 32u; round++) {
+        if (hi - lo <= 1u) { break; }
+        let step = max((hi - lo) / (SPLITS + 1u), 1u);
+{{THRESHOLDS}}
+{{ZERO_MASS}}
         for (var i0 = tid; i0 < V; i0 += UNROLL * WG) {
 {{LOADS}}
 {{MASS}}
         }
-        if (sum_f(m, tid) >= goal) { blo = mid; } else { bhi = mid; }
+{{FOLD_MASS}}
+        for (var s = HALF / 2u; s > 0u; s = s / 2u) {
+          if (tid < s) {
+            for (var j = 0u; j < SPLITS; j++) {
+              let sum = bitcast<f32>(red_k[j * HALF + tid]) + bitcast<f32>(red_k[j * HALF + tid + s]);
+              red_k[j * HALF + tid] = bitcast<u32>(sum);
+            }
+          }
+          workgroupBarrier();
+        }
+        if (tid == 0u) {
+          var nlo = lo;
+          var nhi = hi;
+          for (var j = 1u; j <= SPLITS; j++) {
+            let c = lo + j * step;
+            if (c < hi) {
+              if (bitcast<f32>(red_k[(j - 1u) * HALF]) >= goal) { nlo = c; } else if (c < nhi) { nhi = c; }
+            }
+          }
+          bounds = vec2<u32>(nlo, max(nhi, nlo + 1u));
+        }
+        let nb = workgroupUniformLoad(&bounds);
+        lo = nb.x;
+        hi = nb.y;
       }
-      tau = max(tau, bitcast<f32>(blo));
+      tau = bitcast<f32>(lo);
     }
-    tau = max(tau, min_p);
     // Kept mass of this thread's range, then an exclusive scan over threads.
+    // Also the last kept id + 1 (0 if none), the fallback should rounding keep the walk from
+    // ever passing the goal.
     var kept = 0.0;
-    for (var i = lo; i < hi; i++) {
-      let w = logits[base + i];
-      kept += select(0.0, w, w >= tau);
+    var lastk = 0u;
+    for (var i0 = lo; i0 < hi; i0 += UNROLL) {
+{{KEPT}}
     }
     red_f[tid] = kept;
     workgroupBarrier();
@@ -216,8 +245,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
     // Rounding fallback: the last kept token.
-    var lastk = 0u;
-    for (var i = tid; i < V; i += WG) { if (logits[base + i] >= tau) { lastk = i + 1u; } }
     red_u[tid] = lastk;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s = s / 2u) {

@@ -557,6 +557,8 @@ async function gpuSample(
     seen?: Uint32Array;
     counts?: Uint32Array;
     outCount?: number[];
+    /** Thresholds per search pass (the kernel's default unless given). */
+    splits?: number;
   } = {},
 ) {
   const B = logits.length, V = logits[0].length, RW = 16, SW = 8, MAXB = 300;
@@ -615,7 +617,7 @@ async function gpuSample(
     8: { buffer: shared[8] },
     9: { buffer: shared[9] },
   }, [blocks, B]);
-  const out = await runKernel(ctx, "sample", { ...defines, ...sampleDefines() }, {
+  const out = await runKernel(ctx, "sample", { ...defines, ...sampleDefines(extra.splits) }, {
     ...common,
     2: { buffer: shared[2], read: true },
     3: { buffer: shared[3] },
@@ -667,6 +669,41 @@ gpuTest(
           `one draw per sampled token, ${JSON.stringify(p)}`,
         );
       });
+    }
+  },
+);
+
+gpuTest(
+  "kernel sample: every search arity keeps the same tokens as the binary search (splits 1)",
+  async (ctx) => {
+    // Several arg-max blocks; cut-offs at the extremes (k = 1, 2, V - 1; p near 0 and 1) and
+    // combined with min-p, which the searches start from.
+    const V = 2 * ARGMAX_BLOCK + 777;
+    const settings: SamplingParams[] = [
+      { temperature: 1, topK: 1 },
+      { temperature: 1, topK: 2 },
+      { temperature: 0.9, topK: 50 },
+      { temperature: 1, topK: V - 1 },
+      { temperature: 1, topP: 0.01 },
+      { temperature: 1.2, topP: 0.5 },
+      { temperature: 1, topP: 0.999 },
+      { temperature: 0.8, topK: 50, topP: 0.95 },
+      { temperature: 1, topK: 200, topP: 0.9, minP: 0.02 },
+      { temperature: 1, topP: 0.9, minP: 0.5 },
+      { temperature: 1, topK: 5000, minP: 0.3 },
+    ];
+    const params = settings.map((p) => validateSamplingParams(p, V));
+    for (let seed = 1; seed <= 4; seed++) {
+      // Logits with many ties (rounded to 1/8) and a long flat tail, as top-k/p must handle.
+      const logits = settings.map((_, i) =>
+        randomF32(V, seed * 97 + i, 6).map((x, j) => j % 3 === 0 ? -8 : Math.round(x * 8) / 8)
+      );
+      const rng = () => settings.map((_, i) => ({ seed: seed * 7 + i, counter: 3 * seed }));
+      const binary = await gpuSample(ctx, logits, params, rng(), { splits: 1 });
+      for (const splits of [2, 7, 15]) {
+        const r = await gpuSample(ctx, logits, params, rng(), { splits });
+        assert.deepEqual(r.tokens, binary.tokens, `seed ${seed}, ${splits} splits`);
+      }
     }
   },
 );

@@ -1,0 +1,172 @@
+/**
+ * Microbenchmark of the sampling kernel's second stage (`wgsl/sample.wgsl`): GPU µs per dispatch
+ * for each number of thresholds per search pass (1 = binary search), at batch 1 and 64, on
+ * random normal logits over a 64,000-id vocabulary (the released models' size). The logits are
+ * restored before every dispatch (the kernel rewrites them in place). Prints JSON lines.
+ *
+ *   deno run -A bench/sample_micro.ts
+ * @module
+ */
+
+import { acquireDevice } from "../src/gpu/device.ts";
+import {
+  ARGMAX_BLOCK,
+  LAYOUT_DEFINES,
+  ROW,
+  ROW_WORDS,
+  SAMPLING,
+  SAMPLING_WORDS,
+} from "../src/gpu/layout.ts";
+import { sampleDefines } from "../src/gpu/sample_code.ts";
+import { PipelineCache } from "../src/gpu/shaders.ts";
+
+const ctx = await acquireDevice();
+const dev = ctx.device;
+const cache = PipelineCache.for(dev);
+const V = 64_000, MAX_B = 64, REPS = 20;
+const blocks = Math.ceil(V / ARGMAX_BLOCK);
+const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+
+function buf(bytes: number, usage = STORAGE): GPUBuffer {
+  return dev.createBuffer({ size: Math.ceil(bytes / 16) * 16, usage });
+}
+function filled(data: ArrayBufferView<ArrayBuffer>, usage = STORAGE): GPUBuffer {
+  const b = buf(data.byteLength, usage);
+  dev.queue.writeBuffer(b, 0, data.buffer, data.byteOffset, data.byteLength);
+  return b;
+}
+
+/** Standard normal logits × 3 (mulberry32 + Box-Muller), one row per sequence. */
+function logitRows(B: number): Float32Array<ArrayBuffer> {
+  let s = 12345;
+  const rand = () => {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+  return Float32Array.from(
+    { length: B * V },
+    () => 3 * Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand()),
+  );
+}
+
+const settings = [
+  { name: "T 0.8, top-k 50, top-p 0.95", temperature: 0.8, topK: 50, topP: 0.95 },
+  { name: "T 1, top-p 0.9", temperature: 1, topK: 0, topP: 0.9 },
+  { name: "T 1, top-k 50", temperature: 1, topK: 50, topP: 1 },
+];
+const params = filled(
+  new Uint32Array([V, 4, 2, 1, Math.ceil(V / 32), blocks, 0, 0]),
+  GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+);
+const out: Record<string, unknown>[] = [];
+for (const B of [1, MAX_B]) {
+  const pristine = filled(logitRows(B));
+  const logits = buf(B * V * 4);
+  const rowsInit = new Uint32Array(B * ROW_WORDS);
+  for (let b = 0; b < B; b++) {
+    rowsInit[b * ROW_WORDS + ROW.slot] = b;
+    rowsInit[b * ROW_WORDS + ROW.seedLo] = b + 1;
+    rowsInit[b * ROW_WORDS + ROW.budget] = 0xffffffff;
+  }
+  const rows = filled(rowsInit);
+  const ring = buf(B * 4 * 4);
+  const counts = buf(B * V * 4);
+  const seen = buf(B * Math.ceil(V / 32) * 4);
+  const best = buf(B * blocks * 8);
+  const bias = buf(B * 8);
+  const ctl = filled(new Uint32Array([B, 0, 0, 0]));
+  for (const s of settings) {
+    const sp = new ArrayBuffer(B * SAMPLING_WORDS * 4);
+    const f = new Float32Array(sp), u = new Uint32Array(sp);
+    for (let b = 0; b < B; b++) {
+      f[b * SAMPLING_WORDS + SAMPLING.temperature] = s.temperature;
+      u[b * SAMPLING_WORDS + SAMPLING.topK] = s.topK;
+      f[b * SAMPLING_WORDS + SAMPLING.topP] = s.topP;
+      f[b * SAMPLING_WORDS + SAMPLING.repetition] = 1;
+    }
+    const spBuf = filled(new Uint8Array(sp));
+    const defines = { ...LAYOUT_DEFINES, SAMPLING_WORDS };
+    const entries = (p: GPUComputePipeline, list: [number, GPUBuffer][]) =>
+      dev.createBindGroup({
+        layout: p.getBindGroupLayout(0),
+        entries: list.map(([binding, buffer]) => ({ binding, resource: { buffer } })),
+      });
+    // The first stage once (its block arg-maxes feed every dispatch below).
+    const prep = await cache.get("sample_prep", defines);
+    {
+      const enc = dev.createCommandEncoder();
+      enc.copyBufferToBuffer(pristine, 0, logits, 0, B * V * 4);
+      const pass = enc.beginComputePass();
+      pass.setPipeline(prep);
+      pass.setBindGroup(
+        0,
+        entries(prep, [
+          [0, params],
+          [1, ctl],
+          [2, rows],
+          [3, logits],
+          [5, spBuf],
+          [6, bias],
+          [7, counts],
+          [8, seen],
+          [9, best],
+        ]),
+      );
+      pass.dispatchWorkgroups(blocks, B);
+      pass.end();
+      dev.queue.submit([enc.finish()]);
+    }
+    for (const splits of [1, 3, 7, 15]) {
+      const p = await cache.get("sample", { ...defines, ...sampleDefines(splits) });
+      const bg = entries(p, [
+        [0, params],
+        [1, ctl],
+        [2, rows],
+        [3, logits],
+        [4, ring],
+        [5, spBuf],
+        [7, counts],
+        [8, seen],
+        [9, best],
+      ]);
+      const qs = dev.createQuerySet({ type: "timestamp", count: 2 * REPS });
+      const res = buf(16 * REPS, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC);
+      const rd = buf(16 * REPS, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+      const enc = dev.createCommandEncoder();
+      for (let i = 0; i < REPS; i++) {
+        enc.copyBufferToBuffer(pristine, 0, logits, 0, B * V * 4);
+        const pass = enc.beginComputePass({
+          timestampWrites: {
+            querySet: qs,
+            beginningOfPassWriteIndex: 2 * i,
+            endOfPassWriteIndex: 2 * i + 1,
+          },
+        });
+        pass.setPipeline(p);
+        pass.setBindGroup(0, bg);
+        pass.dispatchWorkgroups(B);
+        pass.end();
+      }
+      enc.resolveQuerySet(qs, 0, 2 * REPS, res, 0);
+      enc.copyBufferToBuffer(res, 0, rd, 0, 16 * REPS);
+      dev.queue.submit([enc.finish()]);
+      await rd.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(rd.getMappedRange().slice(0));
+      rd.unmap();
+      const us = Array.from({ length: REPS }, (_, i) => Number(t[2 * i + 1] - t[2 * i]) / 1000)
+        .sort((a, b) => a - b);
+      out.push({
+        adapter: ctx.info.description,
+        batch: B,
+        setting: s.name,
+        splits,
+        median_us: us[REPS >> 1],
+        min_us: us[0],
+      });
+      qs.destroy();
+    }
+  }
+}
+for (const r of out) console.log(JSON.stringify(r));
