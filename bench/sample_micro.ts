@@ -1,6 +1,7 @@
 /**
  * Microbenchmark of the sampling kernel's second stage (`wgsl/sample.wgsl`): GPU µs per dispatch
- * for each number of thresholds per search pass (1 = binary search), at batch 1 and 64, on
+ * for several shapes (threads per sequence; thresholds per search pass, 1 = binary search; those
+ * that fit the device's workgroup memory), at batch 1 and 64, on
  * random normal logits over a 64,000-id vocabulary (the released models' size). The logits are
  * restored before every dispatch (the kernel rewrites them in place). Prints JSON lines.
  *
@@ -17,7 +18,7 @@ import {
   SAMPLING,
   SAMPLING_WORDS,
 } from "../src/gpu/layout.ts";
-import { sampleDefines } from "../src/gpu/sample_code.ts";
+import { sampleDefines, sampleWorkgroupBytes } from "../src/gpu/sample_code.ts";
 import { PipelineCache } from "../src/gpu/shaders.ts";
 
 const ctx = await acquireDevice();
@@ -51,6 +52,8 @@ function logitRows(B: number): Float32Array<ArrayBuffer> {
   );
 }
 
+/** [threads, splits] per sequence: the binary search and (S+1)-ary ones, at 256 to 1024 threads. */
+const SHAPES = [[256, 1], [256, 7], [512, 7], [1024, 1], [1024, 3], [1024, 7], [1024, 15]];
 const settings = [
   { name: "T 0.8, top-k 50, top-p 0.95", temperature: 0.8, topK: 50, topP: 0.95 },
   { name: "T 1, top-p 0.9", temperature: 1, topK: 0, topP: 0.9 },
@@ -118,8 +121,12 @@ for (const B of [1, MAX_B]) {
       pass.end();
       dev.queue.submit([enc.finish()]);
     }
-    for (const splits of [1, 3, 7, 15]) {
-      const p = await cache.get("sample", { ...defines, ...sampleDefines(splits) });
+    for (const [threads, splits] of SHAPES) {
+      const shape = { threads, splits };
+      const fits = sampleWorkgroupBytes(shape) <= dev.limits.maxComputeWorkgroupStorageSize &&
+        threads <= dev.limits.maxComputeInvocationsPerWorkgroup;
+      if (!fits) continue;
+      const p = await cache.get("sample", { ...defines, ...sampleDefines(shape) });
       const bg = entries(p, [
         [0, params],
         [1, ctl],
@@ -161,6 +168,7 @@ for (const B of [1, MAX_B]) {
         adapter: ctx.info.description,
         batch: B,
         setting: s.name,
+        threads,
         splits,
         median_us: us[REPS >> 1],
         min_us: us[0],

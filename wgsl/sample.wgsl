@@ -33,7 +33,7 @@ struct Params {
 
 const ROW_WORDS: u32 = {{ROW_WORDS}}u;
 const SW: u32 = {{SAMPLING_WORDS}}u;
-const WG: u32 = 256u;
+const WG: u32 = {{WG}}u;   // threads per sequence (src/gpu/sample_code.ts)
 
 //#include argmax
 var<workgroup> bcast: array<u32, 4>;
@@ -79,10 +79,10 @@ const UNROLL: u32 = {{UNROLL}}u;   // logits per thread per search iteration (sr
 const SPLITS: u32 = {{SPLITS}}u;   // thresholds tested per search pass
 const HALF: u32 = WG / 2u;
 // Per-threshold partial counts or masses (f32 bits) of the threshold searches, [SPLITS][HALF].
-var<workgroup> red_k: array<u32, {{SPLITS}} * 128>;
+var<workgroup> red_k: array<u32, {{SPLITS}} * {{WG}} / 2>;
 var<workgroup> bounds: vec2<u32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let b = wid.x;
   if (b >= ctl[0]) { return; }

@@ -28,7 +28,7 @@ import {
 } from "./layout.ts";
 import { matvecTiling, matvecTilingDefines } from "./matvec_tiling.ts";
 import { GpuResources } from "./resources.ts";
-import { sampleDefines } from "./sample_code.ts";
+import { sampleDefines, sampleShape } from "./sample_code.ts";
 import { type Defines, PipelineCache } from "./shaders.ts";
 import {
   destroyWeights,
@@ -519,7 +519,10 @@ export class GpuModel {
     const defines = { ...LAYOUT_DEFINES, SAMPLING_WORDS };
     const [prep, pipe] = await Promise.all([
       this.pipelines.get("sample_prep", defines),
-      this.pipelines.get("sample", { ...defines, ...sampleDefines() }),
+      this.pipelines.get("sample", {
+        ...defines,
+        ...sampleDefines(sampleShape(this.ctx.info.limits)),
+      }),
     ]);
     const params = this.res.uniform(
       [

@@ -13,18 +13,64 @@ import type { Defines } from "./shaders.ts";
 export const SAMPLE_UNROLL = 8;
 
 /** Thresholds tested per pass of the threshold searches (measured on the H200: README). */
-export const SAMPLE_SPLITS = 7;
+export const SAMPLE_SPLITS = 3;
+
+/** Threads per sequence the sampler prefers (measured on the H200: README). */
+export const SAMPLE_THREADS = 1024;
+
+/** The sampling kernel's shape: threads per sequence and thresholds per search pass. */
+export interface SampleShape {
+  /** Threads of the one workgroup per sequence (a power of two ≥ 256). */
+  readonly threads: number;
+  /** Thresholds per search pass (1 = binary search). */
+  readonly splits: number;
+}
+
+/** Workgroup memory of the kernel: red_f, red_u (4 bytes × threads), red_k, bcast, bounds. */
+export function sampleWorkgroupBytes(s: SampleShape): number {
+  return 8 * s.threads + 4 * s.splits * (s.threads / 2) + 16 + 8;
+}
 
 /**
- * Defines of `wgsl/sample.wgsl`: UNROLL, SPLITS, EXP (the weights, in place, and the thread's
- * share of their sum), KEPT (the kept mass and last kept id of the thread's range), LOADS (the thread's logits, -1 past the end, which
- * no threshold keeps), THRESHOLDS (t1..tS), ZERO_COUNT/ZERO_MASS, COUNT (a_j += [w ≥ t_j]),
- * MASS (a_j += w·[w ≥ t_j]), in the same order for every threshold, and the first folding step of
- * the workgroup reduction (FOLD_COUNT/FOLD_MASS: upper half into `red_k`, lower half adds it).
+ * The preferred shape that fits the device: the most threads up to SAMPLE_THREADS the limits
+ * allow, then the most splits up to SAMPLE_SPLITS that fit its workgroup memory.
  */
-export function sampleDefines(splits = SAMPLE_SPLITS): Defines {
+export function sampleShape(limits: {
+  maxComputeInvocationsPerWorkgroup: number;
+  maxComputeWorkgroupSizeX: number;
+  maxComputeWorkgroupStorageSize: number;
+}): SampleShape {
+  let threads = SAMPLE_THREADS;
+  while (
+    threads > 256 &&
+    (threads > limits.maxComputeInvocationsPerWorkgroup ||
+      threads > limits.maxComputeWorkgroupSizeX ||
+      sampleWorkgroupBytes({ threads, splits: 1 }) > limits.maxComputeWorkgroupStorageSize)
+  ) threads /= 2;
+  let splits = SAMPLE_SPLITS;
+  while (
+    splits > 1 && sampleWorkgroupBytes({ threads, splits }) > limits.maxComputeWorkgroupStorageSize
+  ) splits--;
+  return { threads, splits };
+}
+
+/**
+ * Defines of `wgsl/sample.wgsl` for a shape: WG, UNROLL, SPLITS, EXP (the weights, in place, and
+ * the thread's share of their sum), KEPT (the kept mass and last kept id of the thread's range),
+ * LOADS (the thread's logits, -1 past the end, which no threshold keeps), THRESHOLDS (t1..tS),
+ * ZERO_COUNT/ZERO_MASS, COUNT (a_j += [w ≥ t_j]), MASS (a_j += w·[w ≥ t_j]), in the same order for
+ * every threshold, and the first folding step of the workgroup reduction (FOLD_COUNT/FOLD_MASS:
+ * upper half into `red_k`, lower half adds it).
+ */
+export function sampleDefines(
+  shape: SampleShape = { threads: 256, splits: SAMPLE_SPLITS },
+): Defines {
+  const { threads, splits } = shape;
   if (!Number.isInteger(splits) || splits < 1 || splits > 31) {
     throw new RangeError(`sample splits must be an integer in [1, 31], got ${splits}`);
+  }
+  if (![256, 512, 1024].includes(threads)) {
+    throw new RangeError(`sample threads must be 256, 512 or 1024, got ${threads}`);
   }
   const us = [...Array(SAMPLE_UNROLL).keys()];
   const js = Array.from({ length: splits }, (_, i) => i + 1);
@@ -43,6 +89,7 @@ export function sampleDefines(splits = SAMPLE_SPLITS): Defines {
       `        workgroupBarrier();`,
     ].join("\n");
   return {
+    WG: threads,
     UNROLL: SAMPLE_UNROLL,
     SPLITS: splits,
     LOADS: us.map((u) =>

@@ -19,7 +19,7 @@ import { ARGMAX_BLOCK } from "../../src/gpu/layout.ts";
 import { matvecTiling, matvecTilingDefines } from "../../src/gpu/matvec_tiling.ts";
 import { encodeWeights, randomF32, runKernel, storageBuffer } from "./harness.ts";
 import { gpuTest } from "./support.ts";
-import { sampleDefines } from "../../src/gpu/sample_code.ts";
+import { sampleDefines, type SampleShape, sampleShape } from "../../src/gpu/sample_code.ts";
 
 type DType = "f32" | "bf16" | "f16" | "q8";
 
@@ -557,8 +557,8 @@ async function gpuSample(
     seen?: Uint32Array;
     counts?: Uint32Array;
     outCount?: number[];
-    /** Thresholds per search pass (the kernel's default unless given). */
-    splits?: number;
+    /** Threads and thresholds per search pass (the device's shape unless given). */
+    shape?: Partial<SampleShape>;
   } = {},
 ) {
   const B = logits.length, V = logits[0].length, RW = 16, SW = 8, MAXB = 300;
@@ -617,7 +617,10 @@ async function gpuSample(
     8: { buffer: shared[8] },
     9: { buffer: shared[9] },
   }, [blocks, B]);
-  const out = await runKernel(ctx, "sample", { ...defines, ...sampleDefines(extra.splits) }, {
+  const out = await runKernel(ctx, "sample", {
+    ...defines,
+    ...sampleDefines({ ...sampleShape(ctx.info.limits), ...extra.shape }),
+  }, {
     ...common,
     2: { buffer: shared[2], read: true },
     3: { buffer: shared[3] },
@@ -699,9 +702,9 @@ gpuTest(
         randomF32(V, seed * 97 + i, 6).map((x, j) => j % 3 === 0 ? -8 : Math.round(x * 8) / 8)
       );
       const rng = () => settings.map((_, i) => ({ seed: seed * 7 + i, counter: 3 * seed }));
-      const binary = await gpuSample(ctx, logits, params, rng(), { splits: 1 });
+      const binary = await gpuSample(ctx, logits, params, rng(), { shape: { splits: 1 } });
       for (const splits of [2, 7, 15]) {
-        const r = await gpuSample(ctx, logits, params, rng(), { splits });
+        const r = await gpuSample(ctx, logits, params, rng(), { shape: { splits } });
         assert.deepEqual(r.tokens, binary.tokens, `seed ${seed}, ${splits} splits`);
       }
     }
