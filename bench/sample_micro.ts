@@ -20,6 +20,7 @@ import {
 } from "../src/gpu/layout.ts";
 import { sampleDefines, sampleWorkgroupBytes } from "../src/gpu/sample_code.ts";
 import { PipelineCache } from "../src/gpu/shaders.ts";
+import { timePasses } from "../src/gpu/timing.ts";
 
 const ctx = await acquireDevice();
 const dev = ctx.device;
@@ -138,32 +139,17 @@ for (const B of [1, MAX_B]) {
         [8, seen],
         [9, best],
       ]);
-      const qs = dev.createQuerySet({ type: "timestamp", count: 2 * REPS });
-      const res = buf(16 * REPS, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC);
-      const rd = buf(16 * REPS, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
-      const enc = dev.createCommandEncoder();
-      for (let i = 0; i < REPS; i++) {
-        enc.copyBufferToBuffer(pristine, 0, logits, 0, B * V * 4);
-        const pass = enc.beginComputePass({
-          timestampWrites: {
-            querySet: qs,
-            beginningOfPassWriteIndex: 2 * i,
-            endOfPassWriteIndex: 2 * i + 1,
-          },
-        });
-        pass.setPipeline(p);
-        pass.setBindGroup(0, bg);
-        pass.dispatchWorkgroups(B);
-        pass.end();
-      }
-      enc.resolveQuerySet(qs, 0, 2 * REPS, res, 0);
-      enc.copyBufferToBuffer(res, 0, rd, 0, 16 * REPS);
-      dev.queue.submit([enc.finish()]);
-      await rd.mapAsync(GPUMapMode.READ);
-      const t = new BigUint64Array(rd.getMappedRange().slice(0));
-      rd.unmap();
-      const us = Array.from({ length: REPS }, (_, i) => Number(t[2 * i + 1] - t[2 * i]) / 1000)
-        .sort((a, b) => a - b);
+      const ns = await timePasses(
+        dev,
+        REPS,
+        (pass) => {
+          pass.setPipeline(p);
+          pass.setBindGroup(0, bg);
+          pass.dispatchWorkgroups(B);
+        },
+        (enc) => enc.copyBufferToBuffer(pristine, 0, logits, 0, B * V * 4),
+      );
+      const us = ns.map((t) => t / 1000).sort((a, b) => a - b);
       out.push({
         adapter: ctx.info.description,
         batch: B,
@@ -173,7 +159,6 @@ for (const B of [1, MAX_B]) {
         median_us: us[REPS >> 1],
         min_us: us[0],
       });
-      qs.destroy();
     }
   }
 }

@@ -82,6 +82,37 @@ const HALF: u32 = WG / 2u;
 var<workgroup> red_k: array<u32, {{SPLITS}} * {{WG}} / 2>;
 var<workgroup> bounds: vec2<u32>;
 
+// The end of a search pass, once FOLD_COUNT / FOLD_MASS left each threshold's partial sums of the
+// lower half of the threads in red_k: the tree over them (u32 adds for counts; for masses f32 adds
+// of the stored bits, the same tree as sum_f), then the narrowed interval, the same for every
+// thread: from the largest tested threshold whose total reaches the goal (count ≥ k, or mass ≥
+// goal) to the smallest that does not. The totals are monotone in the threshold.
+fn narrow(lo: u32, hi: u32, step: u32, tid: u32, mass: bool, k: u32, goal: f32) -> vec2<u32> {
+  for (var s = HALF / 2u; s > 0u; s = s / 2u) {
+    if (tid < s) {
+      for (var j = 0u; j < SPLITS; j++) {
+        let a = red_k[j * HALF + tid];
+        let b = red_k[j * HALF + tid + s];
+        red_k[j * HALF + tid] = select(a + b, bitcast<u32>(bitcast<f32>(a) + bitcast<f32>(b)), mass);
+      }
+    }
+    workgroupBarrier();
+  }
+  if (tid == 0u) {
+    var nlo = lo;
+    var nhi = hi;
+    for (var j = 1u; j <= SPLITS; j++) {
+      let c = lo + j * step;
+      if (c < hi) {
+        let v = red_k[(j - 1u) * HALF];
+        if (select(v >= k, bitcast<f32>(v) >= goal, mass)) { nlo = c; } else if (c < nhi) { nhi = c; }
+      }
+    }
+    bounds = vec2<u32>(nlo, max(nhi, nlo + 1u));
+  }
+  return workgroupUniformLoad(&bounds);
+}
+
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let b = wid.x;
@@ -138,26 +169,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {{COUNT}}
         }
 {{FOLD_COUNT}}
-        for (var s = HALF / 2u; s > 0u; s = s / 2u) {
-          if (tid < s) {
-            for (var j = 0u; j < SPLITS; j++) {
-              red_k[j * HALF + tid] = red_k[j * HALF + tid] + red_k[j * HALF + tid + s];
-            }
-          }
-          workgroupBarrier();
-        }
-        if (tid == 0u) {
-          var nlo = lo;
-          var nhi = hi;
-          for (var j = 1u; j <= SPLITS; j++) {
-            let c = lo + j * step;
-            if (c < hi) {
-              if (red_k[(j - 1u) * HALF] >= top_k) { nlo = c; } else if (c < nhi) { nhi = c; }
-            }
-          }
-          bounds = vec2<u32>(nlo, max(nhi, nlo + 1u));
-        }
-        let nb = workgroupUniformLoad(&bounds);
+        let nb = narrow(lo, hi, step, tid, false, top_k, 0.0);
         lo = nb.x;
         hi = nb.y;
       }
@@ -178,27 +190,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {{MASS}}
         }
 {{FOLD_MASS}}
-        for (var s = HALF / 2u; s > 0u; s = s / 2u) {
-          if (tid < s) {
-            for (var j = 0u; j < SPLITS; j++) {
-              let sum = bitcast<f32>(red_k[j * HALF + tid]) + bitcast<f32>(red_k[j * HALF + tid + s]);
-              red_k[j * HALF + tid] = bitcast<u32>(sum);
-            }
-          }
-          workgroupBarrier();
-        }
-        if (tid == 0u) {
-          var nlo = lo;
-          var nhi = hi;
-          for (var j = 1u; j <= SPLITS; j++) {
-            let c = lo + j * step;
-            if (c < hi) {
-              if (bitcast<f32>(red_k[(j - 1u) * HALF]) >= goal) { nlo = c; } else if (c < nhi) { nhi = c; }
-            }
-          }
-          bounds = vec2<u32>(nlo, max(nhi, nlo + 1u));
-        }
-        let nb = workgroupUniformLoad(&bounds);
+        let nb = narrow(lo, hi, step, tid, true, 0u, goal);
         lo = nb.x;
         hi = nb.y;
       }

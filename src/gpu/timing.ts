@@ -5,12 +5,14 @@
 
 /**
  * Encode `count` items, each in its own compute pass with timestamps at its start and end, submit,
- * and return each item's GPU time in nanoseconds. The device needs `timestamp-query`.
+ * and return each item's GPU time in nanoseconds. `before` may encode untimed commands ahead of
+ * each pass (copies that restore an input). The device needs `timestamp-query`.
  */
 export async function timePasses(
   device: GPUDevice,
   count: number,
   encode: (pass: GPUComputePassEncoder, index: number) => void,
+  before?: (encoder: GPUCommandEncoder, index: number) => void,
 ): Promise<number[]> {
   const qs = device.createQuerySet({ type: "timestamp", count: 2 * count });
   const resolve = device.createBuffer({
@@ -24,6 +26,7 @@ export async function timePasses(
   try {
     const enc = device.createCommandEncoder();
     for (let i = 0; i < count; i++) {
+      before?.(enc, i);
       const pass = enc.beginComputePass({
         timestampWrites: {
           querySet: qs,
