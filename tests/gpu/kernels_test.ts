@@ -19,7 +19,12 @@ import { ARGMAX_BLOCK } from "../../src/gpu/layout.ts";
 import { matvecTiling, matvecTilingDefines } from "../../src/gpu/matvec_tiling.ts";
 import { encodeWeights, randomF32, runKernel, storageBuffer } from "./harness.ts";
 import { gpuTest } from "./support.ts";
-import { sampleDefines, type SampleShape, sampleShape } from "../../src/gpu/sample_code.ts";
+import {
+  sampleDefines,
+  type SampleShape,
+  sampleShape,
+  sampleWorkgroupBytes,
+} from "../../src/gpu/sample_code.ts";
 
 type DType = "f32" | "bf16" | "f16" | "q8";
 
@@ -702,10 +707,21 @@ gpuTest(
         randomF32(V, seed * 97 + i, 6).map((x, j) => j % 3 === 0 ? -8 : Math.round(x * 8) / 8)
       );
       const rng = () => settings.map((_, i) => ({ seed: seed * 7 + i, counter: 3 * seed }));
-      const binary = await gpuSample(ctx, logits, params, rng(), { shape: { splits: 1 } });
+      // Equal sums need equal thread counts: each arity against bisection at the most threads
+      // its workgroup memory allows (GL's llvmpipe: 32 KiB).
+      const binary = new Map<number, number[]>();
       for (const splits of [2, 3, 15]) {
-        const r = await gpuSample(ctx, logits, params, rng(), { shape: { splits } });
-        assert.deepEqual(r.tokens, binary.tokens, `seed ${seed}, ${splits} splits`);
+        const threads = [1024, 512, 256].find((threads) =>
+          sampleWorkgroupBytes({ threads, splits }) <=
+            ctx.info.limits.maxComputeWorkgroupStorageSize &&
+          threads <= ctx.info.limits.maxComputeInvocationsPerWorkgroup
+        )!;
+        if (!binary.has(threads)) {
+          const b = await gpuSample(ctx, logits, params, rng(), { shape: { threads, splits: 1 } });
+          binary.set(threads, b.tokens);
+        }
+        const r = await gpuSample(ctx, logits, params, rng(), { shape: { threads, splits } });
+        assert.deepEqual(r.tokens, binary.get(threads), `seed ${seed}, ${threads}×${splits}`);
       }
     }
   },
