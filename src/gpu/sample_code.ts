@@ -31,22 +31,34 @@ export function sampleWorkgroupBytes(s: SampleShape): number {
   return 8 * s.threads + 4 * s.splits * (s.threads / 2) + 16 + 8;
 }
 
-/**
- * The preferred shape that fits the device: the most threads up to SAMPLE_THREADS the limits
- * allow, then the most splits up to SAMPLE_SPLITS that fit its workgroup memory.
- */
-export function sampleShape(limits: {
-  maxComputeInvocationsPerWorkgroup: number;
-  maxComputeWorkgroupSizeX: number;
-  maxComputeWorkgroupStorageSize: number;
-}): SampleShape {
+/** The device limits that bound the sampling kernel's shape. */
+export interface SampleLimits {
+  /** Most invocations per workgroup. */
+  readonly maxComputeInvocationsPerWorkgroup: number;
+  /** Largest workgroup size in x. */
+  readonly maxComputeWorkgroupSizeX: number;
+  /** Workgroup memory in bytes. */
+  readonly maxComputeWorkgroupStorageSize: number;
+}
+
+/** The most threads per sequence, up to SAMPLE_THREADS (at least 256), that fit with `splits`. */
+export function sampleThreads(limits: SampleLimits, splits: number): number {
   let threads = SAMPLE_THREADS;
   while (
     threads > 256 &&
     (threads > limits.maxComputeInvocationsPerWorkgroup ||
       threads > limits.maxComputeWorkgroupSizeX ||
-      sampleWorkgroupBytes({ threads, splits: 1 }) > limits.maxComputeWorkgroupStorageSize)
+      sampleWorkgroupBytes({ threads, splits }) > limits.maxComputeWorkgroupStorageSize)
   ) threads /= 2;
+  return threads;
+}
+
+/**
+ * The preferred shape that fits the device: the most threads up to SAMPLE_THREADS the limits
+ * allow, then the most splits up to SAMPLE_SPLITS that fit its workgroup memory.
+ */
+export function sampleShape(limits: SampleLimits): SampleShape {
+  const threads = sampleThreads(limits, 1);
   let splits = SAMPLE_SPLITS;
   while (
     splits > 1 && sampleWorkgroupBytes({ threads, splits }) > limits.maxComputeWorkgroupStorageSize
@@ -62,9 +74,7 @@ export function sampleShape(limits: {
  * every threshold, and the first folding step of the workgroup reduction (FOLD_COUNT/FOLD_MASS:
  * upper half into `red_k`, lower half adds it).
  */
-export function sampleDefines(
-  shape: SampleShape = { threads: 256, splits: SAMPLE_SPLITS },
-): Defines {
+export function sampleDefines(shape: SampleShape): Defines {
   const { threads, splits } = shape;
   if (!Number.isInteger(splits) || splits < 1 || splits > 31) {
     throw new RangeError(`sample splits must be an integer in [1, 31], got ${splits}`);

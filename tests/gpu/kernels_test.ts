@@ -23,7 +23,7 @@ import {
   sampleDefines,
   type SampleShape,
   sampleShape,
-  sampleWorkgroupBytes,
+  sampleThreads,
 } from "../../src/gpu/sample_code.ts";
 
 type DType = "f32" | "bf16" | "f16" | "q8";
@@ -711,11 +711,7 @@ gpuTest(
       // its workgroup memory allows (GL's llvmpipe: 32 KiB).
       const binary = new Map<number, number[]>();
       for (const splits of [2, 3, 15]) {
-        const threads = [1024, 512, 256].find((threads) =>
-          sampleWorkgroupBytes({ threads, splits }) <=
-            ctx.info.limits.maxComputeWorkgroupStorageSize &&
-          threads <= ctx.info.limits.maxComputeInvocationsPerWorkgroup
-        )!;
+        const threads = sampleThreads(ctx.info.limits, splits);
         if (!binary.has(threads)) {
           const b = await gpuSample(ctx, logits, params, rng(), { shape: { threads, splits: 1 } });
           binary.set(threads, b.tokens);
