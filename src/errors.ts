@@ -15,6 +15,7 @@ export type TnlErrorCode =
   | "state_invalid"
   | "state_mismatch"
   | "state_signature"
+  | "non_finite"
   | "backend_unavailable"
   | "device_lost"
   | "not_found"

@@ -11,6 +11,7 @@ import type { SamplingParams } from "./engine/sampler.ts";
 import { InputError, TnlError } from "./errors.ts";
 import { hasWebGpu } from "./gpu/device.ts";
 import { WebGpuBackend, type WebGpuBackendOptions } from "./gpu/backend.ts";
+import { WorkerBackend } from "./gpu/worker_backend.ts";
 import { loadConfig, type ModelConfig } from "./model/config.ts";
 import { FingerprintingSource } from "./model/fingerprint.ts";
 import { type DownloadProgress, resolveModelSource } from "./model/hub.ts";
@@ -28,6 +29,11 @@ export interface LoadModelOptions {
   backend?: BackendChoice;
   /** WebGPU options (batch, slots, limits). */
   webgpu?: WebGpuBackendOptions;
+  /**
+   * Run the WebGPU backend in a worker thread (default true, unless `webgpu.context` is given):
+   * GPU readbacks then never block the caller's event loop.
+   */
+  gpuWorker?: boolean;
   /**
    * Matrix weights as stored ("none", default) or int8 with one scale per output row ("int8": half
    * the bytes of bf16 on the GPU; the CPU reference runs the same int8 model in f32). Part of the
@@ -126,9 +132,9 @@ export async function loadModel(
     (tensor) => options.onLoad?.({ tensor, done: ++done, total: weights.tensors.size }),
   );
   const quantize = parseQuantization(options.quantize);
-  let backend: Backend;
+  let picked: { backend: Backend; fingerprint?: string };
   try {
-    backend = await pickBackend(options.backend ?? "auto", config, weights, base, {
+    picked = await pickBackend(options.backend ?? "auto", config, weights, base, {
       ...options,
       quantize,
     });
@@ -138,11 +144,32 @@ export async function loadModel(
   return makeModel(
     config,
     tokenizer,
-    backend,
+    picked.backend,
     base,
-    weights.fingerprint(config, quantize),
+    picked.fingerprint ?? weights.fingerprint(config, quantize),
     options.engine,
   );
+}
+
+/** The WebGPU backend, in a worker thread unless asked otherwise (it then reads the weights). */
+async function loadWebGpu(
+  config: ModelConfig,
+  source: FingerprintingSource,
+  dir: string,
+  options: LoadModelOptions,
+): Promise<{ backend: Backend; fingerprint?: string }> {
+  const quantize = options.quantize ?? "none";
+  const gpu = options.webgpu ?? {};
+  if (options.gpuWorker === false || gpu.context || gpu.onTensor) {
+    return { backend: await WebGpuBackend.load(source, config, dir, { ...gpu, quantize }) };
+  }
+  const { maxBatch, maxSlots, ring, maxBindingBytes, prefillChunk } = gpu;
+  const backend = await WorkerBackend.load(
+    { dir, quantize, options: { maxBatch, maxSlots, ring, maxBindingBytes, prefillChunk } },
+    config,
+    options.onLoad,
+  );
+  return { backend, fingerprint: backend.fingerprint };
 }
 
 async function pickBackend(
@@ -151,16 +178,15 @@ async function pickBackend(
   source: FingerprintingSource,
   label: string,
   options: LoadModelOptions,
-): Promise<Backend> {
+): Promise<{ backend: Backend; fingerprint?: string }> {
   const quantize = options.quantize;
-  if (choice === "cpu" || (choice === "auto" && !hasWebGpu())) {
-    return await CpuBackend.load(source, config, label, { quantize });
-  }
+  const cpu = async () => ({ backend: await CpuBackend.load(source, config, label, { quantize }) });
+  if (choice === "cpu" || (choice === "auto" && !hasWebGpu())) return await cpu();
   try {
-    return await WebGpuBackend.load(source, config, label, { ...options.webgpu, quantize });
+    return await loadWebGpu(config, source, label, options);
   } catch (e) {
     if (choice === "auto" && e instanceof TnlError && e.code === "backend_unavailable") {
-      return await CpuBackend.load(source, config, label, { quantize });
+      return await cpu();
     }
     throw e;
   }

@@ -37,6 +37,21 @@ export interface SampledRow {
   stopAtEos: boolean;
   /** Penalties in use: the device counts this row's tokens (see `setTokenHistory`). */
   penalties: boolean;
+  /**
+   * Read the row's state back in the same submission as its tokens (for a row that will end in
+   * this call): the backend then sets `captured` to the state as it stands after the call.
+   */
+  capture?: boolean;
+  /** Output: the state after the call, when `capture` was asked and the backend could. */
+  captured?: ModelState;
+}
+
+/** One sequence's tokens for a batched prefill (`prefillMany`). */
+export interface PrefillItem {
+  /** The sequence's resident state (advanced in place). */
+  state: BackendState;
+  /** Tokens to consume. */
+  tokens: Int32Array;
 }
 
 /** A compute backend for one loaded model. */
@@ -70,6 +85,24 @@ export interface Backend {
 
   /** Free everything the backend holds. */
   dispose(): Promise<void>;
+
+  /**
+   * Prefill chunk the backend runs best (tokens per call; the engine aligns its chunks to it).
+   * Absent: the engine's default.
+   */
+  readonly preferredPrefillChunk?: number;
+  /**
+   * Feed several sequences' tokens in one call, no logits (the same numbers as one `prefill` per
+   * item; only the number of host round trips differs).
+   */
+  prefillMany?(items: readonly PrefillItem[]): Promise<void>;
+  /**
+   * Null when the backend can take work now; else a promise that settles when it can (a GPU worker
+   * being restarted) or rejects when it cannot.
+   */
+  whenReady?(): Promise<void> | null;
+  /** Copy several resident states to the host in one round trip. */
+  readStates?(states: readonly BackendState[]): Promise<ModelState[]>;
 
   /** Most steps one `decodeSampled` call runs (absent: the backend samples on the host only). */
   readonly maxSampledSteps?: number;

@@ -1,21 +1,26 @@
 /**
  * The engine: one per model per process, owning the backend. Requests wait in a bounded queue;
- * the scheduler admits them into state slots and interleaves work (continuous batching): each
- * iteration runs at most one prefill chunk (so a long prompt never stalls running decodes) and then
- * one batched decode step for every decoding sequence. A sequence joins or leaves at any step.
+ * the scheduler admits every waiting request as soon as a state slot is free and runs rounds
+ * (continuous batching). A round is: admit; prefill up to a token budget across the sequences
+ * still consuming prompts (short remainders first, then the oldest long prompt, in chunks, in one
+ * backend call where the backend batches them); one device decode loop of K steps for every
+ * sequence whose prompt is consumed; then the final states of the sequences that ended, read back
+ * together (or taken from the decode submission itself). K is chosen per round from the measured
+ * step time: short while requests wait for their first token, long when the batch is stable.
  *
  * Numerics do not depend on the batch: prefill chunks split at absolute positions that are
- * multiples of `prefillChunk`, and decode kernels compute each sequence alone, so a request gives
- * the same tokens whether it runs alone, batched, or resumed from a saved session.
+ * multiples of the prefill chunk, and decode kernels compute each sequence alone, so a request
+ * gives the same tokens whether it runs alone, batched, or resumed from a saved session.
  * @module
  */
 
 import { InputError, TnlError } from "../errors.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { SessionSnapshot } from "../model/snapshot.ts";
+import type { ModelState } from "../model/state.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { StreamDecoder } from "../tokenizer/stream.ts";
-import type { Backend, BackendState } from "./backend.ts";
+import type { Backend, BackendState, PrefillItem, SampledRow } from "./backend.ts";
 import { newRngState, type RngState } from "./rng.ts";
 import {
   type ResolvedSamplingParams,
@@ -68,6 +73,12 @@ export interface GenerateRequest {
   onCheckpoint?: (snapshot: SessionSnapshot) => void;
   /** Generated tokens between checkpoints (0 or absent: none). */
   checkpointEvery?: number;
+  /**
+   * Read the final state back into the session (default true). False when the caller does not
+   * keep the session: its state is then never copied off the backend, and the request leaves the
+   * session as it found it (history, pending token, RNG), whatever it generated.
+   */
+  keepState?: boolean;
 }
 
 /** Something that happened during a generation. */
@@ -99,13 +110,27 @@ export interface EngineOptions {
   maxQueue?: number;
   /** Most sequences decoded together (default: the backend's maxBatch). */
   maxBatch?: number;
-  /** Prefill chunk, in tokens; chunks end at multiples of it (default 256). */
+  /**
+   * Prefill chunk, in tokens; chunks end at multiples of it (default: the backend's preferred
+   * chunk, else 256). Part of the numerics: a session resumes exactly only under the same chunk.
+   */
   prefillChunk?: number;
   /**
-   * Decode steps per device submission when the backend samples on the device (default 16): the
-   * host reads results back once per that many tokens (each readback costs ~10 ms in Deno).
+   * Most prompt tokens prefilled per scheduler round, across sequences (default: one chunk on the
+   * CPU, whose prefill runs on the calling thread; four chunks on other backends). Running
+   * sequences get a decode step between rounds, so a long prompt never stalls them.
+   */
+  prefillBudget?: number;
+  /**
+   * Most decode steps per device submission when the backend samples on the device (default 64):
+   * the host reads results back once per round (each readback costs ~10 ms in Deno).
    */
   stepsPerSync?: number;
+  /**
+   * Target duration of a decode round, in ms: `busy` while requests wait for their first token or
+   * a slot, `steady` otherwise (defaults 15 and 100). K follows from the measured step time.
+   */
+  roundMs?: { busy: number; steady: number };
 }
 
 /** Engine counters for metrics. */
@@ -120,8 +145,12 @@ export interface EngineStats {
   completionTokens: number;
   /** Requests waiting. */
   queueDepth: number;
-  /** Sequences in the running batch. */
+  /** Sequences holding a slot (prefilling or decoding). */
   running: number;
+  /** Of those, sequences still consuming their prompt. */
+  prefilling: number;
+  /** Steps of the last device decode round. */
+  lastSteps: number;
   /** Size of the last decode batch. */
   lastBatch: number;
   /** Decode steps run. */
@@ -146,12 +175,17 @@ interface Seq {
   generated: number;
   promptTokens: number;
   push: (e: GenerateEvent) => void;
+  /** Set when the sequence left the batch (its end is settled at the end of the round). */
   finished: boolean;
   deadline: number;
-  /** The session's history length and pending token before this request (for rollback). */
-  before: { length: number; pending: number };
+  /** The session's history length, pending token and RNG before this request (for rollback). */
+  before: { length: number; pending: number; rng: RngState };
   /** `generated` at the last checkpoint. */
   checkpointed: number;
+  /** How it ended, once `finished`. */
+  end: { reason: FinishReason; error?: unknown } | null;
+  /** Its final state, when the decode submission captured it. */
+  captured: ModelState | null;
 }
 
 /** Whether any penalty is active (the device then keeps token counts). */
@@ -216,6 +250,36 @@ class Yielder {
   }
 }
 
+/** The default prefill chunk when neither the options nor the backend name one. */
+const DEFAULT_PREFILL_CHUNK = 256;
+
+/** A non-finite value in a state or in logits, as an error of that request alone. */
+function nonFinite(where: string): TnlError {
+  return new TnlError(
+    "non_finite",
+    `the model produced a non-finite value (${where}); the session keeps its last good state`,
+  );
+}
+
+/** Whether every value of a state is finite. */
+function stateIsFinite(state: ModelState): boolean {
+  for (const layer of state.layers) {
+    for (let i = 0; i < layer.length; i++) if (!Number.isFinite(layer[i])) return false;
+  }
+  return true;
+}
+
+/** Whether a row of logits has a NaN or no finite value at all. */
+function logitsBroken(row: Float32Array): boolean {
+  let finite = false;
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i];
+    if (v !== v) return true;
+    if (!finite && v !== Infinity && v !== -Infinity) finite = true;
+  }
+  return !finite;
+}
+
 /** The scheduler over one backend. */
 export class Engine {
   /** The backend. */
@@ -226,11 +290,15 @@ export class Engine {
   readonly config: ModelConfig;
   readonly #opts: Required<EngineOptions>;
   readonly #queue: Seq[] = [];
+  /** Sequences holding a slot, in admission order. */
   readonly #running: Seq[] = [];
+  /** Sequences that ended this round, settled (state read, slot freed, "done" sent) at its end. */
+  readonly #ending: Seq[] = [];
   readonly #sampler: Sampler;
   #loop: Promise<void> | null = null;
   #closed = false;
-  #prefillTurn = 0;
+  /** Measured ms per device decode step (readback included), by batch-size bucket. */
+  readonly #stepMs = new Map<number, number>();
   readonly #stats: EngineStats = {
     requests: 0,
     rejected: 0,
@@ -238,7 +306,9 @@ export class Engine {
     completionTokens: 0,
     queueDepth: 0,
     running: 0,
+    prefilling: 0,
     lastBatch: 0,
+    lastSteps: 0,
     decodeSteps: 0,
     tokensPerSecond: 0,
   };
@@ -249,11 +319,14 @@ export class Engine {
     this.backend = backend;
     this.tokenizer = tokenizer;
     this.config = backend.config;
+    const chunk = options.prefillChunk ?? backend.preferredPrefillChunk ?? DEFAULT_PREFILL_CHUNK;
     this.#opts = {
       maxQueue: options.maxQueue ?? 256,
       maxBatch: Math.min(options.maxBatch ?? backend.maxBatch, backend.maxBatch),
-      prefillChunk: options.prefillChunk ?? 256,
-      stepsPerSync: Math.max(1, options.stepsPerSync ?? 16),
+      prefillChunk: chunk,
+      prefillBudget: Math.max(1, options.prefillBudget ?? (backend.kind === "cpu" ? 1 : 4) * chunk),
+      stepsPerSync: Math.max(1, options.stepsPerSync ?? 64),
+      roundMs: options.roundMs ?? { busy: 15, steady: 100 },
     };
     this.#sampler = new Sampler(this.config.vocabSize);
   }
@@ -268,6 +341,7 @@ export class Engine {
       ...this.#stats,
       queueDepth: this.#queue.length,
       running: this.#running.length,
+      prefilling: this.#running.filter((s) => this.#prefilling(s)).length,
       tokensPerSecond: (n * 1000) / span,
     };
   }
@@ -330,8 +404,10 @@ export class Engine {
       push: (e) => channel.push(e),
       finished: false,
       deadline: req.timeoutMs ? performance.now() + req.timeoutMs : Infinity,
-      before: { length: s.length, pending: s.pending },
+      before: { length: s.length, pending: s.pending, rng: { ...s.rng } },
       checkpointed: 0,
+      end: null,
+      captured: null,
     };
     if (stop && s.text.heldStop) {
       // Text held at the end of the previous request continues matching here.
@@ -377,7 +453,7 @@ export class Engine {
     if (!this.#loop) {
       this.#loop = this.#run().finally(() => {
         this.#loop = null;
-        if (this.#queue.length || this.#running.length) this.#kick();
+        if (this.#queue.length || this.#running.length || this.#ending.length) this.#kick();
       });
     }
   }
@@ -393,30 +469,38 @@ export class Engine {
   }
 
   async #loopUntilIdle(yielder: Yielder): Promise<void> {
-    while (this.#queue.length || this.#running.length) {
+    while (this.#queue.length || this.#running.length || this.#ending.length) {
       try {
         await this.#admit();
         this.#reap();
-        await this.#prefillOne();
+        await this.#prefillRound();
         this.#reap();
-        await this.#decodeStep();
+        await this.#decodeRound();
         this.#reap();
       } catch (e) {
         // A backend failure (device lost, ...) fails every running request, never hangs them.
-        for (const s of [...this.#running, ...this.#queue]) await this.#finish(s, "error", e);
-        this.#running.length = 0;
+        for (const s of [...this.#running, ...this.#queue]) this.#end(s, "error", e);
         this.#queue.length = 0;
       }
+      await this.#settle();
       await yielder.yield();
     }
   }
 
+  /** Whether a running sequence still has prompt tokens to prefill (all but its last). */
+  #prefilling(s: Seq): boolean {
+    return !s.finished && s.fed < s.feed.length - 1;
+  }
+
+  /** Admit every waiting request while slots are free (uploads only; nothing is read back). */
   async #admit(): Promise<void> {
+    const waiting = this.#queue.length ? this.backend.whenReady?.() : null;
+    if (waiting) await waiting;
     while (this.#queue.length && this.#running.length < this.#opts.maxBatch) {
       const seq = this.#queue[0];
       if (seq.req.signal?.aborted) {
         this.#queue.shift();
-        await this.#finish(seq, "cancelled");
+        this.#end(seq, "cancelled");
         continue;
       }
       let slot: BackendState;
@@ -429,14 +513,23 @@ export class Engine {
       this.#queue.shift();
       seq.slot = slot;
       this.#running.push(seq);
-      if (seq.session.state.position > 0) await this.backend.writeState(slot, seq.session.state);
-      if (this.backend.setTokenHistory && hasPenalties(seq.params)) {
-        const h = seq.history;
-        await this.backend.setTokenHistory(
-          slot,
-          h.seenIds,
-          h.generatedIds.map((t, i): [number, number] => [t, h.generatedCounts[i]]),
-        );
+      try {
+        if (seq.session.state.position > 0) {
+          await this.backend.writeState(slot, seq.session.state);
+        }
+        if (this.backend.setTokenHistory && hasPenalties(seq.params)) {
+          const h = seq.history;
+          await this.backend.setTokenHistory(
+            slot,
+            h.seenIds,
+            h.generatedIds.map((t, i): [number, number] => [t, h.generatedCounts[i]]),
+          );
+        }
+      } catch (e) {
+        // A state the backend refuses fails this request alone.
+        if (!(e instanceof InputError)) throw e;
+        this.#end(seq, "error", e);
+        continue;
       }
       this.#stats.promptTokens += seq.promptTokens;
     }
@@ -445,34 +538,66 @@ export class Engine {
   /** Cancel what was aborted or timed out (at a step boundary, so states stay consistent). */
   #reap(): void {
     const now = performance.now();
-    for (const seq of this.#running) {
+    for (const seq of [...this.#running]) {
       if (seq.finished) continue;
-      if (seq.req.signal?.aborted) void this.#finish(seq, "cancelled");
-      else if (now > seq.deadline) void this.#finish(seq, "timeout");
+      if (seq.req.signal?.aborted) this.#end(seq, "cancelled");
+      else if (now > seq.deadline) this.#end(seq, "timeout");
     }
   }
 
-  /** One prefill chunk of one sequence (round-robin), ending at a multiple of the chunk size. */
-  async #prefillOne(): Promise<void> {
-    const pre = this.#running.filter((s) => !s.finished && s.fed < s.feed.length - 1);
+  /**
+   * Prefill up to the round's token budget, in chunks that end at multiples of the prefill chunk:
+   * first every sequence whose remaining prompt fits in one chunk (short prompts start decoding
+   * this round), then the oldest long prompts, chunk by chunk. One backend call when it batches.
+   */
+  async #prefillRound(): Promise<void> {
+    const pre = this.#running.filter((s) => this.#prefilling(s));
     if (!pre.length) return;
-    const seq = pre[this.#prefillTurn++ % pre.length];
     const C = this.#opts.prefillChunk;
-    const pos = seq.slot!.position;
-    const end = Math.min(seq.feed.length - 1, seq.fed + (C - (pos % C)));
-    await this.backend.prefill(seq.slot!, seq.feed.subarray(seq.fed, end), "none");
-    seq.fed = end;
+    let budget = this.#opts.prefillBudget;
+    const items: { seq: Seq; end: number }[] = [];
+    const planned = new Map<Seq, number>();
+    const take = (seq: Seq, force: boolean): boolean => {
+      const from = planned.get(seq) ?? seq.fed;
+      const pos = seq.slot!.position + (from - seq.fed);
+      const end = Math.min(seq.feed.length - 1, from + (C - (pos % C)));
+      if (end <= from || (!force && end - from > budget)) return false;
+      items.push({ seq, end });
+      planned.set(seq, end);
+      budget -= end - from;
+      return true;
+    };
+    for (const s of pre) {
+      if (s.feed.length - 1 - s.fed <= C && budget > 0) take(s, false);
+    }
+    for (const s of pre) {
+      while (budget > 0 && (planned.get(s) ?? s.fed) < s.feed.length - 1) {
+        // The first chunk of a round always goes, so a prompt longer than the budget progresses.
+        if (!take(s, items.length === 0)) break;
+      }
+      if (budget <= 0) break;
+    }
+    const calls: PrefillItem[] = [];
+    const starts = new Map<Seq, number>();
+    for (const { seq, end } of items) {
+      const from = starts.get(seq) ?? seq.fed;
+      calls.push({ state: seq.slot!, tokens: seq.feed.subarray(from, end) });
+      starts.set(seq, end);
+    }
+    if (this.backend.prefillMany) await this.backend.prefillMany(calls);
+    else for (const c of calls) await this.backend.prefill(c.state, c.tokens, "none");
+    for (const { seq, end } of items) seq.fed = end;
   }
 
   /**
    * Decode for every sequence whose prompt is consumed: K steps sampled on the device when the
-   * backend can (one readback per K tokens), else one step with host sampling (logprobs need it).
+   * backend can (one readback per round), else one step with host sampling (logprobs need it).
    */
-  async #decodeStep(): Promise<void> {
+  async #decodeRound(): Promise<void> {
     // Sequences with max_tokens 0 finish once their prompt is consumed.
-    for (const s of this.#running) {
+    for (const s of [...this.#running]) {
       if (!s.finished && s.fed === s.feed.length - 1 && s.req.maxTokens === 0) {
-        await this.#finish(s, "length");
+        this.#end(s, "length");
       }
     }
     const batch = this.#running.filter((s) =>
@@ -481,16 +606,43 @@ export class Engine {
     if (!batch.length) return;
     const b = this.backend;
     const steps = Math.min(
-      this.#opts.stepsPerSync,
-      b.maxSampledSteps ?? 1,
+      this.#chooseSteps(batch),
       Math.max(...batch.map((s) => s.req.maxTokens - s.generated)),
     );
     if (b.decodeSampled && steps > 1 && batch.every((s) => s.req.logprobs === undefined)) {
+      const t0 = performance.now();
       await this.#decodeOnDevice(batch, steps);
+      this.#learnStep(batch.length, (performance.now() - t0) / steps);
     } else {
       await this.#decodeOnHost(batch);
     }
     for (const seq of batch) await this.#checkpoint(seq);
+  }
+
+  /** Batch-size bucket of the step-time estimate (powers of two). */
+  #bucket(batch: number): number {
+    return 2 ** Math.ceil(Math.log2(batch));
+  }
+
+  #learnStep(batch: number, ms: number): void {
+    const k = this.#bucket(batch);
+    const old = this.#stepMs.get(k);
+    this.#stepMs.set(k, old === undefined ? ms : 0.7 * old + 0.3 * ms);
+  }
+
+  /**
+   * Steps of this round: about `roundMs.busy` of decoding while any request waits for a slot, a
+   * prefill or its first token (so it gets one soon), `roundMs.steady` otherwise (few readbacks).
+   */
+  #chooseSteps(batch: Seq[]): number {
+    const max = Math.min(this.#opts.stepsPerSync, this.backend.maxSampledSteps ?? 1);
+    if (max <= 1) return 1;
+    const busy = this.#queue.length > 0 || this.#running.some((s) => this.#prefilling(s)) ||
+      batch.some((s) => s.generated === 0);
+    const target = busy ? this.#opts.roundMs.busy : this.#opts.roundMs.steady;
+    const ms = this.#stepMs.get(this.#bucket(batch.length));
+    if (ms === undefined) return busy ? Math.min(max, 4) : max;
+    return Math.max(2, Math.min(max, Math.round(target / ms)));
   }
 
   /** One decode step; logits come back and are sampled here. */
@@ -503,6 +655,10 @@ export class Engine {
     for (let i = 0; i < batch.length; i++) {
       const seq = batch[i];
       const row = logits.subarray(i * V, (i + 1) * V);
+      if (logitsBroken(row)) {
+        this.#end(seq, "error", nonFinite(`logits at position ${seq.slot!.position}`));
+        continue;
+      }
       let token: number;
       let lp: SampledToken | undefined;
       if (seq.req.logprobs !== undefined) {
@@ -518,14 +674,15 @@ export class Engine {
         token = this.#sampler.sample(row, seq.params, seq.history, seq.rng);
       }
       const stop = this.#accept(seq, token, lp);
-      if (stop) await this.#finish(seq, stop === "length" ? "length" : "stop");
+      if (stop) this.#end(seq, stop === "length" ? "length" : "stop");
     }
   }
 
   /**
    * K decode steps with sampling on the device. End-of-sequence and max_tokens stop a row on the
-   * device, so its state ends exactly at its last kept token. A stop string is only seen here, in
-   * text: such a row's state is snapshotted first and, when it stops early, restored and replayed
+   * device, so its state ends exactly at its last kept token; a row whose budget ends in this round
+   * has that state copied back in the same submission. A stop string is only seen here, in text:
+   * such a row's state is snapshotted first and, when it stops early, restored and replayed
    * through the same kernels up to the kept token (bit-identical to a run that never overshot).
    */
   async #decodeOnDevice(batch: Seq[], steps: number): Promise<void> {
@@ -547,18 +704,18 @@ export class Engine {
     try {
       const rngBefore = batch.map((s) => s.rng.counter);
       const pending = batch.map((s) => s.feed[s.fed]);
-      const out = await b.decodeSampled!(
-        batch.map((seq) => ({
-          state: seq.slot!,
-          token: seq.feed[seq.fed],
-          budget: seq.req.maxTokens - seq.generated,
-          sampling: seq.params,
-          rng: seq.rng,
-          stopAtEos: seq.req.stopAtEos !== false,
-          penalties: hasPenalties(seq.params),
-        })),
-        steps,
-      );
+      const rows: SampledRow[] = batch.map((seq) => ({
+        state: seq.slot!,
+        token: seq.feed[seq.fed],
+        budget: seq.req.maxTokens - seq.generated,
+        sampling: seq.params,
+        rng: seq.rng,
+        stopAtEos: seq.req.stopAtEos !== false,
+        penalties: hasPenalties(seq.params),
+        capture: seq.req.keepState !== false && seq.req.maxTokens - seq.generated <= steps,
+      }));
+      const out = await b.decodeSampled!(rows, steps);
+      this.#stats.lastSteps = steps;
       this.#count(out.reduce((a, t) => a + t.length, 0), batch.length, steps);
       for (let i = 0; i < batch.length; i++) {
         const seq = batch[i];
@@ -571,8 +728,10 @@ export class Engine {
             await b.copyState(seq.slot!, snaps.get(seq)!);
             await b.replay!(seq.slot!, Int32Array.of(pending[i], ...toks.subarray(0, j)));
             seq.rng.counter = rngBefore[i] + (seq.params.temperature > 0 ? j + 1 : 0);
+          } else if (rows[i].captured) {
+            seq.captured = rows[i].captured!;
           }
-          await this.#finish(seq, stop === "length" ? "length" : "stop");
+          this.#end(seq, stop === "length" ? "length" : "stop");
           break;
         }
       }
@@ -590,7 +749,7 @@ export class Engine {
 
   /**
    * Take a sampled token: history, text, stop checks, the event. Returns how the sequence stopped
-   * ("eos", "text" for a stop string, "length") or null when it goes on; the caller finishes it.
+   * ("eos", "text" for a stop string, "length") or null when it goes on; the caller ends it.
    */
   #accept(seq: Seq, token: number, lp?: SampledToken): "eos" | "text" | "length" | null {
     seq.history.addGenerated(token);
@@ -624,6 +783,7 @@ export class Engine {
     if (seq.generated - seq.checkpointed < every || seq.fed !== 0 || seq.feed.length !== 1) return;
     seq.checkpointed = seq.generated;
     const state = await this.backend.readState(seq.slot);
+    if (!stateIsFinite(state)) return; // never checkpoint a broken state; the end reports it
     const snap: SessionSnapshot = {
       ...seq.session.toSnapshot(),
       state,
@@ -642,41 +802,84 @@ export class Engine {
     }
   }
 
-  /**
-   * Leave the batch: save the state back into the session (everything consumed stays consumed, the
-   * first unconsumed token becomes pending), free the slot, send "done". On error, or when never
-   * admitted, the session is rolled back to what it was before the request.
-   */
-  async #finish(seq: Seq, reason: FinishReason, error?: unknown): Promise<void> {
+  /** Leave the batch now (no more steps); the end is settled at the end of the round. */
+  #end(seq: Seq, reason: FinishReason, error?: unknown): void {
     if (seq.finished) return;
     seq.finished = true;
-    const s = seq.session;
-    let rollback = !seq.slot;
-    try {
-      if (seq.slot) {
-        if (reason !== "error") {
-          s.state = await this.backend.readState(seq.slot);
-          s.pending = seq.feed[seq.fed];
-          s.truncate(s.state.position + 1);
-        } else {
-          rollback = true;
-        }
-        this.backend.releaseState(seq.slot);
-        seq.slot = null;
+    seq.end = { reason, error };
+    const idx = this.#running.indexOf(seq);
+    if (idx >= 0) this.#running.splice(idx, 1);
+    this.#ending.push(seq);
+  }
+
+  /**
+   * Settle the sequences that ended: read back the final states that are kept (all in one call,
+   * unless the decode submission captured them), check them, free the slots, send "done".
+   */
+  async #settle(): Promise<void> {
+    if (!this.#ending.length) return;
+    const ending = this.#ending.splice(0);
+    const toRead = ending.filter((s) =>
+      s.slot && s.end!.reason !== "error" && s.req.keepState !== false && !s.captured
+    );
+    const read = new Map<Seq, ModelState>();
+    let readError: unknown = null;
+    if (toRead.length) {
+      try {
+        const slots = toRead.map((s) => s.slot!);
+        const states = this.backend.readStates
+          ? await this.backend.readStates(slots)
+          : await Promise.all(slots.map((st) => this.backend.readState(st)));
+        toRead.forEach((s, i) => read.set(s, states[i]));
+      } catch (e) {
+        readError = e;
       }
-    } catch (e) {
-      reason = "error";
-      error = e;
-      rollback = true;
+    }
+    for (const seq of ending) {
+      const state = seq.captured ?? read.get(seq) ?? null;
+      this.#complete(seq, state, readError);
+    }
+  }
+
+  /**
+   * Complete an ended sequence: save the state back into the session (everything consumed stays
+   * consumed, the first unconsumed token becomes pending), free the slot, send "done". On error,
+   * when never admitted, or when the state is not kept, the session is rolled back to what it was
+   * before the request.
+   */
+  #complete(seq: Seq, state: ModelState | null, readError: unknown): void {
+    const s = seq.session;
+    let { reason, error } = seq.end!;
+    let rollback = !seq.slot || reason === "error" || seq.req.keepState === false;
+    if (!rollback) {
+      if (!state) {
+        reason = "error";
+        error = readError ?? new TnlError("internal", "the final state was not read back");
+        rollback = true;
+      } else if (!stateIsFinite(state)) {
+        reason = "error";
+        error = nonFinite(`state at position ${state.position}`);
+        rollback = true;
+      } else {
+        s.state = state;
+        s.pending = seq.feed[seq.fed];
+        s.truncate(s.state.position + 1);
+      }
+    }
+    if (seq.slot) {
+      try {
+        this.backend.releaseState(seq.slot);
+      } catch {
+        // The backend is gone (device lost); its slots with it.
+      }
+      seq.slot = null;
     }
     if (rollback) {
       s.truncate(seq.before.length);
       s.pending = seq.before.pending;
     }
-    const idx = this.#running.indexOf(seq);
-    if (idx >= 0) this.#running.splice(idx, 1);
     let tail = "";
-    if (reason === "length" && seq.req.holdPartial) {
+    if (reason === "length" && seq.req.holdPartial && !rollback) {
       // Keep incomplete characters and a partial stop match for the next request.
       s.text = {
         pendingBytes: seq.decoder.heldBytes(),
@@ -690,7 +893,7 @@ export class Engine {
       } else if (!seq.stop) {
         tail = rest;
       }
-      s.text = { pendingBytes: new Uint8Array(0), heldStop: "" };
+      if (!rollback) s.text = { pendingBytes: new Uint8Array(0), heldStop: "" };
     }
     if (!rollback) s.rng = seq.rng;
     s.updatedAt = Date.now();
@@ -708,9 +911,10 @@ export class Engine {
   async close(cancel = false): Promise<void> {
     this.#closed = true;
     if (cancel) {
-      for (const s of [...this.#queue]) await this.#finish(s, "cancelled");
+      for (const s of [...this.#queue]) this.#end(s, "cancelled");
       this.#queue.length = 0;
-      for (const s of [...this.#running]) await this.#finish(s, "cancelled");
+      for (const s of [...this.#running]) this.#end(s, "cancelled");
+      if (!this.#loop) await this.#settle();
     }
     while (this.#loop) await this.#loop;
   }

@@ -6,7 +6,13 @@
  * @module
  */
 
-import type { Backend, BackendState, LogitsMode, SampledRow } from "../engine/backend.ts";
+import type {
+  Backend,
+  BackendState,
+  LogitsMode,
+  PrefillItem,
+  SampledRow,
+} from "../engine/backend.ts";
 import { InputError, TnlError } from "../errors.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { createState, type ModelState } from "../model/state.ts";
@@ -262,34 +268,65 @@ export class WebGpuBackend implements Backend {
 
   /** Copy a slot to the host. */
   async readState(state: BackendState): Promise<ModelState> {
-    this.#check();
-    const s = this.#own(state);
+    return (await this.readStates([state]))[0];
+  }
+
+  /** Bytes of one slot's state (all layers). */
+  get #stateBytes(): number {
+    return this.model.slotFloats.reduce((a, b) => a + b, 0) * 4;
+  }
+
+  /** Encode copies of slots' states (all layers, slot after slot) into a staging buffer. */
+  #copyStates(enc: GPUCommandEncoder, slots: GpuState[], staging: GPUBuffer, at: number): void {
     const m = this.model;
-    const total = m.slotFloats.reduce((a, b) => a + b, 0) * 4;
-    const staging = this.#staging(total);
-    const enc = m.ctx.device.createCommandEncoder();
-    let off = 0;
-    for (let l = 0; l < m.states.length; l++) {
-      enc.copyBufferToBuffer(
-        m.states[l],
-        s.slot * m.slotFloats[l] * 4,
-        staging,
-        off,
-        m.slotFloats[l] * 4,
-      );
-      off += m.slotFloats[l] * 4;
+    let off = at;
+    for (const s of slots) {
+      for (let l = 0; l < m.states.length; l++) {
+        const n = m.slotFloats[l] * 4;
+        enc.copyBufferToBuffer(m.states[l], s.slot * n, staging, off, n);
+        off += n;
+      }
     }
-    m.ctx.device.queue.submit([enc.finish()]);
-    const position = s.position;
-    const bytes = await this.#read(staging, total);
-    const host = createState(this.config);
-    host.position = position;
-    off = 0;
-    for (let l = 0; l < host.layers.length; l++) {
-      host.layers[l].set(new Float32Array(bytes, off, m.slotFloats[l]));
-      off += m.slotFloats[l] * 4;
+  }
+
+  /** Host states from the bytes `#copyStates` wrote, at the given positions. */
+  #hostStates(bytes: ArrayBuffer, at: number, positions: number[]): ModelState[] {
+    const m = this.model;
+    let off = at;
+    return positions.map((position) => {
+      const host = createState(this.config);
+      host.position = position;
+      for (let l = 0; l < host.layers.length; l++) {
+        host.layers[l].set(new Float32Array(bytes, off, m.slotFloats[l]));
+        off += m.slotFloats[l] * 4;
+      }
+      return host;
+    });
+  }
+
+  /** How many states fit one staging buffer (half the device's buffer limit, at least one). */
+  get #statesPerRead(): number {
+    const limit = this.model.ctx.device.limits.maxBufferSize;
+    return Math.max(1, Math.floor(Math.min(limit / 2, 1 << 30) / this.#stateBytes));
+  }
+
+  /** Copy several slots to the host with one readback per staging buffer. */
+  async readStates(states: readonly BackendState[]): Promise<ModelState[]> {
+    this.#check();
+    const own = states.map((s) => this.#own(s));
+    const out: ModelState[] = [];
+    const per = this.#statesPerRead;
+    for (let i = 0; i < own.length; i += per) {
+      const group = own.slice(i, i + per);
+      const total = group.length * this.#stateBytes;
+      const staging = this.#staging(total);
+      const enc = this.model.ctx.device.createCommandEncoder();
+      this.#copyStates(enc, group, staging, 0);
+      this.model.ctx.device.queue.submit([enc.finish()]);
+      const positions = group.map((s) => s.position);
+      out.push(...this.#hostStates(await this.#read(staging, total), 0, positions));
     }
-    return host;
+    return out;
   }
 
   /** Copy one slot into another on the GPU. */
@@ -342,6 +379,22 @@ export class WebGpuBackend implements Backend {
       else if (mode === "last") out.set(lg);
     }
     return out;
+  }
+
+  /** The prefill capacity: one submission per chunk of this many tokens. */
+  get preferredPrefillChunk(): number {
+    return this.prefiller.capacity;
+  }
+
+  /** Feed several sequences (no logits): one submission per chunk, no readback. */
+  async prefillMany(items: readonly PrefillItem[]): Promise<void> {
+    this.#check();
+    const own = items.map((it) => this.#own(it.state));
+    for (const it of items) {
+      if (it.tokens.length === 0) throw new InputError("tokens", "must not be empty");
+      this.#checkTokens(it.tokens);
+    }
+    for (let i = 0; i < items.length; i++) await this.prefill(own[i], items[i].tokens, "none");
   }
 
   /** Feed tokens one decode step at a time (the recurrent path; used to rewind after a stop). */
@@ -460,20 +513,28 @@ export class WebGpuBackend implements Backend {
       pass.end();
     }
     const ringBytes = B * m.ring * 4, rowBytes = B * ROW_WORDS * 4;
-    const staging = this.#staging(ringBytes + rowBytes);
+    // Rows that asked for it have their states copied after the steps, in the same submission.
+    const captured = own.filter((_, b) => rows[b].capture).slice(0, this.#statesPerRead);
+    const stateAt = ringBytes + rowBytes;
+    const total = stateAt + captured.length * this.#stateBytes;
+    const staging = this.#staging(total);
     enc.copyBufferToBuffer(m.ringBuffer, 0, staging, 0, ringBytes);
     enc.copyBufferToBuffer(m.rows, 0, staging, ringBytes, rowBytes);
+    this.#copyStates(enc, captured, staging, stateAt);
     dev.queue.submit([enc.finish()]);
-    const bytes = await this.#read(staging, ringBytes + rowBytes);
+    const bytes = await this.#read(staging, total);
     const ring = new Int32Array(bytes, 0, B * m.ring);
     const after = new Uint32Array(bytes, ringBytes, B * ROW_WORDS);
-    return rows.map((r, b) => {
+    const tokens = rows.map((r, b) => {
       const n = after[b * ROW_WORDS + ROW.outCount];
       own[b].position += n;
       r.rng.counter = after[b * ROW_WORDS + ROW.rngHi] * 4294967296 +
         after[b * ROW_WORDS + ROW.rngLo];
       return ring.slice(b * m.ring, b * m.ring + n);
     });
+    const states = this.#hostStates(bytes, stateAt, captured.map((s) => s.position));
+    captured.forEach((s, i) => (rows[own.indexOf(s)].captured = states[i]));
+    return tokens;
   }
 
   /** One token for each of several sequences. */

@@ -11,6 +11,7 @@ import { Engine, type GenerateEvent, type GenerateRequest } from "../../src/engi
 import { Session } from "../../src/engine/session.ts";
 import { TnlError } from "../../src/errors.ts";
 import { WebGpuBackend } from "../../src/gpu/backend.ts";
+import { WorkerBackend } from "../../src/gpu/worker_backend.ts";
 import { loadConfig } from "../../src/model/config.ts";
 import { openSafetensors } from "../../src/model/weights/safetensors.ts";
 import { Tokenizer } from "../../src/tokenizer/tokenizer.ts";
@@ -20,7 +21,11 @@ import { DEFAULT_MODEL_DIR } from "../fixtures.ts";
 const config = await loadConfig(DEFAULT_MODEL_DIR + "config.json");
 const tokenizer = await Tokenizer.load(DEFAULT_MODEL_DIR + "tokenizer.model");
 
-async function makeBackend(kind: "cpu" | "webgpu"): Promise<Backend> {
+async function makeBackend(kind: "cpu" | "webgpu" | "worker"): Promise<Backend> {
+  if (kind === "worker") {
+    const spec = { dir: DEFAULT_MODEL_DIR, quantize: "none" as const };
+    return await WorkerBackend.load({ ...spec, options: { maxSlots: 12, maxBatch: 8 } }, config);
+  }
   const src = await openSafetensors(DEFAULT_MODEL_DIR + "model.safetensors");
   try {
     if (kind === "cpu") return await CpuBackend.load(src, config, "default");
@@ -56,8 +61,8 @@ const prompt = (s: string) => tokenizer.encode(s);
 const hasGpu = (await gpuContext()) !== null;
 const requireGpu = Deno.env.get("TNL_REQUIRE_GPU") === "1";
 
-for (const kind of ["cpu", "webgpu"] as const) {
-  const ignore = kind === "webgpu" && !hasGpu && !requireGpu;
+for (const kind of ["cpu", "webgpu", "worker"] as const) {
+  const ignore = kind !== "cpu" && !hasGpu && !requireGpu;
   const test = (name: string, fn: (engine: Engine, backend: Backend) => Promise<void>) =>
     Deno.test({
       name: `engine (${kind}): ${name}`,

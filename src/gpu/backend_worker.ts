@@ -1,0 +1,175 @@
+/**
+ * The worker that owns the WebGPU device: it loads the model onto the GPU and runs the backend's
+ * calls one after another, in the order they were sent (a call's GPU work is encoded after the
+ * previous call's). Readbacks (`mapAsync`), which in Deno block their thread until the GPU queue is
+ * empty, happen here, never on the thread that serves HTTP. Started by `WorkerBackend`.
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import type { BackendState, PrefillItem, SampledRow } from "../engine/backend.ts";
+import { TnlError } from "../errors.ts";
+import { loadConfig } from "../model/config.ts";
+import { FingerprintingSource } from "../model/fingerprint.ts";
+import type { ModelState } from "../model/state.ts";
+import { openWeights } from "../model/weights/open.ts";
+import { WebGpuBackend } from "./backend.ts";
+import {
+  toWire,
+  type WorkerLoaded,
+  type WorkerLoadSpec,
+  type WorkerMessage,
+  type WorkerRequest,
+} from "./worker_protocol.ts";
+
+let backend: WebGpuBackend | null = null;
+/** Resident states by the handle id the other side chose. */
+const states = new Map<number, BackendState>();
+
+function post(m: WorkerMessage, transfer: Transferable[] = []): void {
+  self.postMessage(m, transfer);
+}
+
+function gpu(): WebGpuBackend {
+  if (!backend) throw new TnlError("backend_unavailable", "the GPU worker has no model loaded");
+  return backend;
+}
+
+function state(id: number): BackendState {
+  const s = states.get(id);
+  if (!s) throw new TnlError("internal", `the GPU worker has no state ${id}`);
+  return s;
+}
+
+/** The buffer under a typed array, to transfer instead of copy. */
+function buf(a: ArrayBufferView): ArrayBuffer {
+  return a.buffer as ArrayBuffer;
+}
+
+/** The buffers of a host state (each once), to transfer instead of copy. */
+function stateBuffers(s: ModelState): ArrayBuffer[] {
+  return [...new Set(s.layers.map(buf))];
+}
+
+async function load(spec: WorkerLoadSpec): Promise<WorkerLoaded> {
+  const config = await loadConfig(spec.dir + "config.json");
+  let done = 0;
+  const weights = new FingerprintingSource(
+    await openWeights(spec.dir),
+    (tensor) => post({ kind: "progress", tensor, done: ++done, total: weights.tensors.size }),
+  );
+  try {
+    backend = await WebGpuBackend.load(weights, config, spec.dir, {
+      ...spec.options,
+      quantize: spec.quantize,
+    });
+  } finally {
+    weights.close();
+  }
+  const b = backend;
+  b.model.ctx.lostPromise.then((e) => post({ kind: "lost", error: toWire(e) }));
+  return {
+    device: b.device,
+    fingerprint: weights.fingerprint(config, spec.quantize),
+    maxBatch: b.maxBatch,
+    maxSlots: b.model.maxSlots,
+    maxSampledSteps: b.maxSampledSteps,
+    preferredPrefillChunk: b.preferredPrefillChunk,
+  };
+}
+
+/** Run one request; returns its value and the buffers to transfer with it. */
+async function handle(op: string, args: unknown[]): Promise<[unknown, Transferable[]]> {
+  const a = args as never[];
+  switch (op) {
+    case "load":
+      return [await load(a[0]), []];
+    case "alloc":
+      states.set(a[0], gpu().allocState());
+      return [null, []];
+    case "release": {
+      const s = states.get(a[0]);
+      states.delete(a[0]);
+      if (s) gpu().releaseState(s);
+      return [null, []];
+    }
+    case "writeState":
+      await gpu().writeState(state(a[0]), a[1] as ModelState);
+      return [null, []];
+    case "readStates": {
+      const out = await gpu().readStates((a[0] as number[]).map(state));
+      return [out, out.flatMap(stateBuffers)];
+    }
+    case "copyState":
+      await gpu().copyState(state(a[0]), state(a[1]));
+      return [null, []];
+    case "prefill": {
+      const logits = await gpu().prefill(state(a[0]), a[1], a[2]);
+      return [logits, [buf(logits)]];
+    }
+    case "prefillMany": {
+      const items = (a[0] as { id: number; tokens: Int32Array }[]).map((it): PrefillItem => ({
+        state: state(it.id),
+        tokens: it.tokens,
+      }));
+      await gpu().prefillMany(items);
+      return [null, []];
+    }
+    case "decode": {
+      const logits = await gpu().decode((a[0] as number[]).map(state), a[1]);
+      return [logits, [buf(logits)]];
+    }
+    case "decodeSampled": {
+      const rows = (a[0] as (Omit<SampledRow, "state"> & { id: number })[]).map((r) => ({
+        ...r,
+        state: state(r.id),
+      }));
+      const tokens = await gpu().decodeSampled(rows, a[1]);
+      const captured = rows.map((r) => r.captured ?? null);
+      const value = { tokens, rng: rows.map((r) => r.rng.counter), captured };
+      const transfer = [
+        ...tokens.map(buf),
+        ...captured.flatMap((c) => (c ? stateBuffers(c) : [])),
+      ];
+      return [value, transfer];
+    }
+    case "setTokenHistory":
+      await gpu().setTokenHistory(state(a[0]), a[1], a[2]);
+      return [null, []];
+    case "replay":
+      await gpu().replay(state(a[0]), a[1]);
+      return [null, []];
+    case "forward": {
+      const host = a[0] as ModelState;
+      const logits = await gpu().forward(host, a[1], a[2]);
+      return [{ logits, state: host }, [buf(logits), ...stateBuffers(host)]];
+    }
+    case "dispose":
+      await backend?.dispose();
+      backend = null;
+      states.clear();
+      return [null, []];
+    case "crash":
+      // Simulates a worker dying mid-work (tests of the restart path).
+      setTimeout(() => {
+        throw new Error("simulated GPU worker crash");
+      });
+      return [null, []];
+    default:
+      throw new TnlError("internal", `unknown GPU worker operation ${op}`);
+  }
+}
+
+let chain: Promise<void> = Promise.resolve();
+self.onmessage = (ev: MessageEvent<WorkerRequest>) => {
+  const { id, op, args } = ev.data;
+  chain = chain.then(async () => {
+    try {
+      const [value, transfer] = await handle(op, args);
+      post({ kind: "result", id, value }, transfer);
+    } catch (e) {
+      post({ kind: "error", id, error: toWire(e) });
+    }
+  });
+};

@@ -1,0 +1,92 @@
+/**
+ * Messages between the `WorkerBackend` (the thread that serves HTTP) and the worker that owns the
+ * WebGPU device (`backend_worker.ts`). Requests carry an id; each answer names it. Errors cross as
+ * plain data and are rebuilt as the project's typed errors, so callers see the same `TnlError`
+ * codes (and `InputError` fields) as with an in-thread backend.
+ * @module
+ */
+
+import { InputError, TnlError, type TnlErrorCode } from "../errors.ts";
+import type { WeightQuantization } from "../model/quantize.ts";
+
+/** What the worker needs to load a model (everything is plain data). */
+export interface WorkerLoadSpec {
+  /** Local model directory (ends with "/"): config.json and the weights. */
+  dir: string;
+  /** Weight quantization. */
+  quantize: WeightQuantization;
+  /** WebGPU options that are plain data (batch, slots, ring, limits). */
+  options: {
+    maxBatch?: number;
+    maxSlots?: number;
+    ring?: number;
+    maxBindingBytes?: number;
+    prefillChunk?: number;
+  };
+}
+
+/** What the worker reports once the model is on the device. */
+export interface WorkerLoaded {
+  /** Adapter description. */
+  device: string;
+  /** SHA-256 over the config and the weights as loaded. */
+  fingerprint: string;
+  /** Most sequences per decode call. */
+  maxBatch: number;
+  /** Resident state slots. */
+  maxSlots: number;
+  /** Most steps per `decodeSampled` call. */
+  maxSampledSteps: number;
+  /** Prefill tokens per submission. */
+  preferredPrefillChunk: number;
+}
+
+/** A request to the worker. */
+export interface WorkerRequest {
+  /** Request id (answers carry it). */
+  id: number;
+  /** Operation name (a method of the backend, or `load`, `alloc`, `release`, `crash`). */
+  op: string;
+  /** Arguments. */
+  args: unknown[];
+}
+
+/** A message from the worker. */
+export type WorkerMessage =
+  | { kind: "result"; id: number; value: unknown }
+  | { kind: "error"; id: number; error: WireError }
+  | { kind: "progress"; tensor: string; done: number; total: number }
+  | { kind: "lost"; error: WireError };
+
+/** An error as plain data. */
+export interface WireError {
+  /** Error class name. */
+  name: string;
+  /** `TnlError` code, when it is one. */
+  code?: TnlErrorCode;
+  /** `InputError` field, when it is one. */
+  field?: string;
+  /** Message. */
+  message: string;
+}
+
+/** An error as plain data for `postMessage`. */
+export function toWire(e: unknown): WireError {
+  if (e instanceof InputError) {
+    return { name: e.name, code: e.code, field: e.field, message: e.message };
+  }
+  if (e instanceof TnlError) return { name: e.name, code: e.code, message: e.message };
+  if (e instanceof Error) return { name: e.name, message: e.message };
+  return { name: "Error", message: String(e) };
+}
+
+/** The typed error back from its plain data. */
+export function fromWire(w: WireError): Error {
+  let e: Error;
+  if (w.field !== undefined) e = new InputError(w.field, "");
+  else if (w.code) e = new TnlError(w.code, "");
+  else e = new Error("");
+  e.message = w.message;
+  if (!(e instanceof TnlError)) e.name = w.name;
+  return e;
+}
