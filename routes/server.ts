@@ -67,6 +67,7 @@ export async function startServer(
   // A loaded model: serve once everything around it is ready. A promise: serve at once (503s).
   if (!(model instanceof Promise)) await ctx.ready;
   const app = createApp(ctx);
+  const unwatchLoop = ctx.metrics.watchEventLoop();
   const graceDefault = opts.graceMs ?? 30_000;
 
   let listening!: (a: Deno.NetAddr) => void;
@@ -120,6 +121,7 @@ export async function startServer(
         logger.log("error", "store close failed", { error: String(e) });
       }
       removeSignals();
+      unwatchLoop();
       logger.log("info", "stopped");
     })();
     return stopping;

@@ -22,6 +22,7 @@ import type { SampledToken, SamplingParams } from "../engine/sampler.ts";
 import { PieceType } from "../tokenizer/mod.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import type { AppContext, Serving } from "./context.ts";
+import type { HttpMetrics } from "./metrics.ts";
 import { errorBody, HttpError, RETRY_AFTER_SECONDS, toHttpError } from "./errors.ts";
 import type { RequestRecord } from "./middleware.ts";
 import type { GenerationParams } from "./schemas.ts";
@@ -230,6 +231,7 @@ export function respondWithGeneration(call: GenerationCall): Promise<Response> |
       holdPartial: call.holdPartial,
       checkpointEvery: params.store ? ctx.options.checkpointTokens : 0,
       onCheckpoint: params.store ? (snap) => lease.checkpoint(snap) : undefined,
+      keepState: params.store,
     });
   } catch (e) {
     cleanup();
@@ -238,6 +240,7 @@ export function respondWithGeneration(call: GenerationCall): Promise<Response> |
       throw e;
     });
   }
+  events = timedEvents(events, ctx.metrics, record.arrivedAt ?? performance.now());
   const state: RunState = {
     call,
     id: newResponseId(call.kind === "chat" ? "chatcmpl-" : "cmpl-"),
@@ -247,6 +250,25 @@ export function respondWithGeneration(call: GenerationCall): Promise<Response> |
   };
   if (params.stream) return streamResponse(state, events, abort);
   return jsonResponse(state, events);
+}
+
+/** Pass the events on, recording time to first token and inter-token latency. */
+async function* timedEvents(
+  events: AsyncIterable<GenerateEvent>,
+  metrics: HttpMetrics,
+  arrivedAt: number,
+): AsyncGenerator<GenerateEvent> {
+  let last = -1;
+  for await (const ev of events) {
+    if (ev.type === "token" && ev.tokens.length) {
+      const now = performance.now();
+      if (last < 0) metrics.ttft.observe((now - arrivedAt) / 1000);
+      else metrics.interToken.observe((now - last) / 1000);
+      for (let i = 1; i < ev.tokens.length; i++) metrics.interToken.observe(0);
+      last = now;
+    }
+    yield ev;
+  }
 }
 
 interface RunState {

@@ -1,6 +1,7 @@
 /**
- * Prometheus metrics of the HTTP layer: requests by route, method and status, and a request
- * duration histogram per route. `renderMetrics` adds the engine's and the sessions' gauges and
+ * Prometheus metrics of the HTTP layer: requests by route, method and status, a request duration
+ * histogram per route, time to first token, inter-token latency and the event-loop lag of the
+ * serving thread. `renderMetrics` adds the engine's and the sessions' gauges and
  * writes the text exposition format (version 0.0.4).
  * @module
  */
@@ -26,10 +27,71 @@ export const DURATION_BUCKETS: readonly number[] = [
   300,
 ];
 
-interface Histogram {
-  counts: number[];
-  sum: number;
-  count: number;
+/** Upper bounds (seconds) of the time-to-first-token histogram. */
+export const TTFT_BUCKETS: readonly number[] = [
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+  30,
+];
+
+/** Upper bounds (seconds) of the inter-token latency and event-loop lag histograms. */
+export const LATENCY_BUCKETS: readonly number[] = [
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+];
+
+/** A Prometheus histogram: cumulative bucket counts, sum and count. */
+export class Histogram {
+  readonly #bounds: readonly number[];
+  readonly #counts: number[];
+  /** Sum of the observed values. */
+  sum = 0;
+  /** Number of observations. */
+  count = 0;
+
+  /** A histogram with these upper bounds (ascending). */
+  constructor(bounds: readonly number[]) {
+    this.#bounds = bounds;
+    this.#counts = new Array(bounds.length).fill(0);
+  }
+
+  /** Record one value. */
+  observe(v: number): void {
+    for (let i = 0; i < this.#bounds.length; i++) if (v <= this.#bounds[i]) this.#counts[i]++;
+    this.sum += v;
+    this.count++;
+  }
+
+  /** The `_bucket`, `_sum` and `_count` lines of `name`, with extra labels. */
+  lines(name: string, extra: Record<string, string> = {}): string[] {
+    const out = this.#bounds.map((b, i) =>
+      `${name}_bucket${labels({ ...extra, le: String(b) })} ${this.#counts[i]}`
+    );
+    out.push(`${name}_bucket${labels({ ...extra, le: "+Inf" })} ${this.count}`);
+    const l = Object.keys(extra).length ? labels(extra) : "";
+    out.push(`${name}_sum${l} ${num(this.sum)}`, `${name}_count${l} ${this.count}`);
+    return out;
+  }
 }
 
 /** Request counters and duration histograms. */
@@ -38,21 +100,20 @@ export class HttpMetrics {
   readonly #durations = new Map<string, Histogram>();
   /** Requests in progress (streams count until they end). */
   inFlight = 0;
+  /** Seconds from a generation request's arrival to its first token. */
+  readonly ttft: Histogram = new Histogram(TTFT_BUCKETS);
+  /** Seconds between consecutive tokens of one generation, as its response receives them. */
+  readonly interToken: Histogram = new Histogram(LATENCY_BUCKETS);
+  /** How late a 10 ms timer of the serving thread fires (seconds): its event-loop lag. */
+  readonly loopLag: Histogram = new Histogram(LATENCY_BUCKETS);
 
   /** Record one finished request. */
   observe(route: string, method: string, status: number, seconds: number): void {
     const key = JSON.stringify([route, method, String(status)]);
     this.#requests.set(key, (this.#requests.get(key) ?? 0) + 1);
     let h = this.#durations.get(route);
-    if (!h) {
-      h = { counts: new Array(DURATION_BUCKETS.length).fill(0), sum: 0, count: 0 };
-      this.#durations.set(route, h);
-    }
-    for (let i = 0; i < DURATION_BUCKETS.length; i++) {
-      if (seconds <= DURATION_BUCKETS[i]) h.counts[i]++;
-    }
-    h.sum += seconds;
-    h.count++;
+    if (!h) this.#durations.set(route, h = new Histogram(DURATION_BUCKETS));
+    h.observe(seconds);
   }
 
   /** Requests counted for a route and status (tests). */
@@ -74,20 +135,40 @@ export class HttpMetrics {
     );
     out.push("# TYPE tnl_http_request_duration_seconds histogram");
     for (const [route, h] of this.#durations) {
-      for (let i = 0; i < DURATION_BUCKETS.length; i++) {
-        const le = String(DURATION_BUCKETS[i]);
-        out.push(`tnl_http_request_duration_seconds_bucket${labels({ route, le })} ${h.counts[i]}`);
-      }
-      out.push(
-        `tnl_http_request_duration_seconds_bucket${labels({ route, le: "+Inf" })} ${h.count}`,
-      );
-      out.push(`tnl_http_request_duration_seconds_sum${labels({ route })} ${num(h.sum)}`);
-      out.push(`tnl_http_request_duration_seconds_count${labels({ route })} ${h.count}`);
+      out.push(...h.lines("tnl_http_request_duration_seconds", { route }));
     }
     out.push("# HELP tnl_http_requests_in_flight HTTP requests in progress.");
     out.push("# TYPE tnl_http_requests_in_flight gauge");
     out.push(`tnl_http_requests_in_flight ${this.inFlight}`);
+    const hist = (name: string, help: string, h: Histogram) =>
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`, ...h.lines(name));
+    hist("tnl_time_to_first_token_seconds", "Request arrival to first generated token.", this.ttft);
+    hist(
+      "tnl_inter_token_latency_seconds",
+      "Time between consecutive tokens of a generation, as its response gets them.",
+      this.interToken,
+    );
+    hist(
+      "tnl_event_loop_lag_seconds",
+      "How late a 10 ms timer on the serving thread fires.",
+      this.loopLag,
+    );
     return out;
+  }
+
+  /**
+   * Sample the serving thread's event-loop lag every `intervalMs` into `loopLag` until the
+   * returned function is called (the timer never keeps the process alive).
+   */
+  watchEventLoop(intervalMs = 10): () => void {
+    let last = performance.now();
+    const id = setInterval(() => {
+      const now = performance.now();
+      this.loopLag.observe(Math.max(0, now - last - intervalMs) / 1000);
+      last = now;
+    }, intervalMs);
+    Deno.unrefTimer(id);
+    return () => clearInterval(id);
   }
 }
 
@@ -136,7 +217,13 @@ export function renderMetrics(http: HttpMetrics, s: MetricsSnapshot): string {
     gauge("tnl_engine_requests_total", "Generation requests accepted.", e.requests, "counter");
     gauge("tnl_engine_rejected_total", "Requests rejected, queue full.", e.rejected, "counter");
     gauge("tnl_queue_depth", "Requests waiting for a slot.", e.queueDepth);
-    gauge("tnl_running_sequences", "Sequences in the running batch.", e.running);
+    gauge("tnl_running_sequences", "Sequences holding a slot (prefilling or decoding).", e.running);
+    gauge(
+      "tnl_prefilling_sequences",
+      "Running sequences still consuming their prompt.",
+      e.prefilling,
+    );
+    gauge("tnl_decode_round_steps", "Steps of the last device decode round.", e.lastSteps);
     gauge("tnl_batch_size", "Size of the last decode batch.", e.lastBatch);
     gauge("tnl_decode_steps_total", "Batched decode steps run.", e.decodeSteps, "counter");
     gauge("tnl_tokens_per_second", "Generated tokens per second, last seconds.", e.tokensPerSecond);

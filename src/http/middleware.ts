@@ -12,6 +12,8 @@ import { errorResponse, toHttpError } from "./errors.ts";
 
 /** What a handler reports about its request for the log line. */
 export interface RequestRecord {
+  /** When the request arrived (`performance.now()`). */
+  arrivedAt?: number;
   /** Prompt tokens consumed. */
   promptTokens?: number;
   /** Tokens generated. */
@@ -63,7 +65,7 @@ export function requestMiddleware(ctx: AppContext): MiddlewareHandler<AppEnv> {
     const given = c.req.header("x-request-id");
     const id = given && REQUEST_ID.test(given) ? given : newRequestId();
     c.set("requestId", id);
-    const record: RequestRecord = {};
+    const record: RequestRecord = { arrivedAt: t0 };
     c.set("record", record);
     ctx.metrics.inFlight++;
     let status = 500;

@@ -19,6 +19,7 @@ Deno.test("errors: every TnlError code maps to its status", () => {
     conflict: 409,
     payload_too_large: 413,
     state_mismatch: 422,
+    non_finite: 422,
     overloaded: 429,
     backend_unavailable: 503,
     device_lost: 503,
