@@ -229,7 +229,10 @@ async function runModel(
  * Report file name of an adapter: its description without parentheses, plus `-gl` on the GL
  * backend (Mesa names its Vulkan and GL adapters alike; Vulkan is the default on Linux).
  */
-function reportName(description: string, backend = Deno.env.get("DENO_WEBGPU_BACKEND")): string {
+export function reportName(
+  description: string,
+  backend = Deno.env.get("DENO_WEBGPU_BACKEND"),
+): string {
   const base = description.toLowerCase().replace(/\(.*?\)/g, "").replace(/[^a-z0-9]+/g, "-")
     .replace(/^-|-$/g, "").slice(0, 48) || "adapter";
   return backend?.toLowerCase() === "gl" ? `${base}-gl` : base;

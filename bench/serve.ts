@@ -1,0 +1,888 @@
+/**
+ * The serving benchmark (`deno task bench:serve`): what a user of the HTTP server gets, next to what
+ * the backend alone does with the same batch, measured in one run.
+ *
+ *   deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend auto|cpu|webgpu]
+ *     [--streams 1,8,64,128,256] [--prompt short,long] [--store none,kept] [--tokens 256]
+ *     [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args "..."] [--label NAME]
+ *     [--engine] [--no-backend]
+ *
+ * 1. Before the server starts, in this process: the backend's sampled decode at batch = streams
+ *    (`measureDecode`, K = 64 device steps per readback as `bench:gpu`, T 0.8), its prefill of the
+ *    long prompt, and on the CPU backend (or with `--engine`) `Engine.generate` at the same
+ *    concurrency, driven like the server.
+ * 2. The real server (`main.ts serve --store memory` of this checkout or of `--server-dir`) as a
+ *    subprocess; once `/health` answers, each level (streams × prompt × store) runs `--warmup` +
+ *    `--seconds`: every client sends streaming `/v1/completions` back to back (8 English words or
+ *    about 2,048 tokens of English, `max_tokens` = `--tokens`, temperature 0.8). The end of
+ *    sequence is banned with `logit_bias` -100 (the server has no `ignore_eos`; `ignore_eos: true`
+ *    is sent too and ignored by servers without it), so each request generates `--tokens` tokens;
+ *    the completion tokens of each request are counted from its `usage`. `kept`: each client
+ *    continues its own stored session (`session`), deleted after the level; `none`: `store: false`.
+ *    At the end of a level the clients abort what is in flight and the server drains.
+ * 3. Per level: served tok/s (tokens arriving inside the measured window), TTFT p50/p95/p99 of the
+ *    requests started in it, inter-token latency p50/p99 (gaps between SSE chunk arrivals, client
+ *    side), the HTTP thread's event-loop lag from `tnl_event_loop_lag_seconds` in `/metrics` (the
+ *    bucket deltas over the level, when the server has it) and the latency of `GET /health` every
+ *    50 ms (any server).
+ *
+ * Results: `bench/results/serve_<adapter>_<model>[_<label>].json`, `.md`, `_throughput.svg` and
+ * `_ttft.svg`; one summary line on stdout.
+ * @module
+ */
+
+import { parseArgs } from "@std/cli/parse-args";
+import type { Backend } from "../src/engine/backend.ts";
+import { loadModel, type TnlModel } from "../src/load.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
+import { measureDecode, measurePrefill } from "./measure.ts";
+import { fmtNum, lineChart, markdownTable } from "./report.ts";
+import { reportName } from "./run.ts";
+import { DEFAULT_MODEL_DIR, writeShapeModel } from "./serve_model.ts";
+import {
+  histogramDelta,
+  histogramQuantile,
+  parsePromHistogram,
+  percentiles,
+} from "./serve_stats.ts";
+import { SseParser } from "../src/http/sse.ts";
+
+const RESULTS = new URL("./results/", import.meta.url).pathname;
+const ROOT = new URL("../", import.meta.url).pathname;
+/** Device decode steps per readback, as `bench:gpu`. */
+const GPU_STEPS = 64;
+/** Decode steps per round on a backend without device sampling (as `bench` on the CPU). */
+const HOST_STEPS = 16;
+/** Temperature of every request and of the backend figure. */
+const TEMPERATURE = 0.8;
+/** Long prompts: about this many tokens. */
+const LONG_TOKENS = 2048;
+/** Words of a short prompt. */
+const SHORT_WORDS = 8;
+/** The lag histogram the server exports (when it does). */
+const LAG_METRIC = "tnl_event_loop_lag_seconds";
+
+const WORDS = (
+  "the of and to in is that it was for on are as with his they at be this from have or by one " +
+  "had not but what all were when we there can an your which their said if do will each about how " +
+  "up out them then she many some so these would other into has more her two like him see time " +
+  "could no make than first been its who now people my made over did down only way find use may " +
+  "water long little very after words called just where most know get through back much before " +
+  "go good new write our used me man too any day same right look think also around another came " +
+  "come work three word must because does part even place well such here take why things help " +
+  "put years different away again off went old number great tell men say small every found still " +
+  "between name should home big give air line set own under read last never us left end along " +
+  "while might next sound below saw something thought both few those always looked show large " +
+  "often together asked house world going want school important until form food keep children " +
+  "feet land side without boy once animals life enough took sometimes four head above kind began " +
+  "almost live page got earth need far hand high year mother light parts country father let night " +
+  "following picture being study second eyes soon times story boys since white days ever paper"
+).split(" ");
+
+/** A deterministic generator (xorshift32) for prompt words and seeds. */
+function xorshift(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 4294967296;
+  };
+}
+
+/** `n` random English words. */
+export function englishWords(n: number, seed: number): string {
+  const r = xorshift(seed);
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) out.push(WORDS[Math.floor(r() * WORDS.length)]);
+  const s = out.join(" ");
+  return s[0].toUpperCase() + s.slice(1);
+}
+
+/** English text of at most `tokens` tokens (the most words that fit), and its token count. */
+export function englishPrompt(
+  tok: Tokenizer,
+  tokens: number,
+  seed: number,
+): { text: string; tokens: number } {
+  const count = (n: number) => tok.encode(englishWords(n, seed)).length;
+  let lo = 1, hi = tokens; // a word is at least one token: `tokens` words are enough
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (count(mid) <= tokens) lo = mid;
+    else hi = mid - 1;
+  }
+  return { text: englishWords(lo, seed), tokens: count(lo) };
+}
+
+/** One request as the client saw it (times in ms of `performance.now()`). */
+export interface RequestRecord {
+  /** When it was sent. */
+  start: number;
+  /** Arrival times of the chunks with text. */
+  chunks: number[];
+  /** Tokens each chunk stands for (usage / chunks when the request finished; else 1 each). */
+  weight: number;
+  /** Completion tokens from the final usage (finished requests). */
+  completionTokens?: number;
+  /** Prompt tokens from the final usage. */
+  promptTokens?: number;
+  /** Finish reason of a finished request. */
+  finish?: string;
+  /** HTTP status or error text of a failed request. */
+  error?: string;
+}
+
+/** Client-side figures of one level. */
+export interface LevelStats {
+  /** Tokens per second that arrived inside the window. */
+  tokensPerSecond: number;
+  /** Requests started in the window. */
+  started: number;
+  /** Requests that finished (in the whole level). */
+  finished: number;
+  /** Finished requests that generated exactly the tokens asked for. */
+  exactLength: number;
+  /** Mean completion tokens of the finished requests. */
+  meanCompletionTokens: number;
+  /** Mean prompt tokens of the finished requests. */
+  meanPromptTokens: number;
+  /** Requests started in the window that had no first token when the level ended. */
+  noFirstToken: number;
+  /** Failed requests, by status or error. */
+  errors: Record<string, number>;
+  /** Time to first token, ms, of the requests started in the window. */
+  ttftMs: Record<string, number>;
+  /** Gaps between chunk arrivals, ms, inside the window. */
+  itlMs: Record<string, number>;
+}
+
+/** The figures of the requests of one level over the window [from, to] (ms). */
+export function levelStats(
+  records: RequestRecord[],
+  from: number,
+  to: number,
+  maxTokens: number,
+): LevelStats {
+  let tokens = 0;
+  const ttft: number[] = [], itl: number[] = [];
+  const errors: Record<string, number> = {};
+  let started = 0, noFirst = 0;
+  const done = records.filter((r) => r.completionTokens !== undefined);
+  for (const r of records) {
+    if (r.error) errors[r.error] = (errors[r.error] ?? 0) + 1;
+    for (let i = 0; i < r.chunks.length; i++) {
+      const t = r.chunks[i];
+      if (t < from || t > to) continue;
+      tokens += r.weight;
+      if (i > 0 && r.chunks[i - 1] >= from) itl.push(t - r.chunks[i - 1]);
+    }
+    if (r.start < from || r.start > to) continue;
+    started++;
+    if (r.chunks.length && r.chunks[0] <= to) ttft.push(r.chunks[0] - r.start);
+    else if (!r.error) noFirst++;
+  }
+  const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+  return {
+    tokensPerSecond: (tokens * 1000) / (to - from),
+    started,
+    finished: done.length,
+    exactLength: done.filter((r) => r.completionTokens === maxTokens).length,
+    meanCompletionTokens: mean(done.map((r) => r.completionTokens!)),
+    meanPromptTokens: mean(done.map((r) => r.promptTokens ?? NaN)),
+    noFirstToken: noFirst,
+    errors,
+    ttftMs: percentiles(ttft, [50, 95, 99]),
+    itlMs: percentiles(itl, [50, 99]),
+  };
+}
+
+/** One load level. */
+interface Level {
+  streams: number;
+  prompt: "short" | "long";
+  store: "none" | "kept";
+}
+
+/** Prompts of both kinds, drawn per request. */
+interface PromptPool {
+  short: string[];
+  long: string[];
+  longTokens: number;
+}
+
+function makePrompts(tok: Tokenizer, longCount: number): PromptPool {
+  const short = Array.from({ length: 256 }, (_, i) => englishWords(SHORT_WORDS, 1000 + i));
+  const long = Array.from({ length: longCount }, (_, i) => englishPrompt(tok, LONG_TOKENS, 77 + i));
+  return {
+    short,
+    long: long.map((p) => p.text),
+    longTokens: Math.round(long.reduce((a, p) => a + p.tokens, 0) / Math.max(1, long.length)),
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The server subprocess. */
+interface Server {
+  url: string;
+  proc: Deno.ChildProcess;
+  log: string[];
+  stop(): Promise<void>;
+}
+
+async function startServer(
+  dir: string,
+  args: string[],
+  timeoutMs: number,
+): Promise<Server> {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  const proc = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", "serve", "--port", String(port), "--host", "127.0.0.1", ...args],
+    cwd: dir,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const log: string[] = [];
+  let exited = false;
+  const keep = async (s: ReadableStream<Uint8Array>) => {
+    const d = new TextDecoder();
+    let buf = "";
+    for await (const c of s) {
+      buf += d.decode(c, { stream: true });
+      const lines = buf.split("\n");
+      buf = lines.pop()!;
+      log.push(...lines);
+      if (log.length > 200) log.splice(0, log.length - 200);
+    }
+  };
+  const reading = Promise.all([keep(proc.stdout), keep(proc.stderr)]).catch(() => {});
+  proc.status.then(() => (exited = true));
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (!exited) {
+      try {
+        proc.kill("SIGTERM");
+      } catch { /* gone */ }
+      const t = setTimeout(() => {
+        try {
+          proc.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 40_000);
+      await proc.status;
+      clearTimeout(t);
+    }
+    await reading;
+  };
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    if (exited) {
+      await reading;
+      throw new Error(`the server exited before serving:\n${log.slice(-30).join("\n")}`);
+    }
+    try {
+      const r = await fetch(`${url}/health`);
+      await r.body?.cancel();
+      if (r.status === 200) break;
+    } catch { /* not listening yet */ }
+    if (performance.now() > deadline) {
+      await stop();
+      throw new Error(
+        `the server did not serve within ${timeoutMs} ms:\n${log.slice(-30).join("\n")}`,
+      );
+    }
+    await sleep(200);
+  }
+  return { url, proc, log, stop };
+}
+
+/** One streaming completion; fills `rec`; returns the session id the server answered with. */
+async function streamCompletion(
+  url: string,
+  body: Record<string, unknown>,
+  rec: RequestRecord,
+  signal: AbortSignal,
+): Promise<string | null> {
+  let session: string | null = null;
+  let res: Response;
+  try {
+    res = await fetch(`${url}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+      signal,
+    });
+  } catch (e) {
+    if (!signal.aborted) rec.error = `fetch: ${(e as Error).message.slice(0, 80)}`;
+    return null;
+  }
+  if (res.status !== 200) {
+    rec.error = `HTTP ${res.status}`;
+    await res.body?.cancel();
+    return null;
+  }
+  const parser = new SseParser();
+  const decoder = new TextDecoder();
+  try {
+    for await (const bytes of res.body!) {
+      const now = performance.now();
+      for (const data of parser.push(decoder.decode(bytes, { stream: true }))) {
+        if (data === "[DONE]") continue;
+        const ev = JSON.parse(data);
+        if (ev.error) {
+          rec.error = `stream error: ${String(ev.error.message).slice(0, 80)}`;
+          continue;
+        }
+        if (typeof ev.session === "string") session = ev.session;
+        const choice = ev.choices?.[0];
+        if (choice?.text) rec.chunks.push(now);
+        if (choice?.finish_reason) rec.finish = choice.finish_reason;
+        if (ev.usage) {
+          rec.completionTokens = ev.usage.completion_tokens;
+          rec.promptTokens = ev.usage.prompt_tokens;
+        }
+      }
+    }
+  } catch (e) {
+    if (!signal.aborted) rec.error = `read: ${(e as Error).message.slice(0, 80)}`;
+  }
+  if (rec.completionTokens !== undefined && rec.chunks.length) {
+    rec.weight = rec.completionTokens / rec.chunks.length;
+  }
+  return session;
+}
+
+/** Latency of `GET /health` every `everyMs` until `signal` aborts. */
+async function probeHealth(url: string, everyMs: number, signal: AbortSignal): Promise<number[]> {
+  const out: number[] = [];
+  while (!signal.aborted) {
+    const t0 = performance.now();
+    try {
+      const r = await fetch(`${url}/health`, { signal });
+      await r.body?.cancel();
+      out.push(performance.now() - t0);
+    } catch { /* aborted */ }
+    await sleep(Math.max(0, everyMs - (performance.now() - t0)));
+  }
+  return out;
+}
+
+async function scrapeLag(url: string) {
+  try {
+    const r = await fetch(`${url}/metrics`);
+    return parsePromHistogram(await r.text(), LAG_METRIC);
+  } catch {
+    return null;
+  }
+}
+
+/** Wait until the server runs and queues nothing (what a level aborted is cancelled). */
+async function drain(url: string, ms = 60_000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (performance.now() < deadline) {
+    try {
+      const h = await (await fetch(`${url}/health`)).json();
+      if (!h.running && !h.queue_depth) return;
+    } catch { /* retry */ }
+    await sleep(100);
+  }
+}
+
+/** Settings shared by every level. */
+interface RunSettings {
+  tokens: number;
+  seconds: number;
+  warmup: number;
+  eos: number;
+}
+
+function requestBody(
+  s: RunSettings,
+  level: Level,
+  prompts: PromptPool,
+  client: number,
+  n: number,
+  session: string | null,
+): Record<string, unknown> {
+  const pool = level.prompt === "short" ? prompts.short : prompts.long;
+  const body: Record<string, unknown> = {
+    prompt: pool[(client * 7 + n) % pool.length],
+    max_tokens: s.tokens,
+    temperature: TEMPERATURE,
+    stream: true,
+    stream_options: { include_usage: true },
+    logit_bias: { [s.eos]: -100 },
+    ignore_eos: true,
+    seed: client * 1000 + n,
+    store: level.store === "kept",
+  };
+  if (session) body.session = session;
+  return body;
+}
+
+/** Run one level against the server. */
+async function serverLevel(url: string, level: Level, s: RunSettings, prompts: PromptPool) {
+  const lagBefore = await scrapeLag(url);
+  const stopProbe = new AbortController();
+  const probe = probeHealth(url, 50, stopProbe.signal);
+  const records: RequestRecord[] = [];
+  const t0 = performance.now();
+  const from = t0 + s.warmup * 1000, to = from + s.seconds * 1000;
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), to - t0);
+  const sessions: (string | null)[] = Array(level.streams).fill(null);
+  await Promise.all(Array.from({ length: level.streams }, async (_, c) => {
+    for (let n = 0; !ac.signal.aborted; n++) {
+      const rec: RequestRecord = { start: performance.now(), chunks: [], weight: 1 };
+      records.push(rec);
+      const body = requestBody(s, level, prompts, c, n, sessions[c]);
+      const id = await streamCompletion(url, body, rec, ac.signal);
+      if (level.store === "kept" && id && rec.completionTokens !== undefined) sessions[c] = id;
+      if (rec.error && !ac.signal.aborted) await sleep(50); // 429 and the like: do not spin
+    }
+  }));
+  clearTimeout(timer);
+  stopProbe.abort();
+  const health = await probe;
+  await drain(url);
+  const lagAfter = await scrapeLag(url);
+  for (const id of sessions) {
+    if (!id) continue;
+    for (let i = 0; i < 20; i++) {
+      const r = await fetch(`${url}/v1/sessions/${id}`, { method: "DELETE" });
+      await r.body?.cancel();
+      if (r.status !== 409) break;
+      await sleep(100);
+    }
+  }
+  const lag = lagAfter ? histogramDelta(lagBefore, lagAfter) : null;
+  const healthPct = percentiles(health, [50, 99]);
+  return {
+    ...level,
+    ...levelStats(records, from, to, s.tokens),
+    eventLoopLagMs: lag && lag.count > 0
+      ? {
+        p50: histogramQuantile(lag, 0.5) * 1000,
+        p99: histogramQuantile(lag, 0.99) * 1000,
+        mean: (lag.sum / lag.count) * 1000,
+        samples: lag.count,
+      }
+      : null,
+    healthMs: {
+      p50: healthPct.p50,
+      p99: healthPct.p99,
+      max: Math.max(...health),
+      samples: health.length,
+    },
+  };
+}
+
+/** `Engine.generate` in this process at the same concurrency, driven like the server. */
+async function engineLevel(model: TnlModel, level: Level, s: RunSettings, prompts: PromptPool) {
+  const records: RequestRecord[] = [];
+  const t0 = performance.now();
+  const from = t0 + s.warmup * 1000, to = from + s.seconds * 1000;
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), to - t0);
+  await Promise.all(Array.from({ length: level.streams }, async (_, c) => {
+    for (let n = 0; !ac.signal.aborted; n++) {
+      const body = requestBody(s, level, prompts, c, n, null);
+      const rec: RequestRecord = { start: performance.now(), chunks: [], weight: 1 };
+      records.push(rec);
+      let tokens = 0;
+      try {
+        for await (
+          const ch of model.generate(body.prompt as string, {
+            maxTokens: s.tokens,
+            temperature: TEMPERATURE,
+            logitBias: { [s.eos]: -100 },
+            seed: body.seed as number,
+            signal: ac.signal,
+          })
+        ) {
+          // Weight 1 per token: a chunk of several tokens counts as several arrivals.
+          for (let i = 0; i < ch.tokens.length; i++) rec.chunks.push(performance.now());
+          tokens += ch.tokens.length;
+          if (ch.finishReason) {
+            rec.finish = ch.finishReason;
+            if (ch.finishReason !== "cancelled") rec.completionTokens = tokens;
+          }
+        }
+      } catch (e) {
+        if (!ac.signal.aborted) rec.error = (e as Error).message.slice(0, 80);
+      }
+    }
+  }));
+  clearTimeout(timer);
+  return { ...level, ...levelStats(records, from, to, s.tokens) };
+}
+
+/** The backend's own figures, one decode measurement per batch size. */
+async function backendFigures(b: Backend, streams: number[], longTokens: number | null) {
+  const onDevice = Boolean(b.decodeSampled);
+  const steps = onDevice ? GPU_STEPS : HOST_STEPS;
+  const decode = [];
+  for (const batch of [...new Set(streams.map((s) => Math.min(s, b.maxBatch)))]) {
+    const r = await measureDecode(b, {
+      batch,
+      context: 128,
+      steps,
+      rounds: onDevice ? 4 : 6,
+      sampling: { temperature: TEMPERATURE },
+    });
+    console.error(`backend decode b${batch}: ${r.tokensPerSecond.toFixed(0)} tok/s`);
+    decode.push(r);
+  }
+  const prefill = longTokens ? await measurePrefill(b, longTokens, 2) : null;
+  if (prefill) {
+    console.error(`backend prefill ${longTokens}: ${prefill.ms.toFixed(0)} ms`);
+  }
+  return { decode, prefill, note: onDevice ? "" : "host decode path (no device sampling)" };
+}
+
+function list(v: unknown, fallback: string): string[] {
+  return String(v ?? fallback).split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+function fail(msg: string): never {
+  console.error(msg);
+  Deno.exit(2);
+}
+
+async function gitCommit(dir: string): Promise<string | null> {
+  try {
+    const out = await new Deno.Command("git", { args: ["rev-parse", "--short", "HEAD"], cwd: dir })
+      .output();
+    return out.success ? new TextDecoder().decode(out.stdout).trim() : null;
+  } catch {
+    return null;
+  }
+}
+
+const ms = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? "-" : fmtNum(v));
+
+async function main(): Promise<void> {
+  const args = parseArgs(Deno.args, {
+    string: [
+      "model",
+      "shape",
+      "backend",
+      "streams",
+      "prompt",
+      "store",
+      "tokens",
+      "seconds",
+      "warmup",
+      "server-dir",
+      "server-args",
+      "label",
+    ],
+    boolean: ["engine", "no-backend", "help"],
+  });
+  if (args.help) {
+    console.log(
+      "deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend B]\n" +
+        "  [--streams 1,8,64,128,256] [--prompt short,long] [--store none,kept] [--tokens 256]\n" +
+        "  [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args '...'] [--label NAME]\n" +
+        "  [--engine] [--no-backend]",
+    );
+    return;
+  }
+  const streams = list(args.streams, "1,8,64,128,256").map(Number);
+  if (streams.some((s) => !Number.isSafeInteger(s) || s < 1)) {
+    fail(`--streams: expected positive integers, got ${args.streams}`);
+  }
+  const promptKinds = list(args.prompt, "short,long");
+  if (promptKinds.some((p) => p !== "short" && p !== "long")) {
+    fail(`--prompt: expected short and/or long, got ${args.prompt}`);
+  }
+  const stores = list(args.store, "none,kept");
+  if (stores.some((s) => s !== "none" && s !== "kept")) {
+    fail(`--store: expected none and/or kept, got ${args.store}`);
+  }
+  const num = (name: string, fallback: number, min: number) => {
+    const v = Number(args[name] ?? fallback);
+    if (!Number.isFinite(v) || v < min) fail(`--${name}: expected a number >= ${min}`);
+    return v;
+  };
+  const tokens = num("tokens", 256, 1);
+  const seconds = num("seconds", 12, 1);
+  const warmup = num("warmup", 2, 0);
+  const backendChoice = String(args.backend ?? "auto");
+  if (!["auto", "cpu", "webgpu"].includes(backendChoice)) {
+    fail(`--backend: expected auto, cpu or webgpu, got ${backendChoice}`);
+  }
+  if (args.shape && args.model) fail("--shape and --model: give one");
+  const serverDir = args["server-dir"] ? String(args["server-dir"]) : ROOT;
+
+  // The model directory.
+  let modelDir = DEFAULT_MODEL_DIR, modelName = "tnl-shakespeare-6m", tempDir: string | null = null;
+  if (args.shape) {
+    const shape = String(args.shape).toLowerCase();
+    if (!["385m", "1b", "7b"].includes(shape)) fail(`--shape: expected 385m, 1b or 7b`);
+    tempDir = await Deno.makeTempDir({ prefix: `tnl-serve-${shape}-` });
+    console.error(`writing a random ${shape} model to ${tempDir}`);
+    const w = await writeShapeModel(tempDir, shape);
+    console.error(
+      `wrote ${(w.weightBytes / 1e9).toFixed(2)} GB and ${w.vocabSize} pieces in ${
+        (w.ms / 1000).toFixed(1)
+      } s`,
+    );
+    modelDir = tempDir;
+    modelName = shape;
+  } else if (args.model && args.model !== "default") {
+    modelDir = String(args.model);
+    modelName = modelDir.replace(/\/+$/, "").split("/").pop()!;
+  }
+
+  try {
+    const tok = await Tokenizer.load(`${modelDir.replace(/\/?$/, "/")}tokenizer.model`);
+    const prompts = makePrompts(tok, promptKinds.includes("long") ? 8 : 0);
+    const settings: RunSettings = { tokens, seconds, warmup, eos: tok.eosId };
+    const levels: Level[] = [];
+    for (const prompt of promptKinds as Level["prompt"][]) {
+      for (const store of stores as Level["store"][]) {
+        for (const s of streams) levels.push({ streams: s, prompt, store });
+      }
+    }
+
+    // 1. In-process figures, before the server exists.
+    let backendKind = "", device = "", maxBatch = 0;
+    let backend: Awaited<ReturnType<typeof backendFigures>> | null = null;
+    const engine: Awaited<ReturnType<typeof engineLevel>>[] = [];
+    {
+      console.error(`loading ${modelName} in-process (${backendChoice})`);
+      const model = await loadModel(modelDir, { backend: backendChoice as "auto" });
+      backendKind = model.backend.kind;
+      device = model.backend.device;
+      maxBatch = model.backend.maxBatch;
+      try {
+        if (!args["no-backend"]) {
+          backend = await backendFigures(
+            model.backend,
+            streams,
+            promptKinds.includes("long") ? prompts.longTokens : null,
+          );
+        }
+        if (args.engine || backendKind === "cpu") {
+          for (const prompt of promptKinds as Level["prompt"][]) {
+            for (const s of streams) {
+              const r = await engineLevel(
+                model,
+                { streams: s, prompt, store: "none" },
+                settings,
+                prompts,
+              );
+              console.error(
+                `engine ${s} streams ${prompt}: ${r.tokensPerSecond.toFixed(0)} tok/s, TTFT p50 ${
+                  ms(r.ttftMs.p50)
+                } ms`,
+              );
+              engine.push(r);
+            }
+          }
+        }
+      } finally {
+        await model.dispose();
+      }
+    }
+
+    // 2. The server.
+    const serverArgs = [
+      "--model",
+      modelDir,
+      "--backend",
+      backendKind,
+      "--store",
+      "memory",
+      ...String(args["server-args"] ?? "").split(/\s+/).filter(Boolean),
+    ];
+    console.error(`starting the server of ${serverDir}: ${serverArgs.join(" ")}`);
+    const t0 = performance.now();
+    const server = await startServer(serverDir, serverArgs, 15 * 60_000);
+    const startMs = performance.now() - t0;
+    const health = await (await fetch(`${server.url}/health`)).json();
+    const results = [];
+    try {
+      for (const level of levels) {
+        const r = await serverLevel(server.url, level, settings, prompts);
+        console.error(
+          `server ${level.streams} streams ${level.prompt} ${level.store}: ${
+            r.tokensPerSecond.toFixed(0)
+          } tok/s, TTFT p50 ${ms(r.ttftMs.p50)} p95 ${ms(r.ttftMs.p95)} ms, ITL p99 ${
+            ms(r.itlMs.p99)
+          } ms, lag p99 ${ms(r.eventLoopLagMs?.p99)} ms, /health p99 ${ms(r.healthMs.p99)} ms${
+            Object.keys(r.errors).length ? `, errors ${JSON.stringify(r.errors)}` : ""
+          }`,
+        );
+        results.push(r);
+      }
+    } finally {
+      await server.stop();
+    }
+
+    // 3. Report.
+    const adapter = backendKind === "cpu" ? "cpu" : reportName(device);
+    const name = `serve_${adapter}_${modelName.toLowerCase()}${args.label ? `_${args.label}` : ""}`;
+    const backendAt = (s: number) =>
+      backend?.decode.find((d) => d.batch === Math.min(s, maxBatch))?.tokensPerSecond;
+    const engineAt = (l: Level) =>
+      engine.find((e) => e.streams === l.streams && e.prompt === l.prompt)?.tokensPerSecond;
+    const rows = results.map((r) => {
+      const b = backendAt(r.streams), e = engineAt(r);
+      return {
+        ...r,
+        servedOverBackend: b ? r.tokensPerSecond / b : null,
+        servedOverEngine: e ? r.tokensPerSecond / e : null,
+      };
+    });
+    const date = new Date().toISOString();
+    const json = {
+      date,
+      adapter,
+      device,
+      backend: backendKind,
+      model: modelName,
+      machine: `${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores`,
+      deno: Deno.version.deno,
+      server: {
+        dir: serverDir,
+        commit: await gitCommit(serverDir),
+        args: serverArgs,
+        startMs,
+        health,
+      },
+      bench: { commit: await gitCommit(ROOT) },
+      settings: {
+        ...settings,
+        temperature: TEMPERATURE,
+        shortPromptWords: SHORT_WORDS,
+        longPromptTokens: prompts.longTokens,
+        backendSteps: backend?.note ? HOST_STEPS : GPU_STEPS,
+        maxBatch,
+      },
+      backendFigures: backend,
+      engine,
+      levels: rows,
+    };
+    await Deno.mkdir(RESULTS, { recursive: true });
+    await Deno.writeTextFile(`${RESULTS}${name}.json`, JSON.stringify(json, null, 1) + "\n");
+    const md = [
+      `### Serving: ${modelName} on ${device} (${backendKind}), ${date.slice(0, 10)}`,
+      "",
+      `\`deno run -A bench/serve.ts ${Deno.args.join(" ")}\`: streaming \`/v1/completions\`, ` +
+      `${tokens} tokens per request (EOS banned by logit_bias), temperature ${TEMPERATURE}, ` +
+      `prompts of ${SHORT_WORDS} English words (short) or ${prompts.longTokens} tokens (long); ` +
+      `${warmup} s warm-up then ${seconds} s measured per level. Backend: sampled decode at ` +
+      `batch = min(streams, ${maxBatch}), ${json.settings.backendSteps} steps per round, ` +
+      `in-process before the server started${backend?.note ? ` (${backend.note})` : ""}. ` +
+      `Server ${json.server.commit ?? serverDir}, loaded in ${(startMs / 1000).toFixed(1)} s.`,
+      "",
+      markdownTable(
+        [
+          "streams",
+          "prompt",
+          "store",
+          "served tok/s",
+          "backend tok/s",
+          "served/backend",
+          "engine tok/s",
+          "served/engine",
+          "TTFT p50/p95/p99 ms",
+          "ITL p50/p99 ms",
+          "loop lag p50/p99 ms",
+          "/health p50/p99 ms",
+          "requests done (exact length)",
+          "errors",
+        ],
+        rows.map((r) => [
+          r.streams,
+          r.prompt,
+          r.store,
+          r.tokensPerSecond,
+          backendAt(r.streams) ?? "-",
+          r.servedOverBackend === null ? "-" : r.servedOverBackend.toFixed(2),
+          engineAt(r) ?? "-",
+          r.servedOverEngine === null ? "-" : r.servedOverEngine.toFixed(2),
+          `${ms(r.ttftMs.p50)} / ${ms(r.ttftMs.p95)} / ${ms(r.ttftMs.p99)}`,
+          `${ms(r.itlMs.p50)} / ${ms(r.itlMs.p99)}`,
+          r.eventLoopLagMs ? `${ms(r.eventLoopLagMs.p50)} / ${ms(r.eventLoopLagMs.p99)}` : "n/a",
+          `${ms(r.healthMs.p50)} / ${ms(r.healthMs.p99)}`,
+          `${r.finished} (${r.exactLength})`,
+          Object.entries(r.errors).map(([k, v]) => `${k}: ${v}`).join(", ") || "-",
+        ]),
+      ),
+      "",
+    ];
+    if (backend?.prefill) {
+      md.push(
+        `Backend prefill of ${backend.prefill.tokens} tokens in one call: ${
+          backend.prefill.ms.toFixed(0)
+        } ms.`,
+        "",
+      );
+    }
+    await Deno.writeTextFile(`${RESULTS}${name}.md`, md.join("\n"));
+    const series = (pick: (r: (typeof rows)[number]) => number) =>
+      promptKinds.flatMap((p) =>
+        stores.map((st) => ({
+          label: `server ${p} ${st}`,
+          points: rows.filter((r) => r.prompt === p && r.store === st && Number.isFinite(pick(r)))
+            .map((r): [number, number] => [r.streams, pick(r)]),
+        }))
+      ).filter((s) => s.points.length);
+    const through = series((r) => r.tokensPerSecond);
+    if (backend) {
+      through.push({
+        label: "backend decode",
+        points: streams.map((s): [number, number] => [s, backendAt(s)!]),
+      });
+    }
+    for (const p of promptKinds) {
+      const pts = engine.filter((e) => e.prompt === p).map((e): [number, number] => [
+        e.streams,
+        e.tokensPerSecond,
+      ]);
+      if (pts.length) through.push({ label: `engine ${p}`, points: pts });
+    }
+    await Deno.writeTextFile(
+      `${RESULTS}${name}_throughput.svg`,
+      lineChart(
+        `Served tokens/s — ${modelName}, ${device}`,
+        "concurrent streams",
+        "tokens/s",
+        through,
+      ),
+    );
+    await Deno.writeTextFile(
+      `${RESULTS}${name}_ttft.svg`,
+      lineChart(
+        `Time to first token, p50 — ${modelName}, ${device}`,
+        "concurrent streams",
+        "ms",
+        series((r) => r.ttftMs.p50),
+      ),
+    );
+    const head = rows.filter((r) => r.prompt === "short" && r.store === "none").at(-1) ??
+      rows.at(-1)!;
+    console.log(
+      `serve ${adapter} ${modelName}: ${head.streams} streams ${head.prompt}/${head.store}: ` +
+        `${fmtNum(head.tokensPerSecond)} tok/s served` +
+        (head.servedOverBackend !== null
+          ? `, ${head.servedOverBackend.toFixed(2)} of the backend`
+          : "") +
+        (head.servedOverEngine !== null
+          ? `, ${head.servedOverEngine.toFixed(2)} of the engine`
+          : "") +
+        `, TTFT p50 ${ms(head.ttftMs.p50)} ms p95 ${ms(head.ttftMs.p95)} ms` +
+        ` → bench/results/${name}.{json,md}`,
+    );
+  } finally {
+    if (tempDir) await Deno.remove(tempDir, { recursive: true });
+  }
+}
+
+if (import.meta.main) await main();
