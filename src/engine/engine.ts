@@ -127,10 +127,36 @@ export interface EngineOptions {
    */
   stepsPerSync?: number;
   /**
-   * Target duration of a decode round, in ms: `busy` while requests wait for their first token or
-   * a slot, `steady` otherwise (defaults 15 and 100). K follows from the measured step time.
+   * Target duration of a decode round, in ms: `busy` while admitted requests wait for their first
+   * token (or waiting ones for a free slot), `steady` otherwise (defaults 40 and 100). K follows
+   * from the measured step time.
    */
   roundMs?: { busy: number; steady: number };
+  /**
+   * Fixed cost of a device round's readback, in ms (default 10: Deno's `mapAsync` polls the device
+   * every 10 ms), left out of the measured step time.
+   */
+  readbackMs?: number;
+  /** Called after each scheduler round with what it did (tracing, benchmarks). */
+  onRound?: (r: RoundInfo) => void;
+}
+
+/** What one scheduler round did, with its phases' wall times in ms. */
+export interface RoundInfo {
+  /** Requests admitted. */
+  admitted: number;
+  /** Sequences prefilled, and their tokens. */
+  prefillSeqs: number;
+  /** Prompt tokens prefilled. */
+  prefillTokens: number;
+  /** Decode batch size (0: no decode). */
+  batch: number;
+  /** Decode steps. */
+  steps: number;
+  /** Sequences settled (ended). */
+  settled: number;
+  /** Phase times. */
+  ms: { admit: number; prefill: number; decode: number; settle: number };
 }
 
 /** Engine counters for metrics. */
@@ -326,7 +352,9 @@ export class Engine {
       prefillChunk: chunk,
       prefillBudget: Math.max(1, options.prefillBudget ?? (backend.kind === "cpu" ? 1 : 4) * chunk),
       stepsPerSync: Math.max(1, options.stepsPerSync ?? 64),
-      roundMs: options.roundMs ?? { busy: 15, steady: 100 },
+      roundMs: options.roundMs ?? { busy: 40, steady: 100 },
+      readbackMs: options.readbackMs ?? 10,
+      onRound: options.onRound ?? (() => {}),
     };
     this.#sampler = new Sampler(this.config.vocabSize);
   }
@@ -470,19 +498,41 @@ export class Engine {
 
   async #loopUntilIdle(yielder: Yielder): Promise<void> {
     while (this.#queue.length || this.#running.length || this.#ending.length) {
+      const r: RoundInfo = {
+        admitted: 0,
+        prefillSeqs: 0,
+        prefillTokens: 0,
+        batch: 0,
+        steps: 0,
+        settled: this.#ending.length,
+        ms: { admit: 0, prefill: 0, decode: 0, settle: 0 },
+      };
+      let t = performance.now();
+      const lap = (phase: keyof RoundInfo["ms"]) => {
+        const now = performance.now();
+        r.ms[phase] = now - t;
+        t = now;
+      };
       try {
-        await this.#admit();
+        r.admitted = await this.#admit();
+        lap("admit");
         this.#reap();
-        await this.#prefillRound();
+        [r.prefillSeqs, r.prefillTokens] = await this.#prefillRound();
+        lap("prefill");
         this.#reap();
-        await this.#decodeRound();
+        [r.batch, r.steps] = await this.#decodeRound();
+        lap("decode");
         this.#reap();
       } catch (e) {
         // A backend failure (device lost, ...) fails every running request, never hangs them.
         for (const s of [...this.#running, ...this.#queue]) this.#end(s, "error", e);
         this.#queue.length = 0;
       }
+      t = performance.now();
+      r.settled = this.#ending.length;
       await this.#settle();
+      lap("settle");
+      this.#opts.onRound(r);
       await yielder.yield();
     }
   }
@@ -493,9 +543,10 @@ export class Engine {
   }
 
   /** Admit every waiting request while slots are free (uploads only; nothing is read back). */
-  async #admit(): Promise<void> {
+  async #admit(): Promise<number> {
     const waiting = this.#queue.length ? this.backend.whenReady?.() : null;
     if (waiting) await waiting;
+    let admitted = 0;
     while (this.#queue.length && this.#running.length < this.#opts.maxBatch) {
       const seq = this.#queue[0];
       if (seq.req.signal?.aborted) {
@@ -507,10 +558,11 @@ export class Engine {
       try {
         slot = this.backend.allocState();
       } catch (e) {
-        if (e instanceof TnlError && e.code === "overloaded") return; // wait for a free slot
+        if (e instanceof TnlError && e.code === "overloaded") break; // wait for a free slot
         throw e;
       }
       this.#queue.shift();
+      admitted++;
       seq.slot = slot;
       this.#running.push(seq);
       try {
@@ -533,6 +585,7 @@ export class Engine {
       }
       this.#stats.promptTokens += seq.promptTokens;
     }
+    return admitted;
   }
 
   /** Cancel what was aborted or timed out (at a step boundary, so states stay consistent). */
@@ -550,9 +603,9 @@ export class Engine {
    * first every sequence whose remaining prompt fits in one chunk (short prompts start decoding
    * this round), then the oldest long prompts, chunk by chunk. One backend call when it batches.
    */
-  async #prefillRound(): Promise<void> {
+  async #prefillRound(): Promise<[number, number]> {
     const pre = this.#running.filter((s) => this.#prefilling(s));
-    if (!pre.length) return;
+    if (!pre.length) return [0, 0];
     const C = this.#opts.prefillChunk;
     let budget = this.#opts.prefillBudget;
     const items: { seq: Seq; end: number }[] = [];
@@ -587,13 +640,14 @@ export class Engine {
     if (this.backend.prefillMany) await this.backend.prefillMany(calls);
     else for (const c of calls) await this.backend.prefill(c.state, c.tokens, "none");
     for (const { seq, end } of items) seq.fed = end;
+    return [starts.size, calls.reduce((a, c) => a + c.tokens.length, 0)];
   }
 
   /**
    * Decode for every sequence whose prompt is consumed: K steps sampled on the device when the
    * backend can (one readback per round), else one step with host sampling (logprobs need it).
    */
-  async #decodeRound(): Promise<void> {
+  async #decodeRound(): Promise<[number, number]> {
     // Sequences with max_tokens 0 finish once their prompt is consumed.
     for (const s of [...this.#running]) {
       if (!s.finished && s.fed === s.feed.length - 1 && s.req.maxTokens === 0) {
@@ -603,7 +657,7 @@ export class Engine {
     const batch = this.#running.filter((s) =>
       !s.finished && s.fed === s.feed.length - 1 && s.req.maxTokens > s.generated
     );
-    if (!batch.length) return;
+    if (!batch.length) return [0, 0];
     const b = this.backend;
     const steps = Math.min(
       this.#chooseSteps(batch),
@@ -612,11 +666,13 @@ export class Engine {
     if (b.decodeSampled && steps > 1 && batch.every((s) => s.req.logprobs === undefined)) {
       const t0 = performance.now();
       await this.#decodeOnDevice(batch, steps);
-      this.#learnStep(batch.length, (performance.now() - t0) / steps);
+      const ms = performance.now() - t0 - this.#opts.readbackMs;
+      this.#learnStep(batch.length, Math.max(0.02, ms / steps));
     } else {
       await this.#decodeOnHost(batch);
     }
     for (const seq of batch) await this.#checkpoint(seq);
+    return [batch.length, steps];
   }
 
   /** Batch-size bucket of the step-time estimate (powers of two). */
@@ -637,12 +693,14 @@ export class Engine {
   #chooseSteps(batch: Seq[]): number {
     const max = Math.min(this.#opts.stepsPerSync, this.backend.maxSampledSteps ?? 1);
     if (max <= 1) return 1;
-    const busy = this.#queue.length > 0 || this.#running.some((s) => this.#prefilling(s)) ||
+    const admittable = this.#queue.length > 0 && this.#running.length < this.#opts.maxBatch;
+    const busy = admittable || this.#running.some((s) => this.#prefilling(s)) ||
       batch.some((s) => s.generated === 0);
     const target = busy ? this.#opts.roundMs.busy : this.#opts.roundMs.steady;
     const ms = this.#stepMs.get(this.#bucket(batch.length));
-    if (ms === undefined) return busy ? Math.min(max, 4) : max;
-    return Math.max(2, Math.min(max, Math.round(target / ms)));
+    if (ms === undefined) return busy ? Math.min(max, 8) : max;
+    const k = Math.round(Math.max(1, target - this.#opts.readbackMs) / ms);
+    return Math.max(2, Math.min(max, k));
   }
 
   /** One decode step; logits come back and are sampled here. */
