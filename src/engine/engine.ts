@@ -128,13 +128,13 @@ export interface EngineOptions {
   stepsPerSync?: number;
   /**
    * Target duration of a decode round, in ms: `busy` while admitted requests wait for their first
-   * token (or waiting ones for a free slot), `steady` otherwise (defaults 40 and 100). K follows
+   * token (or waiting ones for a free slot), `steady` otherwise (defaults 60 and 120). K follows
    * from the measured step time.
    */
   roundMs?: { busy: number; steady: number };
   /**
-   * Fixed cost of a device round's readback, in ms (default 10: Deno's `mapAsync` polls the device
-   * every 10 ms), left out of the measured step time.
+   * Fixed cost of a device round, in ms, left out of the measured step time (default 15, measured
+   * on the H200: Deno's `mapAsync` polls the device every 10 ms, plus the worker round trip).
    */
   readbackMs?: number;
   /** Called after each scheduler round with what it did (tracing, benchmarks). */
@@ -352,8 +352,8 @@ export class Engine {
       prefillChunk: chunk,
       prefillBudget: Math.max(1, options.prefillBudget ?? (backend.kind === "cpu" ? 1 : 4) * chunk),
       stepsPerSync: Math.max(1, options.stepsPerSync ?? 64),
-      roundMs: options.roundMs ?? { busy: 40, steady: 100 },
-      readbackMs: options.readbackMs ?? 10,
+      roundMs: options.roundMs ?? { busy: 60, steady: 120 },
+      readbackMs: options.readbackMs ?? 15,
       onRound: options.onRound ?? (() => {}),
     };
     this.#sampler = new Sampler(this.config.vocabSize);

@@ -85,7 +85,11 @@ export class WebGpuBackend implements Backend {
     let failure: unknown = null;
     try {
       prefiller = await GpuPrefill.create(model, options.prefillChunk);
-      await model.decodePlan(1);
+      // Every decode tile variant and the sampler: no request pays for a shader compile.
+      const tiles = new Set<number>();
+      for (let b = 1; b <= model.maxBatch; b++) tiles.add(seqsPerWorkgroup(b));
+      await Promise.all([...tiles].map((t) => model.decodePlan(t)));
+      await model.samplePlan();
     } catch (e) {
       failure = e;
     }
@@ -498,15 +502,17 @@ export class WebGpuBackend implements Backend {
     if (rows.some((r) => r.sampling.biasIds.length)) dev.queue.writeBuffer(m.bias, 0, bias);
     // Submit every few steps so the GPU starts while the CPU is still encoding the rest (encoding a
     // step costs about as much CPU time as the GPU spends on it at batch 1).
+    // The first step goes alone, so the GPU starts at once.
     let enc = dev.createCommandEncoder();
-    for (let s0 = 0; s0 < steps; s0 += STEPS_PER_SUBMIT) {
+    for (let s0 = 0; s0 < steps; s0 = s0 === 0 ? 1 : s0 + STEPS_PER_SUBMIT) {
       if (s0 > 0) {
         dev.queue.submit([enc.finish()]);
         enc = dev.createCommandEncoder();
       }
       const pass = enc.beginComputePass();
       const last = { pipeline: null as GPUComputePipeline | null };
-      for (let s = s0; s < Math.min(steps, s0 + STEPS_PER_SUBMIT); s++) {
+      const until = s0 === 0 ? 1 : Math.min(steps, s0 + STEPS_PER_SUBMIT);
+      for (let s = s0; s < until; s++) {
         GpuModel.encode(pass, plan, B, last);
         GpuModel.encode(pass, this.#sample, B, last);
       }
