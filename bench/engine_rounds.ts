@@ -5,7 +5,7 @@
  * percentiles, the mean phase times, the decode batch and steps.
  *
  *   deno run -A bench/engine_rounds.ts [--shape 385m | --model DIR] [--streams 1,8,64]
- *     [--seconds 8] [--tokens 256] [--backend webgpu|cpu]
+ *     [--seconds 8] [--tokens 256] [--backend webgpu|cpu] [--show N (first N rounds of each level)]
  * @module
  */
 
@@ -16,7 +16,7 @@ import { writeShapeModel } from "./serve_model.ts";
 import { percentiles } from "./serve_stats.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["shape", "model", "streams", "seconds", "tokens", "backend"],
+  string: ["shape", "model", "streams", "seconds", "tokens", "backend", "show"],
   default: { streams: "1,8,64", seconds: "8", tokens: "256", backend: "webgpu" },
 });
 let dir = args.model ?? "";
@@ -80,6 +80,14 @@ for (const streams of args.streams.split(",").map(Number)) {
         mean((r) => r.ms.settle).toFixed(2)
       } ms`,
   );
-  for (const r of rounds.slice(5, 9)) console.log("  round", JSON.stringify(r));
+  for (const r of rounds.slice(0, Number(args.show ?? 0))) {
+    console.log(
+      `  round: +${r.admitted} admitted, prefill ${r.prefillSeqs} seqs ${r.prefillTokens} tok ` +
+        `${r.ms.prefill.toFixed(1)} ms, decode b${r.batch} × ${r.steps} ${
+          r.ms.decode.toFixed(1)
+        } ms, ` +
+        `settle ${r.settled} ${r.ms.settle.toFixed(1)} ms`,
+    );
+  }
 }
 await model.dispose();

@@ -101,6 +101,11 @@ export interface Backend {
    * being restarted) or rejects when it cannot.
    */
   whenReady?(): Promise<void> | null;
+  /**
+   * Feed several sequences' tokens through the decode path (one token per step, the sequences
+   * batched), no logits, no readback: the same numbers as `replay` per sequence.
+   */
+  replayMany?(items: readonly PrefillItem[]): Promise<void>;
   /** Copy several resident states to the host in one round trip. */
   readStates?(states: readonly BackendState[]): Promise<ModelState[]>;
 

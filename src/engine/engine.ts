@@ -122,13 +122,20 @@ export interface EngineOptions {
    */
   prefillBudget?: number;
   /**
+   * Prompt remainders of at most this many tokens are fed through the decode path, batched across
+   * sequences (`Backend.replayMany`), instead of a prefill call each: for short prompts the decode
+   * step of a whole batch costs less than one prefill per sequence. Part of the numerics: the rule
+   * depends only on the request (default 32 where the backend has `replayMany`, else 0).
+   */
+  recurrentPrefill?: number;
+  /**
    * Most decode steps per device submission when the backend samples on the device (default 64):
    * the host reads results back once per round (each readback costs ~10 ms in Deno).
    */
   stepsPerSync?: number;
   /**
    * Target duration of a decode round, in ms: `busy` while admitted requests wait for their first
-   * token (or waiting ones for a free slot), `steady` otherwise (defaults 60 and 120). K follows
+   * token (or waiting ones for a free slot), `steady` otherwise (defaults 70 and 150). K follows
    * from the measured step time.
    */
   roundMs?: { busy: number; steady: number };
@@ -352,7 +359,8 @@ export class Engine {
       prefillChunk: chunk,
       prefillBudget: Math.max(1, options.prefillBudget ?? (backend.kind === "cpu" ? 1 : 4) * chunk),
       stepsPerSync: Math.max(1, options.stepsPerSync ?? 64),
-      roundMs: options.roundMs ?? { busy: 60, steady: 120 },
+      recurrentPrefill: backend.replayMany ? Math.max(0, options.recurrentPrefill ?? 32) : 0,
+      roundMs: options.roundMs ?? { busy: 70, steady: 150 },
       readbackMs: options.readbackMs ?? 15,
       onRound: options.onRound ?? (() => {}),
     };
@@ -604,8 +612,23 @@ export class Engine {
    * this round), then the oldest long prompts, chunk by chunk. One backend call when it batches.
    */
   async #prefillRound(): Promise<[number, number]> {
-    const pre = this.#running.filter((s) => this.#prefilling(s));
+    let pre = this.#running.filter((s) => this.#prefilling(s));
     if (!pre.length) return [0, 0];
+    // Short remainders: the decode path, all sequences together.
+    const R = this.#opts.recurrentPrefill;
+    const short = pre.filter((s) => s.feed.length - 1 - s.fed <= R);
+    let shortTokens = 0;
+    if (short.length) {
+      const items = short.map((s) => ({
+        state: s.slot!,
+        tokens: s.feed.subarray(s.fed, s.feed.length - 1),
+      }));
+      shortTokens = items.reduce((a, it) => a + it.tokens.length, 0);
+      await this.backend.replayMany!(items);
+      for (const s of short) s.fed = s.feed.length - 1;
+      pre = pre.filter((s) => !short.includes(s));
+    }
+    if (!pre.length) return [short.length, shortTokens];
     const C = this.#opts.prefillChunk;
     let budget = this.#opts.prefillBudget;
     const items: { seq: Seq; end: number }[] = [];
@@ -640,7 +663,10 @@ export class Engine {
     if (this.backend.prefillMany) await this.backend.prefillMany(calls);
     else for (const c of calls) await this.backend.prefill(c.state, c.tokens, "none");
     for (const { seq, end } of items) seq.fed = end;
-    return [starts.size, calls.reduce((a, c) => a + c.tokens.length, 0)];
+    return [
+      short.length + starts.size,
+      shortTokens + calls.reduce((a, c) => a + c.tokens.length, 0),
+    ];
   }
 
   /**

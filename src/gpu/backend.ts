@@ -17,6 +17,8 @@ import { InputError, TnlError } from "../errors.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { createState, type ModelState } from "../model/state.ts";
 import type { TensorSource } from "../model/weights/source.ts";
+import { newRngState } from "../engine/rng.ts";
+import { validateSamplingParams } from "../engine/sampler.ts";
 import { acquireDevice, type DeviceOptions, type GpuContext } from "./device.ts";
 import { MAX_LOGIT_BIAS, ROW, ROW_FLAGS, ROW_WORDS, SAMPLING, SAMPLING_WORDS } from "./layout.ts";
 import type { Dispatch } from "./model.ts";
@@ -100,7 +102,39 @@ export class WebGpuBackend implements Backend {
       if (failure) throw failure;
       throw new TnlError("backend_unavailable", `WebGPU setup failed validation: ${err?.message}`);
     }
-    return new WebGpuBackend(model, prefiller);
+    const backend = new WebGpuBackend(model, prefiller);
+    await backend.#warmUp();
+    return backend;
+  }
+
+  /**
+   * Run each decode tile variant once at its largest batch, and a short prefill, on scratch slots:
+   * the first use of a batch shape costs the driver up to seconds (2.3 s for batch 64 at 385M on
+   * the H200), which a request must not pay.
+   */
+  async #warmUp(): Promise<void> {
+    const B = Math.min(this.maxBatch, this.model.maxSlots);
+    const states = Array.from({ length: B }, () => this.allocState());
+    try {
+      await this.prefill(states[0], Int32Array.of(0, 1, 2), "none");
+      const sizes = new Set<number>();
+      for (let b = 1; b <= B; b++) sizes.add(b === B ? b : seqsPerWorkgroup(b));
+      const sampling = validateSamplingParams({ temperature: 0.8 }, this.config.vocabSize);
+      for (const n of [...sizes].filter((b) => b <= B)) {
+        const rows = states.slice(0, n).map((state): SampledRow => ({
+          state,
+          token: 0,
+          budget: 2,
+          sampling,
+          rng: newRngState(1),
+          stopAtEos: false,
+          penalties: false,
+        }));
+        await this.decodeSampled(rows, 2);
+      }
+    } finally {
+      for (const s of states) this.releaseState(s);
+    }
   }
 
   #check(): void {
@@ -407,6 +441,35 @@ export class WebGpuBackend implements Backend {
     const s = this.#own(state);
     this.#checkTokens(tokens);
     if (tokens.length) await this.#steps([s], tokens, tokens.length, "none");
+  }
+
+  /**
+   * Feed several sequences their tokens one decode step at a time, batched: all sequences take the
+   * steps they share together, then the longer ones go on in smaller batches. The same numbers as
+   * `replay` per sequence (the decode kernels compute each sequence alone); no readback.
+   */
+  async replayMany(items: readonly PrefillItem[]): Promise<void> {
+    this.#check();
+    const own = items.map((it) => this.#own(it.state));
+    if (new Set(own.map((s) => s.slot)).size !== own.length) {
+      throw new InputError("states", "the same state appears twice");
+    }
+    for (const it of items) this.#checkTokens(it.tokens);
+    let active = items.map((_, i) => i).filter((i) => items[i].tokens.length > 0);
+    let done = 0;
+    while (active.length) {
+      const steps = Math.min(...active.map((j) => items[j].tokens.length)) - done;
+      for (let i = 0; i < active.length; i += this.maxBatch) {
+        const group = active.slice(i, i + this.maxBatch);
+        const tokens = new Int32Array(steps * group.length);
+        for (let s = 0; s < steps; s++) {
+          group.forEach((j, b) => (tokens[s * group.length + b] = items[j].tokens[done + s]));
+        }
+        await this.#steps(group.map((j) => own[j]), tokens, steps, "none");
+      }
+      done += steps;
+      active = active.filter((j) => items[j].tokens.length > done);
+    }
   }
 
   /** Most steps per `decodeSampled` call (the output ring's capacity). */

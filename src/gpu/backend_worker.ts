@@ -108,12 +108,13 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
       const logits = await gpu().prefill(state(a[0]), a[1], a[2]);
       return [logits, [buf(logits)]];
     }
-    case "prefillMany": {
+    case "prefillMany":
+    case "replayMany": {
       const items = (a[0] as { id: number; tokens: Int32Array }[]).map((it): PrefillItem => ({
         state: state(it.id),
         tokens: it.tokens,
       }));
-      await gpu().prefillMany(items);
+      await (op === "prefillMany" ? gpu().prefillMany(items) : gpu().replayMany(items));
       return [null, []];
     }
     case "decode": {

@@ -299,6 +299,13 @@ export class WorkerBackend implements Backend {
     items.forEach((it, i) => (own[i].position += it.tokens.length));
   }
 
+  /** Feed several sequences through the decode path in one round trip. */
+  async replayMany(items: readonly PrefillItem[]): Promise<void> {
+    const own = items.map((it) => this.#own(it.state));
+    await this.#call("replayMany", [items.map((it, i) => ({ id: own[i].id, tokens: it.tokens }))]);
+    items.forEach((it, i) => (own[i].position += it.tokens.length));
+  }
+
   /** One token for each of several sequences. */
   async decode(states: readonly BackendState[], tokens: Int32Array): Promise<Float32Array> {
     const own = states.map((s) => this.#own(s));
