@@ -135,7 +135,7 @@ export interface EngineOptions {
   stepsPerSync?: number;
   /**
    * Target duration of a decode round, in ms: `busy` while admitted requests wait for their first
-   * token (or waiting ones for a free slot), `steady` otherwise (defaults 70 and 150). K follows
+   * token (or waiting ones for a free slot), `steady` otherwise (defaults 60 and 200). K follows
    * from the measured step time.
    */
   roundMs?: { busy: number; steady: number };
@@ -360,7 +360,7 @@ export class Engine {
       prefillBudget: Math.max(1, options.prefillBudget ?? (backend.kind === "cpu" ? 1 : 4) * chunk),
       stepsPerSync: Math.max(1, options.stepsPerSync ?? 64),
       recurrentPrefill: backend.replayMany ? Math.max(0, options.recurrentPrefill ?? 32) : 0,
-      roundMs: options.roundMs ?? { busy: 70, steady: 150 },
+      roundMs: options.roundMs ?? { busy: 60, steady: 200 },
       readbackMs: options.readbackMs ?? 15,
       onRound: options.onRound ?? (() => {}),
     };
