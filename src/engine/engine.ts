@@ -219,6 +219,8 @@ interface Seq {
   end: { reason: FinishReason; error?: unknown } | null;
   /** Its final state, when the decode submission captured it. */
   captured: ModelState | null;
+  /** Tokens and text of this round, gathered into one event (device rounds), or null. */
+  out: { tokens: number[]; text: string } | null;
 }
 
 /** Whether any penalty is active (the device then keeps token counts). */
@@ -444,6 +446,7 @@ export class Engine {
       checkpointed: 0,
       end: null,
       captured: null,
+      out: null,
     };
     if (stop && s.text.heldStop) {
       // Text held at the end of the previous request continues matching here.
@@ -722,6 +725,8 @@ export class Engine {
     const admittable = this.#queue.length > 0 && this.#running.length < this.#opts.maxBatch;
     const busy = admittable || this.#running.some((s) => this.#prefilling(s)) ||
       batch.some((s) => s.generated === 0);
+    // Mostly new sequences: nothing to amortize a long round over, their first tokens come first.
+    if (batch.filter((s) => s.generated === 0).length * 2 >= batch.length) return 2;
     const target = busy ? this.#opts.roundMs.busy : this.#opts.roundMs.steady;
     const ms = this.#stepMs.get(this.#bucket(batch.length));
     if (ms === undefined) return busy ? Math.min(max, 8) : max;
@@ -804,6 +809,7 @@ export class Engine {
       for (let i = 0; i < batch.length; i++) {
         const seq = batch[i];
         const toks = out[i];
+        seq.out = { tokens: [], text: "" };
         for (let j = 0; j < toks.length; j++) {
           const stop = this.#accept(seq, toks[j]);
           if (!stop) continue;
@@ -818,6 +824,9 @@ export class Engine {
           this.#end(seq, stop === "length" ? "length" : "stop");
           break;
         }
+        const gathered = seq.out;
+        seq.out = null;
+        if (gathered.tokens.length) seq.push({ type: "token", ...gathered });
       }
     } finally {
       for (const s of snaps.values()) b.releaseState(s);
@@ -850,7 +859,13 @@ export class Engine {
       text = r.emit;
       stopped = r.stopped;
     }
-    seq.push({ type: "token", tokens: [token], text, logprobs: lp ? [lp] : undefined });
+    if (seq.out) {
+      // Device rounds: one event per sequence per round (fewer writes on the serving thread).
+      seq.out.tokens.push(token);
+      seq.out.text += text;
+    } else {
+      seq.push({ type: "token", tokens: [token], text, logprobs: lp ? [lp] : undefined });
+    }
     if (eos || stopped) return eos ? "eos" : "text";
     return seq.generated >= seq.req.maxTokens ? "length" : null;
   }
