@@ -13,7 +13,10 @@
  * - `GET /v1/sessions/:id/state`: the encoded state (`application/vnd.msgpack`), ETag = SHA-256.
  * - `PUT /v1/sessions/:id/state`: import a state (msgpack body); it must be valid for this model
  *   (400 malformed, 401 signature, 422 another model). The state's own id is rewritten to the URL's
- *   (so a state can be copied to a new id: a fork); 201 when created, 200 when replaced.
+ *   (so a state can be copied to a new id: a fork); 201 when created, 200 when replaced. Over an
+ *   existing id only the session's own state at the stored generation or later is taken, or any
+ *   state with `If-Match: <stored ETag>`; else 409 `state_replayed` (no rollback by replay). A
+ *   stale `If-Match` is a 412.
  * @module
  */
 
@@ -124,7 +127,9 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
       throw badRequest("id", "id: not a valid session id (1-128 of A-Z a-z 0-9 _ -)");
     }
     const bytes = await readMsgpackBody(c.req.raw, ctx.options.maxBodyBytes);
-    const r = await serving.sessions.importState(id, bytes);
+    const r = await serving.sessions.importState(id, bytes, {
+      ifMatch: c.req.header("if-match") ?? null,
+    });
     c.get("record").session = id;
     c.header("etag", etagOf(r.digest));
     return c.json(r.info, r.created ? 201 : 200);

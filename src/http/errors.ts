@@ -9,7 +9,7 @@
  * | `not_found`                           | 404    | `invalid_request_error` |
  * | `conflict`                            | 409    | `invalid_request_error` |
  * | `payload_too_large`                   | 413    | `invalid_request_error` |
- * | `state_mismatch`                      | 422    | `invalid_request_error` |
+ * | `state_mismatch`, `non_finite`        | 422    | `invalid_request_error` |
  * | `overloaded`                          | 429    | `rate_limit_error`      |
  * | `backend_unavailable`, `device_lost`, `download_failed` | 503 | `server_error` |
  * | anything else                         | 500    | `server_error`          |
@@ -83,6 +83,7 @@ export const STATUS_OF_CODE: Readonly<Record<TnlErrorCode, number>> = {
   conflict: 409,
   payload_too_large: 413,
   state_mismatch: 422,
+  non_finite: 422,
   overloaded: 429,
   backend_unavailable: 503,
   device_lost: 503,

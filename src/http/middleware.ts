@@ -20,6 +20,8 @@ export interface RequestRecord {
   session?: string;
   /** Why the generation ended (engine reason). */
   finish?: string;
+  /** A failure after the response started (a stream's error event): logged with the request. */
+  error?: { status: number; message: string };
   /** For streams: resolves when the stream has ended (the log line waits for it). */
   done?: Promise<void>;
 }
@@ -93,7 +95,13 @@ export function requestMiddleware(ctx: AppContext): MiddlewareHandler<AppEnv> {
         }
         if (record.session) fields.session = record.session;
         if (record.finish) fields.finish = record.finish;
-        ctx.logger.log(status >= 500 ? "error" : "info", "request", fields);
+        let level: "error" | "warn" | "info" = status >= 500 ? "error" : "info";
+        if (record.error) {
+          fields.error = record.error.message;
+          fields.error_status = record.error.status;
+          level = record.error.status >= 500 ? "error" : "warn";
+        }
+        ctx.logger.log(level, "request", fields);
       };
       if (record.done) record.done.then(finish, finish);
       else finish();

@@ -27,7 +27,10 @@ import type { TnlModel } from "../load.ts";
 import { isValidSessionId, type SessionSnapshot } from "../model/snapshot.ts";
 import { decodeSession, encodeSession, sessionDigest } from "../state/codec.ts";
 import type { SessionStore } from "../state/store.ts";
-import { HttpError, notFound, RETRY_AFTER_SECONDS } from "./errors.ts";
+import { InputError } from "../errors.ts";
+import { validateSamplingParams } from "../engine/sampler.ts";
+import { HttpError, notFound, requestFieldName, RETRY_AFTER_SECONDS } from "./errors.ts";
+import { etagOf, matchesEtag } from "./msgpack.ts";
 
 /** Session metadata as `GET /v1/sessions/:id` returns it. */
 export interface SessionInfo {
@@ -433,19 +436,48 @@ export class SessionManager {
   }
 
   /**
-   * Import a state under `id`: decoded and checked against the model (400/401/422), its id
-   * rewritten to `id` (so a state can be copied to a new id: a fork), its generation raised above
-   * the stored one if any (generations only grow), re-encoded (and signed) by this server, stored.
-   * 409 while the session is busy.
+   * Import a state under `id`: decoded and checked against the model (400/401/422, its sampling
+   * settings included), its id rewritten to `id` (so a state can be copied to a new id: a fork),
+   * its generation raised above the stored one if any (generations only grow), re-encoded (and
+   * signed) by this server, stored. 409 while the session is busy.
+   *
+   * No rollback by replay: over an existing id, the state must be this session's own at the stored
+   * generation or a later one, or `ifMatch` (an `If-Match` header) must name the stored state's
+   * ETag; otherwise 409 `state_replayed`. A stale `If-Match` (or one for an absent id) is a 412.
    */
   async importState(
     id: string,
     bytes: Uint8Array,
+    opts: { ifMatch?: string | null } = {},
   ): Promise<{ info: SessionInfo; digest: string; created: boolean }> {
     const claim = await this.#claim(id);
     try {
       const snap = await decodeSession(bytes, this.#codec());
+      checkStateSampling(snap, this.#o.model.config.vocabSize);
       const existing = await this.#o.store.getEntry(id);
+      const ifMatch = opts.ifMatch ?? null;
+      if (ifMatch !== null) {
+        const current = existing ? etagOf(await sessionDigest(existing.bytes)) : null;
+        if (current === null || !matchesEtag(ifMatch, current)) {
+          throw new HttpError(
+            412,
+            current === null
+              ? `If-Match: no session ${id} is stored`
+              : `If-Match: the stored state of session ${id} is ${current}, not ${ifMatch.trim()}`,
+            { param: "If-Match", code: "precondition_failed" },
+          );
+        }
+      } else if (existing && (snap.id !== id || snap.generation < existing.generation)) {
+        throw new HttpError(
+          409,
+          snap.id !== id
+            ? `state: session ${id} exists and this is a state of session ${snap.id}; ` +
+              "send If-Match with the stored state's ETag to replace it"
+            : `state: generation ${snap.generation} of session ${id} is stale; the stored ` +
+              `generation is ${existing.generation} (send If-Match with its ETag to replace it)`,
+          { param: "state", code: "state_replayed" },
+        );
+      }
       snap.id = id;
       if (existing) snap.generation = Math.max(snap.generation, existing.generation + 1);
       const session = Session.fromSnapshot(this.#o.model.config, snap);
@@ -458,7 +490,9 @@ export class SessionManager {
       this.#remember(id, { session, generation: session.generation, digest });
       this.#track(id, out.length);
       this.bytesWritten += out.length;
-      return { info: this.describe(session, out.length), digest, created: !existing };
+      // The claim is this request's own: the imported session is not busy once it answers.
+      const info = { ...this.describe(session, out.length), busy: false };
+      return { info, digest, created: !existing };
     } catch (e) {
       this.#cache.delete(id);
       throw e;
@@ -479,5 +513,21 @@ export class SessionManager {
     } finally {
       await claim.release();
     }
+  }
+}
+
+/**
+ * 400 `state_invalid` naming the field when a state's sampling settings are not ones the engine
+ * runs (a continuation inherits them, so they would fail every later request on the session).
+ */
+function checkStateSampling(snap: SessionSnapshot, vocabSize: number): void {
+  try {
+    validateSamplingParams(snap.sampling, vocabSize);
+  } catch (e) {
+    if (!(e instanceof InputError)) throw e;
+    throw new HttpError(400, `state: sampling.${e.message}`, {
+      param: `sampling.${requestFieldName(e.field)}`,
+      code: "state_invalid",
+    });
   }
 }

@@ -19,6 +19,7 @@ Deno.test("errors: every TnlError code maps to its status", () => {
     conflict: 409,
     payload_too_large: 413,
     state_mismatch: 422,
+    non_finite: 422,
     overloaded: 429,
     backend_unavailable: 503,
     device_lost: 503,
@@ -38,6 +39,11 @@ Deno.test("errors: every TnlError code maps to its status", () => {
     if (status === 500) assert.equal(h.message, "internal error");
   }
   assert.equal(toHttpError(new StateError("state_mismatch", "x")).status, 422);
+  // A step that produced NaN or ±Infinity fails that request alone, with its message shown.
+  const nf = toHttpError(new TnlError("non_finite", "decode produced NaN logits"));
+  assert.equal(nf.status, 422);
+  assert.equal(nf.type, "invalid_request_error");
+  assert.equal(nf.message, "decode produced NaN logits");
   assert.equal(toHttpError(new StoreError("redis", "backend_unavailable", "down")).status, 503);
 });
 

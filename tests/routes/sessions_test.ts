@@ -27,10 +27,16 @@ async function stateOf(a: typeof app, id: string): Promise<Uint8Array> {
   return new Uint8Array(await res.arrayBuffer());
 }
 
-function putState(a: typeof app, id: string, bytes: Uint8Array, type = "application/vnd.msgpack") {
+function putState(
+  a: typeof app,
+  id: string,
+  bytes: Uint8Array,
+  type = "application/vnd.msgpack",
+  ifMatch?: string,
+) {
   return a.request(`/v1/sessions/${id}/state`, {
     method: "PUT",
-    headers: { "content-type": type },
+    headers: { "content-type": type, ...(ifMatch ? { "if-match": ifMatch } : {}) },
     body: bytes as Uint8Array<ArrayBuffer>,
   });
 }
@@ -123,8 +129,13 @@ Deno.test("sessions: import rewrites the id (fork), keeps generations growing, 2
   const created = await jsonOf(await putState(app, "fork-1", bytes), 201);
   assert.equal(created.id, "fork-1");
   assert.equal(created.generation, 2);
-  const replaced = await jsonOf(await putState(app, "fork-1", bytes), 200);
+  assert.equal(created.busy, false);
+  // Over an existing id, another session's state needs If-Match with the stored ETag.
+  await expectError(await putState(app, "fork-1", bytes), 409, "state");
+  const etag = (await app.request("/v1/sessions/fork-1/state")).headers.get("etag")!;
+  const replaced = await jsonOf(await putState(app, "fork-1", bytes, undefined, etag), 200);
   assert.equal(replaced.generation, 3); // above the stored one
+  assert.equal(replaced.busy, false);
   // Both continue identically.
   const a = await jsonOf(
     await post(app, `/v1/sessions/${s.id}/completions`, { max_tokens: 5, temperature: 0 }),
@@ -213,4 +224,34 @@ Deno.test("sessions: a busy session is a 409 for every other request on it", asy
   assert.equal(after.generation, s.generation);
   assert.equal(after.tokens, s.tokens);
   await jsonOf(await post(app, `/v1/sessions/${id}/completions`, { max_tokens: 1 }));
+});
+
+Deno.test("sessions: no rollback by replay: an older state over its id is a 409, If-Match rules", async () => {
+  const s = await jsonOf(
+    await post(app, "/v1/sessions", { id: "replay-1", prompt: "ROMEO:" }),
+    201,
+  );
+  const old = await stateOf(app, "replay-1");
+  const oldTag = (await app.request("/v1/sessions/replay-1/state")).headers.get("etag")!;
+  // The session's own latest state goes back in (idempotent), and as a new id (a fork).
+  await jsonOf(await putState(app, "replay-1", old), 200);
+  await jsonOf(await putState(app, "replay-1-fork", old), 201);
+  await jsonOf(
+    await post(app, "/v1/sessions/replay-1/completions", { max_tokens: 3, temperature: 0 }),
+  );
+  const info = await jsonOf(await app.request("/v1/sessions/replay-1"));
+  // The older state of the same session is refused, and the stored session is unchanged.
+  const e = await expectError(await putState(app, "replay-1", old), 409, "state");
+  assert.equal(e.code, "state_replayed");
+  assert.match(e.message, /stale/);
+  assert.deepEqual(await jsonOf(await app.request("/v1/sessions/replay-1")), info);
+  // A stale If-Match is a 412; so is If-Match for an id that does not exist.
+  const stale = await expectError(await putState(app, "replay-1", old, undefined, oldTag), 412);
+  assert.equal(stale.code, "precondition_failed");
+  await expectError(await putState(app, "replay-absent", old, undefined, oldTag), 412);
+  // With the current ETag the caller says what it replaces: the rollback is deliberate.
+  const tag = (await app.request("/v1/sessions/replay-1/state")).headers.get("etag")!;
+  const back = await jsonOf(await putState(app, "replay-1", old, undefined, tag), 200);
+  assert.equal(back.position, s.position);
+  assert.ok((back.generation as number) > (info.generation as number));
 });
