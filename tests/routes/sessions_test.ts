@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { decodeSession, encodeSession } from "../../src/state/codec.ts";
+import { readSse } from "../../src/http/sse.ts";
 import {
   cpuModel,
   expectError,
@@ -11,7 +12,7 @@ import {
 } from "../http/support.ts";
 
 const model = await cpuModel();
-const { app, ctx } = await testApp();
+const { app, ctx, logs } = await testApp();
 const codec = {
   config: model.config,
   modelFingerprint: model.fingerprint,
@@ -254,4 +255,31 @@ Deno.test("sessions: no rollback by replay: an older state over its id is a 409,
   const back = await jsonOf(await putState(app, "replay-1", old, undefined, tag), 200);
   assert.equal(back.position, s.position);
   assert.ok((back.generation as number) > (info.generation as number));
+});
+
+Deno.test("sessions: a stream whose generation fails ends with an error event and [DONE], logged", async () => {
+  // Finite but huge state values decode, and the next step overflows to NaN: that request fails
+  // alone (the engine's error), the stream still ends with [DONE] and its log line has the error.
+  const s = await jsonOf(await post(app, "/v1/sessions", { prompt: "ROMEO:" }), 201);
+  const snap = await decodeSession(await stateOf(app, s.id as string), codec);
+  for (const l of snap.state.layers) l.fill(3e38);
+  snap.id = "overflow-1";
+  await jsonOf(await putState(app, "overflow-1", await encodeSession(snap, codec)), 201);
+  const before = await jsonOf(await app.request("/v1/sessions/overflow-1"));
+  const res = await post(app, "/v1/sessions/overflow-1/completions", {
+    max_tokens: 5,
+    stream: true,
+    temperature: 0,
+  }, { headers: { "x-request-id": "overflow-stream" } });
+  assert.equal(res.status, 200);
+  const events = await readSse(res.body!);
+  assert.equal(events.at(-1), "[DONE]");
+  const err = JSON.parse(events.at(-2)!).error;
+  assert.equal(typeof err.message, "string");
+  await waitFor(() => logs.some((l) => l.id === "overflow-stream" && l.msg === "request"));
+  const line = logs.find((l) => l.id === "overflow-stream" && l.msg === "request")!;
+  assert.equal(typeof line.error, "string");
+  assert.ok((line.error_status as number) >= 400);
+  // The session keeps its last good state.
+  assert.deepEqual(await jsonOf(await app.request("/v1/sessions/overflow-1")), before);
 });
