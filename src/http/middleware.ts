@@ -1,14 +1,15 @@
 /**
  * Middleware: request ids (`x-request-id` echoed or generated), one structured log line and one
- * metrics observation per request (streams are counted when they end), optional CORS, and the
- * error handler that answers in the OpenAI shape.
+ * metrics observation per request (streams are counted when they end), optional CORS, the JSON
+ * content-type guard of the POST routes, the admin token guard, and the error handler that answers
+ * in the OpenAI shape.
  * @module
  */
 
 import type { Context, MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import type { AppContext } from "./context.ts";
-import { errorResponse, toHttpError } from "./errors.ts";
+import { errorResponse, HttpError, toHttpError } from "./errors.ts";
 
 /** What a handler reports about its request for the log line. */
 export interface RequestRecord {
@@ -130,6 +131,38 @@ export function corsMiddleware(origin: string | true): MiddlewareHandler<AppEnv>
     c.res.headers.set("access-control-allow-origin", allow);
     c.res.headers.set("access-control-expose-headers", "x-request-id, etag, retry-after");
     if (allow !== "*") c.res.headers.append("vary", "origin");
+  };
+}
+
+/** Routes whose body is JSON (POST): `jsonBodies` guards them. */
+export const JSON_ROUTES: readonly string[] = [
+  "/v1/completions",
+  "/v1/chat/completions",
+  "/v1/sessions",
+  "/v1/sessions/:id/completions",
+];
+
+/**
+ * 415 (OpenAI error shape, `unsupported_media_type`) unless the request says
+ * `content-type: application/json` (parameters such as `charset` allowed). Without this a JSON body
+ * sent as `text/plain` is a CORS "simple request": any web page could start generations on a local
+ * server without a preflight.
+ */
+export function jsonBodies(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const ct = c.req.header("content-type") ?? "";
+    const base = ct.split(";")[0].trim().toLowerCase();
+    if (base !== "application/json") {
+      await c.req.raw.body?.cancel().catch(() => {});
+      throw new HttpError(
+        415,
+        ct === ""
+          ? "content-type: missing; send the JSON body with content-type: application/json"
+          : `content-type: expected application/json, got ${JSON.stringify(ct.slice(0, 100))}`,
+        { param: "content-type", code: "unsupported_media_type" },
+      );
+    }
+    await next();
   };
 }
 

@@ -234,6 +234,7 @@ for (const route of routes) {
     await (await app.request("/v1/sessions/fuzz-session", { method: "DELETE" })).body?.cancel();
     const made = await app.request("/v1/sessions", {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({ id: "fuzz-session", prompt: "ROMEO:" }),
     });
     assert.equal(made.status, 201);
