@@ -26,6 +26,8 @@ import {
   checkPut,
   checkSessionId,
   checkStoreOptions,
+  type IdsOptions,
+  pageOfIds,
   type PutOptions,
   type SessionStore,
   type StoredSession,
@@ -465,6 +467,24 @@ export class FsSessionStore implements SessionStore {
       if (h && !(h.expiresAt > 0 && h.expiresAt <= now)) n++;
     }
     return n;
+  }
+
+  /** One page of live ids, sorted (see `SessionStore.ids`; reads every header). */
+  async ids(opts: IdsOptions): Promise<string[]> {
+    this.#check();
+    const now = Date.now();
+    const found: string[] = [];
+    try {
+      for await (const entry of Deno.readDir(this.#dir)) {
+        const id = entry.isFile ? sessionIdOfFile(entry.name) : null;
+        if (id === null || (opts.after !== undefined && id <= opts.after)) continue;
+        const h = await this.#readHeader(`${this.#dir}/${entry.name}`);
+        if (h && !(h.expiresAt > 0 && h.expiresAt <= now)) found.push(id);
+      }
+    } catch (e) {
+      throw this.#ioError("list", e);
+    }
+    return pageOfIds(found, opts);
   }
 
   /** Stop the sweep timer and close the lock file. */
