@@ -166,6 +166,45 @@ export function jsonBodies(): MiddlewareHandler<AppEnv> {
   };
 }
 
+/** Constant-time equality of two strings (as UTF-8). */
+function sameSecret(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a), y = new TextEncoder().encode(b);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return diff === 0;
+}
+
+/**
+ * Operator routes: off (404, as if absent) unless an admin token is configured; then only for
+ * `Authorization: Bearer <token>` (401 otherwise, with `WWW-Authenticate`).
+ */
+export function adminOnly(ctx: AppContext): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const token = ctx.options.adminToken;
+    if (!token) {
+      throw new HttpError(404, `no route ${c.req.method} ${c.req.path}`, {
+        code: "route_not_found",
+      });
+    }
+    const auth = c.req.header("authorization") ?? "";
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+    if (!m || !sameSecret(m[1], token)) {
+      throw new HttpError(
+        401,
+        auth === ""
+          ? "authorization: this route needs the admin token (Authorization: Bearer ...)"
+          : "authorization: not the admin token",
+        {
+          param: "authorization",
+          code: "invalid_admin_token",
+          headers: { "www-authenticate": 'Bearer realm="tnl-edge admin"' },
+        },
+      );
+    }
+    await next();
+  };
+}
+
 /** The app's error handler: OpenAI-shaped errors; 5xx logged with their cause. */
 export function onError(ctx: AppContext): (e: Error, c: Context<AppEnv>) => Response {
   return (e, c) => {

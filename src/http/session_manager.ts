@@ -25,7 +25,7 @@ import type { Engine } from "../engine/engine.ts";
 import { Session } from "../engine/session.ts";
 import type { TnlModel } from "../load.ts";
 import { isValidSessionId, type SessionSnapshot } from "../model/snapshot.ts";
-import { decodeSession, encodeSession, sessionDigest } from "../state/codec.ts";
+import { decodeSession, encodeSession, sessionDigest, sessionSummary } from "../state/codec.ts";
 import type { SessionStore } from "../state/store.ts";
 import { InputError } from "../errors.ts";
 import { validateSamplingParams } from "../engine/sampler.ts";
@@ -56,6 +56,20 @@ export interface SessionInfo {
   busy: boolean;
   /** Size of the encoded state in the store, in bytes. */
   state_bytes: number;
+}
+
+/** A page of sessions as `GET /v1/sessions` returns it (OpenAI's list shape). */
+export interface SessionList {
+  /** Always "list". */
+  object: "list";
+  /** The sessions, in id order. */
+  data: SessionInfo[];
+  /** First id of the page, or null when empty. */
+  first_id: string | null;
+  /** Last id of the page (the `after` of the next page), or null when empty. */
+  last_id: string | null;
+  /** Whether more sessions follow. */
+  has_more: boolean;
 }
 
 /** What the session manager needs. */
@@ -499,6 +513,52 @@ export class SessionManager {
     } finally {
       await claim.release();
     }
+  }
+
+  /**
+   * One page of stored sessions, in id order after `after` (at most `limit`), each described from
+   * its stored bytes without decoding the layers. Ids that vanish while listing are skipped.
+   */
+  async list(opts: { after?: string; limit: number }): Promise<SessionList> {
+    const store = this.#o.store;
+    if (!store.ids) {
+      throw new HttpError(501, `the ${store.kind} store cannot list its sessions`, {
+        code: "not_implemented",
+      });
+    }
+    const ids = await store.ids({ after: opts.after, limit: opts.limit + 1 });
+    const hasMore = ids.length > opts.limit;
+    const data: SessionInfo[] = [];
+    for (const id of ids.slice(0, opts.limit)) {
+      const entry = await store.getEntry(id);
+      if (!entry) continue;
+      let s;
+      try {
+        s = sessionSummary(entry.bytes);
+      } catch {
+        continue; // not a state this server wrote: nothing to describe
+      }
+      data.push({
+        id,
+        object: "session",
+        model: this.#o.modelId,
+        position: s.position,
+        tokens: s.tokens,
+        pending: s.pending,
+        generation: entry.generation >= 0 ? entry.generation : s.generation,
+        created: Math.floor(s.createdAt / 1000),
+        updated: Math.floor(s.updatedAt / 1000),
+        busy: this.busy.has(id),
+        state_bytes: entry.bytes.length,
+      });
+    }
+    return {
+      object: "list",
+      data,
+      first_id: data[0]?.id ?? null,
+      last_id: data.at(-1)?.id ?? null,
+      has_more: hasMore,
+    };
   }
 
   /** Delete a session (404 when absent, 409 when busy). */

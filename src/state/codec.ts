@@ -761,3 +761,58 @@ function checkPayload(pv: MsgValue, opts: DecodeOptions): SessionSnapshot {
 function short(fp: string): string {
   return JSON.stringify(fp.length > 16 ? fp.slice(0, 16) + "…" : fp);
 }
+
+/** What `sessionSummary` reads from a state without decoding its layers. */
+export interface SessionSummary {
+  /** Session id. */
+  id: string;
+  /** Saved generation. */
+  generation: number;
+  /** Tokens consumed by the state. */
+  position: number;
+  /** Tokens in the history (0 without one). */
+  tokens: number;
+  /** Whether a token waits to be fed. */
+  pending: boolean;
+  /** Creation time (ms since the epoch). */
+  createdAt: number;
+  /** Last update (ms since the epoch). */
+  updatedAt: number;
+}
+
+/**
+ * The counters and times of an encoded state, read without checking its signature or decoding its
+ * layers (the blobs stay views): for listing a store's own entries, which this server wrote. Throws
+ * `StateError` (`state_invalid`) when the bytes are not a state.
+ */
+export function sessionSummary(bytes: Uint8Array): SessionSummary {
+  const env = readMsgpack(
+    bytes,
+    { maxDepth: 1, maxNodes: 16, maxStringBytes: 64 },
+    "state envelope",
+  );
+  if (!isMsgMap(env) || env.format !== STATE_FORMAT) invalid("envelope: not a TNL Edge state");
+  const payload = getBin(env.payload, "envelope.payload");
+  const p = getMap(
+    readMsgpack(
+      payload,
+      { maxDepth: 6, maxNodes: 1 << 18, maxStringBytes: MAX_HELD_STOP_BYTES },
+      "state payload",
+    ),
+    "payload",
+  );
+  const id = p.id;
+  if (!isValidSessionId(id)) invalid(`id: ${describe(id)} is not a session id`);
+  const tokens = p.tokens === null
+    ? 0
+    : getInt(getMap(p.tokens, "tokens").count, "tokens.count", 0);
+  return {
+    id,
+    generation: getInt(p.generation, "generation", 0),
+    position: getInt(p.position, "position", 0),
+    tokens,
+    pending: getInt(p.pending, "pending", -1) >= 0,
+    createdAt: getTime(p.createdAt, "createdAt"),
+    updatedAt: getTime(p.updatedAt, "updatedAt"),
+  };
+}

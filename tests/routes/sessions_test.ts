@@ -70,7 +70,8 @@ Deno.test("sessions: create empty, with a prompt, with messages, with an id", as
   await expectError(await post(app, "/v1/sessions", { prompt: 3 }), 400, "prompt");
   await expectError(await post(app, "/v1/sessions", "[1]"), 400, null);
   const info = await jsonOf(await app.request(`/v1/sessions/${withPrompt.id}`));
-  assert.deepEqual({ ...info, busy: false }, { ...withPrompt, busy: false });
+  assert.equal(withPrompt.busy, false);
+  assert.deepEqual(info, withPrompt);
 });
 
 Deno.test("sessions: continue, delete, 404s", async () => {
@@ -282,4 +283,70 @@ Deno.test("sessions: a stream whose generation fails ends with an error event an
   assert.ok((line.error_status as number) >= 400);
   // The session keeps its last good state.
   assert.deepEqual(await jsonOf(await app.request("/v1/sessions/overflow-1")), before);
+});
+
+Deno.test("sessions: GET /v1/sessions lists sessions in pages, only with the admin token", async () => {
+  // Off without a token: the route does not exist.
+  const off = await expectError(await app.request("/v1/sessions"), 404);
+  assert.equal(off.code, "route_not_found");
+  const TOKEN = "adm1n-t0ken";
+  const admin = await testApp({ options: { adminToken: TOKEN } });
+  const get = (q = "", auth: string | null = `Bearer ${TOKEN}`) =>
+    admin.app.request(`/v1/sessions${q}`, {
+      headers: auth === null ? {} : { authorization: auth },
+    });
+  for (const auth of [null, "Bearer wrong", `Basic ${TOKEN}`, TOKEN, `Bearer ${TOKEN}x`]) {
+    const res = await get("", auth);
+    assert.equal(res.headers.get("www-authenticate"), 'Bearer realm="tnl-edge admin"');
+    const e = await expectError(res, 401, "authorization");
+    assert.equal(e.code, "invalid_admin_token");
+  }
+  assert.deepEqual(await jsonOf(await get()), {
+    object: "list",
+    data: [],
+    first_id: null,
+    last_id: null,
+    has_more: false,
+  });
+  const ids = ["list-c", "list-a", "list-b"];
+  for (const id of ids) {
+    await jsonOf(await post(admin.app, "/v1/sessions", { id, prompt: "A B" }), 201);
+  }
+  await jsonOf(
+    await post(admin.app, "/v1/sessions/list-b/completions", { max_tokens: 2, temperature: 0 }),
+  );
+  const all = await jsonOf(await get());
+  const data = all.data as Json[];
+  assert.deepEqual(data.map((d) => d.id), ["list-a", "list-b", "list-c"]);
+  for (const d of data) {
+    const one = await jsonOf(await admin.app.request(`/v1/sessions/${d.id}`));
+    assert.deepEqual(d, one); // position, tokens, busy, state_bytes, updated: as GET :id says
+    assert.ok((d.state_bytes as number) > 0);
+  }
+  assert.equal(data[1].position, (data[0].position as number) + 2);
+  // Paging: limit and after (last_id of a page is the next page's after).
+  const p1 = await jsonOf(await get("?limit=2"));
+  assert.deepEqual((p1.data as Json[]).map((d) => d.id), ["list-a", "list-b"]);
+  assert.equal(p1.has_more, true);
+  const p2 = await jsonOf(await get(`?limit=2&after=${p1.last_id}`));
+  assert.deepEqual((p2.data as Json[]).map((d) => d.id), ["list-c"]);
+  assert.equal(p2.has_more, false);
+  // A session in use says so.
+  const res = await post(admin.app, "/v1/sessions/list-a/completions", {
+    max_tokens: 500,
+    stream: true,
+  });
+  const reader = res.body!.getReader();
+  await reader.read();
+  assert.equal(((await jsonOf(await get("?limit=1"))).data as Json[])[0].busy, true);
+  await reader.cancel();
+  for (
+    const [q, param] of [["?limit=0", "limit"], ["?limit=1001", "limit"], ["?limit=x", "limit"], [
+      "?after=a%20b",
+      "after",
+    ], ["?offset=3", "offset"]]
+  ) {
+    await expectError(await get(q), 400, param);
+  }
+  await waitFor(() => admin.ctx.busy.size === 0 && admin.ctx.serving!.engine.stats().running === 0);
 });
