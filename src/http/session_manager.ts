@@ -29,7 +29,7 @@ import { decodeSession, encodeSession, sessionDigest, sessionSummary } from "../
 import type { SessionStore } from "../state/store.ts";
 import { InputError } from "../errors.ts";
 import { validateSamplingParams } from "../engine/sampler.ts";
-import { HttpError, notFound, requestFieldName, RETRY_AFTER_SECONDS } from "./errors.ts";
+import { HttpError, notFound, RETRY_AFTER_SECONDS } from "./errors.ts";
 import { etagOf, matchesEtag } from "./msgpack.ts";
 
 /** Session metadata as `GET /v1/sessions/:id` returns it. */
@@ -586,7 +586,7 @@ function checkStateSampling(snap: SessionSnapshot, vocabSize: number): void {
   } catch (e) {
     if (!(e instanceof InputError)) throw e;
     throw new HttpError(400, `state: sampling.${e.message}`, {
-      param: `sampling.${requestFieldName(e.field)}`,
+      param: `state.sampling.${e.field}`,
       code: "state_invalid",
     });
   }

@@ -370,7 +370,9 @@ export async function encodeSession(s: SessionSnapshot, opts: EncodeOptions): Pr
 // --- decoding --------------------------------------------------------------------------------------
 
 function invalid(detail: string): never {
-  throw new StateError("state_invalid", `state: ${detail}`);
+  // Details start with the field at fault ("rng.counter: ..."), which the error then names.
+  const field = /^([A-Za-z][A-Za-z0-9_.[\]]*): /.exec(detail)?.[1];
+  throw new StateError("state_invalid", `state: ${detail}`, { field });
 }
 
 function mismatch(detail: string): never {

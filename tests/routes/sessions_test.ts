@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { decodeSession, encodeSession } from "../../src/state/codec.ts";
 import { readSse } from "../../src/http/sse.ts";
+import { envelope, pack, payloadObject } from "../state/support.ts";
 import {
   cpuModel,
   expectError,
@@ -349,4 +350,32 @@ Deno.test("sessions: GET /v1/sessions lists sessions in pages, only with the adm
     await expectError(await get(q), 400, param);
   }
   await waitFor(() => admin.ctx.busy.size === 0 && admin.ctx.serving!.engine.stats().running === 0);
+});
+
+Deno.test("sessions: a state the server could not run or save is a 400 naming the field", async () => {
+  const s = await jsonOf(await post(app, "/v1/sessions", { prompt: "ROMEO: a" }), 201);
+  const bytes = await stateOf(app, s.id as string);
+  const cases: [string, (p: Record<string, unknown>) => void][] = [
+    ["state.generation", (p) => (p.generation = 2 ** 53 - 1)],
+    ["state.rng.counter", (p) => ((p.rng as Json).counter = 2 ** 53 - 2)],
+    ["state.tokens", (p) => {
+      p.tokens = null;
+      p.generated = null;
+    }],
+    ["state.updatedAt", (p) => (p.updatedAt = 3e38)],
+    ["state.sampling.topK", (p) => ((p.sampling as Json).topK = -5)],
+    ["state.sampling.temperature", (p) => ((p.sampling as Json).temperature = "hot")],
+  ];
+  for (const [param, mod] of cases) {
+    const p = payloadObject(bytes);
+    mod(p);
+    const e = await expectError(
+      await putState(app, "named-400", await envelope(pack(p))),
+      400,
+      param,
+    );
+    assert.equal(e.code, "state_invalid");
+  }
+  // None of them stored anything: the id is free for a valid state.
+  await jsonOf(await putState(app, "named-400", bytes), 201);
 });
