@@ -44,6 +44,9 @@ serve:
   --checkpoint-tokens N  store kept sessions every N generated tokens mid-generation
                        (default 64 on redis and kv stores, else 0 = only at the end)
   --lease-ms N         session lease TTL on redis and kv stores (default 10000)
+  --max-prompt-tokens N  longest prompt in tokens, else a 400 (default 32768; 0 = no limit)
+  --admin-token T      enables GET /v1/sessions for "Authorization: Bearer T"
+                       (or $TNL_ADMIN_TOKEN; default: the listing is off)
 `;
 
 /** Parse numbers from flags, naming the flag on error. */
@@ -141,12 +144,26 @@ async function serve(args: Record<string, unknown>): Promise<void> {
     maxBodyBytes: num(args, "max-body-bytes"),
     checkpointTokens: num(args, "checkpoint-tokens"),
     leaseMs: num(args, "lease-ms"),
+    maxPromptTokens: num(args, "max-prompt-tokens"),
+    adminToken: typeof args["admin-token"] === "string"
+      ? args["admin-token"]
+      : Deno.env.get("TNL_ADMIN_TOKEN"),
   });
 }
 
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
-    string: ["model", "backend", "quantize", "prompt", "stop", "store", "state-secret", "host"],
+    string: [
+      "model",
+      "backend",
+      "quantize",
+      "prompt",
+      "stop",
+      "store",
+      "state-secret",
+      "host",
+      "admin-token",
+    ],
     boolean: ["help"],
   });
   const cmd = args._[0] ?? "serve";

@@ -65,6 +65,7 @@ export {
   decodeSession,
   type EncodeOptions as StateEncodeOptions,
   encodeSession,
+  type IdsOptions,
   openStore,
   type OpenStoreOptions,
   type PutOptions,

@@ -17,7 +17,14 @@
 import { Hono } from "hono";
 import type { AppContext } from "../src/http/context.ts";
 import { errorResponse, notFound } from "../src/http/errors.ts";
-import { type AppEnv, corsMiddleware, onError, requestMiddleware } from "../src/http/middleware.ts";
+import {
+  type AppEnv,
+  corsMiddleware,
+  JSON_ROUTES,
+  jsonBodies,
+  onError,
+  requestMiddleware,
+} from "../src/http/middleware.ts";
 import { chatRoutes } from "./chat.ts";
 import { completionsRoutes } from "./completions.ts";
 import { healthRoutes } from "./health.ts";
@@ -33,6 +40,7 @@ export function createApp(ctx: AppContext): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.use("*", requestMiddleware(ctx));
   if (ctx.options.cors) app.use("*", corsMiddleware(ctx.options.cors));
+  app.on("POST", [...JSON_ROUTES], jsonBodies());
   app.route("/", healthRoutes(ctx));
   app.route("/", metricsRoutes(ctx));
   app.route("/", modelsRoutes(ctx));

@@ -4,6 +4,10 @@
  * - `POST /v1/sessions` `{id?, prompt? | messages?}`: create (a random id unless given; 409 if the
  *   id exists); a prompt (text or token ids) or chat messages are prefilled (consumed without
  *   generating). 201 with the metadata.
+ * - `GET /v1/sessions?limit=&after=`: the operator's listing (id, position, tokens, busy,
+ *   state_bytes, updated = last use), in id order, OpenAI's list shape (`has_more`, `last_id` is the
+ *   next page's `after`; `limit` 1-1000, default 100). Off (404) unless an admin token is set, and
+ *   only with `Authorization: Bearer <token>` (401): a session id is the capability to continue it.
  * - `GET /v1/sessions/:id`: metadata (position, tokens, generation, created, updated, busy).
  * - `DELETE /v1/sessions/:id`: delete (409 while busy).
  * - `POST /v1/sessions/:id/completions`: continue with the options and streaming of
@@ -13,7 +17,10 @@
  * - `GET /v1/sessions/:id/state`: the encoded state (`application/vnd.msgpack`), ETag = SHA-256.
  * - `PUT /v1/sessions/:id/state`: import a state (msgpack body); it must be valid for this model
  *   (400 malformed, 401 signature, 422 another model). The state's own id is rewritten to the URL's
- *   (so a state can be copied to a new id: a fork); 201 when created, 200 when replaced.
+ *   (so a state can be copied to a new id: a fork); 201 when created, 200 when replaced. Over an
+ *   existing id only the session's own state at the stored generation or later is taken, or any
+ *   state with `If-Match: <stored ETag>`; else 409 `state_replayed` (no rollback by replay). A
+ *   stale `If-Match` is a 412.
  * @module
  */
 
@@ -22,7 +29,7 @@ import { readJsonObject } from "../src/http/body.ts";
 import type { AppContext } from "../src/http/context.ts";
 import { badRequest } from "../src/http/errors.ts";
 import { prefillSession, respondWithGeneration } from "../src/http/generation.ts";
-import type { AppEnv } from "../src/http/middleware.ts";
+import { adminOnly, type AppEnv } from "../src/http/middleware.ts";
 import { etagOf, matchesEtag, msgpackResponse, readMsgpackBody } from "../src/http/msgpack.ts";
 import {
   chatPrefill,
@@ -57,10 +64,38 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
       const { bytes, digest } = await lease.save();
       c.header("etag", etagOf(digest));
       c.header("location", `/v1/sessions/${lease.session.id}`);
-      return c.json(serving.sessions.describe(lease.session, bytes.length), 201);
+      // Released before the response goes out: not busy for whoever reads it.
+      return c.json(
+        { ...serving.sessions.describe(lease.session, bytes.length), busy: false },
+        201,
+      );
     } finally {
       await lease.release();
     }
+  });
+
+  app.get("/v1/sessions", adminOnly(ctx), async (c) => {
+    const serving = ctx.require();
+    const q = c.req.query();
+    for (const k of Object.keys(q)) {
+      if (k !== "limit" && k !== "after") {
+        throw badRequest(k, `${k}: unknown query parameter (limit, after)`);
+      }
+    }
+    let limit = 100;
+    if (q.limit !== undefined) {
+      limit = Number(q.limit);
+      if (!/^\d+$/.test(q.limit) || limit < 1 || limit > 1000) {
+        throw badRequest(
+          "limit",
+          `limit: expected an integer in [1, 1000], got ${JSON.stringify(q.limit)}`,
+        );
+      }
+    }
+    if (q.after !== undefined && !SESSION_ID.test(q.after)) {
+      throw badRequest("after", "after: not a session id (1-128 of A-Z a-z 0-9 _ -)");
+    }
+    return c.json(await serving.sessions.list({ after: q.after, limit }));
   });
 
   app.get("/v1/sessions/:id", async (c) => {
@@ -124,7 +159,9 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
       throw badRequest("id", "id: not a valid session id (1-128 of A-Z a-z 0-9 _ -)");
     }
     const bytes = await readMsgpackBody(c.req.raw, ctx.options.maxBodyBytes);
-    const r = await serving.sessions.importState(id, bytes);
+    const r = await serving.sessions.importState(id, bytes, {
+      ifMatch: c.req.header("if-match") ?? null,
+    });
     c.get("record").session = id;
     c.header("etag", etagOf(r.digest));
     return c.json(r.info, r.created ? 201 : 200);

@@ -22,6 +22,7 @@ export type TnlErrorCode =
   | "conflict"
   | "overloaded"
   | "payload_too_large"
+  | "non_finite"
   | "internal";
 
 /** Base class of every error this project throws on purpose. */

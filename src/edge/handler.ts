@@ -36,6 +36,7 @@ import { Session } from "../engine/session.ts";
 import { modelIdOf } from "../http/context.ts";
 import { badRequest, errorResponse, HttpError, notFound, toHttpError } from "../http/errors.ts";
 import { newRequestId } from "../http/middleware.ts";
+import { checkPromptLength, DEFAULT_MAX_PROMPT_TOKENS, encodePrompt } from "../http/prompt.ts";
 import { type SessionLease, SessionManager } from "../http/session_manager.ts";
 import { type BackendChoice, DEFAULT_MODEL_DIR, loadModel, type TnlModel } from "../load.ts";
 import type { SessionSnapshot } from "../model/snapshot.ts";
@@ -85,6 +86,8 @@ export interface EdgeOptions {
   maxTokensPerRequest?: number;
   /** Largest `max_tokens` accepted (default 32 768). */
   maxTokensLimit?: number;
+  /** Largest prompt in tokens (default 32 768; 0 = none); longer ones are a 400. */
+  maxPromptTokens?: number;
   /** Request body limit in bytes (default: the largest state in base64, plus 64 KiB). */
   maxBodyBytes?: number;
   /** Requests waiting for the engine before 429 (default 32). */
@@ -152,6 +155,7 @@ const ENV_KEYS = [
   "TNL_STATE_SECRET",
   "TNL_MAX_TOKENS_PER_REQUEST",
   "TNL_MAX_TOKENS",
+  "TNL_MAX_PROMPT_TOKENS",
   "TNL_MAX_BODY_BYTES",
   "TNL_MAX_QUEUE",
   "TNL_CHECKPOINT_TOKENS",
@@ -163,7 +167,8 @@ const ENV_KEYS = [
  * `TNL_QUANTIZE` (none | int8),
  * `TNL_STORE` (kv | kv:PATH | redis://… | fs:DIR | memory; unset: inline sessions only),
  * `TNL_STORE_PREFIX`, `TNL_STORE_TTL_MS`, `TNL_STATE_SECRET`, `TNL_MAX_TOKENS_PER_REQUEST`,
- * `TNL_MAX_TOKENS`, `TNL_MAX_BODY_BYTES`, `TNL_MAX_QUEUE`, `TNL_CHECKPOINT_TOKENS`, `TNL_LEASE_MS`.
+ * `TNL_MAX_TOKENS`, `TNL_MAX_PROMPT_TOKENS`, `TNL_MAX_BODY_BYTES`, `TNL_MAX_QUEUE`,
+ * `TNL_CHECKPOINT_TOKENS`, `TNL_LEASE_MS`.
  * Variables the process may not read (no env permission) are left at their defaults, without a
  * permission prompt. A malformed value throws a `TypeError` naming the variable.
  */
@@ -208,6 +213,7 @@ export function edgeOptionsFromEnv(
     stateSecret: env.TNL_STATE_SECRET,
     maxTokensPerRequest: num("TNL_MAX_TOKENS_PER_REQUEST"),
     maxTokensLimit: num("TNL_MAX_TOKENS"),
+    maxPromptTokens: num("TNL_MAX_PROMPT_TOKENS"),
     maxBodyBytes: num("TNL_MAX_BODY_BYTES"),
     maxQueue: num("TNL_MAX_QUEUE"),
     checkpointTokens: num("TNL_CHECKPOINT_TOKENS"),
@@ -234,6 +240,10 @@ let leaseCount = 0;
 export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
   const cap = opts.maxTokensPerRequest ?? 64;
   const maxTokensLimit = opts.maxTokensLimit ?? 32_768;
+  const maxPromptTokens = opts.maxPromptTokens ?? DEFAULT_MAX_PROMPT_TOKENS;
+  if (!Number.isSafeInteger(maxPromptTokens) || maxPromptTokens < 0) {
+    throw new TypeError(`maxPromptTokens: expected an integer ≥ 0, got ${maxPromptTokens}`);
+  }
   const backend = edgeBackend(opts.backend);
   const secret = opts.stateSecret || undefined;
 
@@ -326,7 +336,7 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
     signal: AbortSignal,
     lease: SessionLease | null,
   ) => {
-    const prompt = promptIds(r.model, session, p.prompt);
+    const prompt = promptIds(r.model, session, p.prompt, maxPromptTokens);
     const capped = cap > 0 && p.maxTokens > cap;
     const maxTokens = capped ? cap : p.maxTokens;
     let sampling: SamplingParams = p.sampling;
@@ -536,11 +546,17 @@ function methodNotAllowed(allow: string): HttpError {
 }
 
 /** Token ids of a prompt: text without BOS; an empty prompt on an empty session is BOS. */
-function promptIds(model: TnlModel, session: Session, prompt: string | number[]): Int32Array {
+function promptIds(
+  model: TnlModel,
+  session: Session,
+  prompt: string | number[],
+  limit: number,
+): Int32Array {
   const tok = model.tokenizer;
   let ids: Int32Array;
-  if (typeof prompt === "string") ids = tok.encode(prompt);
+  if (typeof prompt === "string") ids = encodePrompt(tok, prompt, limit);
   else {
+    checkPromptLength(prompt.length, limit);
     const V = model.config.vocabSize;
     prompt.forEach((t, i) => {
       if (t < 0 || t >= V) {

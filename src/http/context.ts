@@ -13,6 +13,7 @@ import { type ChatTemplate, loadChatTemplate } from "./chat_template.ts";
 import { unavailable } from "./errors.ts";
 import { jsonLogger, type Logger } from "./logger.ts";
 import { HttpMetrics } from "./metrics.ts";
+import { DEFAULT_MAX_PROMPT_TOKENS } from "./prompt.ts";
 import { DEFAULT_LEASE_MS, SessionManager } from "./session_manager.ts";
 
 /** Server options the routes use. */
@@ -28,6 +29,13 @@ export interface AppOptions {
   requestTimeoutMs?: number;
   /** Largest `max_tokens` accepted (default 32 768). */
   maxTokensLimit?: number;
+  /** Largest prompt in tokens (default 32 768; 0 = none); longer ones are a 400. */
+  maxPromptTokens?: number;
+  /**
+   * Bearer token of the operator routes (`GET /v1/sessions`); absent or empty: those routes are
+   * off (404), since a session id is the capability to continue its conversation.
+   */
+  adminToken?: string;
   /** `max_tokens` of a chat request that gives none (default 512). */
   defaultChatMaxTokens?: number;
   /** CORS: true (any origin), an origin, or false (default: off). */
@@ -58,6 +66,8 @@ export interface Serving {
   chatTemplate: ChatTemplate;
   /** Sessions. */
   sessions: SessionManager;
+  /** Largest prompt in tokens (0 = none). */
+  maxPromptTokens: number;
 }
 
 /** What `createAppContext` takes. */
@@ -81,7 +91,10 @@ export function modelIdOf(model: TnlModel): string {
 /** The shared state of the app; see the module doc. */
 export class AppContext {
   /** Options with defaults filled in. */
-  readonly options: Required<Omit<AppOptions, "stateSecret">> & { stateSecret?: string };
+  readonly options: Required<Omit<AppOptions, "stateSecret" | "adminToken">> & {
+    stateSecret?: string;
+    adminToken?: string;
+  };
   /** The logger. */
   readonly logger: Logger;
   /** HTTP metrics. */
@@ -103,9 +116,11 @@ export class AppContext {
     const o = init.options ?? {};
     this.options = {
       stateSecret: o.stateSecret || undefined,
+      adminToken: o.adminToken || undefined,
       maxBodyBytes: o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
       requestTimeoutMs: o.requestTimeoutMs ?? 600_000,
       maxTokensLimit: o.maxTokensLimit ?? 32_768,
+      maxPromptTokens: o.maxPromptTokens ?? DEFAULT_MAX_PROMPT_TOKENS,
       defaultChatMaxTokens: o.defaultChatMaxTokens ?? 512,
       cors: o.cors ?? false,
       sessionCacheSize: o.sessionCacheSize ?? 16,
@@ -113,6 +128,10 @@ export class AppContext {
       checkpointTokens: o.checkpointTokens ?? (init.store.leases ? 64 : 0),
       leaseMs: o.leaseMs ?? DEFAULT_LEASE_MS,
     };
+    const mp = this.options.maxPromptTokens;
+    if (!Number.isSafeInteger(mp) || mp < 0) {
+      throw new TypeError(`maxPromptTokens: expected an integer ≥ 0, got ${mp}`);
+    }
     this.logger = init.logger ?? jsonLogger();
     this.store = init.store;
     this.model = init.model;
@@ -138,7 +157,14 @@ export class AppContext {
       busy: this.busy,
       leaseMs: this.options.leaseMs,
     });
-    this.#serving = { model, engine, modelId, chatTemplate, sessions };
+    this.#serving = {
+      model,
+      engine,
+      modelId,
+      chatTemplate,
+      sessions,
+      maxPromptTokens: this.options.maxPromptTokens,
+    };
     return this.#serving;
   }
 

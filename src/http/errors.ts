@@ -20,6 +20,7 @@
  */
 
 import { InputError, TnlError, type TnlErrorCode } from "../errors.ts";
+import { StateError } from "../state/errors.ts";
 
 /** The OpenAI error body. */
 export interface OpenAiErrorBody {
@@ -144,7 +145,7 @@ export function toHttpError(e: unknown): HttpError {
     if (e instanceof InputError) {
       param = requestFieldName(e.field);
       message = renameInMessage(message, e.field, param);
-    }
+    } else if (e instanceof StateError && e.field) param = `state.${e.field}`;
     return new HttpError(status, message, { code: e.code, param, headers, cause: e });
   }
   return new HttpError(500, "internal error", { code: "internal", cause: e });

@@ -486,15 +486,14 @@ function streamResponse(
       call.record.completionTokens = done.usage.completionTokens;
       call.record.finish = done.finishReason;
       await call.lease.release();
-      if (fail.status !== 499) writer.send(errorBody(fail, undefined));
-      writer.close();
+      if (fail.status !== 499) endWithError(fail);
+      else writer.close();
       return;
     }
     try {
       sessionId = await finishSession(s, done);
     } catch (e) {
-      writer.send(errorBody(toHttpError(e)));
-      writer.close();
+      endWithError(toHttpError(e));
       return;
     }
     if (done.text) chunk(done.text, undefined, null);
@@ -514,11 +513,18 @@ function streamResponse(
     writer.send(SSE_DONE);
     writer.close();
   };
+  // A stream that fails after its 200 ends with an error event and `[DONE]` (clients waiting for
+  // `[DONE]` stop), and its log line carries the error.
+  const endWithError = (e: HttpError) => {
+    call.record.error = { status: e.status, message: e.message };
+    writer.send(errorBody(e, undefined));
+    writer.send(SSE_DONE);
+    writer.close();
+  };
   pump().catch(async (e) => {
     await call.lease.release();
     call.ctx.logger.log("error", "stream failed", { error: String(e), stack: (e as Error)?.stack });
-    writer.send(errorBody(toHttpError(e)));
-    writer.close();
+    endWithError(toHttpError(e));
   }).finally(() => endStream());
   return writer.response();
 }

@@ -1,14 +1,15 @@
 /**
  * Middleware: request ids (`x-request-id` echoed or generated), one structured log line and one
- * metrics observation per request (streams are counted when they end), optional CORS, and the
- * error handler that answers in the OpenAI shape.
+ * metrics observation per request (streams are counted when they end), optional CORS, the JSON
+ * content-type guard of the POST routes, the admin token guard, and the error handler that answers
+ * in the OpenAI shape.
  * @module
  */
 
 import type { Context, MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import type { AppContext } from "./context.ts";
-import { errorResponse, toHttpError } from "./errors.ts";
+import { errorResponse, HttpError, toHttpError } from "./errors.ts";
 
 /** What a handler reports about its request for the log line. */
 export interface RequestRecord {
@@ -22,6 +23,8 @@ export interface RequestRecord {
   session?: string;
   /** Why the generation ended (engine reason). */
   finish?: string;
+  /** A failure after the response started (a stream's error event): logged with the request. */
+  error?: { status: number; message: string };
   /** For streams: resolves when the stream has ended (the log line waits for it). */
   done?: Promise<void>;
 }
@@ -95,7 +98,13 @@ export function requestMiddleware(ctx: AppContext): MiddlewareHandler<AppEnv> {
         }
         if (record.session) fields.session = record.session;
         if (record.finish) fields.finish = record.finish;
-        ctx.logger.log(status >= 500 ? "error" : "info", "request", fields);
+        let level: "error" | "warn" | "info" = status >= 500 ? "error" : "info";
+        if (record.error) {
+          fields.error = record.error.message;
+          fields.error_status = record.error.status;
+          level = record.error.status >= 500 ? "error" : "warn";
+        }
+        ctx.logger.log(level, "request", fields);
       };
       if (record.done) record.done.then(finish, finish);
       else finish();
@@ -124,6 +133,77 @@ export function corsMiddleware(origin: string | true): MiddlewareHandler<AppEnv>
     c.res.headers.set("access-control-allow-origin", allow);
     c.res.headers.set("access-control-expose-headers", "x-request-id, etag, retry-after");
     if (allow !== "*") c.res.headers.append("vary", "origin");
+  };
+}
+
+/** Routes whose body is JSON (POST): `jsonBodies` guards them. */
+export const JSON_ROUTES: readonly string[] = [
+  "/v1/completions",
+  "/v1/chat/completions",
+  "/v1/sessions",
+  "/v1/sessions/:id/completions",
+];
+
+/**
+ * 415 (OpenAI error shape, `unsupported_media_type`) unless the request says
+ * `content-type: application/json` (parameters such as `charset` allowed). Without this a JSON body
+ * sent as `text/plain` is a CORS "simple request": any web page could start generations on a local
+ * server without a preflight.
+ */
+export function jsonBodies(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const ct = c.req.header("content-type") ?? "";
+    const base = ct.split(";")[0].trim().toLowerCase();
+    if (base !== "application/json") {
+      await c.req.raw.body?.cancel().catch(() => {});
+      throw new HttpError(
+        415,
+        ct === ""
+          ? "content-type: missing; send the JSON body with content-type: application/json"
+          : `content-type: expected application/json, got ${JSON.stringify(ct.slice(0, 100))}`,
+        { param: "content-type", code: "unsupported_media_type" },
+      );
+    }
+    await next();
+  };
+}
+
+/** Constant-time equality of two strings (as UTF-8). */
+function sameSecret(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a), y = new TextEncoder().encode(b);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return diff === 0;
+}
+
+/**
+ * Operator routes: off (404, as if absent) unless an admin token is configured; then only for
+ * `Authorization: Bearer <token>` (401 otherwise, with `WWW-Authenticate`).
+ */
+export function adminOnly(ctx: AppContext): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const token = ctx.options.adminToken;
+    if (!token) {
+      throw new HttpError(404, `no route ${c.req.method} ${c.req.path}`, {
+        code: "route_not_found",
+      });
+    }
+    const auth = c.req.header("authorization") ?? "";
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+    if (!m || !sameSecret(m[1], token)) {
+      throw new HttpError(
+        401,
+        auth === ""
+          ? "authorization: this route needs the admin token (Authorization: Bearer ...)"
+          : "authorization: not the admin token",
+        {
+          param: "authorization",
+          code: "invalid_admin_token",
+          headers: { "www-authenticate": 'Bearer realm="tnl-edge admin"' },
+        },
+      );
+    }
+    await next();
   };
 }
 

@@ -16,11 +16,80 @@ import {
   renderMessage,
 } from "./chat_template.ts";
 import type { AppContext, Serving } from "./context.ts";
-import { badRequest, notFound } from "./errors.ts";
+import { badRequest, type HttpError, notFound } from "./errors.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import type { SchemaLimits } from "./schemas.ts";
 
 /** Tokens of a session's history decoded to find where a conversation's text ends. */
 const TAIL_TOKENS = 48;
+
+/**
+ * Default largest prompt in tokens (`--max-prompt-tokens`): as many as `max_tokens` may generate.
+ * The state does not grow with the context, so the limit is about time: a prefill this long takes
+ * seconds on the CPU backend, and a 1 MB text (about 300k tokens) would take minutes.
+ */
+export const DEFAULT_MAX_PROMPT_TOKENS = 32_768;
+
+/** A 400 (`context_length_exceeded`) for a prompt of `count` tokens over `limit`. */
+function promptTooLong(field: string, count: number, limit: number, atLeast: boolean): HttpError {
+  return badRequest(
+    field,
+    `${field}: ${atLeast ? "at least " : ""}${count} tokens, more than this server's limit of ` +
+      `${limit} prompt tokens (--max-prompt-tokens)`,
+    "context_length_exceeded",
+  );
+}
+
+/** A 400 naming `field` when a prompt of `count` tokens is over `limit` (0: no limit). */
+export function checkPromptLength(count: number, limit: number, field = "prompt"): void {
+  if (limit > 0 && count > limit) throw promptTooLong(field, count, limit, false);
+}
+
+/** UTF-16 units of text one token can cover at most, per tokenizer (0: no bound is known). */
+const unitsPerToken = new WeakMap<Tokenizer, number>();
+
+function maxUnitsPerToken(tok: Tokenizer): number {
+  let n = unitsPerToken.get(tok);
+  if (n !== undefined) return n;
+  const norm = tok.model.normalizerSpec;
+  if (norm.removeExtraWhitespaces) n = 0; // runs of spaces collapse: no bound from the length
+  else {
+    let longest = 1;
+    for (const p of tok.model.pieces) longest = Math.max(longest, p.piece.length);
+    // Identity: one text unit per piece unit ("▁" stands for one space). Other normalizations may
+    // compose a few units into one (NFKC: Hangul jamo 3 → 1), so allow 4.
+    const identity = norm.precompiledCharsmap.length === 0;
+    n = longest * (identity ? 1 : 4);
+  }
+  unitsPerToken.set(tok, n);
+  return n;
+}
+
+/**
+ * Encode prompt text under a limit of `limit` tokens (0: none): a text too long to fit whatever it
+ * says is refused before it is encoded (a token covers at most the longest piece's length), so a
+ * huge body costs no tokenizer time; otherwise the exact count is checked. 400s name `field`.
+ */
+export function encodePrompt(
+  tok: Tokenizer,
+  text: string,
+  limit: number,
+  field = "prompt",
+): Int32Array {
+  const per = limit > 0 ? maxUnitsPerToken(tok) : 0;
+  if (per > 0 && text.length > limit * per) {
+    throw promptTooLong(field, Math.ceil(text.length / per), limit, true);
+  }
+  let ids: Int32Array;
+  try {
+    ids = tok.encode(text);
+  } catch (e) {
+    if (e instanceof InputError) throw badRequest(field, `${field}: ${e.message}`);
+    throw e;
+  }
+  checkPromptLength(ids.length, limit, field);
+  return ids;
+}
 
 /** The schema limits of this server and model. */
 export function schemaLimits(ctx: AppContext, serving: Serving): SchemaLimits {
@@ -59,14 +128,9 @@ export function completionPrompt(
 ): Int32Array {
   const tok = serving.model.tokenizer;
   let ids: Int32Array;
-  if (typeof prompt === "string") {
-    try {
-      ids = tok.encode(prompt);
-    } catch (e) {
-      if (e instanceof InputError) throw badRequest("prompt", `prompt: ${e.message}`);
-      throw e;
-    }
-  } else {
+  if (typeof prompt === "string") ids = encodePrompt(tok, prompt, serving.maxPromptTokens);
+  else {
+    checkPromptLength(prompt.length, serving.maxPromptTokens);
     const V = serving.model.config.vocabSize;
     prompt.forEach((t, i) => {
       if (t < 0 || t >= V) {
@@ -108,14 +172,14 @@ export function chatPrompt(
   if (isEmptySession(session)) text = renderChat(template, messages);
   else if (messages.length === 0) return new Int32Array(0);
   else text = renderContinuation(template, messages, sessionTail(serving, session));
-  return serving.model.tokenizer.encode(text);
+  return encodePrompt(serving.model.tokenizer, text, serving.maxPromptTokens, "messages");
 }
 
 /** Token ids to prefill a new session with chat messages (no generation prompt). */
 export function chatPrefill(serving: Serving, messages: readonly ChatMessageText[]): Int32Array {
   const t = serving.chatTemplate;
   const text = t.prefix + messages.map((m) => renderMessage(t, m)).join("");
-  return serving.model.tokenizer.encode(text);
+  return encodePrompt(serving.model.tokenizer, text, serving.maxPromptTokens, "messages");
 }
 
 /** The stop strings of a chat request: the template's and the request's. */

@@ -279,9 +279,14 @@ export function parseCompletionRequest(b: Body, limits: SchemaLimits): Completio
   return { ...common, prompt, echo };
 }
 
+/** Chat roles accepted in `messages` (OpenAI's, less the tool-calling ones, which are not served). */
+export const CHAT_ROLES: readonly string[] = ["system", "developer", "user", "assistant"];
+
 /** Flatten a message's content (a string, or text parts) to text. */
 function messageContent(v: unknown, field: string): string {
-  if (v === undefined || v === null) return "";
+  if (v === undefined || v === null) {
+    throw badRequest(field, `${field}: is required (a string or an array of text parts)`);
+  }
   if (typeof v === "string") return v;
   if (!Array.isArray(v)) throw wrongType(field, "a string or an array of content parts", v);
   let out = "";
@@ -316,6 +321,14 @@ export function parseMessages(v: unknown, allowEmpty = false): ChatMessageText[]
     const msg = m as Body;
     if (typeof msg.role !== "string" || msg.role === "") {
       throw wrongType(`${f}.role`, "a non-empty string", msg.role);
+    }
+    if (!CHAT_ROLES.includes(msg.role)) {
+      throw badRequest(
+        `${f}.role`,
+        `${f}.role: ${JSON.stringify(msg.role.slice(0, 40))} is not one of ${
+          CHAT_ROLES.join(", ")
+        }`,
+      );
     }
     return { role: msg.role, content: messageContent(msg.content, `${f}.content`) };
   });

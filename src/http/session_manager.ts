@@ -25,9 +25,12 @@ import type { Engine } from "../engine/engine.ts";
 import { Session } from "../engine/session.ts";
 import type { TnlModel } from "../load.ts";
 import { isValidSessionId, type SessionSnapshot } from "../model/snapshot.ts";
-import { decodeSession, encodeSession, sessionDigest } from "../state/codec.ts";
+import { decodeSession, encodeSession, sessionDigest, sessionSummary } from "../state/codec.ts";
 import type { SessionStore } from "../state/store.ts";
+import { InputError } from "../errors.ts";
+import { validateSamplingParams } from "../engine/sampler.ts";
 import { HttpError, notFound, RETRY_AFTER_SECONDS } from "./errors.ts";
+import { etagOf, matchesEtag } from "./msgpack.ts";
 
 /** Session metadata as `GET /v1/sessions/:id` returns it. */
 export interface SessionInfo {
@@ -53,6 +56,20 @@ export interface SessionInfo {
   busy: boolean;
   /** Size of the encoded state in the store, in bytes. */
   state_bytes: number;
+}
+
+/** A page of sessions as `GET /v1/sessions` returns it (OpenAI's list shape). */
+export interface SessionList {
+  /** Always "list". */
+  object: "list";
+  /** The sessions, in id order. */
+  data: SessionInfo[];
+  /** First id of the page, or null when empty. */
+  first_id: string | null;
+  /** Last id of the page (the `after` of the next page), or null when empty. */
+  last_id: string | null;
+  /** Whether more sessions follow. */
+  has_more: boolean;
 }
 
 /** What the session manager needs. */
@@ -433,19 +450,48 @@ export class SessionManager {
   }
 
   /**
-   * Import a state under `id`: decoded and checked against the model (400/401/422), its id
-   * rewritten to `id` (so a state can be copied to a new id: a fork), its generation raised above
-   * the stored one if any (generations only grow), re-encoded (and signed) by this server, stored.
-   * 409 while the session is busy.
+   * Import a state under `id`: decoded and checked against the model (400/401/422, its sampling
+   * settings included), its id rewritten to `id` (so a state can be copied to a new id: a fork),
+   * its generation raised above the stored one if any (generations only grow), re-encoded (and
+   * signed) by this server, stored. 409 while the session is busy.
+   *
+   * No rollback by replay: over an existing id, the state must be this session's own at the stored
+   * generation or a later one, or `ifMatch` (an `If-Match` header) must name the stored state's
+   * ETag; otherwise 409 `state_replayed`. A stale `If-Match` (or one for an absent id) is a 412.
    */
   async importState(
     id: string,
     bytes: Uint8Array,
+    opts: { ifMatch?: string | null } = {},
   ): Promise<{ info: SessionInfo; digest: string; created: boolean }> {
     const claim = await this.#claim(id);
     try {
       const snap = await decodeSession(bytes, this.#codec());
+      checkStateSampling(snap, this.#o.model.config.vocabSize);
       const existing = await this.#o.store.getEntry(id);
+      const ifMatch = opts.ifMatch ?? null;
+      if (ifMatch !== null) {
+        const current = existing ? etagOf(await sessionDigest(existing.bytes)) : null;
+        if (current === null || !matchesEtag(ifMatch, current)) {
+          throw new HttpError(
+            412,
+            current === null
+              ? `If-Match: no session ${id} is stored`
+              : `If-Match: the stored state of session ${id} is ${current}, not ${ifMatch.trim()}`,
+            { param: "If-Match", code: "precondition_failed" },
+          );
+        }
+      } else if (existing && (snap.id !== id || snap.generation < existing.generation)) {
+        throw new HttpError(
+          409,
+          snap.id !== id
+            ? `state: session ${id} exists and this is a state of session ${snap.id}; ` +
+              "send If-Match with the stored state's ETag to replace it"
+            : `state: generation ${snap.generation} of session ${id} is stale; the stored ` +
+              `generation is ${existing.generation} (send If-Match with its ETag to replace it)`,
+          { param: "state", code: "state_replayed" },
+        );
+      }
       snap.id = id;
       if (existing) snap.generation = Math.max(snap.generation, existing.generation + 1);
       const session = Session.fromSnapshot(this.#o.model.config, snap);
@@ -458,13 +504,61 @@ export class SessionManager {
       this.#remember(id, { session, generation: session.generation, digest });
       this.#track(id, out.length);
       this.bytesWritten += out.length;
-      return { info: this.describe(session, out.length), digest, created: !existing };
+      // The claim is this request's own: the imported session is not busy once it answers.
+      const info = { ...this.describe(session, out.length), busy: false };
+      return { info, digest, created: !existing };
     } catch (e) {
       this.#cache.delete(id);
       throw e;
     } finally {
       await claim.release();
     }
+  }
+
+  /**
+   * One page of stored sessions, in id order after `after` (at most `limit`), each described from
+   * its stored bytes without decoding the layers. Ids that vanish while listing are skipped.
+   */
+  async list(opts: { after?: string; limit: number }): Promise<SessionList> {
+    const store = this.#o.store;
+    if (!store.ids) {
+      throw new HttpError(501, `the ${store.kind} store cannot list its sessions`, {
+        code: "not_implemented",
+      });
+    }
+    const ids = await store.ids({ after: opts.after, limit: opts.limit + 1 });
+    const hasMore = ids.length > opts.limit;
+    const data: SessionInfo[] = [];
+    for (const id of ids.slice(0, opts.limit)) {
+      const entry = await store.getEntry(id);
+      if (!entry) continue;
+      let s;
+      try {
+        s = sessionSummary(entry.bytes);
+      } catch {
+        continue; // not a state this server wrote: nothing to describe
+      }
+      data.push({
+        id,
+        object: "session",
+        model: this.#o.modelId,
+        position: s.position,
+        tokens: s.tokens,
+        pending: s.pending,
+        generation: entry.generation >= 0 ? entry.generation : s.generation,
+        created: Math.floor(s.createdAt / 1000),
+        updated: Math.floor(s.updatedAt / 1000),
+        busy: this.busy.has(id),
+        state_bytes: entry.bytes.length,
+      });
+    }
+    return {
+      object: "list",
+      data,
+      first_id: data[0]?.id ?? null,
+      last_id: data.at(-1)?.id ?? null,
+      has_more: hasMore,
+    };
   }
 
   /** Delete a session (404 when absent, 409 when busy). */
@@ -479,5 +573,21 @@ export class SessionManager {
     } finally {
       await claim.release();
     }
+  }
+}
+
+/**
+ * 400 `state_invalid` naming the field when a state's sampling settings are not ones the engine
+ * runs (a continuation inherits them, so they would fail every later request on the session).
+ */
+function checkStateSampling(snap: SessionSnapshot, vocabSize: number): void {
+  try {
+    validateSamplingParams(snap.sampling, vocabSize);
+  } catch (e) {
+    if (!(e instanceof InputError)) throw e;
+    throw new HttpError(400, `state: sampling.${e.message}`, {
+      param: `state.sampling.${e.field}`,
+      code: "state_invalid",
+    });
   }
 }

@@ -32,7 +32,16 @@
  *
  * History invariant (from `SessionSnapshot`): the state has consumed every history token but the
  * pending one, so with a history `tokens.length - (pending >= 0 ? 1 : 0) === position` and the last
- * token is `pending`; `pending === -1` only for an empty session (`position === 0`).
+ * token is `pending`; `pending === -1` only for an empty session (`position === 0`). `tokens: nil`
+ * reads as an empty history, so it is accepted for an empty session only (the engine needs the
+ * history to resume: penalties, held UTF-8 bytes, and the pending token's place in it).
+ *
+ * Counters leave room to grow: whatever `decodeSession` accepts, the engine can advance and
+ * `encodeSession` can write back. `generation` (+1 per save) and `rng.counter` (+1 per draw; a
+ * 2×u32 pair on the GPU, read back into a JS number) are read up to `MAX_COUNTER` = 2^48, so
+ * 2^53 − 2^48 more steps stay exact safe integers (centuries of saves or draws); `position` is read
+ * up to `MAX_POSITION` (the GPU keeps it in a u32, with room for 2^31 more tokens); times up to
+ * `MAX_TIME_MS`, the largest a `Date` holds.
  * @module
  */
 
@@ -59,6 +68,12 @@ export const MAX_HELD_STOP_BYTES = 65536;
 export const HISTORY_ALLOWANCE_BYTES: number = 16 * 1024 * 1024;
 /** Allowance for the fixed fields, fingerprints and sampling settings in the default size limit. */
 export const FIELDS_ALLOWANCE_BYTES: number = 1024 * 1024;
+/** Largest `generation` and `rng.counter` read: 2^48, leaving 2^53 − 2^48 exact increments. */
+export const MAX_COUNTER: number = 2 ** 48;
+/** Largest `position` read: 2^31 − 1 (the GPU holds positions in a u32; the rest is room to grow). */
+export const MAX_POSITION: number = 2 ** 31 - 1;
+/** Largest `createdAt` / `updatedAt` read, in ms: the largest time a `Date` holds. */
+export const MAX_TIME_MS: number = 8.64e15;
 
 /** A signing secret: a string (its UTF-8 bytes) or raw key bytes; never empty. */
 export type StateSecret = string | Uint8Array;
@@ -355,7 +370,9 @@ export async function encodeSession(s: SessionSnapshot, opts: EncodeOptions): Pr
 // --- decoding --------------------------------------------------------------------------------------
 
 function invalid(detail: string): never {
-  throw new StateError("state_invalid", `state: ${detail}`);
+  // Details start with the field at fault ("rng.counter: ..."), which the error then names.
+  const field = /^([A-Za-z][A-Za-z0-9_.[\]]*): /.exec(detail)?.[1];
+  throw new StateError("state_invalid", `state: ${detail}`, { field });
 }
 
 function mismatch(detail: string): never {
@@ -421,8 +438,8 @@ function getInt(
 }
 
 function getTime(v: MsgValue | undefined, field: string): number {
-  if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
-    invalid(`${field}: expected a non-negative time in ms, got ${describe(v)}`);
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0 || v > MAX_TIME_MS) {
+    invalid(`${field}: expected a time in ms in [0, ${MAX_TIME_MS}], got ${describe(v)}`);
   }
   return v;
 }
@@ -597,8 +614,8 @@ function checkPayload(pv: MsgValue, opts: DecodeOptions): SessionSnapshot {
   if (!isValidSessionId(id)) {
     invalid(`id: ${describe(id)} is not a session id (1-128 of [A-Za-z0-9_-])`);
   }
-  const generation = getInt(p.generation, "generation", 0);
-  const position = getInt(p.position, "position", 0);
+  const generation = getInt(p.generation, "generation", 0, MAX_COUNTER);
+  const position = getInt(p.position, "position", 0, MAX_POSITION);
   const pending = getInt(p.pending, "pending", -1, config.vocabSize - 1);
 
   // Token history.
@@ -642,6 +659,12 @@ function checkPayload(pv: MsgValue, opts: DecodeOptions): SessionSnapshot {
       `position ${position} with no pending token (-1): only an empty session (position 0) has none`,
     );
   }
+  if (tokens === null && (position !== 0 || pending !== -1)) {
+    invalid(
+      `tokens: nil (no history) with position ${position} and pending ${pending}: ` +
+        "only an empty session (position 0, pending -1) may leave out its history",
+    );
+  }
   if (tokens !== null) {
     const consumed = tokens.length - (pending >= 0 ? 1 : 0);
     if (consumed !== position) {
@@ -665,7 +688,7 @@ function checkPayload(pv: MsgValue, opts: DecodeOptions): SessionSnapshot {
   checkKeys(rngMap, "rng", ["seed", "counter"]);
   const rng = {
     seed: getInt(rngMap.seed, "rng.seed", 0),
-    counter: getInt(rngMap.counter, "rng.counter", 0),
+    counter: getInt(rngMap.counter, "rng.counter", 0, MAX_COUNTER),
   };
 
   const textMap = getMap(p.text, "text");
@@ -739,4 +762,59 @@ function checkPayload(pv: MsgValue, opts: DecodeOptions): SessionSnapshot {
 
 function short(fp: string): string {
   return JSON.stringify(fp.length > 16 ? fp.slice(0, 16) + "…" : fp);
+}
+
+/** What `sessionSummary` reads from a state without decoding its layers. */
+export interface SessionSummary {
+  /** Session id. */
+  id: string;
+  /** Saved generation. */
+  generation: number;
+  /** Tokens consumed by the state. */
+  position: number;
+  /** Tokens in the history (0 without one). */
+  tokens: number;
+  /** Whether a token waits to be fed. */
+  pending: boolean;
+  /** Creation time (ms since the epoch). */
+  createdAt: number;
+  /** Last update (ms since the epoch). */
+  updatedAt: number;
+}
+
+/**
+ * The counters and times of an encoded state, read without checking its signature or decoding its
+ * layers (the blobs stay views): for listing a store's own entries, which this server wrote. Throws
+ * `StateError` (`state_invalid`) when the bytes are not a state.
+ */
+export function sessionSummary(bytes: Uint8Array): SessionSummary {
+  const env = readMsgpack(
+    bytes,
+    { maxDepth: 1, maxNodes: 16, maxStringBytes: 64 },
+    "state envelope",
+  );
+  if (!isMsgMap(env) || env.format !== STATE_FORMAT) invalid("envelope: not a TNL Edge state");
+  const payload = getBin(env.payload, "envelope.payload");
+  const p = getMap(
+    readMsgpack(
+      payload,
+      { maxDepth: 6, maxNodes: 1 << 18, maxStringBytes: MAX_HELD_STOP_BYTES },
+      "state payload",
+    ),
+    "payload",
+  );
+  const id = p.id;
+  if (!isValidSessionId(id)) invalid(`id: ${describe(id)} is not a session id`);
+  const tokens = p.tokens === null
+    ? 0
+    : getInt(getMap(p.tokens, "tokens").count, "tokens.count", 0);
+  return {
+    id,
+    generation: getInt(p.generation, "generation", 0),
+    position: getInt(p.position, "position", 0),
+    tokens,
+    pending: getInt(p.pending, "pending", -1) >= 0,
+    createdAt: getTime(p.createdAt, "createdAt"),
+    updatedAt: getTime(p.updatedAt, "updatedAt"),
+  };
 }

@@ -31,11 +31,18 @@ export const STATE_ERROR_STATUS: Readonly<Record<StateErrorCode, 400 | 401 | 422
 export class StateError extends TnlError {
   /** The HTTP status this error maps to. */
   readonly status: 400 | 401 | 422;
+  /** The state field at fault (`generation`, `rng.counter`, `tokens[3]`), when one is. */
+  readonly field?: string;
   /** `code` is one of the three state codes; the message says what is wrong. */
-  constructor(code: StateErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(
+    code: StateErrorCode,
+    message: string,
+    options?: { cause?: unknown; field?: string },
+  ) {
     super(code, message, options);
     this.name = "StateError";
     this.status = STATE_ERROR_STATUS[code];
+    if (options?.field) this.field = options.field;
   }
 }
 

@@ -4,9 +4,12 @@
  * - File names come from validated ids only: `<base32(id)>.tnls` (lowercase RFC 4648 base32 of the
  *   id, so ids differing in case stay distinct on case-insensitive filesystems, and nothing a client
  *   sends ever becomes a path by itself). Ids failing `isValidSessionId` are refused.
- * - A write goes to `<name>.tmp-<random>` in the same directory and is renamed over the entry, so a
- *   reader sees the old file or the new one, never a mix. Leftover temporaries (a crash mid-write)
- *   are ignored by reads and removed by the sweep once older than `tmpMaxAgeMs`.
+ * - A write goes to `<name>.tmp-<writer>-<random>` in the same directory and is renamed over the
+ *   entry, so a reader sees the old file or the new one, never a mix. `<writer>` names the open
+ *   store: each holds an exclusive lock on `<dir>/.writer-<writer>` while it is open. Leftover
+ *   temporaries (a crash mid-write) are ignored by reads; at open, those whose writer's lock is free
+ *   (the process is gone) or that name no writer are removed at once, and the sweep removes any
+ *   temporary older than `tmpMaxAgeMs`.
  * - Each file starts with a 32-byte header: magic "TNLS", version 1, the generation, the expiry
  *   time and the state's length; a file whose header is wrong or whose length disagrees is ignored.
  * - TTL: the header's expiry time is checked on read; the sweep (at open, every `sweepIntervalMs`,
@@ -23,6 +26,8 @@ import {
   checkPut,
   checkSessionId,
   checkStoreOptions,
+  type IdsOptions,
+  pageOfIds,
   type PutOptions,
   type SessionStore,
   type StoredSession,
@@ -43,6 +48,7 @@ const HEADER = 32;
 const MAGIC = [0x54, 0x4e, 0x4c, 0x53]; // "TNLS"
 const EXT = ".tnls";
 const TMP = ".tmp-";
+const WRITER = ".writer-";
 const B32 = "abcdefghijklmnopqrstuvwxyz234567";
 
 /** The file name of a (validated) session id: lowercase base32 of its bytes plus ".tnls". */
@@ -133,6 +139,9 @@ export class FsSessionStore implements SessionStore {
   readonly #tmpMaxAgeMs: number;
   readonly #fsync: boolean;
   readonly #lockFile: Deno.FsFile;
+  /** This store's writer token (in its temporaries' names) and the file whose lock says it lives. */
+  readonly #writer = randomHex();
+  #writerFile: Deno.FsFile | null = null;
   /** id → mtime (ms) of the files this process knows about, for eviction. */
   readonly #index = new Map<string, number>();
   #mutex: Promise<unknown> = Promise.resolve();
@@ -166,6 +175,16 @@ export class FsSessionStore implements SessionStore {
       );
     }
     const store = new FsSessionStore(dir, opts, lock);
+    try {
+      const path = `${store.#dir}/${WRITER}${store.#writer}`;
+      store.#writerFile = await Deno.open(path, { read: true, write: true, createNew: true });
+      await store.#writerFile.lock(true);
+    } catch (e) {
+      lock.close();
+      store.#writerFile?.close();
+      throw store.#ioError("open", e);
+    }
+    await store.removeOrphans();
     await store.sweep();
     const every = opts.sweepIntervalMs ?? 60_000;
     if (every > 0) {
@@ -261,7 +280,7 @@ export class FsSessionStore implements SessionStore {
     this.#check();
     const { ttlMs, generation, expect } = checkPut("fs", this.#opts, id, bytes, opts);
     const path = this.#path(id);
-    const tmp = `${path}${TMP}${randomHex()}`;
+    const tmp = `${path}${TMP}${this.#writer}-${randomHex()}`;
     const expiresAt = ttlMs > 0 ? Date.now() + ttlMs : 0;
     try {
       const f = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
@@ -332,6 +351,63 @@ export class FsSessionStore implements SessionStore {
     });
   }
 
+  /** Whether the writer `token` of a temporary's name is a live store (its lock file is held). */
+  async #writerAlive(token: string): Promise<boolean> {
+    if (token === this.#writer) return true;
+    if (!/^[0-9a-f]{16}$/.test(token)) return false;
+    let f: Deno.FsFile;
+    try {
+      f = await Deno.open(`${this.#dir}/${WRITER}${token}`, { read: true, write: true });
+    } catch {
+      return false; // no lock file: a store that closed, or a name no store writes
+    }
+    try {
+      if (!(await f.tryLock(true))) return true;
+      await f.unlock();
+      return false;
+    } finally {
+      f.close();
+    }
+  }
+
+  /**
+   * Remove the temporaries of writers that are gone (a crash mid-write) and their lock files.
+   * Temporaries of live stores sharing the directory are kept. Runs at open; returns the number of
+   * temporaries removed.
+   */
+  async removeOrphans(): Promise<number> {
+    this.#check();
+    return await this.#locked(async () => {
+      let removed = 0;
+      const alive = new Map<string, boolean>();
+      const isAlive = async (token: string) => {
+        let a = alive.get(token);
+        if (a === undefined) alive.set(token, a = await this.#writerAlive(token));
+        return a;
+      };
+      try {
+        for await (const entry of Deno.readDir(this.#dir)) {
+          if (!entry.isFile) continue;
+          const path = `${this.#dir}/${entry.name}`;
+          if (entry.name.startsWith(WRITER)) {
+            const token = entry.name.slice(WRITER.length);
+            if (!(await isAlive(token))) await Deno.remove(path).catch(() => {});
+            continue;
+          }
+          const tmpAt = entry.name.indexOf(TMP);
+          if (tmpAt <= 0 || !entry.name.endsWith(EXT, tmpAt)) continue;
+          const token = entry.name.slice(tmpAt + TMP.length).split("-")[0];
+          if (await isAlive(token)) continue;
+          await Deno.remove(path).catch(() => {});
+          removed++;
+        }
+      } catch (e) {
+        throw this.#ioError("removing leftover temporaries", e);
+      }
+      return removed;
+    });
+  }
+
   /**
    * Delete expired entries and temporaries older than `tmpMaxAgeMs`, rebuild the eviction index
    * from the directory, and evict down to `maxSessions`. Returns the number of files removed.
@@ -393,12 +469,34 @@ export class FsSessionStore implements SessionStore {
     return n;
   }
 
+  /** One page of live ids, sorted (see `SessionStore.ids`; reads every header). */
+  async ids(opts: IdsOptions): Promise<string[]> {
+    this.#check();
+    const now = Date.now();
+    const found: string[] = [];
+    try {
+      for await (const entry of Deno.readDir(this.#dir)) {
+        const id = entry.isFile ? sessionIdOfFile(entry.name) : null;
+        if (id === null || (opts.after !== undefined && id <= opts.after)) continue;
+        const h = await this.#readHeader(`${this.#dir}/${entry.name}`);
+        if (h && !(h.expiresAt > 0 && h.expiresAt <= now)) found.push(id);
+      }
+    } catch (e) {
+      throw this.#ioError("list", e);
+    }
+    return pageOfIds(found, opts);
+  }
+
   /** Stop the sweep timer and close the lock file. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
     await this.#mutex.catch(() => {});
+    if (this.#writerFile) {
+      this.#writerFile.close();
+      await Deno.remove(`${this.#dir}/${WRITER}${this.#writer}`).catch(() => {});
+    }
     this.#lockFile.close();
   }
 }

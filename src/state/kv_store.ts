@@ -36,6 +36,8 @@ import {
   checkPut,
   checkSessionId,
   checkStoreOptions,
+  type IdsOptions,
+  pageOfIds,
   type PutOptions,
   type SessionLeases,
   type SessionStore,
@@ -463,6 +465,23 @@ export class KvSessionStore implements SessionStore {
         if (!(exp > 0 && exp <= now)) n++;
       }
       return n;
+    });
+  }
+
+  /** One page of live ids, sorted (see `SessionStore.ids`; walks the order records). */
+  async ids(opts: IdsOptions): Promise<string[]> {
+    this.#check();
+    return await this.#io("list", async () => {
+      const now = Date.now();
+      const found: string[] = [];
+      for await (
+        const e of this.#kv.list<{ expiresAt: number }>({ prefix: [...this.#p, "order"] })
+      ) {
+        const id = e.key[e.key.length - 1];
+        const exp = e.value?.expiresAt ?? 0;
+        if (typeof id === "string" && !(exp > 0 && exp <= now)) found.push(id);
+      }
+      return pageOfIds(new Set(found), opts);
     });
   }
 

@@ -10,6 +10,8 @@ import {
   checkPut,
   checkSessionId,
   checkStoreOptions,
+  type IdsOptions,
+  pageOfIds,
   type PutOptions,
   type SessionStore,
   type StoredSession,
@@ -172,6 +174,17 @@ export class MemorySessionStore implements SessionStore {
   size(): Promise<number> {
     this.sweep();
     return Promise.resolve(this.#map.size);
+  }
+
+  /** One page of live ids, sorted (see `SessionStore.ids`). */
+  ids(opts: IdsOptions): Promise<string[]> {
+    try {
+      this.#check();
+      this.sweep();
+      return Promise.resolve(pageOfIds(this.#map.keys(), opts));
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Drop everything. */

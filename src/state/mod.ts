@@ -42,6 +42,7 @@ export {
   type StoreErrorCode,
 } from "./errors.ts";
 export type {
+  IdsOptions,
   PutOptions,
   SessionLeases,
   SessionStore,

@@ -34,6 +34,8 @@ import {
   checkPut,
   checkSessionId,
   checkStoreOptions,
+  type IdsOptions,
+  pageOfIds,
   type PutOptions,
   type SessionLeases,
   type SessionStore,
@@ -441,6 +443,17 @@ export class RedisSessionStore implements SessionStore {
       return Number(await this.#script("SIZE", [this.#orderKey], [this.#prefix]));
     } catch (e) {
       throw this.#fail("size", e);
+    }
+  }
+
+  /** One page of ids, sorted (see `SessionStore.ids`; reads the write-order set whole). */
+  async ids(opts: IdsOptions): Promise<string[]> {
+    this.#check();
+    try {
+      const all = await this.#client.zRange(this.#orderKey, 0, -1) as unknown[];
+      return pageOfIds(all.map(toText), opts);
+    } catch (e) {
+      throw this.#fail("list", e);
     }
   }
 

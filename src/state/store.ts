@@ -71,6 +71,22 @@ export interface SessionLeases {
   release(id: string, owner: string): Promise<void>;
 }
 
+/** Paging of `SessionStore.ids`. */
+export interface IdsOptions {
+  /** Return ids after this one (exclusive). */
+  after?: string;
+  /** Most ids returned (≥ 1). */
+  limit: number;
+}
+
+/** One page of `ids` (sorted, after `after`, at most `limit`): the `ids` of every store. */
+export function pageOfIds(ids: Iterable<string>, opts: IdsOptions): string[] {
+  const after = opts.after;
+  const all = [...ids].filter((id) => after === undefined || id > after);
+  all.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return all.slice(0, Math.max(1, opts.limit));
+}
+
 /** A place to keep encoded session states. */
 export interface SessionStore {
   /** The store kind: "memory", "fs", "kv" or "redis". */
@@ -87,6 +103,12 @@ export interface SessionStore {
   delete(id: string): Promise<boolean>;
   /** Number of live entries (may count entries that expired moments ago in kv and redis). */
   size(): Promise<number>;
+  /**
+   * One page of stored ids in code-unit order: at most `limit` ids greater than `after` (from the
+   * start when absent). May include ids that expired moments ago (kv, redis): `getEntry` says.
+   * Walks every id in the store (an operator's listing, not a hot path).
+   */
+  ids?(opts: IdsOptions): Promise<string[]>;
   /** Release connections, files and timers; the store is unusable afterwards. */
   close(): Promise<void>;
 }

@@ -39,6 +39,11 @@ Deno.test("errors: every TnlError code maps to its status", () => {
     if (status === 500) assert.equal(h.message, "internal error");
   }
   assert.equal(toHttpError(new StateError("state_mismatch", "x")).status, 422);
+  // A step that produced NaN or ±Infinity fails that request alone, with its message shown.
+  const nf = toHttpError(new TnlError("non_finite", "decode produced NaN logits"));
+  assert.equal(nf.status, 422);
+  assert.equal(nf.type, "invalid_request_error");
+  assert.equal(nf.message, "decode produced NaN logits");
   assert.equal(toHttpError(new StoreError("redis", "backend_unavailable", "down")).status, 503);
 });
 

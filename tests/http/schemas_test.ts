@@ -79,24 +79,25 @@ Deno.test("schemas: completion defaults and mapping to engine parameters", () =>
 });
 
 Deno.test("schemas: chat defaults, max_completion_tokens, logprobs", () => {
-  const c = parseChatRequest({ messages: [{ role: "user", content: null }] }, limits);
+  const c = parseChatRequest({ messages: [{ role: "user", content: "" }] }, limits);
   assert.equal(c.maxTokens, 64);
   assert.deepEqual(c.messages, [{ role: "user", content: "" }]);
   assert.equal(c.logprobs, undefined);
   assert.equal(
-    parseChatRequest({ messages: [{ role: "u", content: "x" }], logprobs: true }, limits).logprobs,
+    parseChatRequest({ messages: [{ role: "user", content: "x" }], logprobs: true }, limits)
+      .logprobs,
     0,
   );
   assert.equal(
     parseChatRequest(
-      { messages: [{ role: "u", content: "x" }], logprobs: true, top_logprobs: 7 },
+      { messages: [{ role: "user", content: "x" }], logprobs: true, top_logprobs: 7 },
       limits,
     ).logprobs,
     7,
   );
   assert.equal(
     parseChatRequest({
-      messages: [{ role: "u", content: "x" }],
+      messages: [{ role: "user", content: "x" }],
       max_tokens: 5,
       max_completion_tokens: 3,
     }, limits)
@@ -123,4 +124,22 @@ Deno.test("schemas: session creation", () => {
   assert.equal(param(() => parseSessionCreate({ id: "" })), "id");
   assert.equal(param(() => parseSessionCreate({ id: "x".repeat(129) })), "id");
   assert.equal(param(() => parseSessionCreate({ prompt: "a", messages: [] })), "messages");
+});
+
+Deno.test("schemas: chat messages need a known role and content (400 naming the field)", () => {
+  const chat = (messages: unknown) => () => parseChatRequest({ messages }, limits);
+  const ok = { role: "user", content: "x" };
+  for (const role of ["system", "developer", "user", "assistant"]) {
+    assert.equal(
+      parseChatRequest({ messages: [{ role, content: "x" }] }, limits).messages[0].role,
+      role,
+    );
+  }
+  for (const role of ["u", "User", "tool", "function", "narrator", "__proto__"]) {
+    assert.equal(param(chat([ok, { role, content: "x" }])), "messages[1].role", role);
+  }
+  assert.equal(param(chat([{ role: 5, content: "x" }])), "messages[0].role");
+  assert.equal(param(chat([{ role: "user" }])), "messages[0].content");
+  assert.equal(param(chat([ok, { role: "assistant", content: null }])), "messages[1].content");
+  assert.throws(chat([{ role: "bot", content: "x" }]), /messages\[0\]\.role: "bot" is not one of/);
 });

@@ -22,9 +22,51 @@ Deno.test("errors: bad JSON bodies are 400s with a null param", async () => {
   }
   const res = await app.request("/v1/completions", {
     method: "POST",
+    headers: { "content-type": "application/json" },
     body: new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]),
   });
   await expectError(res, 400, null);
+});
+
+Deno.test("errors: JSON routes take only application/json bodies (415 otherwise)", async () => {
+  // A text/plain body is a CORS "simple request": no preflight, so any web page could send it.
+  const { app } = await testApp({ options: { maxTokensLimit: 1 } });
+  const body = JSON.stringify({ prompt: "A", messages: [{ role: "user", content: "A" }] });
+  const paths = [
+    "/v1/completions",
+    "/v1/chat/completions",
+    "/v1/sessions",
+    "/v1/sessions/x/completions",
+  ];
+  for (const path of paths) {
+    for (
+      const type of [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonx",
+        null,
+      ]
+    ) {
+      const res = await app.request(path, {
+        method: "POST",
+        headers: type === null ? {} : { "content-type": type },
+        body: new TextEncoder().encode(body),
+      });
+      const e = await expectError(res, 415, "content-type");
+      assert.equal(e.code, "unsupported_media_type");
+      assert.equal(e.type, "invalid_request_error");
+    }
+  }
+  for (const type of ["application/json", "Application/JSON; charset=utf-8"]) {
+    const res = await app.request("/v1/completions", {
+      method: "POST",
+      headers: { "content-type": type },
+      body: JSON.stringify({ prompt: "A", max_tokens: 1 }),
+    });
+    assert.equal(res.status, 200, await res.text());
+  }
 });
 
 Deno.test("errors: unknown routes and methods are 404s in the OpenAI shape", async () => {
@@ -64,6 +106,7 @@ Deno.test("errors: 413 over the body limit, declared or streamed, without readin
   });
   const res = await app.request("/v1/completions", {
     method: "POST",
+    headers: { "content-type": "application/json" },
     body: endless,
     // @ts-ignore: duplex is needed for a stream body
     duplex: "half",

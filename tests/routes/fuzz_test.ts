@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { MemorySessionStore } from "../../src/state/memory_store.ts";
 import { testApp } from "../http/support.ts";
+import { envelope, pack, payloadObject } from "../state/support.ts";
 
 const CASES_PER_ROUTE = 750;
 
@@ -233,6 +234,7 @@ for (const route of routes) {
     await (await app.request("/v1/sessions/fuzz-session", { method: "DELETE" })).body?.cancel();
     const made = await app.request("/v1/sessions", {
       method: "POST",
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({ id: "fuzz-session", prompt: "ROMEO:" }),
     });
     assert.equal(made.status, 201);
@@ -251,3 +253,104 @@ for (const route of routes) {
     assert.equal(st.running + st.queueDepth, 0);
   });
 }
+
+Deno.test("fuzz: imported states answer 2xx or 4xx at PUT and never poison the id", async () => {
+  // Classes once accepted (or 500) at PUT that the engine could not run or save (issue 14.1):
+  // extreme counters, no history with a position, huge finite values, random sampling settings.
+  const { app, ctx } = await testApp({ options: { maxTokensLimit: 2 } });
+  const made = await app.request("/v1/sessions", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ id: "fuzz-state-base", prompt: "ROMEO:" }),
+  });
+  assert.equal(made.status, 201);
+  await made.body?.cancel();
+  const valid = new Uint8Array(
+    await (await app.request("/v1/sessions/fuzz-state-base/state")).arrayBuffer(),
+  );
+  const good = payloadObject(valid);
+  const r = rng(1414);
+  const pick = <T>(a: readonly T[]): T => a[Math.floor(r() * a.length)];
+  const huge = [2 ** 53 - 1, 2 ** 53 - 2, 2 ** 52, 2 ** 48 + 1, 2 ** 48, 2 ** 32, 2 ** 31, 1e308];
+  const floats = [3e38, -3e38, 3.4028234663852886e38, 1e30, -1e-45];
+  const mutations: ((p: Record<string, unknown>) => void)[] = [
+    (p) => (p.generation = pick(huge)),
+    (p) => ((p.rng as Record<string, unknown>).counter = pick(huge)),
+    (p) => ((p.rng as Record<string, unknown>).seed = pick(huge)),
+    (p) => (p.position = pick([...huge, 1, 21])),
+    (p) => {
+      p.tokens = null;
+      p.generated = null;
+    },
+    (p) => (p.generated = null),
+    (p) => (p.pending = pick([-1, 0, 96, 1000])),
+    (p) => (p[pick(["createdAt", "updatedAt"])] = pick([...huge, ...floats])),
+    (p) => {
+      const l = pick(p.layers as { data: Uint8Array }[]);
+      const f = new Float32Array(l.data.slice().buffer);
+      const v = pick(floats);
+      if (r() < 0.5) f.fill(v);
+      else for (let i = 0; i < 20; i++) f[Math.floor(r() * f.length)] = v;
+      l.data = new Uint8Array(f.buffer);
+    },
+    (p) => {
+      const s = p.sampling as Record<string, unknown>;
+      const key = pick([
+        "temperature",
+        "topK",
+        "topP",
+        "minP",
+        "repetitionPenalty",
+        "presencePenalty",
+        "frequencyPenalty",
+        "logitBias",
+        "seed",
+        "extra",
+      ]);
+      s[key] = pick<unknown>([...huge, ...floats, -1, 0, 0.5, "x", null, [], { "5": 1e308 }]);
+    },
+    (p) => {
+      (p.text as Record<string, unknown>).pendingBytes = new Uint8Array(
+        Array.from({ length: Math.floor(r() * 8) }, () => Math.floor(r() * 256)),
+      );
+    },
+  ];
+  const put = (id: string, bytes: Uint8Array, ifMatch?: string) =>
+    app.request(`/v1/sessions/${id}/state`, {
+      method: "PUT",
+      headers: {
+        "content-type": "application/vnd.msgpack",
+        ...(ifMatch ? { "if-match": ifMatch } : {}),
+      },
+      body: bytes as Uint8Array<ArrayBuffer>,
+    });
+  const statuses = new Map<number, number>();
+  for (let i = 0; i < 300; i++) {
+    const p = structuredClone(good);
+    const n = 1 + Math.floor(r() * 3);
+    for (let k = 0; k < n; k++) pick(mutations)(p);
+    const id = `fuzz-state-${i % 8}`;
+    const res = await put(id, await envelope(pack(p)));
+    const text = await res.text();
+    statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+    assert.ok(res.status < 500, `PUT #${i}: ${res.status} ${text}`);
+    // Whatever happened, a valid state replaces it (If-Match names what is replaced).
+    const tag = (await app.request(`/v1/sessions/${id}/state`)).headers.get("etag");
+    const again = await put(id, valid, tag ?? undefined);
+    assert.ok(
+      again.status === 200 || again.status === 201,
+      `valid PUT after #${i}: ${again.status}`,
+    );
+    await again.body?.cancel();
+    const cont = await app.request(`/v1/sessions/${id}/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ max_tokens: 2, temperature: 0.8 }),
+    });
+    const body = await cont.text();
+    assert.equal(cont.status, 200, `continuation after #${i}: ${body}`);
+  }
+  assert.ok((statuses.get(201) ?? 0) + (statuses.get(200) ?? 0) > 0, JSON.stringify([...statuses]));
+  assert.ok((statuses.get(400) ?? 0) > 0, JSON.stringify([...statuses]));
+  assert.equal(ctx.busy.size, 0);
+});

@@ -62,6 +62,19 @@ async function attempt(
         `${label}: decoded a snapshot that breaks an invariant: ${(e as Error).message}`,
       );
     }
+    // Whatever decodes can be written back and read again, and advanced far (saves, draws) and
+    // still written (the read bound, 2^48, leaves 2^53 - 2^48 exact steps to the writer's).
+    const grown = {
+      ...s,
+      generation: s.generation + 2 ** 40,
+      rng: { seed: s.rng.seed, counter: s.rng.counter + 2 ** 40 },
+    };
+    try {
+      await decodeSession(await encodeSession(s, { config, ...FP }), { config, ...FP });
+      await encodeSession(grown, { config, ...FP });
+    } catch (e) {
+      throw new Error(`${label}: decoded but cannot be written back: ${(e as Error).message}`);
+    }
     t.ok++;
     return s;
   } catch (e) {
@@ -317,4 +330,64 @@ Deno.test("fuzz: signed states with a valid signature over a malformed payload",
   }
   assert.ok(t.ok > 0 && t.state_invalid > 0);
   assert.equal(t.state_signature, 0);
+});
+
+Deno.test("fuzz: extreme counters, nil history with a position, huge finite values", async () => {
+  // The classes that once decoded but could not be run or saved (issue 14.1), at and around their
+  // bounds: each either decodes into a state that can grow and be saved, or is a state_invalid.
+  const good = payloadObject(base);
+  const big = [
+    2 ** 53 - 1,
+    2 ** 53 - 2,
+    2 ** 52,
+    2 ** 48 + 1,
+    2 ** 48,
+    2 ** 48 - 1,
+    2 ** 32,
+    2 ** 32 - 1,
+    2 ** 31,
+    2 ** 31 - 1,
+  ];
+  const mods: [string, (p: Record<string, unknown>) => void][] = [];
+  for (const v of big) {
+    mods.push([`generation ${v}`, (p) => (p.generation = v)]);
+    mods.push([`rng.counter ${v}`, (p) => ((p.rng as Record<string, unknown>).counter = v)]);
+    mods.push([`rng.seed ${v}`, (p) => ((p.rng as Record<string, unknown>).seed = v)]);
+    mods.push([`position ${v}, no history`, (p) => {
+      p.position = v;
+      p.tokens = null;
+      p.generated = null;
+    }]);
+  }
+  for (const field of ["tokens", "generated"]) {
+    for (const position of [0, 1, 5, 21]) {
+      for (const pending of [-1, 0, 5]) {
+        mods.push([`${field} nil, position ${position}, pending ${pending}`, (p) => {
+          p[field] = null;
+          if (field === "tokens") p.generated = null;
+          p.position = position;
+          p.pending = pending;
+        }]);
+      }
+    }
+  }
+  for (const v of [3e38, -3e38, 3.4028234663852886e38, 1e308, 8.64e15, 8.64e15 + 1]) {
+    mods.push([`createdAt ${v}`, (p) => (p.createdAt = v)]);
+    mods.push([`updatedAt ${v}`, (p) => (p.updatedAt = v)]);
+    mods.push([`sampling.temperature ${v}`, (p) => (p.sampling = { temperature: v })]);
+    mods.push([`layer 0 all ${v}`, (p) => {
+      const l = (p.layers as { data: Uint8Array }[])[0];
+      const f = new Float32Array(l.data.length / 4).fill(v);
+      l.data = new Uint8Array(f.buffer);
+    }]);
+  }
+  const t = tally();
+  for (const [label, mod] of mods) {
+    const p = structuredClone(good);
+    mod(p);
+    await attempt(t, await envelope(pack(p)), undefined, label);
+    await attempt(t, await envelope(pack(p), SECRET), SECRET, `signed ${label}`);
+  }
+  assert.ok(t.ok > 0 && t.state_invalid > 0, JSON.stringify(t));
+  assert.equal(t.state_mismatch + t.state_signature, 0);
 });

@@ -345,6 +345,32 @@ Deno.test("codec: malformed payload fields are refused with a message (400)", as
       p.tokens = null;
       p.generated = null;
     }, /position 4 with no pending token/],
+    ["no history with position", (p) => {
+      p.tokens = null;
+      p.generated = null;
+    }, /tokens: nil \(no history\) with position 4 and pending \d+: only an empty session/],
+    ["no history, position 0, a pending token", (p) => {
+      p.tokens = null;
+      p.generated = null;
+      p.position = 0;
+    }, /tokens: nil \(no history\) with position 0 and pending/],
+    ["position beyond its bound (no history)", (p) => {
+      p.tokens = null;
+      p.generated = null;
+      p.position = 2 ** 53 - 1;
+    }, /position: 9007199254740991 is outside \[0, 2147483647\]/],
+    ["generation that could not grow", (p) => {
+      p.generation = 2 ** 53 - 1;
+    }, /generation: 9007199254740991 is outside \[0, 281474976710656\]/],
+    ["generation just past the bound", (p) => {
+      p.generation = 2 ** 48 + 1;
+    }, /generation: 281474976710657 is outside/],
+    ["rng counter that could not grow", (p) => {
+      p.rng = { seed: 1, counter: 2 ** 53 - 2 };
+    }, /rng.counter: 9007199254740990 is outside \[0, 281474976710656\]/],
+    ["updatedAt beyond a Date", (p) => {
+      p.updatedAt = 3e38;
+    }, /updatedAt: expected a time in ms in \[0, 8640000000000000\]/],
     ["bad id", (p) => {
       p.id = "../etc/passwd";
     }, /id: .* is not a session id/],

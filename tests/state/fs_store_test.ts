@@ -23,7 +23,7 @@ Deno.test("fs store: file names are base32 of validated ids, reversible, distinc
   for (const id of ["a", "s_Zm9vYmFy-_", "X".repeat(128), "0"]) {
     const name = sessionFileName(id);
     assert.match(name, /^[a-z2-7]+\.tnls$/);
-    assert.ok(name.length + ".tmp-".length + 16 <= 255);
+    assert.ok(name.length + ".tmp-".length + 16 + 1 + 16 <= 255); // .tmp-<writer>-<random>
     assert.equal(sessionIdOfFile(name), id);
   }
   assert.throws(() => sessionFileName("../x"), StoreError);
@@ -52,6 +52,40 @@ Deno.test("fs store: leftover temporaries are ignored, then swept when old", asy
   assert.equal(await s.get("b"), null);
   assert.equal(await s.size(), 1);
   await s.close();
+});
+
+Deno.test("fs store: temporaries left by a crashed writer are removed at open, live ones kept", async () => {
+  const [live, dir] = await tempStore({ tmpMaxAgeMs: 3_600_000 });
+  const name = sessionFileName("a");
+  // A live store's write in progress: its temporary carries its writer token.
+  const writer = [...Deno.readDirSync(dir)].find((e) => e.name.startsWith(".writer-"))!.name;
+  const liveTmp = `${dir}/${name}.tmp-${writer.slice(".writer-".length)}-00000000000000aa`;
+  await Deno.writeFile(liveTmp, bytesOf(50, 1));
+  // A crashed writer: its lock file is there but nobody holds the lock; and older-style names.
+  await Deno.writeFile(`${dir}/.writer-0123456789abcdef`, new Uint8Array());
+  const orphans = [
+    `${dir}/${name}.tmp-0123456789abcdef-00000000000000bb`,
+    `${dir}/${sessionFileName("b")}.tmp-fedcba9876543210-00000000000000cc`, // no lock file
+    `${dir}/${name}.tmp-deadbeefdeadbeef`, // the format before writer tokens
+  ];
+  for (const p of orphans) await Deno.writeFile(p, bytesOf(900_000, 2));
+  // Fresh files: the age-based sweep alone would keep them for an hour.
+  const [next] = [await FsSessionStore.open(dir, { sweepIntervalMs: 0, tmpMaxAgeMs: 3_600_000 })];
+  for (const p of orphans) await assert.rejects(Deno.stat(p), Deno.errors.NotFound, p);
+  await assert.rejects(Deno.stat(`${dir}/.writer-0123456789abcdef`), Deno.errors.NotFound);
+  assert.ok(await Deno.stat(liveTmp), "the live store's temporary is kept");
+  assert.ok(await Deno.stat(`${dir}/${writer}`), "the live store's lock file is kept");
+  // Both stores still write; closing removes a store's lock file, and then its leftovers go too.
+  await live.put("a", bytesOf(10, 3), { generation: 1 });
+  await next.put("b", bytesOf(10, 4), { generation: 1 });
+  await live.close();
+  await assert.rejects(Deno.stat(`${dir}/${writer}`), Deno.errors.NotFound);
+  assert.equal(await next.removeOrphans(), 1);
+  await assert.rejects(Deno.stat(liveTmp), Deno.errors.NotFound);
+  sameBytes(await next.get("a"), bytesOf(10, 3), "entries are untouched");
+  await next.close();
+  const left = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+  assert.deepEqual(left, [".lock", sessionFileName("a"), sessionFileName("b")].sort());
 });
 
 Deno.test("fs store: damaged files and foreign files are not sessions", async () => {
@@ -88,7 +122,7 @@ Deno.test("fs store: entries persist across instances; compare-and-set holds acr
   assert.equal((await s3.getEntry("p"))!.generation, 5);
   // No temporaries are left behind by finished or refused writes.
   const names = [];
-  for await (const e of Deno.readDir(dir)) names.push(e.name);
+  for await (const e of Deno.readDir(dir)) if (!e.name.startsWith(".writer-")) names.push(e.name);
   assert.deepEqual(names.sort(), [".lock", sessionFileName("p")].sort());
   await s3.close();
 });

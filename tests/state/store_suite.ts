@@ -206,6 +206,24 @@ export function storeSuite(name: string, open: StoreFactory, so: SuiteOptions): 
       );
     }));
 
+  test("ids: sorted pages of live ids, after a cursor", () =>
+    withStore({}, async (s) => {
+      assert.ok(s.ids, "the store lists its ids");
+      assert.deepEqual(await s.ids!({ limit: 10 }), []);
+      const ids = ["b", "A", "a", "c_1", "c-2", "Z9"];
+      for (const [i, id] of ids.entries()) await s.put(id, bytesOf(10, i));
+      await s.put("gone", bytesOf(10, 9), { ttlMs: 1 });
+      await s.put("deleted", bytesOf(10, 9));
+      await s.delete("deleted");
+      await sleep(20);
+      const sorted = [...ids].sort();
+      assert.deepEqual(await s.ids!({ limit: 100 }), sorted);
+      assert.deepEqual(await s.ids!({ limit: 2 }), sorted.slice(0, 2));
+      assert.deepEqual(await s.ids!({ limit: 2, after: sorted[1] }), sorted.slice(2, 4));
+      assert.deepEqual(await s.ids!({ limit: 10, after: sorted[5] }), []);
+      assert.deepEqual(await s.ids!({ limit: 10, after: "B" }), sorted.filter((x) => x > "B"));
+    }));
+
   test("invalid and path-traversal ids are refused", () =>
     withStore({}, async (s) => {
       const bad = [

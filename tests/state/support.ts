@@ -16,6 +16,7 @@ import {
 import { isValidSessionId, type SessionSnapshot } from "../../src/model/snapshot.ts";
 import { createState } from "../../src/model/state.ts";
 import { TnlError } from "../../src/errors.ts";
+import { MAX_COUNTER, MAX_POSITION } from "../../src/state/codec.ts";
 
 /** A 3-layer model with 2 heads of width 4, LRPE in layer 0: shapes [2,8,4], [2,4,4], [2,4,4]. */
 export function tinyConfig(overrides: Record<string, unknown> = {}): ModelConfig {
@@ -259,6 +260,11 @@ export function assertInvariants(s: SessionSnapshot, config: ModelConfig): void 
   assert.ok(Number.isSafeInteger(s.state.position) && s.state.position >= 0);
   assert.ok(Number.isSafeInteger(s.pending) && s.pending >= -1 && s.pending < config.vocabSize);
   if (s.pending === -1) assert.equal(s.state.position, 0);
+  // Counters leave room to grow: advancing them stays exact (see the codec's module doc).
+  assert.ok(s.generation <= MAX_COUNTER && s.rng.counter <= MAX_COUNTER);
+  assert.ok(s.state.position <= MAX_POSITION);
+  // No history only for an empty session (the engine resumes from the history).
+  if (s.tokens === null) assert.ok(s.state.position === 0 && s.pending === -1);
   assert.equal(s.state.layers.length, config.numLayers);
   s.state.layers.forEach((l, i) => {
     assert.ok(l instanceof Float32Array);
