@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Hono } from "hono";
+import { Hono } from "../src/deps.ts";
 import { readJsonObject } from "../src/http/body.ts";
 import type { AppContext } from "../src/http/context.ts";
 import { respondWithGeneration } from "../src/http/generation.ts";

@@ -17,7 +17,7 @@
  * @module
  */
 
-import { Hono } from "hono";
+import { Hono } from "../src/deps.ts";
 import { readJsonObject } from "../src/http/body.ts";
 import type { AppContext } from "../src/http/context.ts";
 import { badRequest } from "../src/http/errors.ts";

@@ -5,7 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import OpenAI from "openai";
+// A test-only dependency: imported by version here, not in the runtime import map.
+// deno-lint-ignore no-import-prefix
+import OpenAI from "npm:openai@7.57.0";
 import { decodeSession } from "../../src/state/codec.ts";
 import { type ChildServer, cpuModel, startChildServer } from "./support.ts";
 
