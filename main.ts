@@ -35,7 +35,8 @@ generate:
   --top-k N --top-p P --min-p P --repetition-penalty R --seed S --stop STR
 
 serve:
-  --port N             default 8000        --host H     default 0.0.0.0
+  --port N             default 8000
+  --host H             default 127.0.0.1 (this machine only); --host 0.0.0.0 serves every interface
   --store SPEC         memory (default) | fs:DIR | kv[:PATH] | redis://host:port
   --state-secret S     sign exported states with HMAC-SHA256 (or $TNL_STATE_SECRET)
   --max-queue N        requests waiting before 429 (default 256)
@@ -45,6 +46,78 @@ serve:
                        (default 64 on redis and kv stores, else 0 = only at the end)
   --lease-ms N         session lease TTL on redis and kv stores (default 10000)
 `;
+
+/** The address served by default: this machine only, as llama.cpp's server. */
+const DEFAULT_HOST = "127.0.0.1";
+
+const MODEL_FLAGS = ["model", "backend", "quantize", "max-queue", "max-batch"];
+/** The flags each command accepts (`--help` with either). */
+const FLAGS: Record<string, { string: string[]; boolean: string[] }> = {
+  serve: {
+    string: [
+      ...MODEL_FLAGS,
+      "port",
+      "host",
+      "store",
+      "state-secret",
+      "max-body-bytes",
+      "checkpoint-tokens",
+      "lease-ms",
+    ],
+    boolean: ["help"],
+  },
+  generate: {
+    string: [
+      ...MODEL_FLAGS,
+      "prompt",
+      "max-tokens",
+      "temperature",
+      "top-k",
+      "top-p",
+      "min-p",
+      "repetition-penalty",
+      "seed",
+      "stop",
+    ],
+    boolean: ["help"],
+  },
+};
+
+/**
+ * Parse the command line: the command (`serve` by default) and its flags. An unknown command or
+ * flag is an error listing what is valid (nothing is silently ignored).
+ */
+export function parseCommandLine(
+  argv: string[],
+): { command: string; args: Record<string, unknown> } | { error: string } {
+  const first = argv[0];
+  const command = first !== undefined && !first.startsWith("-") ? first : "serve";
+  const spec = FLAGS[command];
+  if (!spec) {
+    return {
+      error: `unknown command "${command}"; valid commands: ${Object.keys(FLAGS).join(", ")}`,
+    };
+  }
+  const unknown: string[] = [];
+  const args = parseArgs(command === first ? argv.slice(1) : argv, {
+    string: spec.string,
+    boolean: spec.boolean,
+    unknown: (arg: string) => {
+      unknown.push(arg);
+      return false;
+    },
+  });
+  if (args._.length > 0) unknown.push(...args._.map(String));
+  if (unknown.length > 0) {
+    const valid = [...spec.string, ...spec.boolean].map((f) => "--" + f).join(" ");
+    return {
+      error: `${command}: unknown ${unknown.length === 1 ? "argument" : "arguments"} ${
+        unknown.join(" ")
+      }; valid flags: ${valid}`,
+    };
+  }
+  return { command, args };
+}
 
 /** Parse numbers from flags, naming the flag on error. */
 function num(args: Record<string, unknown>, name: string, fallback?: number): number | undefined {
@@ -74,8 +147,10 @@ export async function loadWithProgress(args: Record<string, unknown>): Promise<T
     console.error(`--quantize: expected ${WEIGHT_QUANTIZATIONS.join(" or ")}, got ${quantize}`);
     Deno.exit(2);
   }
+  let why = "";
   const model = await loadModel(source, {
     backend,
+    onBackendChoice: ({ reason }) => (why = reason),
     quantize,
     onProgress: consoleProgress(),
     onLoad: ({ done, total }) => {
@@ -88,7 +163,7 @@ export async function loadWithProgress(args: Record<string, unknown>): Promise<T
     enc.encode(
       `${
         tty ? "\r" : ""
-      }loaded ${source} on ${model.backend.kind} (${model.backend.device}) in ${ms} ms\n`,
+      }loaded ${source} on ${model.backend.kind} (${model.backend.device}) in ${ms} ms [${why}]\n`,
     ),
   );
   return model;
@@ -133,7 +208,7 @@ async function serve(args: Record<string, unknown>): Promise<void> {
   const model = await loadWithProgress(args);
   await startServer(model, {
     port: num(args, "port", 8000)!,
-    hostname: String(args.host ?? "0.0.0.0"),
+    hostname: String(args.host ?? DEFAULT_HOST),
     store: typeof args.store === "string" ? args.store : "memory",
     stateSecret: typeof args["state-secret"] === "string"
       ? args["state-secret"]
@@ -145,19 +220,13 @@ async function serve(args: Record<string, unknown>): Promise<void> {
 }
 
 if (import.meta.main) {
-  const args = parseArgs(Deno.args, {
-    string: ["model", "backend", "quantize", "prompt", "stop", "store", "state-secret", "host"],
-    boolean: ["help"],
-  });
-  const cmd = args._[0] ?? "serve";
-  if (args.help) {
-    console.log(HELP);
-  } else if (cmd === "generate") {
-    await generate(args);
-  } else if (cmd === "serve") {
-    await serve(args);
-  } else {
-    console.error(`unknown command ${cmd}\n\n${HELP}`);
+  const parsed = parseCommandLine(Deno.args);
+  if ("error" in parsed) {
+    console.error(`${parsed.error}\n\n${HELP}`);
     Deno.exit(2);
   }
+  const { command, args } = parsed;
+  if (args.help) console.log(HELP);
+  else if (command === "generate") await generate(args);
+  else await serve(args);
 }
