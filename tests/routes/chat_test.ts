@@ -27,7 +27,7 @@ Deno.test("chat: OpenAI shape; prompt is the template's rendering", async () => 
   assert.equal(typeof msg.content, "string");
   assert.equal(c.logprobs, null);
   const prompt = renderChat(ctx.serving!.chatTemplate, messages);
-  assert.equal(prompt, "system: You are a poet.\n\nuser: Speak of love.\n\nassistant: ");
+  assert.equal(prompt, "system: You are a poet.\n\nuser: Speak of love.\n\nassistant:");
   assert.equal(
     (body.usage as { prompt_tokens: number }).prompt_tokens,
     model.tokenizer.encode(prompt).length,
