@@ -31,7 +31,11 @@ import {
   promptText,
   schemaLimits,
 } from "../src/http/prompt.ts";
-import { parseCompletionRequest, parseSessionCreate } from "../src/http/schemas.ts";
+import {
+  checkSingleChoice,
+  parseCompletionRequest,
+  parseSessionCreate,
+} from "../src/http/schemas.ts";
 
 const SESSION_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
@@ -85,6 +89,7 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
       throw badRequest("session", `session: ${params.session} differs from the URL's ${id}`);
     }
     checkModel(params.model, serving);
+    checkSingleChoice(params);
     params.session = id;
     const lease = await serving.sessions.open(id);
     let prompt: Int32Array;
