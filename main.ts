@@ -103,11 +103,11 @@ export function parseCommandLine(
     string: spec.string,
     boolean: spec.boolean,
     unknown: (arg: string) => {
-      unknown.push(arg);
+      unknown.push(arg.startsWith("-") ? arg : JSON.stringify(arg));
       return false;
     },
   });
-  if (args._.length > 0) unknown.push(...args._.map(String));
+  if (args._.length > 0) unknown.push(...args._.map((a: unknown) => JSON.stringify(String(a))));
   if (unknown.length > 0) {
     const valid = [...spec.string, ...spec.boolean].map((f) => "--" + f).join(" ");
     return {
@@ -124,8 +124,8 @@ function num(args: Record<string, unknown>, name: string, fallback?: number): nu
   const v = args[name];
   if (v === undefined) return fallback;
   const n = Number(v);
-  if (!Number.isFinite(n)) {
-    console.error(`--${name}: not a number: ${v}`);
+  if (String(v).trim() === "" || !Number.isFinite(n)) {
+    console.error(`--${name}: not a number: "${v}"`);
     Deno.exit(2);
   }
   return n;
@@ -174,26 +174,28 @@ async function generate(args: Record<string, unknown>): Promise<void> {
     console.error("generate: --prompt is required (and must not be empty)");
     Deno.exit(2);
   }
+  const ac = new AbortController();
+  // Flags are checked before the model loads.
+  const options = {
+    maxTokens: num(args, "max-tokens", 200),
+    temperature: num(args, "temperature", 0.8),
+    topK: num(args, "top-k"),
+    topP: num(args, "top-p"),
+    minP: num(args, "min-p"),
+    repetitionPenalty: num(args, "repetition-penalty"),
+    seed: num(args, "seed"),
+    stop: args.stop === undefined ? undefined : [String(args.stop)],
+    signal: ac.signal,
+  };
   const model = await loadWithProgress(args);
   const out = Deno.stdout;
   const enc = new TextEncoder();
-  const ac = new AbortController();
   Deno.addSignalListener("SIGINT", () => ac.abort());
   let n = 0;
   const t0 = performance.now();
   out.writeSync(enc.encode(args.prompt));
   for await (
-    const chunk of model.generate(args.prompt, {
-      maxTokens: num(args, "max-tokens", 200),
-      temperature: num(args, "temperature", 0.8),
-      topK: num(args, "top-k"),
-      topP: num(args, "top-p"),
-      minP: num(args, "min-p"),
-      repetitionPenalty: num(args, "repetition-penalty"),
-      seed: num(args, "seed"),
-      stop: args.stop === undefined ? undefined : [String(args.stop)],
-      signal: ac.signal,
-    })
+    const chunk of model.generate(args.prompt, options)
   ) {
     n += chunk.tokens.length;
     if (chunk.text) out.writeSync(enc.encode(chunk.text));
@@ -205,8 +207,8 @@ async function generate(args: Record<string, unknown>): Promise<void> {
 
 async function serve(args: Record<string, unknown>): Promise<void> {
   const { startServer } = await import("./routes/server.ts");
-  const model = await loadWithProgress(args);
-  await startServer(model, {
+  // Flags are checked before the model loads.
+  const options = {
     port: num(args, "port", 8000)!,
     hostname: String(args.host ?? DEFAULT_HOST),
     store: typeof args.store === "string" ? args.store : "memory",
@@ -216,7 +218,11 @@ async function serve(args: Record<string, unknown>): Promise<void> {
     maxBodyBytes: num(args, "max-body-bytes"),
     checkpointTokens: num(args, "checkpoint-tokens"),
     leaseMs: num(args, "lease-ms"),
-  });
+  };
+  num(args, "max-queue");
+  num(args, "max-batch");
+  const model = await loadWithProgress(args);
+  await startServer(model, options);
 }
 
 if (import.meta.main) {

@@ -575,6 +575,7 @@ function streamResponse(s: RunState, abort: (why: AbortCause) => void): Response
       sessionIds[i] = await finishSession(s, input.lease);
     } catch (e) {
       failed ??= toHttpError(e);
+      if (choices.length > 1) abort("sibling");
       return null;
     }
     if (done!.text) chunk(i, done!.text, undefined, null);
