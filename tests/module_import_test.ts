@@ -1,8 +1,8 @@
 /**
  * The module as another project uses it: a copy of the checkout in a directory whose path has a
  * space, imported by relative path from a separate Deno project (its own `deno.json`, no import map
- * entries for our dependencies) running the README's example; and the embedded model loaded over
- * `fetch` when the module is not on a local disk.
+ * entries for our dependencies) running the README's example; and the module imported over http,
+ * loading its embedded model over `fetch`.
  * @module
  */
 
@@ -100,35 +100,65 @@ Deno.test("module: DEFAULT_MODEL_DIR is a path for file: URLs, decoded (spaces),
   );
 });
 
-Deno.test("module: the embedded model of a module served over http is fetched and runs", async () => {
+Deno.test("module: imported over http, the module fetches its embedded model and runs", async () => {
   const tmp = await Deno.makeTempDir({ prefix: "tnl-fetch-" });
-  const files = new URL("models/tnl-shakespeare-6m/", ROOT);
   const served: string[] = [];
+  // The checkout, served as a static site (any https host or CDN behaves the same).
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
-    const name = new URL(req.url).pathname.replace(/^\/mod\/models\/tnl-shakespeare-6m\//, "");
-    if (!/^[\w.-]+$/.test(name)) return new Response("not found", { status: 404 });
+    const path = decodeURIComponent(new URL(req.url).pathname).slice(1);
+    if (path.split("/").some((p) => p === ".." || p.startsWith("."))) {
+      return new Response("not found", { status: 404 });
+    }
     try {
-      const body = await Deno.readFile(new URL(name, files));
-      served.push(name);
+      const body = await Deno.readFile(new URL(path, ROOT));
+      served.push(path);
+      const type = path.endsWith(".ts") ? "application/typescript" : "application/octet-stream";
       return new Response(req.method === "HEAD" ? null : body, {
-        headers: { "content-length": String(body.length) },
+        headers: { "content-type": type, "content-length": String(body.length) },
       });
     } catch {
       return new Response("not found", { status: 404 });
     }
   });
   try {
-    // What DEFAULT_MODEL_DIR is when load.ts is at http://host/mod/src/load.ts.
-    const base = `http://127.0.0.1:${server.addr.port}/mod/src/load.ts`;
-    const dir = modelDirOf(new URL("../models/tnl-shakespeare-6m/", base));
-    assert.ok(dir.startsWith("http://"), dir);
-    const remote = await loadModel(dir, { backend: "cpu", cacheDir: tmp });
+    const base = `http://127.0.0.1:${server.addr.port}/`;
+    assert.equal(
+      modelDirOf(new URL("models/tnl-shakespeare-6m/", base)),
+      `${base}models/tnl-shakespeare-6m/`,
+    );
+    const app = `${tmp}/app`;
+    await Deno.mkdir(app);
+    await Deno.writeTextFile(`${app}/deno.json`, JSON.stringify({ lock: false }));
+    await Deno.writeTextFile(
+      `${app}/main.ts`,
+      `import { DEFAULT_MODEL_DIR, loadModel } from "${base}mod.ts";
+const model = await loadModel(undefined, { backend: "cpu" });
+let text = "";
+for await (const c of model.generate("ROMEO:", { maxTokens: 12, temperature: 0 })) text += c.text;
+console.log(JSON.stringify({ dir: DEFAULT_MODEL_DIR, local: model.dir, text }));
+await model.dispose();
+`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", "main.ts"],
+      cwd: app,
+      env: { TNL_CACHE_DIR: `${tmp}/cache` },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const got = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.equal(got.dir, `${base}models/tnl-shakespeare-6m/`);
+    assert.ok(got.local.startsWith(`${tmp}/cache/`), got.local);
+    assert.ok(served.includes("models/tnl-shakespeare-6m/model.safetensors"));
     const local = await loadModel(undefined, { backend: "cpu" });
     try {
-      assert.ok(served.includes("model.safetensors") && served.includes("tokenizer.model"));
-      assert.equal(remote.fingerprint, local.fingerprint);
+      let want = "";
+      for await (const c of local.generate("ROMEO:", { maxTokens: 12, temperature: 0 })) {
+        want += c.text;
+      }
+      assert.equal(got.text, want);
     } finally {
-      await remote.dispose();
       await local.dispose();
     }
   } finally {
