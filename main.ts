@@ -35,7 +35,8 @@ generate:
   --top-k N --top-p P --min-p P --repetition-penalty R --seed S --stop STR
 
 serve:
-  --port N             default 8000        --host H     default 0.0.0.0
+  --port N             default 8000
+  --host H             default 127.0.0.1 (this machine only); --host 0.0.0.0 serves every interface
   --store SPEC         memory (default) | fs:DIR | kv[:PATH] | redis://host:port
   --state-secret S     sign exported states with HMAC-SHA256 (or $TNL_STATE_SECRET)
   --max-queue N        requests waiting before 429 (default 256)
@@ -49,13 +50,87 @@ serve:
                        (or $TNL_ADMIN_TOKEN; default: the listing is off)
 `;
 
+/** The address served by default: this machine only, as llama.cpp's server. */
+const DEFAULT_HOST = "127.0.0.1";
+
+const MODEL_FLAGS = ["model", "backend", "quantize", "max-queue", "max-batch"];
+/** The flags each command accepts (`--help` with either). */
+const FLAGS: Record<string, { string: string[]; boolean: string[] }> = {
+  serve: {
+    string: [
+      ...MODEL_FLAGS,
+      "port",
+      "host",
+      "store",
+      "state-secret",
+      "max-body-bytes",
+      "checkpoint-tokens",
+      "lease-ms",
+      "max-prompt-tokens",
+      "admin-token",
+    ],
+    boolean: ["help"],
+  },
+  generate: {
+    string: [
+      ...MODEL_FLAGS,
+      "prompt",
+      "max-tokens",
+      "temperature",
+      "top-k",
+      "top-p",
+      "min-p",
+      "repetition-penalty",
+      "seed",
+      "stop",
+    ],
+    boolean: ["help"],
+  },
+};
+
+/**
+ * Parse the command line: the command (`serve` by default) and its flags. An unknown command or
+ * flag is an error listing what is valid (nothing is silently ignored).
+ */
+export function parseCommandLine(
+  argv: string[],
+): { command: string; args: Record<string, unknown> } | { error: string } {
+  const first = argv[0];
+  const command = first !== undefined && !first.startsWith("-") ? first : "serve";
+  const spec = FLAGS[command];
+  if (!spec) {
+    return {
+      error: `unknown command "${command}"; valid commands: ${Object.keys(FLAGS).join(", ")}`,
+    };
+  }
+  const unknown: string[] = [];
+  const args = parseArgs(command === first ? argv.slice(1) : argv, {
+    string: spec.string,
+    boolean: spec.boolean,
+    unknown: (arg: string) => {
+      unknown.push(arg.startsWith("-") ? arg : JSON.stringify(arg));
+      return false;
+    },
+  });
+  if (args._.length > 0) unknown.push(...args._.map((a: unknown) => JSON.stringify(String(a))));
+  if (unknown.length > 0) {
+    const valid = [...spec.string, ...spec.boolean].map((f) => "--" + f).join(" ");
+    return {
+      error: `${command}: unknown ${unknown.length === 1 ? "argument" : "arguments"} ${
+        unknown.join(" ")
+      }; valid flags: ${valid}`,
+    };
+  }
+  return { command, args };
+}
+
 /** Parse numbers from flags, naming the flag on error. */
 function num(args: Record<string, unknown>, name: string, fallback?: number): number | undefined {
   const v = args[name];
   if (v === undefined) return fallback;
   const n = Number(v);
-  if (!Number.isFinite(n)) {
-    console.error(`--${name}: not a number: ${v}`);
+  if (String(v).trim() === "" || !Number.isFinite(n)) {
+    console.error(`--${name}: not a number: "${v}"`);
     Deno.exit(2);
   }
   return n;
@@ -77,8 +152,10 @@ export async function loadWithProgress(args: Record<string, unknown>): Promise<T
     console.error(`--quantize: expected ${WEIGHT_QUANTIZATIONS.join(" or ")}, got ${quantize}`);
     Deno.exit(2);
   }
+  let why = "";
   const model = await loadModel(source, {
     backend,
+    onBackendChoice: ({ reason }) => (why = reason),
     quantize,
     onProgress: consoleProgress(),
     onLoad: ({ done, total }) => {
@@ -91,7 +168,7 @@ export async function loadWithProgress(args: Record<string, unknown>): Promise<T
     enc.encode(
       `${
         tty ? "\r" : ""
-      }loaded ${source} on ${model.backend.kind} (${model.backend.device}) in ${ms} ms\n`,
+      }loaded ${source} on ${model.backend.kind} (${model.backend.device}) in ${ms} ms [${why}]\n`,
     ),
   );
   return model;
@@ -102,26 +179,28 @@ async function generate(args: Record<string, unknown>): Promise<void> {
     console.error("generate: --prompt is required (and must not be empty)");
     Deno.exit(2);
   }
+  const ac = new AbortController();
+  // Flags are checked before the model loads.
+  const options = {
+    maxTokens: num(args, "max-tokens", 200),
+    temperature: num(args, "temperature", 0.8),
+    topK: num(args, "top-k"),
+    topP: num(args, "top-p"),
+    minP: num(args, "min-p"),
+    repetitionPenalty: num(args, "repetition-penalty"),
+    seed: num(args, "seed"),
+    stop: args.stop === undefined ? undefined : [String(args.stop)],
+    signal: ac.signal,
+  };
   const model = await loadWithProgress(args);
   const out = Deno.stdout;
   const enc = new TextEncoder();
-  const ac = new AbortController();
   Deno.addSignalListener("SIGINT", () => ac.abort());
   let n = 0;
   const t0 = performance.now();
   out.writeSync(enc.encode(args.prompt));
   for await (
-    const chunk of model.generate(args.prompt, {
-      maxTokens: num(args, "max-tokens", 200),
-      temperature: num(args, "temperature", 0.8),
-      topK: num(args, "top-k"),
-      topP: num(args, "top-p"),
-      minP: num(args, "min-p"),
-      repetitionPenalty: num(args, "repetition-penalty"),
-      seed: num(args, "seed"),
-      stop: args.stop === undefined ? undefined : [String(args.stop)],
-      signal: ac.signal,
-    })
+    const chunk of model.generate(args.prompt, options)
   ) {
     n += chunk.tokens.length;
     if (chunk.text) out.writeSync(enc.encode(chunk.text));
@@ -133,10 +212,10 @@ async function generate(args: Record<string, unknown>): Promise<void> {
 
 async function serve(args: Record<string, unknown>): Promise<void> {
   const { startServer } = await import("./routes/server.ts");
-  const model = await loadWithProgress(args);
-  await startServer(model, {
+  // Flags are checked before the model loads.
+  const options = {
     port: num(args, "port", 8000)!,
-    hostname: String(args.host ?? "0.0.0.0"),
+    hostname: String(args.host ?? DEFAULT_HOST),
     store: typeof args.store === "string" ? args.store : "memory",
     stateSecret: typeof args["state-secret"] === "string"
       ? args["state-secret"]
@@ -148,33 +227,21 @@ async function serve(args: Record<string, unknown>): Promise<void> {
     adminToken: typeof args["admin-token"] === "string"
       ? args["admin-token"]
       : Deno.env.get("TNL_ADMIN_TOKEN"),
-  });
+  };
+  num(args, "max-queue");
+  num(args, "max-batch");
+  const model = await loadWithProgress(args);
+  await startServer(model, options);
 }
 
 if (import.meta.main) {
-  const args = parseArgs(Deno.args, {
-    string: [
-      "model",
-      "backend",
-      "quantize",
-      "prompt",
-      "stop",
-      "store",
-      "state-secret",
-      "host",
-      "admin-token",
-    ],
-    boolean: ["help"],
-  });
-  const cmd = args._[0] ?? "serve";
-  if (args.help) {
-    console.log(HELP);
-  } else if (cmd === "generate") {
-    await generate(args);
-  } else if (cmd === "serve") {
-    await serve(args);
-  } else {
-    console.error(`unknown command ${cmd}\n\n${HELP}`);
+  const parsed = parseCommandLine(Deno.args);
+  if ("error" in parsed) {
+    console.error(`${parsed.error}\n\n${HELP}`);
     Deno.exit(2);
   }
+  const { command, args } = parsed;
+  if (args.help) console.log(HELP);
+  else if (command === "generate") await generate(args);
+  else await serve(args);
 }

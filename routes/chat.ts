@@ -2,14 +2,15 @@
  * `POST /v1/chat/completions`: messages rendered with the chat template (see
  * `src/http/chat_template.ts`), generation stopped at the template's stop strings and the request's.
  * With `session`, the messages are the NEW ones: they are appended to the conversation the session
- * holds (an empty `messages` continues the assistant's reply).
+ * holds (an empty `messages` continues the assistant's reply). `n` > 1 gives n choices, each in a new
+ * session of its own (a 400 with `session`).
  * @module
  */
 
-import { Hono } from "hono";
+import { Hono } from "../src/deps.ts";
 import { readJsonObject } from "../src/http/body.ts";
 import type { AppContext } from "../src/http/context.ts";
-import { respondWithGeneration } from "../src/http/generation.ts";
+import { newChoices, respondWithGeneration } from "../src/http/generation.ts";
 import type { AppEnv } from "../src/http/middleware.ts";
 import { chatPrompt, chatStops, checkModel, schemaLimits } from "../src/http/prompt.ts";
 import { parseChatRequest } from "../src/http/schemas.ts";
@@ -23,22 +24,39 @@ export function chatRoutes(ctx: AppContext): Hono<AppEnv> {
     const params = parseChatRequest(body, schemaLimits(ctx, serving));
     checkModel(params.model, serving);
     params.stop = chatStops(serving, params.stop);
-    const lease = params.session
-      ? await serving.sessions.open(params.session)
-      : await serving.sessions.create();
-    let prompt: Int32Array;
-    try {
-      prompt = chatPrompt(serving, lease.session, params.messages);
-    } catch (e) {
-      await lease.release();
-      throw e;
+    if (params.session) {
+      const lease = await serving.sessions.open(params.session);
+      let prompt: Int32Array;
+      try {
+        prompt = chatPrompt(serving, lease.session, params.messages);
+      } catch (e) {
+        await lease.release();
+        throw e;
+      }
+      return respondWithGeneration({
+        kind: "chat",
+        ctx,
+        serving,
+        lease,
+        prompt,
+        params,
+        holdPartial: false,
+        request: c.req.raw,
+        record: c.get("record"),
+      });
     }
+    // n choices, each in a new session.
+    const choices = await newChoices(
+      serving,
+      Array.from({ length: params.n }, (_, copy) => copy),
+      (session, copy) => ({ prompt: chatPrompt(serving, session, params.messages), copy }),
+    );
     return respondWithGeneration({
       kind: "chat",
       ctx,
       serving,
-      lease,
-      prompt,
+      ...choices[0],
+      more: choices.slice(1),
       params,
       holdPartial: false,
       request: c.req.raw,

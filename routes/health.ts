@@ -4,7 +4,7 @@
  * @module
  */
 
-import { Hono } from "hono";
+import { Hono } from "../src/deps.ts";
 import type { AppContext } from "../src/http/context.ts";
 import { RETRY_AFTER_SECONDS } from "../src/http/errors.ts";
 import type { AppEnv } from "../src/http/middleware.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { Hono } from "hono";
+import { Hono } from "../src/deps.ts";
 import type { AppContext } from "../src/http/context.ts";
 import { renderMetrics } from "../src/http/metrics.ts";
 import type { AppEnv } from "../src/http/middleware.ts";

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { Hono } from "hono";
+import { Hono } from "../src/deps.ts";
 import type { AppContext } from "../src/http/context.ts";
 import { errorResponse, notFound } from "../src/http/errors.ts";
 import {

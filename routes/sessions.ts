@@ -24,7 +24,7 @@
  * @module
  */
 
-import { Hono } from "hono";
+import { Hono } from "../src/deps.ts";
 import { readJsonObject } from "../src/http/body.ts";
 import type { AppContext } from "../src/http/context.ts";
 import { badRequest } from "../src/http/errors.ts";
@@ -38,7 +38,11 @@ import {
   promptText,
   schemaLimits,
 } from "../src/http/prompt.ts";
-import { parseCompletionRequest, parseSessionCreate } from "../src/http/schemas.ts";
+import {
+  checkSingleChoice,
+  parseCompletionRequest,
+  parseSessionCreate,
+} from "../src/http/schemas.ts";
 
 const SESSION_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
@@ -120,6 +124,7 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
       throw badRequest("session", `session: ${params.session} differs from the URL's ${id}`);
     }
     checkModel(params.model, serving);
+    checkSingleChoice(params);
     params.session = id;
     const lease = await serving.sessions.open(id);
     let prompt: Int32Array;

@@ -9,7 +9,7 @@ import type { Backend, LogitsMode } from "./engine/backend.ts";
 import { Engine, type EngineOptions, type FinishReason } from "./engine/engine.ts";
 import type { SamplingParams } from "./engine/sampler.ts";
 import { InputError, TnlError } from "./errors.ts";
-import { hasWebGpu } from "./gpu/device.ts";
+import { probeAdapter } from "./gpu/device.ts";
 import { WebGpuBackend, type WebGpuBackendOptions } from "./gpu/backend.ts";
 import { WorkerBackend } from "./gpu/worker_backend.ts";
 import { loadConfig, type ModelConfig } from "./model/config.ts";
@@ -19,14 +19,21 @@ import { createState, type ModelState } from "./model/state.ts";
 import { openWeights } from "./model/weights/open.ts";
 import { parseQuantization, type WeightQuantization } from "./model/quantize.ts";
 import { Tokenizer } from "./tokenizer/tokenizer.ts";
+import { fromFileUrl, SEPARATOR as SEP } from "./deps.ts";
 
 /** Which backend runs the model. */
 export type BackendChoice = "auto" | "cpu" | "webgpu";
 
 /** Options of `loadModel`. */
 export interface LoadModelOptions {
-  /** "auto" (default) picks WebGPU when an adapter exists, else the CPU. */
+  /**
+   * "auto" (default) picks WebGPU on a hardware adapter and the CPU otherwise (a software adapter
+   * such as llvmpipe, lavapipe or SwiftShader is far slower than the CPU backend); "webgpu" uses
+   * any adapter.
+   */
   backend?: BackendChoice;
+  /** Told which backend was chosen and why (for a start line). */
+  onBackendChoice?: (choice: { backend: "cpu" | "webgpu"; reason: string }) => void;
   /** WebGPU options (batch, slots, limits). */
   webgpu?: WebGpuBackendOptions;
   /**
@@ -103,9 +110,21 @@ export interface TnlModel {
   dispose(): Promise<void>;
 }
 
-/** The default model shipped in the repository. */
-export const DEFAULT_MODEL_DIR: string =
-  new URL("../models/tnl-shakespeare-6m/", import.meta.url).pathname;
+/**
+ * The default model shipped with the module: a local directory path when the module is on a local
+ * disk (any characters, any OS), else the https URL of the directory next to the module (imported
+ * over https or from a package), which `loadModel` downloads with `fetch` into its cache.
+ */
+export const DEFAULT_MODEL_DIR: string = modelDirOf(
+  new URL("../models/tnl-shakespeare-6m/", import.meta.url),
+);
+
+/** A model directory as `loadModel` takes it: a path for `file:` URLs, the URL otherwise. */
+export function modelDirOf(url: URL): string {
+  if (url.protocol !== "file:") return url.href;
+  const path = fromFileUrl(url);
+  return /[\\/]$/.test(path) ? path : path + SEP;
+}
 
 /** Load a model from a directory, an https URL of a directory, or a Hugging Face repo id. */
 export async function loadModel(
@@ -180,12 +199,26 @@ async function pickBackend(
   options: LoadModelOptions,
 ): Promise<{ backend: Backend; fingerprint?: string }> {
   const quantize = options.quantize;
+  const chose = (backend: "cpu" | "webgpu", reason: string) =>
+    options.onBackendChoice?.({ backend, reason });
   const cpu = async () => ({ backend: await CpuBackend.load(source, config, label, { quantize }) });
-  if (choice === "cpu" || (choice === "auto" && !hasWebGpu())) return await cpu();
+  if (choice === "cpu") {
+    chose("cpu", "backend cpu requested");
+    return await cpu();
+  }
+  if (choice === "auto") {
+    const probe = await probeAdapter();
+    if (!probe.hardware) {
+      chose("cpu", `backend auto: ${probe.reason}`);
+      return await cpu();
+    }
+    chose("webgpu", `backend auto: ${probe.reason}`);
+  } else chose("webgpu", "backend webgpu requested");
   try {
     return await loadWebGpu(config, source, label, options);
   } catch (e) {
     if (choice === "auto" && e instanceof TnlError && e.code === "backend_unavailable") {
+      chose("cpu", `backend auto: WebGPU failed (${e.message})`);
       return await cpu();
     }
     throw e;

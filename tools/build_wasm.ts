@@ -9,7 +9,9 @@
  * @module
  */
 
-import wabtInit from "wabt";
+// A tool-only dependency: imported by version here, not in the runtime import map.
+// deno-lint-ignore no-import-prefix
+import wabtInit from "npm:wabt@1.0.39";
 
 /** Path of the kernel source, relative to the repository root. */
 export const WAT_PATH = "src/cpu/wasm/kernels.wat";

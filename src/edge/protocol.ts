@@ -34,7 +34,7 @@
  * @module
  */
 
-import { Packr } from "msgpackr/pack";
+import { Packr } from "../deps.ts";
 import type { SamplingParams } from "../engine/sampler.ts";
 import { validateStopSequences } from "../engine/stop.ts";
 import { InputError } from "../errors.ts";

@@ -73,6 +73,125 @@ export interface DeviceOptions {
   disableFeatures?: readonly string[];
 }
 
+/** Adapter names of software rasterizers: Mesa's llvmpipe / lavapipe / softpipe, SwiftShader, WARP. */
+const SOFTWARE_NAMES = /llvmpipe|lavapipe|softpipe|swiftshader|\bwarp\b|basic render driver/i;
+/** PCI vendor id Mesa gives its software Vulkan driver (lavapipe): VK_VENDOR_ID_MESA. */
+const MESA_SOFTWARE_VENDOR = 0x10005;
+
+/** The parts of `GPUAdapterInfo` (and wgpu's extras) that tell a software adapter. */
+export interface AdapterInfoLike {
+  /** The WebGPU flag for a fallback (software) adapter. */
+  isFallbackAdapter?: boolean;
+  /** wgpu's device type where the runtime exposes it ("cpu" for software rasterizers). */
+  deviceType?: string;
+  /** Vendor name or PCI id as a string. */
+  vendor?: string;
+  /** Architecture. */
+  architecture?: string;
+  /** Device name or id. */
+  device?: string;
+  /** Driver description ("llvmpipe (LLVM 15.0.6, 256 bits)"). */
+  description?: string;
+}
+
+/**
+ * Why an adapter runs on the CPU (a software rasterizer), or null for a hardware adapter: the
+ * `isFallbackAdapter` flag, a "cpu" device type, a software driver's name, or Mesa's software
+ * vendor id.
+ */
+export function softwareAdapterReason(info: AdapterInfoLike): string | null {
+  if (info.isFallbackAdapter) return "a fallback adapter (isFallbackAdapter)";
+  if (typeof info.deviceType === "string" && /^cpu$/i.test(info.deviceType)) {
+    return 'device type "cpu"';
+  }
+  for (const v of [info.description, info.device, info.architecture, info.vendor]) {
+    const m = typeof v === "string" ? SOFTWARE_NAMES.exec(v) : null;
+    if (m) return `a software rasterizer (${m[0]})`;
+  }
+  if (Number(info.vendor) === MESA_SOFTWARE_VENDOR) return "Mesa's software vendor id 0x10005";
+  return null;
+}
+
+/** A readable name of an adapter. */
+function adapterName(info: AdapterInfoLike): string {
+  return info.description || info.device || info.vendor || "unknown adapter";
+}
+
+/** What `probeAdapter` found: whether WebGPU should run the model here, and why. */
+export interface AdapterProbe {
+  /** True when a hardware adapter exists. */
+  hardware: boolean;
+  /** The adapter's name ("" when there is none). */
+  adapter: string;
+  /** Why: the adapter, or what is missing. */
+  reason: string;
+}
+
+/**
+ * Look for a hardware WebGPU adapter (for `--backend auto`): a software adapter (llvmpipe,
+ * lavapipe, SwiftShader, WARP) runs the model many times slower than the CPU backend.
+ */
+export async function probeAdapter(
+  gpu: Pick<GPU, "requestAdapter"> | null = hasWebGpu() ? navigator.gpu : null,
+): Promise<AdapterProbe> {
+  if (!gpu) return { hardware: false, adapter: "", reason: "no WebGPU in this runtime" };
+  quietDisplayProbe();
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch (e) {
+    return {
+      hardware: false,
+      adapter: "",
+      reason: `the WebGPU adapter request failed (${(e as Error).message})`,
+    };
+  }
+  if (!adapter) return { hardware: false, adapter: "", reason: "no WebGPU adapter" };
+  const info = adapterInfo(adapter);
+  const name = adapterName(info);
+  const soft = softwareAdapterReason(info);
+  if (soft) return { hardware: false, adapter: name, reason: `WebGPU adapter ${name} is ${soft}` };
+  return { hardware: true, adapter: name, reason: `hardware WebGPU adapter ${name}` };
+}
+
+function adapterInfo(adapter: GPUAdapter): AdapterInfoLike {
+  const info = (adapter.info ?? {}) as unknown as AdapterInfoLike;
+  const legacy = (adapter as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter;
+  return {
+    isFallbackAdapter: Boolean(info.isFallbackAdapter || legacy),
+    deviceType: info.deviceType,
+    vendor: info.vendor,
+    architecture: info.architecture,
+    device: info.device,
+    description: info.description,
+  };
+}
+
+let displayChecked = false;
+
+/**
+ * Mesa's Wayland probe (run while the adapters are enumerated) prints "error: XDG_RUNTIME_DIR is
+ * invalid or not set" on machines without a session (servers, containers, CI). When the variable is
+ * unset, point it at a private empty directory so the probe finds no display and stays quiet. Done
+ * once, only on Linux/BSD, and only with the env and write permissions already granted.
+ */
+export function quietDisplayProbe(): void {
+  if (displayChecked) return;
+  displayChecked = true;
+  if (Deno.build.os === "windows" || Deno.build.os === "darwin") return;
+  const granted = (d: Deno.PermissionDescriptor) =>
+    Deno.permissions.querySync(d).state === "granted";
+  if (!granted({ name: "env", variable: "XDG_RUNTIME_DIR" }) || !granted({ name: "write" })) return;
+  if (Deno.env.get("XDG_RUNTIME_DIR")) return;
+  const dir = Deno.makeTempDirSync({ prefix: "tnl-xdg-" });
+  Deno.env.set("XDG_RUNTIME_DIR", dir);
+  globalThis.addEventListener("unload", () => {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch { /* already gone */ }
+  });
+}
+
 /** Whether WebGPU is present in this runtime at all. */
 export function hasWebGpu(): boolean {
   return typeof navigator !== "undefined" && "gpu" in navigator && navigator.gpu !== undefined;
@@ -86,6 +205,7 @@ export async function acquireDevice(options: DeviceOptions = {}): Promise<GpuCon
       "WebGPU is not available in this runtime (no navigator.gpu)",
     );
   }
+  quietDisplayProbe();
   let adapter: GPUAdapter | null = null;
   try {
     adapter = await navigator.gpu.requestAdapter({
@@ -122,14 +242,13 @@ export async function acquireDevice(options: DeviceOptions = {}): Promise<GpuCon
   }
   const limits = {} as Record<GpuLimitName, number>;
   for (const k of LIMITS) limits[k] = (device.limits as unknown as Record<string, number>)[k];
-  const ai = adapter.info;
+  const ai = adapterInfo(adapter);
   const info: GpuInfo = {
-    description: ai.description || ai.device || ai.vendor || "unknown adapter",
-    vendor: ai.vendor,
+    description: adapterName(ai),
+    vendor: ai.vendor ?? "",
     features: [...device.features].sort(),
     limits,
-    fallback: Boolean((ai as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter) ||
-      /llvmpipe|lavapipe|swiftshader|warp/i.test(ai.description ?? ""),
+    fallback: softwareAdapterReason(ai) !== null,
   };
   // Errors outside an error scope would otherwise be silent: report them (each is a bug).
   device.addEventListener("uncapturederror", (e) => {

@@ -2,14 +2,17 @@
  * The chat template: how `/v1/chat/completions` turns messages into a prompt for a base model.
  *
  * The default renders each message as `"{role}: {content}\n\n"` and ends with the generation
- * prompt `"assistant: "`; generation stops at `"\n\nuser:"`, `"\n\nsystem:"` or
+ * prompt `"assistant:"`, without a space: the SentencePiece tokenizer writes a word's leading space
+ * into the word's own piece (`"▁I"`), so a prompt ending in `": "` ends with a lone `"▁"` piece and
+ * the model, seeing a space already written, continues mid-word (greedy `"Que, my lord"` against
+ * `"\nI am a man"` without it); the reply then starts with its own space or newline. Generation stops at `"\n\nuser:"`, `"\n\nsystem:"` or
  * `"\n\nassistant:"` (the model starting another turn). A model directory can override it with a
  * `chat_template.json`:
  *
  * ```json
  * {
  *   "message": "{role}: {content}\n\n",
- *   "generation_prompt": "assistant: ",
+ *   "generation_prompt": "assistant:",
  *   "stop": ["\n\nuser:"],
  *   "roles": { "user": "USER", "assistant": "ASSISTANT" },
  *   "prefix": ""
@@ -50,7 +53,7 @@ export interface ChatMessageText {
 /** The default template for base models. */
 export const DEFAULT_CHAT_TEMPLATE: Readonly<ChatTemplate> = Object.freeze({
   message: "{role}: {content}\n\n",
-  generationPrompt: "assistant: ",
+  generationPrompt: "assistant:",
   stop: ["\n\nuser:", "\n\nsystem:", "\n\nassistant:"],
   roles: {},
   prefix: "",

@@ -18,6 +18,7 @@
  */
 
 import type { FinishReason, GenerateEvent } from "../engine/engine.ts";
+import type { Session } from "../engine/session.ts";
 import type { SampledToken, SamplingParams } from "../engine/sampler.ts";
 import { PieceType } from "../tokenizer/mod.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
@@ -32,28 +33,44 @@ import { SSE_DONE, SseWriter } from "./sse.ts";
 /** Which response shape. */
 export type ResponseKind = "completion" | "chat";
 
-/** Everything one generation needs. */
-export interface GenerationCall {
+/** One choice of a response: a held session and the prompt appended to it. */
+export interface ChoiceInput {
+  /** The session (held; released here). */
+  lease: SessionLease;
+  /** Prompt token ids appended to the session. */
+  prompt: Int32Array;
+  /** Text echoed before the completion (completions `echo`). */
+  echo?: string;
+  /**
+   * Which of the `n` choices of its prompt this is (default 0): it samples with `seed + copy` when
+   * the request has a seed, and only copy 0 counts the prompt's tokens in the usage (as OpenAI).
+   */
+  copy?: number;
+}
+
+/** Everything one generation needs: its first choice, and any further ones in `more`. */
+export interface GenerationCall extends ChoiceInput {
   /** Response shape. */
   kind: ResponseKind;
   /** The app. */
   ctx: AppContext;
   /** The loaded model and friends. */
   serving: Serving;
-  /** The session (held; released here). */
-  lease: SessionLease;
-  /** Prompt token ids appended to the session. */
-  prompt: Int32Array;
   /** Parsed request options. */
   params: GenerationParams;
   /** Keep partial characters and stop matches in the session when stopping by length. */
   holdPartial: boolean;
-  /** Text echoed before the completion (completions `echo`). */
-  echo?: string;
   /** The HTTP request (for disconnect detection). */
   request: Request;
   /** Facts for the log line. */
   record: RequestRecord;
+  /**
+   * Further choices (`n` > 1, prompt arrays), each with its own new session, generated together
+   * (the engine batches them) and answered with `index` 1, 2, ... in this order. With several
+   * choices each choice carries its own `session` and the response's top-level `session` is null;
+   * one failing choice fails the response (the others are stopped and nothing is saved).
+   */
+  more?: ChoiceInput[];
 }
 
 /** OpenAI usage. */
@@ -182,21 +199,56 @@ export function openAiFinishReason(r: FinishReason): "stop" | "length" {
 /**
  * Sampling for a request on a session: fields the request gives, over (when continuing a session)
  * the session's last settings less its seed (a seed restarts the random stream; without one the
- * session's stream goes on).
+ * session's stream goes on). Choice copy `c` of a seeded request samples with `seed + c`.
  */
-export function effectiveSampling(call: GenerationCall): SamplingParams {
-  if (call.lease.isNew) return call.params.sampling;
-  const { seed: _seed, ...inherited } = call.lease.session.sampling as SamplingParams;
-  return { ...inherited, ...call.params.sampling };
+export function effectiveSampling(
+  call: GenerationCall,
+  choice: ChoiceInput = call,
+): SamplingParams {
+  const own = call.params.sampling;
+  const given = own.seed !== undefined && choice.copy
+    ? { ...own, seed: own.seed + choice.copy }
+    : own;
+  if (choice.lease.isNew) return given;
+  const { seed: _seed, ...inherited } = choice.lease.session.sampling as SamplingParams;
+  return { ...inherited, ...given };
 }
 
-type AbortCause = "client" | "timeout" | "shutdown";
+/** Why the engine requests were stopped ("sibling": another choice of the response failed). */
+type AbortCause = "client" | "timeout" | "shutdown" | "sibling";
+
+/**
+ * Open a new session for each of `specs` and build its choice with `make` (prompt, echo, copy). A
+ * failure releases the sessions opened so far.
+ */
+export async function newChoices<T>(
+  serving: Serving,
+  specs: readonly T[],
+  make: (session: Session, spec: T) => Omit<ChoiceInput, "lease">,
+): Promise<ChoiceInput[]> {
+  const out: ChoiceInput[] = [];
+  try {
+    for (const spec of specs) {
+      const lease = await serving.sessions.create();
+      try {
+        out.push({ ...make(lease.session, spec), lease });
+      } catch (e) {
+        await lease.release();
+        throw e;
+      }
+    }
+  } catch (e) {
+    await Promise.all(out.map((c) => c.lease.release()));
+    throw e;
+  }
+  return out;
+}
 
 /** Run the generation and answer; see the module doc. */
 export function respondWithGeneration(call: GenerationCall): Promise<Response> | Response {
-  const { ctx, serving, lease, params, record } = call;
-  const session = lease.session;
-  record.session = session.id;
+  const { ctx, serving, params, record } = call;
+  const inputs: ChoiceInput[] = [call, ...(call.more ?? [])];
+  record.session = call.lease.session.id;
   const ac = new AbortController();
   let cause: AbortCause | null = null;
   const abort = (why: AbortCause) => {
@@ -218,38 +270,54 @@ export function respondWithGeneration(call: GenerationCall): Promise<Response> |
     ctx.shutdownSignal.removeEventListener("abort", onShutdown);
   };
 
-  let events: AsyncIterable<GenerateEvent>;
+  const choices: ChoiceRun[] = [];
   try {
-    events = serving.engine.generate({
-      session,
-      prompt: call.prompt,
-      sampling: effectiveSampling(call),
-      maxTokens: params.maxTokens,
-      stop: params.stop,
-      logprobs: params.logprobs,
-      signal: ac.signal,
-      holdPartial: call.holdPartial,
-      checkpointEvery: params.store ? ctx.options.checkpointTokens : 0,
-      onCheckpoint: params.store ? (snap) => lease.checkpoint(snap) : undefined,
-      keepState: params.store,
-    });
+    for (const input of inputs) {
+      const { lease } = input;
+      const events = serving.engine.generate({
+        session: lease.session,
+        prompt: input.prompt,
+        sampling: effectiveSampling(call, input),
+        maxTokens: params.maxTokens,
+        stop: params.stop,
+        logprobs: params.logprobs,
+        signal: ac.signal,
+        holdPartial: call.holdPartial,
+        checkpointEvery: params.store ? ctx.options.checkpointTokens : 0,
+        onCheckpoint: params.store ? (snap) => lease.checkpoint(snap) : undefined,
+        keepState: params.store,
+      });
+      const timed = timedEvents(events, ctx.metrics, record.arrivedAt ?? performance.now());
+      choices.push({ input, index: choices.length, events: timed });
+    }
   } catch (e) {
     cleanup();
-    // Released before the error response goes out (a retry may come at once).
-    return lease.release().then(() => {
+    // Released before the error response goes out (a retry may come at once); the engine requests
+    // already made end at once with the signal.
+    ac.abort();
+    return Promise.all(inputs.map((i) => i.lease.release())).then(() => {
       throw e;
     });
   }
-  events = timedEvents(events, ctx.metrics, record.arrivedAt ?? performance.now());
   const state: RunState = {
     call,
+    choices,
+    multi: choices.length > 1,
     id: newResponseId(call.kind === "chat" ? "chatcmpl-" : "cmpl-"),
     created: Math.floor(Date.now() / 1000),
     abortCause: () => cause,
     cleanup,
   };
-  if (params.stream) return streamResponse(state, events, abort);
-  return jsonResponse(state, events);
+  if (params.stream) return streamResponse(state, abort);
+  return jsonResponse(state, abort);
+}
+
+/** One choice being generated. */
+interface ChoiceRun {
+  input: ChoiceInput;
+  /** OpenAI's `index`. */
+  index: number;
+  events: AsyncIterable<GenerateEvent>;
 }
 
 /** Pass the events on, recording time to first token and inter-token latency. */
@@ -273,29 +341,48 @@ async function* timedEvents(
 
 interface RunState {
   call: GenerationCall;
+  choices: ChoiceRun[];
+  /** More than one choice: sessions are reported per choice. */
+  multi: boolean;
   id: string;
   created: number;
   abortCause: () => AbortCause | null;
   cleanup: () => void;
 }
 
-function usageOf(done: Extract<GenerateEvent, { type: "done" }>): Usage {
-  const p = done.usage.promptTokens, c = done.usage.completionTokens;
+type Done = Extract<GenerateEvent, { type: "done" }>;
+
+/** The usage of finished choices; a prompt's tokens count once however many copies ran it. */
+function usageOf(choices: readonly ChoiceRun[], dones: readonly Done[]): Usage {
+  let p = 0, c = 0;
+  dones.forEach((d, i) => {
+    if (!choices[i].input.copy) p += d.usage.promptTokens;
+    c += d.usage.completionTokens;
+  });
   return { prompt_tokens: p, completion_tokens: c, total_tokens: p + c };
 }
 
+/** Facts of finished choices for the log line. */
+function recordUsage(s: RunState, dones: readonly (Done | null)[]): void {
+  const { record } = s.call;
+  record.promptTokens = 0;
+  record.completionTokens = 0;
+  dones.forEach((d, i) => {
+    if (!d) return;
+    if (!s.choices[i].input.copy) record.promptTokens! += d.usage.promptTokens;
+    record.completionTokens! += d.usage.completionTokens;
+    record.finish ??= d.finishReason;
+  });
+}
+
 /**
- * After "done": save the session (when asked to keep it) and release it. Returns the session id to
- * report (null when not kept), or throws when a continued session could not be saved.
+ * After "done": save the choice's session (when asked to keep it) and release it. Returns the
+ * session id to report (null when not kept), or throws when a continued session could not be saved.
  */
-async function finishSession(s: RunState, done: Extract<GenerateEvent, { type: "done" }>) {
-  const { call } = s;
-  const { lease, record, ctx } = call;
-  record.promptTokens = done.usage.promptTokens;
-  record.completionTokens = done.usage.completionTokens;
-  record.finish = done.finishReason;
+async function finishSession(s: RunState, lease: SessionLease) {
+  const { ctx } = s.call;
   try {
-    if (!call.params.store) return null;
+    if (!s.call.params.store) return null;
     try {
       await lease.save();
       return lease.session.id;
@@ -315,7 +402,7 @@ async function finishSession(s: RunState, done: Extract<GenerateEvent, { type: "
 }
 
 /** Whether a finished generation is answered as a failure (nothing saved). */
-function failure(s: RunState, done: Extract<GenerateEvent, { type: "done" }>): HttpError | null {
+function failure(s: RunState, done: Done): HttpError | null {
   if (done.finishReason === "error") return toHttpError(done.error);
   const why = s.abortCause();
   if (done.finishReason === "cancelled" && why === "client") {
@@ -336,85 +423,98 @@ function failure(s: RunState, done: Extract<GenerateEvent, { type: "done" }>): H
   return null;
 }
 
+/** What one choice produced, collected for a JSON answer. */
+interface Collected {
+  text: string;
+  lps: SampledToken[];
+  done: Done | null;
+}
+
+async function collect(ch: ChoiceRun): Promise<Collected> {
+  const out: Collected = { text: "", lps: [], done: null };
+  for await (const ev of ch.events) {
+    if (ev.type === "token") {
+      out.text += ev.text;
+      if (ev.logprobs) out.lps.push(...ev.logprobs);
+    } else out.done = ev;
+  }
+  return out;
+}
+
 async function jsonResponse(
   s: RunState,
-  events: AsyncIterable<GenerateEvent>,
+  abort: (why: AbortCause) => void,
 ): Promise<Response> {
-  const { call } = s;
+  const { call, choices } = s;
   const tok = call.serving.model.tokenizer;
-  let text = "";
-  const lps: SampledToken[] = [];
-  let done: Extract<GenerateEvent, { type: "done" }> | null = null;
+  let results: Collected[];
   try {
-    for await (const ev of events) {
-      if (ev.type === "token") {
-        text += ev.text;
-        if (ev.logprobs) lps.push(...ev.logprobs);
-      } else done = ev;
-    }
+    // A choice that fails stops the others (the whole response fails).
+    results = await Promise.all(choices.map((ch) =>
+      collect(ch).then((r) => {
+        if (s.multi && (!r.done || failure(s, r.done))) abort("sibling");
+        return r;
+      })
+    ));
   } finally {
     s.cleanup();
   }
-  if (!done) {
-    await call.lease.release();
+  const releaseAll = () => Promise.all(choices.map((ch) => ch.input.lease.release()));
+  if (results.some((r) => !r.done)) {
+    await releaseAll();
     throw new HttpError(500, "the generation ended without a result");
   }
-  const fail = failure(s, done);
+  const dones = results.map((r) => r.done!);
+  // A choice stopped because another failed is not a failure of its own.
+  const stopped = (d: Done) => s.abortCause() === "sibling" && d.finishReason === "cancelled";
+  const fail = dones.map((d) => (stopped(d) ? null : failure(s, d))).find((f) => f) ?? null;
+  recordUsage(s, dones);
   if (fail) {
-    call.record.promptTokens = done.usage.promptTokens;
-    call.record.completionTokens = done.usage.completionTokens;
-    call.record.finish = done.finishReason;
-    await call.lease.release();
+    await releaseAll();
     throw fail;
   }
-  text += done.text;
-  const sessionId = await finishSession(s, done);
-  const usage = usageOf(done);
-  const finish_reason = openAiFinishReason(done.finishReason);
+  const sessions = await Promise.all(choices.map((ch) => finishSession(s, ch.input.lease)));
+  const usage = usageOf(choices, dones);
   const model = call.serving.modelId;
   const system_fingerprint = "fp_" + call.serving.model.fingerprint.slice(0, 12);
   const logprobsWanted = call.params.logprobs !== undefined;
-  if (call.kind === "completion") {
-    const echo = call.echo ?? "";
-    return Response.json({
-      id: s.id,
-      object: "text_completion",
-      created: s.created,
-      model,
-      system_fingerprint,
-      choices: [{
-        index: 0,
-        text: echo + text,
+  const out = choices.map((ch, i) => {
+    const { text, lps } = results[i];
+    const done = dones[i];
+    const finish_reason = openAiFinishReason(done.finishReason);
+    const perChoice: Record<string, unknown> = s.multi ? { session: sessions[i] } : {};
+    if (call.kind === "completion") {
+      const echo = ch.input.echo ?? "";
+      return {
+        index: ch.index,
+        text: echo + text + done.text,
         logprobs: logprobsWanted ? completionLogprobs(tok, lps, echo.length).lp : null,
         finish_reason,
-      }],
-      usage,
-      session: sessionId,
-    });
-  }
+        ...perChoice,
+      };
+    }
+    return {
+      index: ch.index,
+      message: { role: "assistant", content: text + done.text, refusal: null },
+      logprobs: logprobsWanted ? { content: chatLogprobs(tok, lps), refusal: null } : null,
+      finish_reason,
+      ...perChoice,
+    };
+  });
   return Response.json({
     id: s.id,
-    object: "chat.completion",
+    object: call.kind === "completion" ? "text_completion" : "chat.completion",
     created: s.created,
     model,
     system_fingerprint,
-    choices: [{
-      index: 0,
-      message: { role: "assistant", content: text, refusal: null },
-      logprobs: logprobsWanted ? { content: chatLogprobs(tok, lps), refusal: null } : null,
-      finish_reason,
-    }],
+    choices: out,
     usage,
-    session: sessionId,
+    session: s.multi ? null : sessions[0],
   });
 }
 
-function streamResponse(
-  s: RunState,
-  events: AsyncIterable<GenerateEvent>,
-  abort: (why: AbortCause) => void,
-): Response {
-  const { call } = s;
+function streamResponse(s: RunState, abort: (why: AbortCause) => void): Response {
+  const { call, choices } = s;
   const tok = call.serving.model.tokenizer;
   const writer = new SseWriter(() => abort("client"));
   let endStream!: () => void;
@@ -425,10 +525,12 @@ function streamResponse(
   const object = chat ? "chat.completion.chunk" : "text_completion";
   const logprobsWanted = call.params.logprobs !== undefined;
   const includeUsage = call.params.includeUsage;
-  let sessionId: string | null = call.params.store ? call.lease.session.id : null;
-  let offset = call.echo?.length ?? 0;
+  const store = call.params.store;
+  const sessionIds = choices.map((ch) => (store ? ch.input.lease.session.id : null));
+  const offsets = choices.map((ch) => ch.input.echo?.length ?? 0);
 
   const chunk = (
+    i: number,
     text: string | null,
     lps: SampledToken[] | undefined,
     finish: string | null,
@@ -438,12 +540,12 @@ function streamResponse(
     if (logprobsWanted && lps && lps.length) {
       if (chat) logprobs = { content: chatLogprobs(tok, lps), refusal: null };
       else {
-        const r = completionLogprobs(tok, lps, offset);
-        offset = r.end;
+        const r = completionLogprobs(tok, lps, offsets[i]);
+        offsets[i] = r.end;
         logprobs = r.lp;
       }
     }
-    const choice: Record<string, unknown> = { index: 0 };
+    const choice: Record<string, unknown> = { index: choices[i].index };
     if (chat) {
       const delta: Record<string, unknown> = first ? { role: "assistant" } : {};
       if (text !== null) delta.content = text;
@@ -451,6 +553,7 @@ function streamResponse(
     } else choice.text = text ?? "";
     choice.logprobs = logprobs;
     choice.finish_reason = finish;
+    if (s.multi) choice.session = sessionIds[i];
     const body: Record<string, unknown> = {
       id: s.id,
       object,
@@ -458,46 +561,68 @@ function streamResponse(
       model,
       system_fingerprint,
       choices: [choice],
-      session: sessionId,
+      session: s.multi ? null : sessionIds[i],
     };
     if (includeUsage) body.usage = null;
     writer.send(body);
   };
 
-  const pump = async () => {
-    let done: Extract<GenerateEvent, { type: "done" }> | null = null;
+  let failed: HttpError | null = null;
+  /** Each choice's end, failed or not (for the log line). */
+  const ends: (Done | null)[] = choices.map(() => null);
+  /** Stream one choice to its end; saves its session. Returns its result (null if it failed). */
+  const run = async (i: number): Promise<Done | null> => {
+    const { input, events } = choices[i];
+    let done: Done | null = null;
+    for await (const ev of events) {
+      if (ev.type === "token") {
+        if (failed) continue;
+        if (ev.text !== "" || (logprobsWanted && ev.logprobs?.length)) {
+          chunk(i, ev.text, ev.logprobs, null);
+        }
+      } else done = ends[i] = ev;
+    }
+    const fail = done
+      ? failure(s, done)
+      : new HttpError(500, "the generation ended without a result");
+    if (fail || failed) {
+      // A choice stopped because another failed is not a failure of its own.
+      const own = fail && !(s.abortCause() === "sibling" && done?.finishReason === "cancelled");
+      if (own) failed ??= fail;
+      if (choices.length > 1) abort("sibling");
+      await input.lease.release();
+      return null;
+    }
     try {
-      if (chat) chunk("", undefined, null, true);
-      else if (call.echo) chunk(call.echo, undefined, null);
-      for await (const ev of events) {
-        if (ev.type === "token") {
-          if (ev.text !== "" || (logprobsWanted && ev.logprobs?.length)) {
-            chunk(ev.text, ev.logprobs, null);
-          }
-        } else done = ev;
+      sessionIds[i] = await finishSession(s, input.lease);
+    } catch (e) {
+      failed ??= toHttpError(e);
+      if (choices.length > 1) abort("sibling");
+      return null;
+    }
+    if (done!.text) chunk(i, done!.text, undefined, null);
+    chunk(i, chat ? null : "", undefined, openAiFinishReason(done!.finishReason));
+    return done;
+  };
+
+  const pump = async () => {
+    let dones: (Done | null)[];
+    try {
+      for (let i = 0; i < choices.length; i++) {
+        if (chat) chunk(i, "", undefined, null, true);
+        else if (choices[i].input.echo) chunk(i, choices[i].input.echo!, undefined, null);
       }
+      dones = await Promise.all(choices.map((_, i) => run(i)));
     } finally {
       s.cleanup();
     }
-    if (!done) throw new HttpError(500, "the generation ended without a result");
-    const fail = failure(s, done);
-    if (fail) {
-      call.record.promptTokens = done.usage.promptTokens;
-      call.record.completionTokens = done.usage.completionTokens;
-      call.record.finish = done.finishReason;
-      await call.lease.release();
-      if (fail.status !== 499) endWithError(fail);
+    recordUsage(s, ends);
+    if (failed) {
+      const f = failed as HttpError;
+      if (f.status !== 499) endWithError(f);
       else writer.close();
       return;
     }
-    try {
-      sessionId = await finishSession(s, done);
-    } catch (e) {
-      endWithError(toHttpError(e));
-      return;
-    }
-    if (done.text) chunk(done.text, undefined, null);
-    chunk(chat ? null : "", undefined, openAiFinishReason(done.finishReason));
     if (includeUsage) {
       writer.send({
         id: s.id,
@@ -506,8 +631,8 @@ function streamResponse(
         model,
         system_fingerprint,
         choices: [],
-        usage: usageOf(done),
-        session: sessionId,
+        usage: usageOf(choices, dones as Done[]),
+        session: s.multi ? null : sessionIds[0],
       });
     }
     writer.send(SSE_DONE);
@@ -522,7 +647,7 @@ function streamResponse(
     writer.close();
   };
   pump().catch(async (e) => {
-    await call.lease.release();
+    await Promise.all(choices.map((ch) => ch.input.lease.release()));
     call.ctx.logger.log("error", "stream failed", { error: String(e), stack: (e as Error)?.stack });
     endWithError(toHttpError(e));
   }).finally(() => endStream());

@@ -6,8 +6,7 @@
  * @module
  */
 
-import type { Context, MiddlewareHandler } from "hono";
-import { routePath } from "hono/route";
+import { type Context, type MiddlewareHandler, routePath } from "../deps.ts";
 import type { AppContext } from "./context.ts";
 import { errorResponse, HttpError, toHttpError } from "./errors.ts";
 

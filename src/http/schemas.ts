@@ -1,7 +1,14 @@
 /**
  * Request schemas of the OpenAI-compatible routes. Every known field is type-checked and a wrong
- * type or value is a 400 naming the field (`param`); unknown fields are ignored (OpenAI clients send
- * extras), and so is `user`.
+ * type or value is a 400 naming the field (`param`). OpenAI fields this server does not implement
+ * (`tools`, `tool_choice`, `functions`, `function_call`, `parallel_tool_calls`, `response_format`,
+ * ...: see `UNSUPPORTED_FIELDS`) are a 400 naming the field unless their value asks for nothing
+ * (`tools: []`, `tool_choice: "none"`, `response_format: { type: "text" }`); other unknown fields
+ * are ignored (clients send extras), and so are `user`, `metadata` and `service_tier`.
+ *
+ * `n` (up to `MAX_N`) and, on `/v1/completions`, a prompt array ask for several choices, each
+ * generated in its own new session (at most `MAX_CHOICES` in all); with a `session` (one
+ * conversation to continue) a request has exactly one choice.
  *
  * Sampling fields: `temperature`, `top_p`, `presence_penalty`, `frequency_penalty`, `logit_bias`,
  * `seed` (OpenAI) and the vLLM-style `top_k` (-1 or 0 = off), `min_p`, `repetition_penalty`.
@@ -17,6 +24,47 @@ import { badRequest, type HttpError, requestFieldName } from "./errors.ts";
 
 /** Most top log-probabilities per token on `/v1/completions` (OpenAI's limit). */
 export const MAX_COMPLETION_LOGPROBS = 5;
+/** Most choices per prompt (`n`). */
+export const MAX_N = 16;
+/** Most choices per request (prompts × `n`). */
+export const MAX_CHOICES = 64;
+
+/**
+ * OpenAI request fields this server does not implement, each with the values that ask for nothing
+ * (accepted) and why it is refused otherwise.
+ */
+export const UNSUPPORTED_FIELDS: Readonly<
+  Record<string, { noop: (v: unknown) => boolean; what: string }>
+> = {
+  tools: { noop: (v) => Array.isArray(v) && v.length === 0, what: "tool calls are" },
+  tool_choice: { noop: (v) => v === "none", what: "tool calls are" },
+  parallel_tool_calls: { noop: (v) => typeof v === "boolean", what: "tool calls are" },
+  functions: { noop: (v) => Array.isArray(v) && v.length === 0, what: "function calls are" },
+  function_call: { noop: (v) => v === "none", what: "function calls are" },
+  response_format: {
+    noop: (v) => typeof v === "object" && v !== null && (v as Body).type === "text",
+    what: "structured output (response_format other than text) is",
+  },
+  audio: { noop: () => false, what: "audio output is" },
+  modalities: {
+    noop: (v) => Array.isArray(v) && v.length === 1 && v[0] === "text",
+    what: "modalities other than text are",
+  },
+  prediction: { noop: () => false, what: "predicted outputs are" },
+  web_search_options: { noop: () => false, what: "web search is" },
+  reasoning_effort: { noop: () => false, what: "reasoning effort is" },
+  verbosity: { noop: () => false, what: "verbosity is" },
+};
+
+/** A 400 naming the first field of `UNSUPPORTED_FIELDS` the body sets to something. */
+export function rejectUnsupported(b: Body): void {
+  for (const [k, f] of Object.entries(UNSUPPORTED_FIELDS)) {
+    if (present(b, k) && !f.noop(b[k])) {
+      throw badRequest(k, `${k}: ${f.what} not supported by this server`);
+    }
+  }
+}
+
 /** Default `max_tokens` of `/v1/completions` (as OpenAI). */
 export const DEFAULT_COMPLETION_MAX_TOKENS = 16;
 
@@ -50,12 +98,16 @@ export interface GenerationParams {
   session?: string;
   /** Keep the session in the store (OpenAI's `store`; default true). */
   store: boolean;
+  /** Choices per prompt (OpenAI's `n`; default 1; 1 with a session). */
+  n: number;
 }
 
 /** A parsed `/v1/completions` (or `/v1/sessions/:id/completions`) request. */
 export interface CompletionParams extends GenerationParams {
-  /** Prompt text, or token ids. */
+  /** Prompt text, or token ids (the first of `prompts`). */
   prompt: string | number[];
+  /** Every prompt of the request (several from a prompt array), each answered with `n` choices. */
+  prompts: (string | number[])[];
   /** Echo the prompt before the completion. */
   echo: boolean;
 }
@@ -77,6 +129,20 @@ export interface SessionCreateParams {
 }
 
 type Body = Record<string, unknown>;
+
+/** A 400 unless a request has exactly one choice (one prompt, `n` 1): a session continues one. */
+export function checkSingleChoice(p: { n: number; prompts?: unknown[] }): void {
+  if (p.n > 1) {
+    throw badRequest(
+      "n",
+      `n: a session continues one conversation, so n must be 1 with a session (got ${p.n}); ` +
+        "leave out session to get n choices in n new sessions",
+    );
+  }
+  if (p.prompts && p.prompts.length > 1) {
+    throw badRequest("prompt", "prompt: a session continues one conversation: give one prompt");
+  }
+}
 
 function typeName(v: unknown): string {
   if (v === null) return "null";
@@ -152,6 +218,27 @@ export function parsePrompt(v: unknown, field = "prompt"): string | number[] {
   throw wrongType(field, "a string, an array of token ids, or a one-element array of either", v);
 }
 
+/**
+ * The prompts of a completions request: a string, token ids, or an array of strings and token-id
+ * arrays (one choice set each, in order).
+ */
+export function parsePrompts(v: unknown, field = "prompt"): (string | number[])[] {
+  if (typeof v === "string") return [v];
+  if (!Array.isArray(v)) {
+    throw wrongType(field, "a string, token ids, or an array of strings or token-id arrays", v);
+  }
+  if (v.length === 0) throw badRequest(field, `${field}: must not be an empty array`);
+  if (v.every((x) => typeof x === "number")) return [parsePrompt(v, field)];
+  return v.map((x, i) => {
+    const f = `${field}[${i}]`;
+    if (typeof x === "string") return x;
+    if (Array.isArray(x) && x.length > 0 && x.every((t) => typeof t === "number")) {
+      return parsePrompt(x, f);
+    }
+    throw wrongType(f, "a string or a non-empty array of token ids", x);
+  });
+}
+
 function parseStop(b: Body): string[] {
   if (!present(b, "stop")) return [];
   const v = b.stop;
@@ -221,15 +308,8 @@ export function checkSampling(s: SamplingParams, vocabSize: number): void {
 
 function parseCommon(b: Body, limits: SchemaLimits, maxTokens: number): GenerationParams {
   const model = optString(b, "model");
-  if (present(b, "n")) {
-    const n = b.n;
-    if (n !== 1) {
-      throw badRequest(
-        "n",
-        typeof n === "number" ? `n: only n = 1 is supported, got ${n}` : `n: expected 1`,
-      );
-    }
-  }
+  rejectUnsupported(b);
+  const n = optInt(b, "n", 1, MAX_N) ?? 1;
   const stream = optBool(b, "stream") ?? false;
   let includeUsage = false;
   if (present(b, "stream_options")) {
@@ -250,7 +330,8 @@ function parseCommon(b: Body, limits: SchemaLimits, maxTokens: number): Generati
     throw badRequest("session", "session: not a valid session id (1-128 of A-Z a-z 0-9 _ -)");
   }
   const store = optBool(b, "store") ?? true;
-  return { model, maxTokens, sampling, stop, stream, includeUsage, session, store };
+  if (session !== undefined) checkSingleChoice({ n });
+  return { model, maxTokens, sampling, stop, stream, includeUsage, session, store, n };
 }
 
 /** Parse a completions request body. */
@@ -258,7 +339,7 @@ export function parseCompletionRequest(b: Body, limits: SchemaLimits): Completio
   if (b.prompt === undefined || b.prompt === null) {
     throw badRequest("prompt", "prompt: is required");
   }
-  const prompt = parsePrompt(b.prompt);
+  const prompts = parsePrompts(b.prompt);
   const maxTokens = parseMaxTokens(
     b,
     ["max_tokens"],
@@ -273,10 +354,19 @@ export function parseCompletionRequest(b: Body, limits: SchemaLimits): Completio
     if (typeof b.suffix !== "string") throw wrongType("suffix", "a string", b.suffix);
     throw badRequest("suffix", "suffix: insertion (suffix) is not supported");
   }
-  if (present(b, "best_of") && b.best_of !== 1) {
-    throw badRequest("best_of", "best_of: only best_of = 1 is supported");
+  if (present(b, "best_of") && b.best_of !== 1 && b.best_of !== common.n) {
+    throw badRequest("best_of", "best_of: only best_of = 1 (or = n) is supported");
   }
-  return { ...common, prompt, echo };
+  if (common.session !== undefined) checkSingleChoice({ n: common.n, prompts });
+  if (prompts.length * common.n > MAX_CHOICES) {
+    throw badRequest(
+      "n",
+      `n: ${prompts.length} prompts × n ${common.n} = ${
+        prompts.length * common.n
+      } choices, at most ${MAX_CHOICES}`,
+    );
+  }
+  return { ...common, prompt: prompts[0], prompts, echo };
 }
 
 /** Chat roles accepted in `messages` (OpenAI's, less the tool-calling ones, which are not served). */

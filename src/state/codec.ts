@@ -45,7 +45,7 @@
  * @module
  */
 
-import { Packr } from "msgpackr/pack";
+import { Packr } from "../deps.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { stateKeyDim, stateLayerSize } from "../model/config.ts";
 import { isValidSessionId, type PlainSampling, type SessionSnapshot } from "../model/snapshot.ts";

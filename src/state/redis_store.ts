@@ -27,7 +27,7 @@
  */
 
 import { Buffer } from "node:buffer";
-import { createClient, RESP_TYPES } from "@redis/client";
+import { createClient, RESP_TYPES } from "./redis_client.ts";
 import { StoreConflictError, StoreError } from "./errors.ts";
 import {
   checkLease,

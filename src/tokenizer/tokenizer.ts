@@ -182,7 +182,7 @@ export class Tokenizer {
     const fingerprint = await sha256Hex(bytes);
 
     try {
-      const { SentencePieceProcessor } = await import("sentencepiece");
+      const { SentencePieceProcessor } = await import("./sentencepiece.ts");
       const sp = new SentencePieceProcessor();
       await sp.loadFromB64StringModel(toBase64(bytes));
       const module = sp.sentencepiece as WasmModule;

@@ -19,7 +19,7 @@ const msgs = [
 Deno.test("chat template: the default renders role: content blocks and a generation prompt", () => {
   assert.equal(
     renderChat(DEFAULT_CHAT_TEMPLATE, msgs),
-    "system: Be kind.\n\nuser: Hello\n\nassistant: ",
+    "system: Be kind.\n\nuser: Hello\n\nassistant:",
   );
   assert.equal(messageEnd(DEFAULT_CHAT_TEMPLATE), "\n\n");
   assert.deepEqual(DEFAULT_CHAT_TEMPLATE.stop, ["\n\nuser:", "\n\nsystem:", "\n\nassistant:"]);
@@ -99,17 +99,39 @@ Deno.test("chat template: a continuation closes the reply and skips what the ses
   const t = DEFAULT_CHAT_TEMPLATE;
   const next = [{ role: "user", content: "More" }];
   // The reply ended at the stop string "\n\nuser:", which the state has consumed.
-  assert.equal(renderContinuation(t, next, "Sure thing.\n\nuser:"), " More\n\nassistant: ");
+  assert.equal(renderContinuation(t, next, "Sure thing.\n\nuser:"), " More\n\nassistant:");
   // The reply ended by length: the whole message end is written.
-  assert.equal(renderContinuation(t, next, "Sure thing"), "\n\nuser: More\n\nassistant: ");
+  assert.equal(renderContinuation(t, next, "Sure thing"), "\n\nuser: More\n\nassistant:");
   // The reply ended with one newline.
-  assert.equal(renderContinuation(t, next, "Sure thing.\n"), "\nuser: More\n\nassistant: ");
+  assert.equal(renderContinuation(t, next, "Sure thing.\n"), "\nuser: More\n\nassistant:");
   // In every case the text of the conversation is the same.
   for (
     const tail of ["Sure thing.\n\nuser:", "Sure thing.\n\n", "Sure thing.\n\nu", "Sure thing."]
   ) {
     const joined = tail + renderContinuation(t, next, tail);
     assert.ok(joined.startsWith("Sure thing."));
-    assert.ok(joined.endsWith("\n\nuser: More\n\nassistant: "), JSON.stringify(joined));
+    assert.ok(joined.endsWith("\n\nuser: More\n\nassistant:"), JSON.stringify(joined));
+  }
+});
+
+Deno.test("chat template: the generation prompt leaves the next word's space to the model", async () => {
+  const { loadModel } = await import("../../src/load.ts");
+  const model = await loadModel(undefined, { backend: "cpu" });
+  try {
+    const tok = model.tokenizer;
+    const piece = (id: number) => tok.model.pieces[id].piece;
+    const prompt = renderChat(DEFAULT_CHAT_TEMPLATE, [{ role: "user", content: "Hello" }]);
+    // The prompt does not end with a lone space piece, which belongs to the next word.
+    const ids = tok.encode(prompt);
+    assert.notEqual(piece(ids[ids.length - 1]), "\u2581");
+    // So the greedy reply starts a word (a piece with its space, or a newline), not mid-word; with
+    // "assistant: " it began "Que, my lord".
+    let first = -1;
+    for await (const c of model.generate(prompt, { maxTokens: 1, temperature: 0 })) {
+      if (c.tokens.length && first < 0) first = c.tokens[0];
+    }
+    assert.match(piece(first), /^(\u2581|<0x0A>)/, `first token ${JSON.stringify(piece(first))}`);
+  } finally {
+    await model.dispose();
   }
 });

@@ -5,7 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import OpenAI from "openai";
+// A test-only dependency: imported by version here, not in the runtime import map.
+// deno-lint-ignore no-import-prefix
+import OpenAI from "npm:openai@7.57.0";
 import { decodeSession } from "../../src/state/codec.ts";
 import { type ChildServer, cpuModel, startChildServer } from "./support.ts";
 
@@ -156,15 +158,37 @@ Deno.test({
         assert.equal(first.choices[0].text + next.choices[0].text, whole.choices[0].text);
       });
 
+      await t.step("n = 2 and prompt arrays answer one choice per prompt and copy", async () => {
+        const r = await oa.completions.create({
+          model: MODEL,
+          prompt: ["ROMEO:", "JULIET:"],
+          n: 2,
+          max_tokens: 3,
+          seed: 1,
+        });
+        assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2, 3]);
+        const chat = await oa.chat.completions.create({
+          model: MODEL,
+          messages: [{ role: "user", content: "a" }],
+          n: 2,
+          max_tokens: 3,
+        });
+        assert.deepEqual(chat.choices.map((c) => c.index), [0, 1]);
+      });
+
       await t.step("errors reach the client as typed API errors", async () => {
         await assert.rejects(
           oa.completions.create({ model: "gpt-4", prompt: "a" }),
           (e: unknown) => e instanceof OpenAI.NotFoundError && e.status === 404,
         );
         await assert.rejects(
-          oa.completions.create({ model: MODEL, prompt: "a", n: 2 }),
+          oa.chat.completions.create({
+            model: MODEL,
+            messages: [{ role: "user", content: "a" }],
+            tools: [{ type: "function", function: { name: "f", parameters: {} } }],
+          }),
           (e: unknown) =>
-            e instanceof OpenAI.BadRequestError && (e.error as { param: string }).param === "n",
+            e instanceof OpenAI.BadRequestError && (e.error as { param: string }).param === "tools",
         );
         await assert.rejects(
           oa.chat.completions.create({ model: MODEL, messages: [], max_tokens: 1 }),

@@ -27,7 +27,7 @@ Deno.test("chat: OpenAI shape; prompt is the template's rendering", async () => 
   assert.equal(typeof msg.content, "string");
   assert.equal(c.logprobs, null);
   const prompt = renderChat(ctx.serving!.chatTemplate, messages);
-  assert.equal(prompt, "system: You are a poet.\n\nuser: Speak of love.\n\nassistant: ");
+  assert.equal(prompt, "system: You are a poet.\n\nuser: Speak of love.\n\nassistant:");
   assert.equal(
     (body.usage as { prompt_tokens: number }).prompt_tokens,
     model.tokenizer.encode(prompt).length,
@@ -198,7 +198,16 @@ Deno.test("chat: field errors name the field", async () => {
       { messages: [{ role: "user", content: [{ type: "text", text: 1 }] }] },
       "messages[0].content[0].text",
     ],
-    [{ messages, n: 3 }, "n"],
+    [{ messages, n: 0 }, "n"],
+    [{ messages, n: 17 }, "n"],
+    [{ messages, n: 1.5 }, "n"],
+    [{ messages, n: 2, session: "s_x" }, "n"],
+    [{ messages, tools: [{ type: "function", function: { name: "f" } }] }, "tools"],
+    [{ messages, tool_choice: "auto" }, "tool_choice"],
+    [{ messages, functions: [{ name: "f" }] }, "functions"],
+    [{ messages, function_call: "auto" }, "function_call"],
+    [{ messages, response_format: { type: "json_object" } }, "response_format"],
+    [{ messages, audio: { voice: "x" } }, "audio"],
     [{ messages, logprobs: 1 }, "logprobs"],
     [{ messages, top_logprobs: 2 }, "top_logprobs"],
     [{ messages, logprobs: true, top_logprobs: 21 }, "top_logprobs"],
