@@ -1,0 +1,195 @@
+/**
+ * The scheduler's rounds (issue 20): a request admitted while others decode gets its first token
+ * within a bounded number of rounds; many concurrent seeded requests give what each gives alone;
+ * a step that produces non-finite values fails its own request only and leaves the session as it
+ * was; a GPU worker that dies fails its requests with `device_lost` (a 503 in the OpenAI shape)
+ * and the next request succeeds. Rounds are counted, never timed.
+ */
+
+import assert from "node:assert/strict";
+import { CpuBackend } from "../../src/cpu/mod.ts";
+import type { Backend } from "../../src/engine/backend.ts";
+import {
+  Engine,
+  type EngineOptions,
+  type GenerateEvent,
+  type GenerateRequest,
+  type RoundInfo,
+} from "../../src/engine/engine.ts";
+import { TnlError } from "../../src/errors.ts";
+import { WorkerBackend } from "../../src/gpu/worker_backend.ts";
+import { errorBody, toHttpError } from "../../src/http/errors.ts";
+import { loadConfig } from "../../src/model/config.ts";
+import { openSafetensors } from "../../src/model/weights/safetensors.ts";
+import { Tokenizer } from "../../src/tokenizer/tokenizer.ts";
+import { gpuContext } from "../gpu/support.ts";
+import { DEFAULT_MODEL_DIR } from "../fixtures.ts";
+
+const config = await loadConfig(DEFAULT_MODEL_DIR + "config.json");
+const tokenizer = await Tokenizer.load(DEFAULT_MODEL_DIR + "tokenizer.model");
+const hasGpu = (await gpuContext()) !== null;
+const requireGpu = Deno.env.get("TNL_REQUIRE_GPU") === "1";
+
+async function cpuBackend(): Promise<Backend> {
+  const src = await openSafetensors(DEFAULT_MODEL_DIR + "model.safetensors");
+  try {
+    return await CpuBackend.load(src, config, "default");
+  } finally {
+    src.close();
+  }
+}
+
+function workerBackend(maxBatch = 8): Promise<WorkerBackend> {
+  return WorkerBackend.load(
+    { dir: DEFAULT_MODEL_DIR, quantize: "none", options: { maxSlots: maxBatch + 4, maxBatch } },
+    config,
+  );
+}
+
+/** Run one request to the end. */
+async function run(engine: Engine, req: GenerateRequest) {
+  const tokens: number[] = [];
+  let done: Extract<GenerateEvent, { type: "done" }> | null = null;
+  for await (const e of engine.generate(req)) {
+    if (e.type === "token") tokens.push(...e.tokens);
+    else done = e;
+  }
+  return { tokens, done: done! };
+}
+
+const seeded = (engine: Engine, i: number, maxTokens: number): GenerateRequest => ({
+  session: engine.newSession(),
+  prompt: tokenizer.encode(["First Citizen:", "ROMEO:", "To be, or not", "My lord"][i % 4]),
+  sampling: { temperature: 0.9, topK: 40, seed: 1000 + i },
+  maxTokens,
+  stopAtEos: false,
+});
+
+function withEngine(
+  name: string,
+  kind: "cpu" | "worker",
+  options: EngineOptions,
+  fn: (engine: Engine, rounds: RoundInfo[]) => Promise<void>,
+): void {
+  Deno.test({
+    name: `scheduler (${kind}): ${name}`,
+    ignore: kind === "worker" && !hasGpu && !requireGpu,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const rounds: RoundInfo[] = [];
+      const backend = kind === "cpu" ? await cpuBackend() : await workerBackend();
+      const engine = new Engine(backend, tokenizer, {
+        ...options,
+        onRound: (r) => rounds.push(r),
+      });
+      try {
+        await fn(engine, rounds);
+      } finally {
+        await engine.close(true);
+        await backend.dispose();
+      }
+    },
+  });
+}
+
+for (const kind of ["cpu", "worker"] as const) {
+  withEngine(
+    "a request admitted while others decode gets its first token within two rounds",
+    kind,
+    { stepsPerSync: 8 },
+    async (engine, rounds) => {
+      const running = [0, 1, 2].map((i) => run(engine, seeded(engine, i, 60)));
+      // Wait until the three decode (a round with a batch of three).
+      while (!rounds.some((r) => r.batch === 3)) await new Promise((r) => setTimeout(r, 5));
+      const at = rounds.length;
+      let firstAt = -1;
+      for await (const e of engine.generate(seeded(engine, 3, 4))) {
+        if (e.type === "token" && e.tokens.length && firstAt < 0) firstAt = rounds.length;
+      }
+      await Promise.all(running);
+      // The round in progress when it arrived, then the round that admits, prefills and decodes it.
+      assert.ok(firstAt - at <= 2, `first token after ${firstAt - at} rounds`);
+    },
+  );
+
+  const n = kind === "cpu" ? 64 : 16;
+  withEngine(
+    `${n} concurrent seeded requests give exactly what each gives alone`,
+    kind,
+    { stepsPerSync: 8 },
+    async (engine) => {
+      const together = await Promise.all(
+        Array.from({ length: n }, (_, i) => run(engine, seeded(engine, i, 24))),
+      );
+      for (let i = 0; i < n; i++) {
+        const alone = await run(engine, seeded(engine, i, 24));
+        assert.deepEqual(together[i].tokens, alone.tokens, `request ${i}`);
+      }
+    },
+  );
+}
+
+withEngine(
+  "a non-finite step fails its own request only; the session keeps its last good state",
+  "cpu",
+  {},
+  async (engine) => {
+    const bad = engine.newSession();
+    const first = await run(engine, {
+      session: bad,
+      prompt: tokenizer.encode("ROMEO:"),
+      maxTokens: 2,
+    });
+    assert.equal(first.done.finishReason, "length");
+    for (const layer of bad.state.layers) layer.fill(3e38);
+    const before = { length: bad.length, pending: bad.pending, rng: { ...bad.rng } };
+    const good = run(engine, seeded(engine, 0, 8));
+    const failed = await run(engine, { session: bad, prompt: [], maxTokens: 8 });
+    assert.equal(failed.done.finishReason, "error");
+    assert.ok(failed.done.error instanceof TnlError && failed.done.error.code === "non_finite");
+    assert.equal(toHttpError(failed.done.error).status, 422);
+    assert.equal((await good).done.finishReason, "length");
+    assert.deepEqual(
+      { length: bad.length, pending: bad.pending, rng: bad.rng },
+      before,
+    );
+    assert.equal(bad.state.layers[0][0], Math.fround(3e38));
+    assert.equal(bad.busy, false);
+  },
+);
+
+Deno.test({
+  name: "scheduler (worker): a worker that dies fails its requests with a 503; the next succeeds",
+  ignore: !hasGpu && !requireGpu,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const backend = await workerBackend();
+    const engine = new Engine(backend, tokenizer, { stepsPerSync: 4 });
+    try {
+      const events: GenerateEvent[] = [];
+      let crashed = false;
+      for await (const e of engine.generate(seeded(engine, 0, 400))) {
+        events.push(e);
+        if (e.type === "token" && !crashed) {
+          crashed = true;
+          backend.simulateCrash();
+        }
+      }
+      const done = events.at(-1)!;
+      assert.ok(done.type === "done" && done.finishReason === "error");
+      const err = toHttpError(done.error);
+      assert.equal(err.status, 503);
+      const body = errorBody(err, undefined) as { error: { type: string; code: string | null } };
+      assert.equal(body.error.type, "server_error");
+      assert.equal(backend.restarts, 1);
+      const next = await run(engine, seeded(engine, 1, 6));
+      assert.equal(next.done.finishReason, "length");
+      assert.equal(next.tokens.length, 6);
+    } finally {
+      await engine.close(true);
+      await backend.dispose();
+    }
+  },
+});
