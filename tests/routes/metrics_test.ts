@@ -40,6 +40,12 @@ Deno.test("metrics: Prometheus text with requests, durations, tokens, engine and
   assert.ok(value("tnl_state_bytes_stored") > 100_000);
   assert.equal(value("tnl_sessions_busy"), 0);
   assert.equal(value("tnl_model_ready"), 1);
+  // Two generations had a first token; the 3 + 2 tokens gave 3 inter-token gaps.
+  assert.equal(value("tnl_time_to_first_token_seconds_count"), 2);
+  assert.equal(value('tnl_time_to_first_token_seconds_bucket{le="+Inf"}'), 2);
+  assert.equal(value("tnl_inter_token_latency_seconds_count"), 3);
+  assert.equal(value("tnl_prefilling_sequences"), 0);
+  assert.ok(value("tnl_decode_round_steps") >= 0);
   // Every sample line is well-formed.
   for (const line of text.trim().split("\n")) {
     assert.match(line, /^(# (HELP|TYPE) \w+ .+|\w+(\{[^}]*\})? [-+\d.eInfNa]+)$/, line);
