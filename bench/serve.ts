@@ -24,7 +24,7 @@
  *    requests started in it, inter-token latency p50/p99 (gaps between SSE chunk arrivals, client
  *    side), the HTTP thread's event-loop lag from `tnl_event_loop_lag_seconds` in `/metrics` (the
  *    bucket deltas over the level, when the server has it) and the latency of `GET /health` every
- *    50 ms (any server).
+ *    50 ms from a worker thread (any server).
  *
  * Results: `bench/results/serve_<adapter>_<model>[_<label>].json`, `.md`, `_throughput.svg` and
  * `_ttft.svg`; one summary line on stdout.
@@ -355,19 +355,21 @@ async function streamCompletion(
   return session;
 }
 
-/** Latency of `GET /health` every `everyMs` until `signal` aborts. */
-async function probeHealth(url: string, everyMs: number, signal: AbortSignal): Promise<number[]> {
-  const out: number[] = [];
-  while (!signal.aborted) {
-    const t0 = performance.now();
-    try {
-      const r = await fetch(`${url}/health`, { signal });
-      await r.body?.cancel();
-      out.push(performance.now() - t0);
-    } catch { /* aborted */ }
-    await sleep(Math.max(0, everyMs - (performance.now() - t0)));
-  }
-  return out;
+/** Probe `GET /health` every `everyMs` in a worker; `stop()` resolves to the latencies (ms). */
+function startProbe(url: string, everyMs: number): { stop(): Promise<number[]> } {
+  const w = new Worker(new URL("./serve_probe.ts", import.meta.url).href, { type: "module" });
+  const done = new Promise<number[]>((resolve) => {
+    w.onmessage = (e: MessageEvent<number[]>) => resolve(e.data);
+  });
+  w.postMessage({ url, everyMs });
+  return {
+    async stop() {
+      w.postMessage("stop");
+      const v = await done;
+      w.terminate();
+      return v;
+    },
+  };
 }
 
 async function scrapeLag(url: string) {
@@ -426,8 +428,7 @@ function requestBody(
 /** Run one level against the server. */
 async function serverLevel(url: string, level: Level, s: RunSettings, prompts: PromptPool) {
   const lagBefore = await scrapeLag(url);
-  const stopProbe = new AbortController();
-  const probe = probeHealth(url, 50, stopProbe.signal);
+  const probe = startProbe(url, 50);
   const records: RequestRecord[] = [];
   const t0 = performance.now();
   const from = t0 + s.warmup * 1000, to = from + s.seconds * 1000;
@@ -445,8 +446,7 @@ async function serverLevel(url: string, level: Level, s: RunSettings, prompts: P
     }
   }));
   clearTimeout(timer);
-  stopProbe.abort();
-  const health = await probe;
+  const health = await probe.stop();
   await drain(url);
   const lagAfter = await scrapeLag(url);
   for (const id of sessions) {
@@ -520,27 +520,33 @@ async function engineLevel(model: TnlModel, level: Level, s: RunSettings, prompt
   return { ...level, ...levelStats(records, from, to, s.tokens) };
 }
 
-/** The backend's own figures, one decode measurement per batch size. */
+/** Seconds each backend decode measurement lasts (about). */
+const BACKEND_SECONDS = 2;
+
+/**
+ * The backend's own figures, one decode measurement per batch size: a short probe sizes the
+ * rounds so the measurement lasts about `BACKEND_SECONDS`.
+ */
 async function backendFigures(b: Backend, streams: number[], longTokens: number | null) {
   const onDevice = Boolean(b.decodeSampled);
   const steps = onDevice ? GPU_STEPS : HOST_STEPS;
   const decode = [];
   for (const batch of [...new Set(streams.map((s) => Math.min(s, b.maxBatch)))]) {
-    const r = await measureDecode(b, {
-      batch,
-      context: 128,
-      steps,
-      rounds: onDevice ? 4 : 6,
-      sampling: { temperature: TEMPERATURE },
-    });
-    console.error(`backend decode b${batch}: ${r.tokensPerSecond.toFixed(0)} tok/s`);
-    decode.push(r);
+    const opts = { batch, context: 128, steps, rounds: 2, sampling: { temperature: TEMPERATURE } };
+    const probe = await measureDecode(b, opts);
+    const msPerRound = probe.msPerStep * steps;
+    const rounds = Math.min(200, Math.max(2, Math.ceil((BACKEND_SECONDS * 1000) / msPerRound)));
+    const r = await measureDecode(b, { ...opts, rounds });
+    console.error(
+      `backend decode b${batch}: ${r.tokensPerSecond.toFixed(0)} tok/s (${rounds} rounds)`,
+    );
+    decode.push({ ...r, rounds });
   }
   const prefill = longTokens ? await measurePrefill(b, longTokens, 2) : null;
   if (prefill) {
     console.error(`backend prefill ${longTokens}: ${prefill.ms.toFixed(0)} ms`);
   }
-  return { decode, prefill, note: onDevice ? "" : "host decode path (no device sampling)" };
+  return { decode, prefill, note: onDevice ? "" : "host decode path, greedy (no device sampling)" };
 }
 
 function list(v: unknown, fallback: string): string[] {
@@ -649,6 +655,7 @@ async function main(): Promise<void> {
       }
     }
 
+    const loadBefore = Deno.loadavg();
     // 1. In-process figures, before the server exists.
     let backendKind = "", device = "", maxBatch = 0;
     let backend: Awaited<ReturnType<typeof backendFigures>> | null = null;
@@ -690,6 +697,11 @@ async function main(): Promise<void> {
       }
     }
 
+    const backendAt = (s: number) =>
+      backend?.decode.find((d) => d.batch === Math.min(s, maxBatch))?.tokensPerSecond;
+    const engineAt = (l: Level) =>
+      engine.find((e) => e.streams === l.streams && e.prompt === l.prompt)?.tokensPerSecond;
+
     // 2. The server.
     const serverArgs = [
       "--model",
@@ -718,6 +730,14 @@ async function main(): Promise<void> {
             Object.keys(r.errors).length ? `, errors ${JSON.stringify(r.errors)}` : ""
           }`,
         );
+        const b = backendAt(level.streams), e = engineAt(level);
+        if (b || e) {
+          console.error(
+            `  served/backend ${b ? (r.tokensPerSecond / b).toFixed(2) : "-"}, served/engine ${
+              e ? (r.tokensPerSecond / e).toFixed(2) : "-"
+            }`,
+          );
+        }
         results.push(r);
       }
     } finally {
@@ -727,10 +747,6 @@ async function main(): Promise<void> {
     // 3. Report.
     const adapter = backendKind === "cpu" ? "cpu" : reportName(device);
     const name = `serve_${adapter}_${modelName.toLowerCase()}${args.label ? `_${args.label}` : ""}`;
-    const backendAt = (s: number) =>
-      backend?.decode.find((d) => d.batch === Math.min(s, maxBatch))?.tokensPerSecond;
-    const engineAt = (l: Level) =>
-      engine.find((e) => e.streams === l.streams && e.prompt === l.prompt)?.tokensPerSecond;
     const rows = results.map((r) => {
       const b = backendAt(r.streams), e = engineAt(r);
       return {
@@ -747,6 +763,7 @@ async function main(): Promise<void> {
       backend: backendKind,
       model: modelName,
       machine: `${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores`,
+      loadAverage: { before: loadBefore, after: Deno.loadavg() },
       deno: Deno.version.deno,
       server: {
         dir: serverDir,
@@ -771,7 +788,7 @@ async function main(): Promise<void> {
     await Deno.mkdir(RESULTS, { recursive: true });
     await Deno.writeTextFile(`${RESULTS}${name}.json`, JSON.stringify(json, null, 1) + "\n");
     const md = [
-      `### Serving: ${modelName} on ${device} (${backendKind}), ${date.slice(0, 10)}`,
+      `### Serving: ${modelName}, ${backendKind} backend on ${device}, ${date.slice(0, 10)}`,
       "",
       `\`deno run -A bench/serve.ts ${Deno.args.join(" ")}\`: streaming \`/v1/completions\`, ` +
       `${tokens} tokens per request (EOS banned by logit_bias), temperature ${TEMPERATURE}, ` +
@@ -779,7 +796,10 @@ async function main(): Promise<void> {
       `${warmup} s warm-up then ${seconds} s measured per level. Backend: sampled decode at ` +
       `batch = min(streams, ${maxBatch}), ${json.settings.backendSteps} steps per round, ` +
       `in-process before the server started${backend?.note ? ` (${backend.note})` : ""}. ` +
-      `Server ${json.server.commit ?? serverDir}, loaded in ${(startMs / 1000).toFixed(1)} s.`,
+      `Server ${json.server.commit ?? serverDir}, loaded in ${(startMs / 1000).toFixed(1)} s. ` +
+      `Load average (1 min) ${loadBefore[0].toFixed(1)} before, ${
+        json.loadAverage.after[0].toFixed(1)
+      } after, on ${navigator.hardwareConcurrency} cores.`,
       "",
       markdownTable(
         [
@@ -795,7 +815,7 @@ async function main(): Promise<void> {
           "ITL p50/p99 ms",
           "loop lag p50/p99 ms",
           "/health p50/p99 ms",
-          "requests done (exact length)",
+          "requests started / done (exact length) / no first token",
           "errors",
         ],
         rows.map((r) => [
@@ -811,7 +831,7 @@ async function main(): Promise<void> {
           `${ms(r.itlMs.p50)} / ${ms(r.itlMs.p99)}`,
           r.eventLoopLagMs ? `${ms(r.eventLoopLagMs.p50)} / ${ms(r.eventLoopLagMs.p99)}` : "n/a",
           `${ms(r.healthMs.p50)} / ${ms(r.healthMs.p99)}`,
-          `${r.finished} (${r.exactLength})`,
+          `${r.started} / ${r.finished} (${r.exactLength}) / ${r.noFirstToken}`,
           Object.entries(r.errors).map(([k, v]) => `${k}: ${v}`).join(", ") || "-",
         ]),
       ),
