@@ -198,16 +198,22 @@ export function levelStats(
 }
 
 /** One load level. */
-interface Level {
+export interface Level {
+  /** Concurrent clients. */
   streams: number;
+  /** Short (8 words) or long (about 2,048 tokens) prompts. */
   prompt: "short" | "long";
+  /** `store: false`, or each client continuing its kept session. */
   store: "none" | "kept";
 }
 
 /** Prompts of both kinds, drawn per request. */
-interface PromptPool {
+export interface PromptPool {
+  /** Short prompts. */
   short: string[];
+  /** Long prompts. */
   long: string[];
+  /** Mean tokens of the long prompts. */
   longTokens: number;
 }
 
@@ -394,10 +400,14 @@ async function drain(url: string, ms = 60_000): Promise<void> {
 }
 
 /** Settings shared by every level. */
-interface RunSettings {
+export interface RunSettings {
+  /** `max_tokens` of each request. */
   tokens: number;
+  /** Measured seconds per level. */
   seconds: number;
+  /** Seconds before the measured window. */
   warmup: number;
+  /** The end-of-sequence id (banned by logit bias). */
   eos: number;
 }
 
@@ -425,8 +435,21 @@ function requestBody(
   return body;
 }
 
-/** Run one level against the server. */
-async function serverLevel(url: string, level: Level, s: RunSettings, prompts: PromptPool) {
+/** What one level against the server measured. */
+export type ServerLevelResult = Level & LevelStats & {
+  /** The HTTP thread's event-loop lag from the server's histogram; null when it has none. */
+  eventLoopLagMs: { p50: number; p99: number; mean: number; samples: number } | null;
+  /** Latency of `GET /health` probes during the level. */
+  healthMs: { p50: number; p99: number; max: number; samples: number };
+};
+
+/** Run one level against the server at `url`. */
+export async function serverLevel(
+  url: string,
+  level: Level,
+  s: RunSettings,
+  prompts: PromptPool,
+): Promise<ServerLevelResult> {
   const lagBefore = await scrapeLag(url);
   const probe = startProbe(url, 50);
   const records: RequestRecord[] = [];
@@ -474,7 +497,7 @@ async function serverLevel(url: string, level: Level, s: RunSettings, prompts: P
     healthMs: {
       p50: healthPct.p50,
       p99: healthPct.p99,
-      max: Math.max(...health),
+      max: health.length ? Math.max(...health) : NaN,
       samples: health.length,
     },
   };
@@ -546,7 +569,13 @@ async function backendFigures(b: Backend, streams: number[], longTokens: number 
   if (prefill) {
     console.error(`backend prefill ${longTokens}: ${prefill.ms.toFixed(0)} ms`);
   }
-  return { decode, prefill, note: onDevice ? "" : "host decode path, greedy (no device sampling)" };
+  return {
+    decode,
+    prefill,
+    note: onDevice
+      ? ""
+      : `host decode (logits read back, greedy arg-max), ${steps} steps per round`,
+  };
 }
 
 function list(v: unknown, fallback: string): string[] {
@@ -793,9 +822,11 @@ async function main(): Promise<void> {
       `\`deno run -A bench/serve.ts ${Deno.args.join(" ")}\`: streaming \`/v1/completions\`, ` +
       `${tokens} tokens per request (EOS banned by logit_bias), temperature ${TEMPERATURE}, ` +
       `prompts of ${SHORT_WORDS} English words (short) or ${prompts.longTokens} tokens (long); ` +
-      `${warmup} s warm-up then ${seconds} s measured per level. Backend: sampled decode at ` +
-      `batch = min(streams, ${maxBatch}), ${json.settings.backendSteps} steps per round, ` +
-      `in-process before the server started${backend?.note ? ` (${backend.note})` : ""}. ` +
+      `${warmup} s warm-up then ${seconds} s measured per level. Backend: ` +
+      (backend?.note
+        ? `${backend.note}, `
+        : `decode sampled on the device (T ${TEMPERATURE}), ${GPU_STEPS} steps per readback, `) +
+      `batch = min(streams, ${maxBatch}), in-process before the server started. ` +
       `Server ${json.server.commit ?? serverDir}, loaded in ${(startMs / 1000).toFixed(1)} s. ` +
       `Load average (1 min) ${loadBefore[0].toFixed(1)} before, ${
         json.loadAverage.after[0].toFixed(1)
