@@ -441,6 +441,11 @@ export type ServerLevelResult = Level & LevelStats & {
   eventLoopLagMs: { p50: number; p99: number; mean: number; samples: number } | null;
   /** Latency of `GET /health` probes during the level. */
   healthMs: { p50: number; p99: number; max: number; samples: number };
+  /**
+   * This process's own event-loop lag (a 10 ms timer's delay) during the level: when it is large,
+   * the clients' arrival times (TTFT, inter-token latency) carry it too.
+   */
+  clientLagMs: { p50: number; p99: number };
 };
 
 /** Run one level against the server at `url`. */
@@ -452,6 +457,13 @@ export async function serverLevel(
 ): Promise<ServerLevelResult> {
   const lagBefore = await scrapeLag(url);
   const probe = startProbe(url, 50);
+  const clientLag: number[] = [];
+  let tick = performance.now();
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    clientLag.push(Math.max(0, now - tick - 10));
+    tick = now;
+  }, 10);
   const records: RequestRecord[] = [];
   const t0 = performance.now();
   const from = t0 + s.warmup * 1000, to = from + s.seconds * 1000;
@@ -469,6 +481,7 @@ export async function serverLevel(
     }
   }));
   clearTimeout(timer);
+  clearInterval(ticker);
   const health = await probe.stop();
   await drain(url);
   const lagAfter = await scrapeLag(url);
@@ -483,6 +496,7 @@ export async function serverLevel(
   }
   const lag = lagAfter ? histogramDelta(lagBefore, lagAfter) : null;
   const healthPct = percentiles(health, [50, 99]);
+  const clientPct = percentiles(clientLag, [50, 99]);
   return {
     ...level,
     ...levelStats(records, from, to, s.tokens),
@@ -500,6 +514,7 @@ export async function serverLevel(
       max: health.length ? Math.max(...health) : NaN,
       samples: health.length,
     },
+    clientLagMs: { p50: clientPct.p50, p99: clientPct.p99 },
   };
 }
 
@@ -755,7 +770,9 @@ async function main(): Promise<void> {
             r.tokensPerSecond.toFixed(0)
           } tok/s, TTFT p50 ${ms(r.ttftMs.p50)} p95 ${ms(r.ttftMs.p95)} ms, ITL p99 ${
             ms(r.itlMs.p99)
-          } ms, lag p99 ${ms(r.eventLoopLagMs?.p99)} ms, /health p99 ${ms(r.healthMs.p99)} ms${
+          } ms, lag p99 ${ms(r.eventLoopLagMs?.p99)} ms, /health p99 ${
+            ms(r.healthMs.p99)
+          } ms, client lag p99 ${ms(r.clientLagMs.p99)} ms${
             Object.keys(r.errors).length ? `, errors ${JSON.stringify(r.errors)}` : ""
           }`,
         );
@@ -868,6 +885,15 @@ async function main(): Promise<void> {
       ),
       "",
     ];
+    const worst = rows.reduce((a, r) => (r.clientLagMs.p99 > a.clientLagMs.p99 ? r : a), rows[0]);
+    if (worst) {
+      md.push(
+        `Client (this benchmark's own event loop) lag p99: at most ${
+          ms(worst.clientLagMs.p99)
+        } ms (${worst.streams} streams, ${worst.prompt}, ${worst.store}); arrival times carry it.`,
+        "",
+      );
+    }
     if (backend?.prefill) {
       md.push(
         `Backend prefill of ${backend.prefill.tokens} tokens in one call: ${

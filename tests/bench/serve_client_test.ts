@@ -93,6 +93,7 @@ Deno.test("serverLevel: kept sessions are continued, then deleted; usage counts 
     assert.ok(r.eventLoopLagMs!.p50 > 5 && r.eventLoopLagMs!.p50 <= 25);
     assert.ok(Math.abs(r.eventLoopLagMs!.mean - 20) < 1e-9);
     assert.ok(r.ttftMs.p50 >= 0);
+    assert.ok(Number.isFinite(r.clientLagMs.p99) && r.healthMs.samples > 0);
   } finally {
     await s.server.shutdown();
   }
