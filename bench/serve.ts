@@ -5,7 +5,7 @@
  *   deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend auto|cpu|webgpu]
  *     [--streams 1,8,64,128,256] [--prompt short,long] [--store none,kept] [--tokens 256]
  *     [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args "..."] [--label NAME]
- *     [--engine] [--no-backend]
+ *     [--quantize none|int8] [--engine] [--no-backend]
  *
  * 1. Before the server starts, in this process: the backend's sampled decode at batch = streams
  *    (`measureDecode`, K = 64 device steps per readback as `bench:gpu`, T 0.8), its prefill of the
@@ -629,6 +629,7 @@ async function main(): Promise<void> {
       "server-dir",
       "server-args",
       "label",
+      "quantize",
     ],
     boolean: ["engine", "no-backend", "help"],
   });
@@ -637,7 +638,7 @@ async function main(): Promise<void> {
       "deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend B]\n" +
         "  [--streams 1,8,64,128,256] [--prompt short,long] [--store none,kept] [--tokens 256]\n" +
         "  [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args '...'] [--label NAME]\n" +
-        "  [--engine] [--no-backend]",
+        "  [--quantize none|int8] [--engine] [--no-backend]",
     );
     return;
   }
@@ -666,6 +667,10 @@ async function main(): Promise<void> {
     fail(`--backend: expected auto, cpu or webgpu, got ${backendChoice}`);
   }
   if (args.shape && args.model) fail("--shape and --model: give one");
+  const quantize = String(args.quantize ?? "none");
+  if (quantize !== "none" && quantize !== "int8") {
+    fail(`--quantize: expected none or int8, got ${quantize}`);
+  }
   const serverDir = args["server-dir"] ? String(args["server-dir"]) : ROOT;
 
   // The model directory.
@@ -706,7 +711,10 @@ async function main(): Promise<void> {
     const engine: Awaited<ReturnType<typeof engineLevel>>[] = [];
     {
       console.error(`loading ${modelName} in-process (${backendChoice})`);
-      const model = await loadModel(modelDir, { backend: backendChoice as "auto" });
+      const model = await loadModel(modelDir, {
+        backend: backendChoice as "auto",
+        quantize: quantize as "none",
+      });
       backendKind = model.backend.kind;
       device = model.backend.device;
       maxBatch = model.backend.maxBatch;
@@ -754,6 +762,7 @@ async function main(): Promise<void> {
       backendKind,
       "--store",
       "memory",
+      ...(quantize === "int8" ? ["--quantize", "int8"] : []),
       ...String(args["server-args"] ?? "").split(/\s+/).filter(Boolean),
     ];
     console.error(`starting the server of ${serverDir}: ${serverArgs.join(" ")}`);
@@ -792,7 +801,8 @@ async function main(): Promise<void> {
 
     // 3. Report.
     const adapter = backendKind === "cpu" ? "cpu" : reportName(device);
-    const name = `serve_${adapter}_${modelName.toLowerCase()}${args.label ? `_${args.label}` : ""}`;
+    const suffix = (quantize === "int8" ? "_int8" : "") + (args.label ? `_${args.label}` : "");
+    const name = `serve_${adapter}_${modelName.toLowerCase()}${suffix}`;
     const rows = results.map((r) => {
       const b = backendAt(r.streams), e = engineAt(r);
       return {
