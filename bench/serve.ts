@@ -313,18 +313,27 @@ async function streamCompletion(
   signal: AbortSignal,
 ): Promise<string | null> {
   let session: string | null = null;
-  let res: Response;
+  // Whatever the fetch implementation does with the signal, nothing that arrives after the abort
+  // is read: every wait races it.
+  const aborted = new Promise<null>((resolve) => {
+    if (signal.aborted) resolve(null);
+    else signal.addEventListener("abort", () => resolve(null), { once: true });
+  });
+  let res: Response | null;
   try {
-    res = await fetch(`${url}/v1/completions`, {
+    const pending = fetch(`${url}/v1/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(body),
       signal,
     });
+    pending.catch(() => {}); // rejected after an abort nobody waits for
+    res = await Promise.race([pending, aborted]);
   } catch (e) {
     if (!signal.aborted) rec.error = `fetch: ${(e as Error).message.slice(0, 80)}`;
     return null;
   }
+  if (!res) return null;
   if (res.status !== 200) {
     rec.error = `HTTP ${res.status}`;
     await res.body?.cancel();
@@ -332,10 +341,17 @@ async function streamCompletion(
   }
   const parser = new SseParser();
   const decoder = new TextDecoder();
+  const reader = res.body!.getReader();
   try {
-    for await (const bytes of res.body!) {
+    for (;;) {
+      const got = await Promise.race([reader.read(), aborted]);
+      if (got === null) {
+        reader.cancel().catch(() => {});
+        break;
+      }
+      if (got.done) break;
       const now = performance.now();
-      for (const data of parser.push(decoder.decode(bytes, { stream: true }))) {
+      for (const data of parser.push(decoder.decode(got.value, { stream: true }))) {
         if (data === "[DONE]") continue;
         const ev = JSON.parse(data);
         if (ev.error) {
@@ -446,6 +462,8 @@ export type ServerLevelResult = Level & LevelStats & {
    * the clients' arrival times (TTFT, inter-token latency) carry it too.
    */
   clientLagMs: { p50: number; p99: number };
+  /** Seconds the level took, from its first request to the server idle again. */
+  wallSeconds: number;
 };
 
 /** Run one level against the server at `url`. */
@@ -515,6 +533,7 @@ export async function serverLevel(
       samples: health.length,
     },
     clientLagMs: { p50: clientPct.p50, p99: clientPct.p99 },
+    wallSeconds: (performance.now() - t0) / 1000,
   };
 }
 
@@ -781,7 +800,7 @@ async function main(): Promise<void> {
             ms(r.itlMs.p99)
           } ms, lag p99 ${ms(r.eventLoopLagMs?.p99)} ms, /health p99 ${
             ms(r.healthMs.p99)
-          } ms, client lag p99 ${ms(r.clientLagMs.p99)} ms${
+          } ms, client lag p99 ${ms(r.clientLagMs.p99)} ms, ${r.wallSeconds.toFixed(1)} s${
             Object.keys(r.errors).length ? `, errors ${JSON.stringify(r.errors)}` : ""
           }`,
         );

@@ -115,3 +115,48 @@ Deno.test("serverLevel: store none sends store false and deletes nothing", async
     await s.server.shutdown();
   }
 });
+
+Deno.test("serverLevel: the level ends at its deadline, whatever the server still streams", async () => {
+  // One chunk every 100 ms for 30 s: a request never finishes inside the 0.3 s window.
+  let stopped = false;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/health") return Response.json({ status: "ok", running: 0, queue_depth: 0 });
+    if (path === "/metrics") return new Response("tnl_queue_depth 0\n");
+    await req.json();
+    const enc = new TextEncoder();
+    const stream = new ReadableStream<Uint8Array>({
+      async start(c) {
+        for (let i = 0; i < 300 && !stopped; i++) {
+          c.enqueue(enc.encode(`data: ${JSON.stringify({ choices: [{ text: "x" }] })}\n\n`));
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        if (stopped) return;
+        c.enqueue(
+          enc.encode(
+            `data: ${JSON.stringify({ choices: [], usage: { completion_tokens: 300 } })}\n\n`,
+          ),
+        );
+        c.close();
+      },
+      cancel() {
+        stopped = true;
+      },
+    });
+    return new Response(stream, { headers: { "content-type": "text/event-stream" } });
+  });
+  try {
+    const r = await serverLevel(
+      `http://127.0.0.1:${server.addr.port}`,
+      { streams: 1, prompt: "short", store: "none" },
+      { tokens: 300, seconds: 0.3, warmup: 0, eos: 2 },
+      PROMPTS,
+    );
+    assert.equal(r.finished, 0);
+    assert.equal(r.started, 1);
+    assert.equal(r.eventLoopLagMs, null, "no lag histogram: null, not zeros");
+  } finally {
+    stopped = true;
+    await server.shutdown();
+  }
+});
