@@ -147,7 +147,10 @@ export interface LevelStats {
   meanCompletionTokens: number;
   /** Mean prompt tokens of the finished requests. */
   meanPromptTokens: number;
-  /** Requests started in the window that had no first token when the level ended. */
+  /**
+   * Requests of the level (also those started in the warm-up) without a first token when the
+   * window ended: their TTFT is longer than the percentiles show.
+   */
   noFirstToken: number;
   /** Failed requests, by status or error. */
   errors: Record<string, number>;
@@ -177,10 +180,10 @@ export function levelStats(
       tokens += r.weight;
       if (i > 0 && r.chunks[i - 1] >= from) itl.push(t - r.chunks[i - 1]);
     }
+    if (r.start <= to && !r.error && !(r.chunks.length && r.chunks[0] <= to)) noFirst++;
     if (r.start < from || r.start > to) continue;
     started++;
     if (r.chunks.length && r.chunks[0] <= to) ttft.push(r.chunks[0] - r.start);
-    else if (!r.error) noFirst++;
   }
   const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
   return {
@@ -892,7 +895,7 @@ async function main(): Promise<void> {
           "ITL p50/p99 ms",
           "loop lag p50/p99 ms",
           "/health p50/p99 ms",
-          "requests started / done (exact length) / no first token",
+          "requests started in window / done (exact length) / still without a token at the end",
           "errors",
         ],
         rows.map((r) => [
