@@ -5,7 +5,7 @@
  *   deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend auto|cpu|webgpu]
  *     [--streams 1,8,64,128,256] [--prompt short,long] [--store none,kept] [--tokens 256]
  *     [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args "..."] [--label NAME]
- *     [--engine] [--no-backend]
+ *     [--quantize none|int8] [--engine] [--no-backend]
  *
  * 1. Before the server starts, in this process: the backend's sampled decode at batch = streams
  *    (`measureDecode`, K = 64 device steps per readback as `bench:gpu`, T 0.8), its prefill of the
@@ -24,7 +24,7 @@
  *    requests started in it, inter-token latency p50/p99 (gaps between SSE chunk arrivals, client
  *    side), the HTTP thread's event-loop lag from `tnl_event_loop_lag_seconds` in `/metrics` (the
  *    bucket deltas over the level, when the server has it) and the latency of `GET /health` every
- *    50 ms (any server).
+ *    50 ms from a worker thread (any server).
  *
  * Results: `bench/results/serve_<adapter>_<model>[_<label>].json`, `.md`, `_throughput.svg` and
  * `_ttft.svg`; one summary line on stdout.
@@ -147,7 +147,10 @@ export interface LevelStats {
   meanCompletionTokens: number;
   /** Mean prompt tokens of the finished requests. */
   meanPromptTokens: number;
-  /** Requests started in the window that had no first token when the level ended. */
+  /**
+   * Requests of the level (also those started in the warm-up) without a first token when the
+   * window ended: their TTFT is longer than the percentiles show.
+   */
   noFirstToken: number;
   /** Failed requests, by status or error. */
   errors: Record<string, number>;
@@ -177,10 +180,10 @@ export function levelStats(
       tokens += r.weight;
       if (i > 0 && r.chunks[i - 1] >= from) itl.push(t - r.chunks[i - 1]);
     }
+    if (r.start <= to && !r.error && !(r.chunks.length && r.chunks[0] <= to)) noFirst++;
     if (r.start < from || r.start > to) continue;
     started++;
     if (r.chunks.length && r.chunks[0] <= to) ttft.push(r.chunks[0] - r.start);
-    else if (!r.error) noFirst++;
   }
   const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
   return {
@@ -198,16 +201,22 @@ export function levelStats(
 }
 
 /** One load level. */
-interface Level {
+export interface Level {
+  /** Concurrent clients. */
   streams: number;
+  /** Short (8 words) or long (about 2,048 tokens) prompts. */
   prompt: "short" | "long";
+  /** `store: false`, or each client continuing its kept session. */
   store: "none" | "kept";
 }
 
 /** Prompts of both kinds, drawn per request. */
-interface PromptPool {
+export interface PromptPool {
+  /** Short prompts. */
   short: string[];
+  /** Long prompts. */
   long: string[];
+  /** Mean tokens of the long prompts. */
   longTokens: number;
 }
 
@@ -307,18 +316,27 @@ async function streamCompletion(
   signal: AbortSignal,
 ): Promise<string | null> {
   let session: string | null = null;
-  let res: Response;
+  // Whatever the fetch implementation does with the signal, nothing that arrives after the abort
+  // is read: every wait races it.
+  const aborted = new Promise<null>((resolve) => {
+    if (signal.aborted) resolve(null);
+    else signal.addEventListener("abort", () => resolve(null), { once: true });
+  });
+  let res: Response | null;
   try {
-    res = await fetch(`${url}/v1/completions`, {
+    const pending = fetch(`${url}/v1/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(body),
       signal,
     });
+    pending.catch(() => {}); // rejected after an abort nobody waits for
+    res = await Promise.race([pending, aborted]);
   } catch (e) {
     if (!signal.aborted) rec.error = `fetch: ${(e as Error).message.slice(0, 80)}`;
     return null;
   }
+  if (!res) return null;
   if (res.status !== 200) {
     rec.error = `HTTP ${res.status}`;
     await res.body?.cancel();
@@ -326,10 +344,17 @@ async function streamCompletion(
   }
   const parser = new SseParser();
   const decoder = new TextDecoder();
+  const reader = res.body!.getReader();
   try {
-    for await (const bytes of res.body!) {
+    for (;;) {
+      const got = await Promise.race([reader.read(), aborted]);
+      if (got === null) {
+        reader.cancel().catch(() => {});
+        break;
+      }
+      if (got.done) break;
       const now = performance.now();
-      for (const data of parser.push(decoder.decode(bytes, { stream: true }))) {
+      for (const data of parser.push(decoder.decode(got.value, { stream: true }))) {
         if (data === "[DONE]") continue;
         const ev = JSON.parse(data);
         if (ev.error) {
@@ -355,19 +380,21 @@ async function streamCompletion(
   return session;
 }
 
-/** Latency of `GET /health` every `everyMs` until `signal` aborts. */
-async function probeHealth(url: string, everyMs: number, signal: AbortSignal): Promise<number[]> {
-  const out: number[] = [];
-  while (!signal.aborted) {
-    const t0 = performance.now();
-    try {
-      const r = await fetch(`${url}/health`, { signal });
-      await r.body?.cancel();
-      out.push(performance.now() - t0);
-    } catch { /* aborted */ }
-    await sleep(Math.max(0, everyMs - (performance.now() - t0)));
-  }
-  return out;
+/** Probe `GET /health` every `everyMs` in a worker; `stop()` resolves to the latencies (ms). */
+function startProbe(url: string, everyMs: number): { stop(): Promise<number[]> } {
+  const w = new Worker(new URL("./serve_probe.ts", import.meta.url).href, { type: "module" });
+  const done = new Promise<number[]>((resolve) => {
+    w.onmessage = (e: MessageEvent<number[]>) => resolve(e.data);
+  });
+  w.postMessage({ url, everyMs });
+  return {
+    async stop() {
+      w.postMessage("stop");
+      const v = await done;
+      w.terminate();
+      return v;
+    },
+  };
 }
 
 async function scrapeLag(url: string) {
@@ -392,10 +419,14 @@ async function drain(url: string, ms = 60_000): Promise<void> {
 }
 
 /** Settings shared by every level. */
-interface RunSettings {
+export interface RunSettings {
+  /** `max_tokens` of each request. */
   tokens: number;
+  /** Measured seconds per level. */
   seconds: number;
+  /** Seconds before the measured window. */
   warmup: number;
+  /** The end-of-sequence id (banned by logit bias). */
   eos: number;
 }
 
@@ -423,11 +454,37 @@ function requestBody(
   return body;
 }
 
-/** Run one level against the server. */
-async function serverLevel(url: string, level: Level, s: RunSettings, prompts: PromptPool) {
+/** What one level against the server measured. */
+export type ServerLevelResult = Level & LevelStats & {
+  /** The HTTP thread's event-loop lag from the server's histogram; null when it has none. */
+  eventLoopLagMs: { p50: number; p99: number; mean: number; samples: number } | null;
+  /** Latency of `GET /health` probes during the level. */
+  healthMs: { p50: number; p99: number; max: number; samples: number };
+  /**
+   * This process's own event-loop lag (a 10 ms timer's delay) during the level: when it is large,
+   * the clients' arrival times (TTFT, inter-token latency) carry it too.
+   */
+  clientLagMs: { p50: number; p99: number };
+  /** Seconds the level took, from its first request to the server idle again. */
+  wallSeconds: number;
+};
+
+/** Run one level against the server at `url`. */
+export async function serverLevel(
+  url: string,
+  level: Level,
+  s: RunSettings,
+  prompts: PromptPool,
+): Promise<ServerLevelResult> {
   const lagBefore = await scrapeLag(url);
-  const stopProbe = new AbortController();
-  const probe = probeHealth(url, 50, stopProbe.signal);
+  const probe = startProbe(url, 50);
+  const clientLag: number[] = [];
+  let tick = performance.now();
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    clientLag.push(Math.max(0, now - tick - 10));
+    tick = now;
+  }, 10);
   const records: RequestRecord[] = [];
   const t0 = performance.now();
   const from = t0 + s.warmup * 1000, to = from + s.seconds * 1000;
@@ -445,8 +502,8 @@ async function serverLevel(url: string, level: Level, s: RunSettings, prompts: P
     }
   }));
   clearTimeout(timer);
-  stopProbe.abort();
-  const health = await probe;
+  clearInterval(ticker);
+  const health = await probe.stop();
   await drain(url);
   const lagAfter = await scrapeLag(url);
   for (const id of sessions) {
@@ -460,6 +517,7 @@ async function serverLevel(url: string, level: Level, s: RunSettings, prompts: P
   }
   const lag = lagAfter ? histogramDelta(lagBefore, lagAfter) : null;
   const healthPct = percentiles(health, [50, 99]);
+  const clientPct = percentiles(clientLag, [50, 99]);
   return {
     ...level,
     ...levelStats(records, from, to, s.tokens),
@@ -474,9 +532,11 @@ async function serverLevel(url: string, level: Level, s: RunSettings, prompts: P
     healthMs: {
       p50: healthPct.p50,
       p99: healthPct.p99,
-      max: Math.max(...health),
+      max: health.length ? Math.max(...health) : NaN,
       samples: health.length,
     },
+    clientLagMs: { p50: clientPct.p50, p99: clientPct.p99 },
+    wallSeconds: (performance.now() - t0) / 1000,
   };
 }
 
@@ -520,27 +580,39 @@ async function engineLevel(model: TnlModel, level: Level, s: RunSettings, prompt
   return { ...level, ...levelStats(records, from, to, s.tokens) };
 }
 
-/** The backend's own figures, one decode measurement per batch size. */
+/** Seconds each backend decode measurement lasts (about). */
+const BACKEND_SECONDS = 2;
+
+/**
+ * The backend's own figures, one decode measurement per batch size: a short probe sizes the
+ * rounds so the measurement lasts about `BACKEND_SECONDS`.
+ */
 async function backendFigures(b: Backend, streams: number[], longTokens: number | null) {
   const onDevice = Boolean(b.decodeSampled);
   const steps = onDevice ? GPU_STEPS : HOST_STEPS;
   const decode = [];
   for (const batch of [...new Set(streams.map((s) => Math.min(s, b.maxBatch)))]) {
-    const r = await measureDecode(b, {
-      batch,
-      context: 128,
-      steps,
-      rounds: onDevice ? 4 : 6,
-      sampling: { temperature: TEMPERATURE },
-    });
-    console.error(`backend decode b${batch}: ${r.tokensPerSecond.toFixed(0)} tok/s`);
-    decode.push(r);
+    const opts = { batch, context: 128, steps, rounds: 2, sampling: { temperature: TEMPERATURE } };
+    const probe = await measureDecode(b, opts);
+    const msPerRound = probe.msPerStep * steps;
+    const rounds = Math.min(200, Math.max(2, Math.ceil((BACKEND_SECONDS * 1000) / msPerRound)));
+    const r = await measureDecode(b, { ...opts, rounds });
+    console.error(
+      `backend decode b${batch}: ${r.tokensPerSecond.toFixed(0)} tok/s (${rounds} rounds)`,
+    );
+    decode.push({ ...r, rounds });
   }
   const prefill = longTokens ? await measurePrefill(b, longTokens, 2) : null;
   if (prefill) {
     console.error(`backend prefill ${longTokens}: ${prefill.ms.toFixed(0)} ms`);
   }
-  return { decode, prefill, note: onDevice ? "" : "host decode path (no device sampling)" };
+  return {
+    decode,
+    prefill,
+    note: onDevice
+      ? ""
+      : `host decode (logits read back, greedy arg-max), ${steps} steps per round`,
+  };
 }
 
 function list(v: unknown, fallback: string): string[] {
@@ -579,6 +651,7 @@ async function main(): Promise<void> {
       "server-dir",
       "server-args",
       "label",
+      "quantize",
     ],
     boolean: ["engine", "no-backend", "help"],
   });
@@ -587,7 +660,7 @@ async function main(): Promise<void> {
       "deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend B]\n" +
         "  [--streams 1,8,64,128,256] [--prompt short,long] [--store none,kept] [--tokens 256]\n" +
         "  [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args '...'] [--label NAME]\n" +
-        "  [--engine] [--no-backend]",
+        "  [--quantize none|int8] [--engine] [--no-backend]",
     );
     return;
   }
@@ -616,6 +689,10 @@ async function main(): Promise<void> {
     fail(`--backend: expected auto, cpu or webgpu, got ${backendChoice}`);
   }
   if (args.shape && args.model) fail("--shape and --model: give one");
+  const quantize = String(args.quantize ?? "none");
+  if (quantize !== "none" && quantize !== "int8") {
+    fail(`--quantize: expected none or int8, got ${quantize}`);
+  }
   const serverDir = args["server-dir"] ? String(args["server-dir"]) : ROOT;
 
   // The model directory.
@@ -649,13 +726,17 @@ async function main(): Promise<void> {
       }
     }
 
+    const loadBefore = Deno.loadavg();
     // 1. In-process figures, before the server exists.
     let backendKind = "", device = "", maxBatch = 0;
     let backend: Awaited<ReturnType<typeof backendFigures>> | null = null;
     const engine: Awaited<ReturnType<typeof engineLevel>>[] = [];
     {
       console.error(`loading ${modelName} in-process (${backendChoice})`);
-      const model = await loadModel(modelDir, { backend: backendChoice as "auto" });
+      const model = await loadModel(modelDir, {
+        backend: backendChoice as "auto",
+        quantize: quantize as "none",
+      });
       backendKind = model.backend.kind;
       device = model.backend.device;
       maxBatch = model.backend.maxBatch;
@@ -690,6 +771,11 @@ async function main(): Promise<void> {
       }
     }
 
+    const backendAt = (s: number) =>
+      backend?.decode.find((d) => d.batch === Math.min(s, maxBatch))?.tokensPerSecond;
+    const engineAt = (l: Level) =>
+      engine.find((e) => e.streams === l.streams && e.prompt === l.prompt)?.tokensPerSecond;
+
     // 2. The server.
     const serverArgs = [
       "--model",
@@ -698,6 +784,7 @@ async function main(): Promise<void> {
       backendKind,
       "--store",
       "memory",
+      ...(quantize === "int8" ? ["--quantize", "int8"] : []),
       ...String(args["server-args"] ?? "").split(/\s+/).filter(Boolean),
     ];
     console.error(`starting the server of ${serverDir}: ${serverArgs.join(" ")}`);
@@ -714,10 +801,20 @@ async function main(): Promise<void> {
             r.tokensPerSecond.toFixed(0)
           } tok/s, TTFT p50 ${ms(r.ttftMs.p50)} p95 ${ms(r.ttftMs.p95)} ms, ITL p99 ${
             ms(r.itlMs.p99)
-          } ms, lag p99 ${ms(r.eventLoopLagMs?.p99)} ms, /health p99 ${ms(r.healthMs.p99)} ms${
+          } ms, lag p99 ${ms(r.eventLoopLagMs?.p99)} ms, /health p99 ${
+            ms(r.healthMs.p99)
+          } ms, client lag p99 ${ms(r.clientLagMs.p99)} ms, ${r.wallSeconds.toFixed(1)} s${
             Object.keys(r.errors).length ? `, errors ${JSON.stringify(r.errors)}` : ""
           }`,
         );
+        const b = backendAt(level.streams), e = engineAt(level);
+        if (b || e) {
+          console.error(
+            `  served/backend ${b ? (r.tokensPerSecond / b).toFixed(2) : "-"}, served/engine ${
+              e ? (r.tokensPerSecond / e).toFixed(2) : "-"
+            }`,
+          );
+        }
         results.push(r);
       }
     } finally {
@@ -726,11 +823,8 @@ async function main(): Promise<void> {
 
     // 3. Report.
     const adapter = backendKind === "cpu" ? "cpu" : reportName(device);
-    const name = `serve_${adapter}_${modelName.toLowerCase()}${args.label ? `_${args.label}` : ""}`;
-    const backendAt = (s: number) =>
-      backend?.decode.find((d) => d.batch === Math.min(s, maxBatch))?.tokensPerSecond;
-    const engineAt = (l: Level) =>
-      engine.find((e) => e.streams === l.streams && e.prompt === l.prompt)?.tokensPerSecond;
+    const suffix = (quantize === "int8" ? "_int8" : "") + (args.label ? `_${args.label}` : "");
+    const name = `serve_${adapter}_${modelName.toLowerCase()}${suffix}`;
     const rows = results.map((r) => {
       const b = backendAt(r.streams), e = engineAt(r);
       return {
@@ -747,6 +841,7 @@ async function main(): Promise<void> {
       backend: backendKind,
       model: modelName,
       machine: `${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores`,
+      loadAverage: { before: loadBefore, after: Deno.loadavg() },
       deno: Deno.version.deno,
       server: {
         dir: serverDir,
@@ -771,15 +866,20 @@ async function main(): Promise<void> {
     await Deno.mkdir(RESULTS, { recursive: true });
     await Deno.writeTextFile(`${RESULTS}${name}.json`, JSON.stringify(json, null, 1) + "\n");
     const md = [
-      `### Serving: ${modelName} on ${device} (${backendKind}), ${date.slice(0, 10)}`,
+      `### Serving: ${modelName}, ${backendKind} backend on ${device}, ${date.slice(0, 10)}`,
       "",
       `\`deno run -A bench/serve.ts ${Deno.args.join(" ")}\`: streaming \`/v1/completions\`, ` +
       `${tokens} tokens per request (EOS banned by logit_bias), temperature ${TEMPERATURE}, ` +
       `prompts of ${SHORT_WORDS} English words (short) or ${prompts.longTokens} tokens (long); ` +
-      `${warmup} s warm-up then ${seconds} s measured per level. Backend: sampled decode at ` +
-      `batch = min(streams, ${maxBatch}), ${json.settings.backendSteps} steps per round, ` +
-      `in-process before the server started${backend?.note ? ` (${backend.note})` : ""}. ` +
-      `Server ${json.server.commit ?? serverDir}, loaded in ${(startMs / 1000).toFixed(1)} s.`,
+      `${warmup} s warm-up then ${seconds} s measured per level. Backend: ` +
+      (backend?.note
+        ? `${backend.note}, `
+        : `decode sampled on the device (T ${TEMPERATURE}), ${GPU_STEPS} steps per readback, `) +
+      `batch = min(streams, ${maxBatch}), in-process before the server started. ` +
+      `Server ${json.server.commit ?? serverDir}, loaded in ${(startMs / 1000).toFixed(1)} s. ` +
+      `Load average (1 min) ${loadBefore[0].toFixed(1)} before, ${
+        json.loadAverage.after[0].toFixed(1)
+      } after, on ${navigator.hardwareConcurrency} cores.`,
       "",
       markdownTable(
         [
@@ -795,7 +895,7 @@ async function main(): Promise<void> {
           "ITL p50/p99 ms",
           "loop lag p50/p99 ms",
           "/health p50/p99 ms",
-          "requests done (exact length)",
+          "requests started in window / done (exact length) / still without a token at the end",
           "errors",
         ],
         rows.map((r) => [
@@ -811,12 +911,21 @@ async function main(): Promise<void> {
           `${ms(r.itlMs.p50)} / ${ms(r.itlMs.p99)}`,
           r.eventLoopLagMs ? `${ms(r.eventLoopLagMs.p50)} / ${ms(r.eventLoopLagMs.p99)}` : "n/a",
           `${ms(r.healthMs.p50)} / ${ms(r.healthMs.p99)}`,
-          `${r.finished} (${r.exactLength})`,
+          `${r.started} / ${r.finished} (${r.exactLength}) / ${r.noFirstToken}`,
           Object.entries(r.errors).map(([k, v]) => `${k}: ${v}`).join(", ") || "-",
         ]),
       ),
       "",
     ];
+    const worst = rows.reduce((a, r) => (r.clientLagMs.p99 > a.clientLagMs.p99 ? r : a), rows[0]);
+    if (worst) {
+      md.push(
+        `Client (this benchmark's own event loop) lag p99: at most ${
+          ms(worst.clientLagMs.p99)
+        } ms (${worst.streams} streams, ${worst.prompt}, ${worst.store}); arrival times carry it.`,
+        "",
+      );
+    }
     if (backend?.prefill) {
       md.push(
         `Backend prefill of ${backend.prefill.tokens} tokens in one call: ${

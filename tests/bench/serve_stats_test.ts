@@ -80,6 +80,8 @@ Deno.test("levelStats: tokens inside the window, TTFT of requests started in it,
     { start: 900, chunks: [], weight: 1 },
     // Failed.
     { start: 300, chunks: [], weight: 1, error: "HTTP 429" },
+    // Started in the warm-up, still waiting at the end: no TTFT, but counted as waiting.
+    { start: 50, chunks: [], weight: 1 },
   ];
   const s = levelStats(recs, 100, 1100, 3);
   // 2 chunks × weight 2 + 3 chunks × 1 = 7 tokens in 1 s.
@@ -87,7 +89,7 @@ Deno.test("levelStats: tokens inside the window, TTFT of requests started in it,
   assert.equal(s.started, 3);
   assert.equal(s.finished, 2);
   assert.equal(s.exactLength, 1);
-  assert.equal(s.noFirstToken, 1);
+  assert.equal(s.noFirstToken, 2);
   assert.deepEqual(s.errors, { "HTTP 429": 1 });
   assert.equal(s.ttftMs.p50, 20);
   // Gaps inside the window: 10 (150→160), 10 (220→230), 30 (230→260).
