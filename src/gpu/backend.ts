@@ -153,13 +153,22 @@ export class WebGpuBackend implements Backend {
   }
 
   /** Map a staging buffer and return a copy of its bytes, failing on device loss. */
-  async #read(staging: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+  #read(staging: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+    return this.#readWith(staging, bytes, (mapped) => mapped.slice(0));
+  }
+
+  /** Map a staging buffer, let `use` copy what it needs out of the mapped bytes, destroy it. */
+  async #readWith<T>(
+    staging: GPUBuffer,
+    bytes: number,
+    use: (mapped: ArrayBuffer) => T,
+  ): Promise<T> {
     try {
       await Promise.race([
         staging.mapAsync(GPUMapMode.READ, 0, bytes),
         this.model.ctx.lostPromise.then((e) => Promise.reject(e)),
       ]);
-      const out = staging.getMappedRange(0, bytes).slice(0);
+      const out = use(staging.getMappedRange(0, bytes));
       staging.unmap();
       return out;
     } finally {
@@ -362,7 +371,9 @@ export class WebGpuBackend implements Backend {
       this.#copyStates(enc, group, staging, 0);
       this.model.ctx.device.queue.submit([enc.finish()]);
       const positions = group.map((s) => s.position);
-      out.push(...this.#hostStates(await this.#read(staging, total), 0, positions));
+      out.push(
+        ...await this.#readWith(staging, total, (m) => this.#hostStates(m, 0, positions)),
+      );
     }
     return out;
   }
@@ -591,7 +602,12 @@ export class WebGpuBackend implements Backend {
     enc.copyBufferToBuffer(m.rows, 0, staging, ringBytes, rowBytes);
     this.#copyStates(enc, captured, staging, stateAt);
     dev.queue.submit([enc.finish()]);
-    const bytes = await this.#read(staging, total);
+    // The states are copied straight out of the mapped range (no intermediate copy of it all).
+    let states: ModelState[] = [];
+    const bytes = await this.#readWith(staging, total, (mapped) => {
+      states = this.#hostStates(mapped, stateAt, captured.map((s) => s.position + 0));
+      return mapped.slice(0, stateAt);
+    });
     const ring = new Int32Array(bytes, 0, B * m.ring);
     const after = new Uint32Array(bytes, ringBytes, B * ROW_WORDS);
     const tokens = rows.map((r, b) => {
@@ -601,8 +617,10 @@ export class WebGpuBackend implements Backend {
         after[b * ROW_WORDS + ROW.rngLo];
       return ring.slice(b * m.ring, b * m.ring + n);
     });
-    const states = this.#hostStates(bytes, stateAt, captured.map((s) => s.position));
-    captured.forEach((s, i) => (rows[own.indexOf(s)].captured = states[i]));
+    captured.forEach((s, i) => {
+      states[i].position = s.position;
+      rows[own.indexOf(s)].captured = states[i];
+    });
     return tokens;
   }
 
