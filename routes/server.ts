@@ -63,7 +63,10 @@ export async function startServer(
   const logger = opts.logger ?? jsonLogger();
   const spec = opts.store ?? "memory";
   const store = typeof spec === "string" ? await openStore(spec, opts.storeOptions) : spec;
-  const ctx = new AppContext({ model, store, options: opts, logger });
+  // Session states are encoded and hashed in workers, off the thread that serves HTTP.
+  const codecWorkers = opts.codecWorkers ??
+    Math.min(4, Math.max(1, navigator.hardwareConcurrency - 2));
+  const ctx = new AppContext({ model, store, options: { ...opts, codecWorkers }, logger });
   // A loaded model: serve once everything around it is ready. A promise: serve at once (503s).
   if (!(model instanceof Promise)) await ctx.ready;
   const app = createApp(ctx);
@@ -122,6 +125,7 @@ export async function startServer(
       }
       removeSignals();
       unwatchLoop();
+      ctx.codec.close();
       logger.log("info", "stopped");
     })();
     return stopping;

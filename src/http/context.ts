@@ -13,6 +13,7 @@ import { type ChatTemplate, loadChatTemplate } from "./chat_template.ts";
 import { unavailable } from "./errors.ts";
 import { jsonLogger, type Logger } from "./logger.ts";
 import { HttpMetrics } from "./metrics.ts";
+import { CodecPool } from "../state/codec_pool.ts";
 import { DEFAULT_MAX_PROMPT_TOKENS } from "./prompt.ts";
 import { DEFAULT_LEASE_MS, SessionManager } from "./session_manager.ts";
 
@@ -52,6 +53,11 @@ export interface AppOptions {
   checkpointTokens?: number;
   /** Session lease time to live in ms on shared stores (default 10 000; renewed while in use). */
   leaseMs?: number;
+  /**
+   * Workers that encode and hash session states off the serving thread (default 0: in the serving
+   * thread; `startServer` starts some).
+   */
+  codecWorkers?: number;
 }
 
 /** Everything that exists once the model has loaded. */
@@ -99,6 +105,8 @@ export class AppContext {
   readonly logger: Logger;
   /** HTTP metrics. */
   readonly metrics: HttpMetrics = new HttpMetrics();
+  /** Where session states are encoded and hashed. */
+  readonly codec: CodecPool;
   /** Ids of the sessions a request of this process holds. */
   readonly busy: Set<string> = new Set();
   /** The session store. */
@@ -127,7 +135,9 @@ export class AppContext {
       disconnectPollMs: o.disconnectPollMs ?? 100,
       checkpointTokens: o.checkpointTokens ?? (init.store.leases ? 64 : 0),
       leaseMs: o.leaseMs ?? DEFAULT_LEASE_MS,
+      codecWorkers: o.codecWorkers ?? 0,
     };
+    this.codec = new CodecPool(this.options.codecWorkers);
     const mp = this.options.maxPromptTokens;
     if (!Number.isSafeInteger(mp) || mp < 0) {
       throw new TypeError(`maxPromptTokens: expected an integer ≥ 0, got ${mp}`);
@@ -156,6 +166,7 @@ export class AppContext {
       cacheSize: this.options.sessionCacheSize,
       busy: this.busy,
       leaseMs: this.options.leaseMs,
+      codec: this.codec,
     });
     this.#serving = {
       model,

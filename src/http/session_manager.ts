@@ -25,7 +25,8 @@ import type { Engine } from "../engine/engine.ts";
 import { Session } from "../engine/session.ts";
 import type { TnlModel } from "../load.ts";
 import { isValidSessionId, type SessionSnapshot } from "../model/snapshot.ts";
-import { decodeSession, encodeSession, sessionDigest, sessionSummary } from "../state/codec.ts";
+import { decodeSession, sessionSummary } from "../state/codec.ts";
+import { CodecPool } from "../state/codec_pool.ts";
 import type { SessionStore } from "../state/store.ts";
 import { InputError } from "../errors.ts";
 import { validateSamplingParams } from "../engine/sampler.ts";
@@ -90,6 +91,8 @@ export interface SessionManagerOptions {
   busy?: Set<string>;
   /** Lease time to live in ms on stores with `leases` (default 10 000). */
   leaseMs?: number;
+  /** Where states are encoded and hashed (default: in the calling thread). */
+  codec?: CodecPool;
 }
 
 /** Default lease time to live on shared stores, in ms. */
@@ -152,11 +155,13 @@ export class SessionManager {
   /** Checkpoints written to the store since start. */
   checkpointsWritten = 0;
   readonly #owner = "o_" + crypto.randomUUID();
+  readonly #pool: CodecPool;
   #claims = 0;
 
   /** A manager over a model, its engine and a store. */
   constructor(o: SessionManagerOptions) {
     this.#o = o;
+    this.#pool = o.codec ?? new CodecPool(0);
     this.busy = o.busy ?? new Set();
     this.#cacheSize = o.cacheSize ?? 16;
   }
@@ -283,7 +288,7 @@ export class SessionManager {
       this.#cache.delete(id);
       throw notFound(`no session ${id}`, "session", "session_not_found");
     }
-    const digest = await sessionDigest(entry.bytes);
+    const digest = await this.#pool.digest(entry.bytes);
     const hit = this.#cache.get(id);
     if (hit && hit.digest === digest && hit.generation === entry.generation) {
       this.#remember(id, hit);
@@ -314,7 +319,7 @@ export class SessionManager {
     const writeCheckpoint = async (snap: SessionSnapshot) => {
       if (claim.lost) throw lostLease();
       const generation = Math.max(session.generation, expect ?? -1) + 1;
-      const bytes = await encodeSession({ ...snap, generation }, this.#codec());
+      const { bytes } = await this.#pool.encode({ ...snap, generation }, this.#codec());
       await this.#o.store.put(id, bytes, { generation, expectGeneration: expect });
       expect = generation;
       session.generation = generation;
@@ -354,7 +359,7 @@ export class SessionManager {
           if (claim.lost) throw lostLease();
           const before = session.generation;
           session.generation = Math.max(session.generation, expect ?? -1) + 1;
-          const bytes = await encodeSession(session.toSnapshot(), this.#codec());
+          const { bytes, digest } = await this.#pool.encode(session.toSnapshot(), this.#codec());
           try {
             await this.#o.store.put(id, bytes, {
               generation: session.generation,
@@ -366,7 +371,6 @@ export class SessionManager {
             throw e;
           }
           expect = session.generation;
-          const digest = await sessionDigest(bytes);
           this.#remember(id, { session, generation: session.generation, digest });
           this.#track(id, bytes.length);
           this.bytesWritten += bytes.length;
@@ -446,7 +450,7 @@ export class SessionManager {
     if (!isValidSessionId(id)) throw notFound(`no session ${id}`, "session", "session_not_found");
     const entry = await this.#o.store.getEntry(id);
     if (!entry) throw notFound(`no session ${id}`, "session", "session_not_found");
-    return { bytes: entry.bytes, digest: await sessionDigest(entry.bytes) };
+    return { bytes: entry.bytes, digest: await this.#pool.digest(entry.bytes) };
   }
 
   /**
@@ -471,7 +475,7 @@ export class SessionManager {
       const existing = await this.#o.store.getEntry(id);
       const ifMatch = opts.ifMatch ?? null;
       if (ifMatch !== null) {
-        const current = existing ? etagOf(await sessionDigest(existing.bytes)) : null;
+        const current = existing ? etagOf(await this.#pool.digest(existing.bytes)) : null;
         if (current === null || !matchesEtag(ifMatch, current)) {
           throw new HttpError(
             412,
@@ -495,12 +499,11 @@ export class SessionManager {
       snap.id = id;
       if (existing) snap.generation = Math.max(snap.generation, existing.generation + 1);
       const session = Session.fromSnapshot(this.#o.model.config, snap);
-      const out = await encodeSession(session.toSnapshot(), this.#codec());
+      const { bytes: out, digest } = await this.#pool.encode(session.toSnapshot(), this.#codec());
       await this.#o.store.put(id, out, {
         generation: session.generation,
         expectGeneration: existing ? existing.generation : null,
       });
-      const digest = await sessionDigest(out);
       this.#remember(id, { session, generation: session.generation, digest });
       this.#track(id, out.length);
       this.bytesWritten += out.length;

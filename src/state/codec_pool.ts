@@ -1,0 +1,124 @@
+/**
+ * Session encoding off the serving thread: a few workers run `encodeSession` (msgpack, HMAC) and
+ * `sessionDigest` (SHA-256). At 385M a state is 13 MB, and encoding plus hashing it takes a quarter
+ * of a second of CPU on our 2-core machines: on the thread that serves HTTP, 64 kept sessions
+ * ending together froze it for seconds. Where the runtime has no `Worker` (some edge hosts), or a
+ * worker fails to start, the work runs in the calling thread as before.
+ * @module
+ */
+
+import { TnlError, type TnlErrorCode } from "../errors.ts";
+import type { SessionSnapshot } from "../model/snapshot.ts";
+import { type EncodeOptions, encodeSession, sessionDigest } from "./codec.ts";
+
+/** An encoded state and its SHA-256 (hex). */
+export interface EncodedSession {
+  /** The msgpack bytes. */
+  bytes: Uint8Array;
+  /** SHA-256 of `bytes`, hex (the ETag's value). */
+  digest: string;
+}
+
+type Pending = {
+  resolve: (v: { bytes?: Uint8Array; digest: string }) => void;
+  reject: (e: unknown) => void;
+};
+
+/**
+ * A pool of codec workers, started on first use.
+ * @example
+ * ```ts ignore
+ * const pool = new CodecPool(2);
+ * const { bytes, digest } = await pool.encode(session.toSnapshot(), { config, modelFingerprint, tokenizerFingerprint });
+ * pool.close();
+ * ```
+ */
+export class CodecPool {
+  readonly #size: number;
+  readonly #workers: Worker[] = [];
+  readonly #pending = new Map<number, Pending>();
+  #next = 0;
+  #id = 1;
+  #inThread = typeof Worker === "undefined";
+
+  /** A pool of `size` workers (0: everything in the calling thread). */
+  constructor(size: number) {
+    this.#size = Math.max(0, Math.floor(size));
+    if (this.#size === 0) this.#inThread = true;
+  }
+
+  #worker(): Worker | null {
+    if (this.#inThread) return null;
+    if (this.#workers.length < this.#size) {
+      try {
+        const w = new Worker(new URL("./codec_worker.ts", import.meta.url), { type: "module" });
+        w.onmessage = (ev) => this.#answer(ev.data);
+        w.onerror = (ev) => {
+          ev.preventDefault();
+          this.#failAll(new TnlError("internal", `a codec worker failed: ${ev.message}`));
+        };
+        this.#workers.push(w);
+      } catch {
+        this.#inThread = true;
+        return null;
+      }
+    }
+    return this.#workers[this.#next++ % this.#workers.length];
+  }
+
+  #answer(m: {
+    id: number;
+    bytes?: Uint8Array;
+    digest?: string;
+    error?: { name: string; code?: string; message: string };
+  }): void {
+    const p = this.#pending.get(m.id);
+    if (!p) return;
+    this.#pending.delete(m.id);
+    if (m.error) {
+      const e = m.error.code
+        ? new TnlError(m.error.code as TnlErrorCode, m.error.message)
+        : new Error(m.error.message);
+      if (m.error.code) e.name = m.error.name;
+      p.reject(e);
+    } else p.resolve({ bytes: m.bytes, digest: m.digest! });
+  }
+
+  #failAll(e: Error): void {
+    for (const p of this.#pending.values()) p.reject(e);
+    this.#pending.clear();
+    for (const w of this.#workers) w.terminate();
+    this.#workers.length = 0;
+  }
+
+  #post(w: Worker, msg: Record<string, unknown>): Promise<{ bytes?: Uint8Array; digest: string }> {
+    const id = this.#id++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      w.postMessage({ ...msg, id });
+    });
+  }
+
+  /** Encode a snapshot (its arrays are copied to the worker) and hash the result. */
+  async encode(snapshot: SessionSnapshot, opts: EncodeOptions): Promise<EncodedSession> {
+    const w = this.#worker();
+    if (!w) {
+      const bytes = await encodeSession(snapshot, opts);
+      return { bytes, digest: await sessionDigest(bytes) };
+    }
+    const r = await this.#post(w, { op: "encode", snapshot, opts });
+    return { bytes: r.bytes!, digest: r.digest };
+  }
+
+  /** SHA-256 of encoded bytes, hex. */
+  async digest(bytes: Uint8Array): Promise<string> {
+    const w = this.#worker();
+    if (!w || bytes.length < 1 << 20) return await sessionDigest(bytes);
+    return (await this.#post(w, { op: "digest", bytes })).digest;
+  }
+
+  /** Stop the workers (work in flight fails). */
+  close(): void {
+    this.#failAll(new TnlError("backend_unavailable", "the codec pool is closed"));
+  }
+}

@@ -1,0 +1,31 @@
+/**
+ * Worker entry of `CodecPool`: encodes session snapshots (msgpack, HMAC) and hashes encoded states
+ * off the thread that serves HTTP. Answers `{ id, bytes?, digest?, error? }`.
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import { type EncodeOptions, encodeSession, sessionDigest } from "./codec.ts";
+import type { SessionSnapshot } from "../model/snapshot.ts";
+
+self.onmessage = async (
+  ev: MessageEvent<
+    | { id: number; op: "encode"; snapshot: SessionSnapshot; opts: EncodeOptions }
+    | { id: number; op: "digest"; bytes: Uint8Array }
+  >,
+) => {
+  const m = ev.data;
+  try {
+    if (m.op === "encode") {
+      const bytes = await encodeSession(m.snapshot, m.opts);
+      const digest = await sessionDigest(bytes);
+      self.postMessage({ id: m.id, bytes, digest }, [bytes.buffer as ArrayBuffer]);
+    } else {
+      self.postMessage({ id: m.id, digest: await sessionDigest(m.bytes) });
+    }
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    self.postMessage({ id: m.id, error: { name: err.name, code: err.code, message: err.message } });
+  }
+};

@@ -1,0 +1,40 @@
+/**
+ * The codec pool encodes and hashes in workers exactly as the codec does in the calling thread,
+ * keeps error codes, and falls back to the calling thread with no workers.
+ */
+
+import assert from "node:assert/strict";
+import { encodeSession, sessionDigest } from "../../src/state/codec.ts";
+import { CodecPool } from "../../src/state/codec_pool.ts";
+import { TnlError } from "../../src/errors.ts";
+import { FP, makeSnapshot, tinyConfig } from "./support.ts";
+
+const config = tinyConfig();
+
+for (const size of [0, 2]) {
+  Deno.test(`codec pool (${size} workers): same bytes and digest as the codec, errors keep their code`, async () => {
+    const pool = new CodecPool(size);
+    try {
+      for (const secret of [undefined, "s3cret"]) {
+        const snaps = [1, 2, 3].map((seed) => makeSnapshot(config, 5, seed, `sess_${seed}`));
+        const opts = { config, ...FP, secret };
+        const got = await Promise.all(snaps.map((s) => pool.encode(s, opts)));
+        for (let i = 0; i < snaps.length; i++) {
+          const want = await encodeSession(snaps[i], opts);
+          assert.deepEqual(got[i].bytes, want);
+          assert.equal(got[i].digest, await sessionDigest(want));
+          assert.equal(await pool.digest(want), got[i].digest);
+        }
+      }
+      const bad = makeSnapshot(config, 5, 1, "sess_1");
+      bad.state.layers[0][0] = NaN;
+      await assert.rejects(
+        () => pool.encode(bad, { config, ...FP }),
+        (e: unknown) =>
+          e instanceof TnlError && e.code === "internal" && /non-finite/.test(e.message),
+      );
+    } finally {
+      pool.close();
+    }
+  });
+}
