@@ -577,7 +577,7 @@ export class Engine {
       seq.slot = slot;
       this.#running.push(seq);
       try {
-        if (seq.session.state.position > 0) {
+        if (seq.session.position > 0) {
           await this.backend.writeState(slot, seq.session.state);
         }
         if (this.backend.setTokenHistory && hasPenalties(seq.params)) {

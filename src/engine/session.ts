@@ -17,8 +17,8 @@ export class Session {
   readonly id: string;
   /** Saved generation (incremented on every save). */
   generation: number;
-  /** Host state: everything in `tokens` but `pending` consumed. */
-  state: ModelState;
+  readonly #config: ModelConfig;
+  #state: ModelState | null = null;
   /** Token history. */
   #tokens: Int32Array;
   #generated: Uint8Array;
@@ -44,8 +44,8 @@ export class Session {
       throw new InputError("session", `invalid session id ${JSON.stringify(id)}`);
     }
     this.id = id;
+    this.#config = config;
     this.generation = 0;
-    this.state = createState(config);
     this.#tokens = new Int32Array(64);
     this.#generated = new Uint8Array(64);
     this.pending = -1;
@@ -71,6 +71,24 @@ export class Session {
     (session as { createdAt: number }).createdAt = s.createdAt;
     session.updatedAt = s.updatedAt;
     return session;
+  }
+
+  /**
+   * Host state: everything in `tokens` but `pending` consumed. Made on first use (a state is 13 MB
+   * at 385M: a request that never keeps its session never allocates one).
+   */
+  get state(): ModelState {
+    return this.#state ??= createState(this.#config);
+  }
+
+  /** Replace the host state. */
+  set state(s: ModelState) {
+    this.#state = s;
+  }
+
+  /** Tokens consumed (the state's position), without making the state. */
+  get position(): number {
+    return this.#state?.position ?? 0;
   }
 
   /** Plain data of the session (shares the state arrays; copy before mutating). */
