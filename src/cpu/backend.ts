@@ -48,7 +48,9 @@ export class CpuBackend implements Backend {
     this.model = model;
     this.config = model.config;
     this.maxBatch = maxBatch;
-    this.device = `cpu (${navigator.hardwareConcurrency} cores, f32 reference)`;
+    this.device = `cpu (${navigator.hardwareConcurrency} cores, ${
+      model.kernels === "wasm" ? "WebAssembly SIMD" : "f64 reference"
+    })`;
   }
 
   /** Load weights from a tensor source and build the backend. */
@@ -58,7 +60,10 @@ export class CpuBackend implements Backend {
     label: string,
     options: CpuModelOptions & { maxBatch?: number; quantize?: WeightQuantization } = {},
   ): Promise<CpuBackend> {
-    const weights = await loadCpuWeights(source, config, label, options.quantize);
+    const weights = await loadCpuWeights(source, config, label, {
+      quantize: options.quantize,
+      arenaScratchBytes: options.kernels === "js" ? null : CpuModel.scratchBytes(config, options),
+    });
     return new CpuBackend(new CpuModel(config, weights, options), options.maxBatch);
   }
 

@@ -1,5 +1,5 @@
 /**
- * The CPU backend: the f32 reference implementation of TransNormerLLM.
+ * The CPU backend: the reference implementation of TransNormerLLM and its WebAssembly SIMD kernels.
  * @module
  */
 

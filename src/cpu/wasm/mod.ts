@@ -3,8 +3,8 @@
  *
  * A {@link WasmArena} owns one `WebAssembly.Memory`, sized once and never grown (so the typed-array
  * views it hands out never detach). Weights, activations and scratch buffers are allocated in it;
- * {@link WasmArena.linear} then runs `y = x·Wᵀ + b` on those views without copying, with f32 or
- * bf16 (u16 storage) weights.
+ * {@link WasmArena.linear} then runs `y = x·Wᵀ + b` on those views without copying, with weights
+ * in their stored precision: f32, bf16 or f16 (u16 storage), or int8 with per-row scales.
  *
  * ```ts
  * if (WasmArena.supported()) {
@@ -14,14 +14,16 @@
  *   arena.linear(x, T, w, null, out, inDim, y);
  * }
  * ```
- * Numerics: the kernel multiplies and accumulates in f32 (4 lanes of partial sums per row), so it
- * differs from the JS reference `linear` (f64 accumulation) by rounding only; bf16 weights are
- * widened exactly.
+ * Numerics: the kernel multiplies and accumulates in f32 (4 lanes of partial sums per row, in an
+ * order that does not depend on T), so it differs from the JS reference `linear` (f64
+ * accumulation) by rounding only; 16-bit weights are widened exactly, int8 to ŵ = q·s (one
+ * correctly rounded f32 product, as on the GPU).
  * @module
  */
 
 import { TnlError } from "../../errors.ts";
 import { KERNELS_WASM_BASE64 } from "./kernels_wasm.ts";
+import type { StoredMatrix } from "../stored.ts";
 
 /** What went wrong with an arena call. */
 export type WasmArenaErrorReason = "out_of_memory" | "foreign_view" | "bad_argument";
@@ -40,17 +42,23 @@ const PAGE = 65536;
 /** Every allocation starts on a cache line; address 0 is never handed out (it means "no bias"). */
 const ALIGN = 64;
 
+/** `linear_<dtype>(w, x, b, y, out, in, T, scales)`: byte addresses and sizes. */
+type LinearFn = (
+  w: number,
+  x: number,
+  b: number,
+  y: number,
+  out: number,
+  inp: number,
+  T: number,
+  s: number,
+) => void;
+
 interface KernelExports {
-  linear_f32(w: number, x: number, b: number, y: number, out: number, inp: number, T: number): void;
-  linear_bf16(
-    w: number,
-    x: number,
-    b: number,
-    y: number,
-    out: number,
-    inp: number,
-    T: number,
-  ): void;
+  linear_f32: LinearFn;
+  linear_bf16: LinearFn;
+  linear_f16: LinearFn;
+  linear_i8: LinearFn;
 }
 
 let bytesCache: Uint8Array<ArrayBuffer> | null = null;
@@ -177,6 +185,11 @@ export class WasmArena {
     return new Uint16Array(this.#buffer, this.#alloc(n * 2, `allocU16(${n})`), n);
   }
 
+  /** A zeroed, 64-byte aligned `Int8Array` of `n` values (int8 weights) inside the arena. */
+  allocI8(n: number): Int8Array {
+    return new Int8Array(this.#buffer, this.#alloc(n, `allocI8(${n})`), n);
+  }
+
   /** Whether `view` lies in this arena's memory. */
   owns(view: ArrayBufferView): boolean {
     return view.buffer === this.#buffer;
@@ -185,14 +198,15 @@ export class WasmArena {
   /**
    * Y[t, o] = Σ_i X[t, i]·W[o, i] + b[o] for t < T, o < outDim: the arena's version of
    * `linear` in `src/cpu/kernels.ts` (same argument order, no output stride or offset: pass a
-   * `subarray` of y instead). `w` is [outDim, inDim] row-major, f32 (`Float32Array`) or bf16
-   * (`Uint16Array`, the high 16 bits of each f32). Every view must come from this arena and be
-   * long enough, and `y` must not overlap the inputs; otherwise this throws `WasmArenaError`.
+   * `subarray` of y instead). `w` is [outDim, inDim] row-major: a `StoredMatrix` (any stored
+   * dtype), or the shorthands `Float32Array` (f32) and `Uint16Array` (bf16, the high 16 bits of
+   * each f32). Every view must come from this arena and be long enough, and `y` must not overlap
+   * the inputs; otherwise this throws `WasmArenaError`.
    */
   linear(
     x: Float32Array,
     T: number,
-    w: Float32Array | Uint16Array,
+    w: Float32Array | Uint16Array | StoredMatrix,
     bias: Float32Array | null,
     outDim: number,
     inDim: number,
@@ -203,12 +217,23 @@ export class WasmArena {
         throw new WasmArenaError("bad_argument", `linear: ${name} must be a non-negative integer`);
       }
     }
-    const bf16 = w instanceof Uint16Array;
-    if (!bf16 && !(w instanceof Float32Array)) {
-      throw new WasmArenaError("bad_argument", "linear: w must be a Float32Array or Uint16Array");
+    const m: StoredMatrix | null = w instanceof Float32Array
+      ? { dtype: "f32", rows: outDim, cols: inDim, data: w }
+      : w instanceof Uint16Array
+      ? { dtype: "bf16", rows: outDim, cols: inDim, data: w }
+      : typeof w === "object" && w !== null && "dtype" in w
+      ? w
+      : null;
+    if (!m) {
+      throw new WasmArenaError(
+        "bad_argument",
+        "linear: w must be a Float32Array, a Uint16Array or a StoredMatrix",
+      );
     }
+    const type = m.dtype === "f32" ? Float32Array : m.dtype === "int8" ? Int8Array : Uint16Array;
     this.#check("x", x, T * inDim, Float32Array);
-    this.#check("w", w, outDim * inDim, bf16 ? Uint16Array : Float32Array);
+    this.#check("w", m.data, outDim * inDim, type);
+    if (m.dtype === "int8") this.#check("scales", m.scales, outDim, Float32Array);
     this.#check("y", y, T * outDim, Float32Array);
     if (bias) {
       this.#check("bias", bias, outDim, Float32Array);
@@ -222,20 +247,30 @@ export class WasmArena {
     const overlaps = (v: ArrayBufferView, bytes: number) =>
       v.byteOffset < y1 && y0 < v.byteOffset + bytes;
     if (
-      overlaps(x, T * inDim * 4) || overlaps(w, outDim * inDim * (bf16 ? 2 : 4)) ||
+      overlaps(x, T * inDim * 4) ||
+      overlaps(m.data, outDim * inDim * m.data.BYTES_PER_ELEMENT) ||
+      (m.dtype === "int8" && overlaps(m.scales, outDim * 4)) ||
       (bias !== null && overlaps(bias, outDim * 4))
     ) {
       throw new WasmArenaError("bad_argument", "linear: y overlaps an input");
     }
-    const f = bf16 ? this.#k.linear_bf16 : this.#k.linear_f32;
-    f(w.byteOffset, x.byteOffset, bias ? bias.byteOffset : 0, y0, outDim, inDim, T);
+    const k = this.#k;
+    const f = m.dtype === "f32"
+      ? k.linear_f32
+      : m.dtype === "bf16"
+      ? k.linear_bf16
+      : m.dtype === "f16"
+      ? k.linear_f16
+      : k.linear_i8;
+    const s = m.dtype === "int8" ? m.scales.byteOffset : 0;
+    f(m.data.byteOffset, x.byteOffset, bias ? bias.byteOffset : 0, y0, outDim, inDim, T, s);
   }
 
   #check(
     name: string,
     v: ArrayBufferView,
     need: number,
-    type: Float32ArrayConstructor | Uint16ArrayConstructor,
+    type: Float32ArrayConstructor | Uint16ArrayConstructor | Int8ArrayConstructor,
   ): void {
     if (!(v instanceof type)) {
       throw new WasmArenaError("bad_argument", `linear: ${name} must be a ${type.name}`);
