@@ -68,6 +68,8 @@ export class CpuModel {
   readonly #w: CpuWeights;
   /** Which matrix kernels run. */
   readonly kernels: "js" | "wasm";
+  /** Bytes the weight matrices take as the kernels read them (int8 scales included). */
+  readonly weightBytes: number;
   readonly #arena: WasmArena | null = null;
   readonly #kl: KernelLayer[];
   readonly #headW: LinearWeights;
@@ -119,6 +121,9 @@ export class CpuModel {
     }
     this.#acc = new Float64Array(config.headDim);
     this.#erow = new Float32Array(config.embedDim);
+    const held = weights.layers.flatMap((l) => [l.qkvu, l.out, l.l1, l.l2, l.l3]);
+    if (weights.head !== weights.embed) held.push(weights.head);
+    held.push(weights.embed);
     const want = options.kernels ?? "auto";
     this.kernels = want === "js" || (want === "auto" && !WasmArena.supported()) ? "js" : "wasm";
     if (this.kernels === "js") {
@@ -131,11 +136,16 @@ export class CpuModel {
         l3: widenMatrix(l.l3),
       }));
       this.#headW = widenMatrix(weights.head);
+      this.weightBytes = held.reduce((n, m) => n + 4 * m.rows * m.cols, 0);
       return;
     }
     const rows = Math.max(this.chunk, options.maxBatch ?? 256);
     const { embedDim: D, hiddenDim: H, gluDim: G, vocabSize: V } = config;
     const scratch = CpuModel.scratchBytes(config, options);
+    this.weightBytes = held.reduce(
+      (n, m) => n + storedBytes(m.dtype, m.rows * m.cols) + (m.dtype === "int8" ? 4 * m.rows : 0),
+      0,
+    );
     let arena = weights.arena;
     if (arena && arena.free >= scratch) {
       this.#kl = weights.layers;
