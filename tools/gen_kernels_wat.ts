@@ -390,15 +390,18 @@ function driver(dt: Dt): string {
   return `
   ;; y = x . W^T + b with ${dt.name} weights${
     dt.name === "i8" ? " and per-row f32 scales at $s" : " ($s unused)"
-  }. Q = floor(out / 4) strided tiles
-  ;; (rows o, o + Q, o + 2Q, o + 3Q for o < Q), then one tile of the out mod 4 adjacent rows left.
+  }; output rows $ys bytes apart (0: 4 out).
+  ;; A block of rows is a call on slices of w, b, s and y with the full $ys (threads split so; an
+  ;; output's sums do not depend on its tile). Q = floor(out / 4) strided tiles (rows o, o + Q,
+  ;; o + 2Q, o + 3Q for o < Q), then one tile of the out mod 4 adjacent rows left.
   (func (export "linear_${dt.name}")
     (param $w i32) (param $x i32) (param $b i32) (param $y i32)
-    (param $out i32) (param $in i32) (param $T i32) (param $s i32)
-    (local $rs i32) (local $xs i32) (local $ys i32) (local $q i32) (local $o i32)
+    (param $out i32) (param $in i32) (param $T i32) (param $s i32) (param $ys i32)
+    (local $rs i32) (local $xs i32) (local $q i32) (local $o i32)
     (local.set $rs (i32.mul (local.get $in) (i32.const ${dt.bytes})))
     (local.set $xs (i32.shl (local.get $in) (i32.const 2)))
-    (local.set $ys (i32.shl (local.get $out) (i32.const 2)))
+    (if (i32.eqz (local.get $ys))
+      (then (local.set $ys (i32.shl (local.get $out) (i32.const 2)))))
     (local.set $q (i32.shr_u (local.get $out) (i32.const 2)))
     (block $done
       (loop $groups

@@ -8,7 +8,7 @@ import type { Backend, BackendState, LogitsMode } from "../engine/backend.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { cloneState, copyStateInto, createState, type ModelState } from "../model/state.ts";
 import type { TensorSource } from "../model/weights/source.ts";
-import { CpuModel, type CpuModelOptions } from "./model.ts";
+import { CpuModel, type CpuModelOptions, cpuThreads } from "./model.ts";
 import { loadCpuWeights } from "./weights.ts";
 import type { WeightQuantization } from "../model/quantize.ts";
 import { InputError } from "../errors.ts";
@@ -49,7 +49,9 @@ export class CpuBackend implements Backend {
     this.config = model.config;
     this.maxBatch = maxBatch;
     this.device = `cpu (${navigator.hardwareConcurrency} cores, ${
-      model.kernels === "wasm" ? "WebAssembly SIMD" : "f64 reference"
+      model.kernels === "wasm"
+        ? `WebAssembly SIMD, ${model.threads} thread${model.threads > 1 ? "s" : ""}`
+        : "f64 reference"
     })`;
   }
 
@@ -63,8 +65,11 @@ export class CpuBackend implements Backend {
     const weights = await loadCpuWeights(source, config, label, {
       quantize: options.quantize,
       arenaScratchBytes: options.kernels === "js" ? null : CpuModel.scratchBytes(config, options),
+      sharedArena: cpuThreads(options) > 1,
     });
-    return new CpuBackend(new CpuModel(config, weights, options), options.maxBatch);
+    const model = new CpuModel(config, weights, options);
+    await model.startThreads(options);
+    return new CpuBackend(model, options.maxBatch);
   }
 
   #own(s: BackendState): CpuState {
@@ -136,8 +141,9 @@ export class CpuBackend implements Backend {
     });
   }
 
-  /** Nothing to free. */
+  /** Stop the kernel threads, if any. */
   dispose(): Promise<void> {
+    this.model.dispose();
     return Promise.resolve();
   }
 }

@@ -38,6 +38,22 @@ export interface CpuModelOptions {
   kernels?: "auto" | "js" | "wasm";
   /** Most sequences per decode call (sizes the wasm scratch). Default 256. */
   maxBatch?: number;
+  /**
+   * Threads of the wasm kernels: a number, or "auto" (every core the host reports). Used where the
+   * runtime allows worker threads over shared memory (`WasmArena.threadsSupported`), else 1; the
+   * results are bit-identical for any count. Default 1. Threads live until `dispose()`.
+   */
+  threads?: number | "auto";
+}
+
+/** The kernel threads `options` ask for, as this runtime allows them. */
+export function cpuThreads(options: CpuModelOptions): number {
+  const t = options.threads ?? 1;
+  if (t !== "auto" && !(Number.isInteger(t) && t >= 1 && t <= 64)) {
+    throw new InputError("threads", `must be "auto" or an integer in [1, 64], got ${t}`);
+  }
+  if (options.kernels === "js" || !WasmArena.threadsSupported()) return 1;
+  return t === "auto" ? Math.max(1, Math.min(64, navigator.hardwareConcurrency || 1)) : t;
 }
 
 /** A linear layer's weights for the active kernels: f32 (js), or stored in the wasm arena. */
@@ -161,7 +177,7 @@ export class CpuModel {
           if (v) bytes += v.length * 4 + 64;
         }
       }
-      const a = new WasmArena(bytes);
+      const a = new WasmArena(bytes, { shared: cpuThreads(options) > 1 });
       arena = a;
       const vec = (v: Float32Array | null) => v && copyInto(a.allocF32(v.length), v);
       this.#kl = weights.layers.map((l) => ({
@@ -189,6 +205,23 @@ export class CpuModel {
     this.#headScratch = arena.allocF32(Math.min(rows, 64) * V);
     this.#q = arena.allocF32(rows * H * 2);
     this.#k = arena.allocF32(rows * H * 2);
+  }
+
+  /** Start the kernel threads `options.threads` asks for (where allowed); returns the count. */
+  async startThreads(options: CpuModelOptions): Promise<number> {
+    const n = cpuThreads(options);
+    if (n <= 1 || !this.#arena?.shared) return 1;
+    return await this.#arena.startThreads(n);
+  }
+
+  /** Threads running the matrix kernels. */
+  get threads(): number {
+    return this.#arena?.threads ?? 1;
+  }
+
+  /** Stop the kernel threads (the model stays usable, single-threaded). */
+  dispose(): void {
+    this.#arena?.stopThreads();
   }
 
   /** y[t·yStride + yOffset + o] = x_t·w_oᵀ + b_o through the active kernels. */

@@ -79,6 +79,8 @@ export interface LoadCpuWeightsOptions {
    * the kernels); null or absent: plain typed arrays.
    */
   arenaScratchBytes?: number | null;
+  /** Make the arena shared (for kernel threads; where the runtime supports it). */
+  sharedArena?: boolean;
 }
 
 /** Bytes of one allocation in the arena (each starts on a 64-byte line). */
@@ -126,7 +128,9 @@ export async function loadCpuWeights(
   const spec: CheckpointSpec = validateCheckpoint(source, config, label);
   const scratch = options.arenaScratchBytes;
   const arena = scratch != null && WasmArena.supported()
-    ? new WasmArena(arenaBytes(source, spec, quantize) + scratch)
+    ? new WasmArena(arenaBytes(source, spec, quantize) + scratch, {
+      shared: options.sharedArena === true && WasmArena.threadsSupported(),
+    })
     : null;
   const alloc: MatrixAllocator = arena ?? HEAP_ALLOCATOR;
   const read = (s: TensorSpec | undefined) =>

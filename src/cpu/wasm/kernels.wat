@@ -287,15 +287,18 @@
     (if (i32.lt_u (local.get $t) (local.get $T))
       (then (call $f32_4x1 (local.get $w0) (local.get $rs) (local.get $x) (local.get $xs) (local.get $n) (local.get $y) (local.get $ls) (local.get $ys) (local.get $nr) (local.get $b) (local.get $s)))))
 
-  ;; y = x . W^T + b with f32 weights ($s unused). Q = floor(out / 4) strided tiles
-  ;; (rows o, o + Q, o + 2Q, o + 3Q for o < Q), then one tile of the out mod 4 adjacent rows left.
+  ;; y = x . W^T + b with f32 weights ($s unused); output rows $ys bytes apart (0: 4 out).
+  ;; A block of rows is a call on slices of w, b, s and y with the full $ys (threads split so; an
+  ;; output's sums do not depend on its tile). Q = floor(out / 4) strided tiles (rows o, o + Q,
+  ;; o + 2Q, o + 3Q for o < Q), then one tile of the out mod 4 adjacent rows left.
   (func (export "linear_f32")
     (param $w i32) (param $x i32) (param $b i32) (param $y i32)
-    (param $out i32) (param $in i32) (param $T i32) (param $s i32)
-    (local $rs i32) (local $xs i32) (local $ys i32) (local $q i32) (local $o i32)
+    (param $out i32) (param $in i32) (param $T i32) (param $s i32) (param $ys i32)
+    (local $rs i32) (local $xs i32) (local $q i32) (local $o i32)
     (local.set $rs (i32.mul (local.get $in) (i32.const 4)))
     (local.set $xs (i32.shl (local.get $in) (i32.const 2)))
-    (local.set $ys (i32.shl (local.get $out) (i32.const 2)))
+    (if (i32.eqz (local.get $ys))
+      (then (local.set $ys (i32.shl (local.get $out) (i32.const 2)))))
     (local.set $q (i32.shr_u (local.get $out) (i32.const 2)))
     (block $done
       (loop $groups
@@ -498,15 +501,18 @@
     (if (i32.lt_u (local.get $t) (local.get $T))
       (then (call $bf16_4x1 (local.get $w0) (local.get $rs) (local.get $x) (local.get $xs) (local.get $n) (local.get $y) (local.get $ls) (local.get $ys) (local.get $nr) (local.get $b) (local.get $s)))))
 
-  ;; y = x . W^T + b with bf16 weights ($s unused). Q = floor(out / 4) strided tiles
-  ;; (rows o, o + Q, o + 2Q, o + 3Q for o < Q), then one tile of the out mod 4 adjacent rows left.
+  ;; y = x . W^T + b with bf16 weights ($s unused); output rows $ys bytes apart (0: 4 out).
+  ;; A block of rows is a call on slices of w, b, s and y with the full $ys (threads split so; an
+  ;; output's sums do not depend on its tile). Q = floor(out / 4) strided tiles (rows o, o + Q,
+  ;; o + 2Q, o + 3Q for o < Q), then one tile of the out mod 4 adjacent rows left.
   (func (export "linear_bf16")
     (param $w i32) (param $x i32) (param $b i32) (param $y i32)
-    (param $out i32) (param $in i32) (param $T i32) (param $s i32)
-    (local $rs i32) (local $xs i32) (local $ys i32) (local $q i32) (local $o i32)
+    (param $out i32) (param $in i32) (param $T i32) (param $s i32) (param $ys i32)
+    (local $rs i32) (local $xs i32) (local $q i32) (local $o i32)
     (local.set $rs (i32.mul (local.get $in) (i32.const 2)))
     (local.set $xs (i32.shl (local.get $in) (i32.const 2)))
-    (local.set $ys (i32.shl (local.get $out) (i32.const 2)))
+    (if (i32.eqz (local.get $ys))
+      (then (local.set $ys (i32.shl (local.get $out) (i32.const 2)))))
     (local.set $q (i32.shr_u (local.get $out) (i32.const 2)))
     (block $done
       (loop $groups
@@ -709,15 +715,18 @@
     (if (i32.lt_u (local.get $t) (local.get $T))
       (then (call $f16_4x1 (local.get $w0) (local.get $rs) (local.get $x) (local.get $xs) (local.get $n) (local.get $y) (local.get $ls) (local.get $ys) (local.get $nr) (local.get $b) (local.get $s)))))
 
-  ;; y = x . W^T + b with f16 weights ($s unused). Q = floor(out / 4) strided tiles
-  ;; (rows o, o + Q, o + 2Q, o + 3Q for o < Q), then one tile of the out mod 4 adjacent rows left.
+  ;; y = x . W^T + b with f16 weights ($s unused); output rows $ys bytes apart (0: 4 out).
+  ;; A block of rows is a call on slices of w, b, s and y with the full $ys (threads split so; an
+  ;; output's sums do not depend on its tile). Q = floor(out / 4) strided tiles (rows o, o + Q,
+  ;; o + 2Q, o + 3Q for o < Q), then one tile of the out mod 4 adjacent rows left.
   (func (export "linear_f16")
     (param $w i32) (param $x i32) (param $b i32) (param $y i32)
-    (param $out i32) (param $in i32) (param $T i32) (param $s i32)
-    (local $rs i32) (local $xs i32) (local $ys i32) (local $q i32) (local $o i32)
+    (param $out i32) (param $in i32) (param $T i32) (param $s i32) (param $ys i32)
+    (local $rs i32) (local $xs i32) (local $q i32) (local $o i32)
     (local.set $rs (i32.mul (local.get $in) (i32.const 2)))
     (local.set $xs (i32.shl (local.get $in) (i32.const 2)))
-    (local.set $ys (i32.shl (local.get $out) (i32.const 2)))
+    (if (i32.eqz (local.get $ys))
+      (then (local.set $ys (i32.shl (local.get $out) (i32.const 2)))))
     (local.set $q (i32.shr_u (local.get $out) (i32.const 2)))
     (block $done
       (loop $groups
@@ -930,15 +939,18 @@
     (if (i32.lt_u (local.get $t) (local.get $T))
       (then (call $i8_4x1 (local.get $w0) (local.get $rs) (local.get $x) (local.get $xs) (local.get $n) (local.get $y) (local.get $ls) (local.get $ys) (local.get $nr) (local.get $b) (local.get $s)))))
 
-  ;; y = x . W^T + b with i8 weights and per-row f32 scales at $s. Q = floor(out / 4) strided tiles
-  ;; (rows o, o + Q, o + 2Q, o + 3Q for o < Q), then one tile of the out mod 4 adjacent rows left.
+  ;; y = x . W^T + b with i8 weights and per-row f32 scales at $s; output rows $ys bytes apart (0: 4 out).
+  ;; A block of rows is a call on slices of w, b, s and y with the full $ys (threads split so; an
+  ;; output's sums do not depend on its tile). Q = floor(out / 4) strided tiles (rows o, o + Q,
+  ;; o + 2Q, o + 3Q for o < Q), then one tile of the out mod 4 adjacent rows left.
   (func (export "linear_i8")
     (param $w i32) (param $x i32) (param $b i32) (param $y i32)
-    (param $out i32) (param $in i32) (param $T i32) (param $s i32)
-    (local $rs i32) (local $xs i32) (local $ys i32) (local $q i32) (local $o i32)
+    (param $out i32) (param $in i32) (param $T i32) (param $s i32) (param $ys i32)
+    (local $rs i32) (local $xs i32) (local $q i32) (local $o i32)
     (local.set $rs (i32.mul (local.get $in) (i32.const 1)))
     (local.set $xs (i32.shl (local.get $in) (i32.const 2)))
-    (local.set $ys (i32.shl (local.get $out) (i32.const 2)))
+    (if (i32.eqz (local.get $ys))
+      (then (local.set $ys (i32.shl (local.get $out) (i32.const 2)))))
     (local.set $q (i32.shr_u (local.get $out) (i32.const 2)))
     (block $done
       (loop $groups

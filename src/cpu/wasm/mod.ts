@@ -22,8 +22,9 @@
  */
 
 import { TnlError } from "../../errors.ts";
-import { KERNELS_WASM_BASE64 } from "./kernels_wasm.ts";
+import { KERNELS_SHARED_WASM_BASE64, KERNELS_WASM_BASE64 } from "./kernels_wasm.ts";
 import type { StoredMatrix } from "../stored.ts";
+import { CTRL, ctrlBytes, type LinearFn, THREAD_SLOT, threadSlot } from "./threads.ts";
 
 /** What went wrong with an arena call. */
 export type WasmArenaErrorReason = "out_of_memory" | "foreign_view" | "bad_argument";
@@ -42,43 +43,37 @@ const PAGE = 65536;
 /** Every allocation starts on a cache line; address 0 is never handed out (it means "no bias"). */
 const ALIGN = 64;
 
-/** `linear_<dtype>(w, x, b, y, out, in, T, scales)`: byte addresses and sizes. */
-type LinearFn = (
-  w: number,
-  x: number,
-  b: number,
-  y: number,
-  out: number,
-  inp: number,
-  T: number,
-  s: number,
-) => void;
-
 interface KernelExports {
+  /** Kernels by stored dtype. */
   linear_f32: LinearFn;
   linear_bf16: LinearFn;
   linear_f16: LinearFn;
   linear_i8: LinearFn;
 }
 
-let bytesCache: Uint8Array<ArrayBuffer> | null = null;
-let moduleCache: WebAssembly.Module | null = null;
+/** The two builds of the kernels: importing a plain memory, or a shared one (threads). */
+type Build = "plain" | "shared";
+const bytesCache: Partial<Record<Build, Uint8Array<ArrayBuffer>>> = {};
+const moduleCache: Partial<Record<Build, WebAssembly.Module>> = {};
 let supportedCache: boolean | null = null;
+let threadsCache: boolean | null = null;
 
-function kernelBytes(): Uint8Array<ArrayBuffer> {
-  if (!bytesCache) {
-    const s = atob(KERNELS_WASM_BASE64);
-    const b = new Uint8Array(s.length);
-    for (let i = 0; i < s.length; i++) b[i] = s.charCodeAt(i);
-    bytesCache = b;
-  }
-  return bytesCache;
+function kernelBytes(build: Build = "plain"): Uint8Array<ArrayBuffer> {
+  return bytesCache[build] ??= Uint8Array.from(
+    atob(build === "plain" ? KERNELS_WASM_BASE64 : KERNELS_SHARED_WASM_BASE64),
+    (c) => c.charCodeAt(0),
+  );
 }
 
-function kernelModule(): WebAssembly.Module {
-  moduleCache ??= new WebAssembly.Module(kernelBytes());
-  return moduleCache;
+function kernelModule(build: Build = "plain"): WebAssembly.Module {
+  return moduleCache[build] ??= new WebAssembly.Module(kernelBytes(build));
 }
+
+/** Matrix element counts × tokens below which a linear runs on the calling thread only. */
+const THREAD_MIN_MACS = 1 << 19;
+
+/** Kernel codes of the control block, by stored dtype. */
+const FN_CODE = { f32: 0, bf16: 1, f16: 2, int8: 3 } as const;
 
 /**
  * Round f32 values to bf16 (round to nearest even; NaN stays NaN), writing the raw u16 into `dst`
@@ -113,7 +108,11 @@ export class WasmArena {
   readonly #memory: WebAssembly.Memory;
   readonly #buffer: ArrayBuffer;
   readonly #k: KernelExports;
+  readonly #fns: LinearFn[];
+  readonly #shared: boolean;
   #top = ALIGN;
+  #workers: Worker[] = [];
+  #ctrl: Int32Array | null = null;
 
   /**
    * True when this runtime can compile the kernels (WebAssembly with 128-bit SIMD). Where it is
@@ -130,8 +129,33 @@ export class WasmArena {
     return supportedCache;
   }
 
-  /** Reserve `capacityBytes` (rounded up to whole pages) of memory, all of it at once. */
-  constructor(capacityBytes: number) {
+  /**
+   * True when this runtime can run the kernels on worker threads over a shared memory
+   * (`SharedArrayBuffer`, shared `WebAssembly.Memory`, module workers, `Atomics.wait`): detected by
+   * trying, never assumed. Cached after the first call.
+   */
+  static threadsSupported(): boolean {
+    if (threadsCache === null) {
+      try {
+        threadsCache = WasmArena.supported() && typeof SharedArrayBuffer === "function" &&
+          typeof Worker === "function" && typeof Atomics?.wait === "function" &&
+          WebAssembly.validate(kernelBytes("shared")) &&
+          new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer instanceof
+            SharedArrayBuffer;
+        // Atomics.wait throws on threads that may not block.
+        if (threadsCache) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
+      } catch {
+        threadsCache = false;
+      }
+    }
+    return threadsCache;
+  }
+
+  /**
+   * Reserve `capacityBytes` (rounded up to whole pages) of memory, all of it at once; `shared`
+   * (where {@link WasmArena.threadsSupported}) makes it shareable with kernel threads.
+   */
+  constructor(capacityBytes: number, options: { shared?: boolean } = {}) {
     if (!Number.isSafeInteger(capacityBytes) || capacityBytes < 1) {
       throw new WasmArenaError(
         "bad_argument",
@@ -142,11 +166,88 @@ export class WasmArena {
     if (pages > 65536) {
       throw new WasmArenaError("out_of_memory", `capacity ${capacityBytes} exceeds 4 GiB`);
     }
-    this.#memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
-    this.#buffer = this.#memory.buffer as ArrayBuffer; // not shared
+    this.#shared = options.shared === true;
+    if (this.#shared && !WasmArena.threadsSupported()) {
+      throw new WasmArenaError("bad_argument", "shared arenas are not supported on this runtime");
+    }
+    this.#memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: this.#shared });
+    // A SharedArrayBuffer when shared; typed as ArrayBuffer for the views handed out.
+    this.#buffer = this.#memory.buffer as ArrayBuffer;
     this.capacity = pages * PAGE;
-    const instance = new WebAssembly.Instance(kernelModule(), { env: { memory: this.#memory } });
+    const instance = new WebAssembly.Instance(kernelModule(this.#shared ? "shared" : "plain"), {
+      env: { memory: this.#memory },
+    });
     this.#k = instance.exports as unknown as KernelExports;
+    const k = this.#k;
+    this.#fns = [k.linear_f32, k.linear_bf16, k.linear_f16, k.linear_i8];
+  }
+
+  /** Whether the memory is shared (kernel threads can be started). */
+  get shared(): boolean {
+    return this.#shared;
+  }
+
+  /** Threads running the kernels (1: the caller's only). */
+  get threads(): number {
+    return this.#workers.length + 1;
+  }
+
+  /**
+   * Start `threads - 1` workers (a shared arena only) that split every large enough linear by
+   * blocks of output rows with the calling thread. Each output is computed by one thread in the
+   * same order as without threads, so results are bit-identical. Returns the threads now running.
+   */
+  async startThreads(threads: number): Promise<number> {
+    if (!Number.isInteger(threads) || threads < 1 || threads > 64) {
+      throw new WasmArenaError("bad_argument", `threads must be an integer in [1, 64]`);
+    }
+    if (this.#workers.length) throw new WasmArenaError("bad_argument", "threads already started");
+    if (threads === 1) return 1;
+    if (!this.#shared) {
+      throw new WasmArenaError("bad_argument", "threads need an arena made with shared: true");
+    }
+    const n = threads - 1;
+    const ctrl = new Int32Array(new SharedArrayBuffer(ctrlBytes(n)));
+    const workers: Worker[] = [];
+    try {
+      for (let i = 0; i < n; i++) {
+        const w = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
+        workers.push(w);
+        const ready = new Promise<void>((resolve, reject) => {
+          w.onmessage = () => resolve();
+          w.onerror = (e) => {
+            e.preventDefault();
+            reject(new WasmArenaError("bad_argument", `kernel thread failed: ${e.message}`));
+          };
+        });
+        w.postMessage({
+          module: kernelModule("shared"),
+          memory: this.#memory,
+          ctrl: ctrl.buffer,
+          index: i,
+        });
+        await ready;
+      }
+    } catch (e) {
+      for (const w of workers) w.terminate();
+      throw e;
+    }
+    this.#ctrl = ctrl;
+    this.#workers = workers;
+    return threads;
+  }
+
+  /** Stop the kernel threads (idempotent); linears then run on the calling thread only. */
+  stopThreads(): void {
+    const c = this.#ctrl;
+    if (c) {
+      Atomics.store(c, CTRL.fn, -1);
+      Atomics.add(c, CTRL.gen, 1);
+      Atomics.notify(c, CTRL.gen);
+    }
+    for (const w of this.#workers) w.terminate();
+    this.#workers = [];
+    this.#ctrl = null;
   }
 
   /** Bytes handed out so far (including alignment padding and the reserved first line). */
@@ -254,16 +355,49 @@ export class WasmArena {
     ) {
       throw new WasmArenaError("bad_argument", "linear: y overlaps an input");
     }
-    const k = this.#k;
-    const f = m.dtype === "f32"
-      ? k.linear_f32
-      : m.dtype === "bf16"
-      ? k.linear_bf16
-      : m.dtype === "f16"
-      ? k.linear_f16
-      : k.linear_i8;
-    const s = m.dtype === "int8" ? m.scales.byteOffset : 0;
-    f(m.data.byteOffset, x.byteOffset, bias ? bias.byteOffset : 0, y0, outDim, inDim, T, s);
+    const code = FN_CODE[m.dtype];
+    const w0 = m.data.byteOffset, b0 = bias ? bias.byteOffset : 0;
+    const s0 = m.dtype === "int8" ? m.scales.byteOffset : 0;
+    const c = this.#ctrl;
+    if (!c || outDim * inDim * T < THREAD_MIN_MACS || outDim < 8 * this.threads) {
+      this.#fns[code](w0, x.byteOffset, b0, y0, outDim, inDim, T, s0, 0);
+      return;
+    }
+    // Blocks of output rows (multiples of 4), the first for this thread: slices of w, b, s and y
+    // with y's full row stride. Which thread computes a row does not change its sums.
+    const n = this.threads, rs = inDim * m.data.BYTES_PER_ELEMENT;
+    const per = Math.ceil(outDim / n / 4) * 4;
+    const ys = outDim * 4;
+    for (let i = 1; i < n; i++) {
+      const r0 = Math.min(outDim, i * per), r1 = Math.min(outDim, r0 + per);
+      const at = threadSlot(i - 1);
+      c[at + THREAD_SLOT.active] = r1 > r0 ? 1 : 0;
+      c[at + THREAD_SLOT.w] = w0 + r0 * rs;
+      c[at + THREAD_SLOT.x] = x.byteOffset;
+      c[at + THREAD_SLOT.b] = b0 ? b0 + r0 * 4 : 0;
+      c[at + THREAD_SLOT.y] = y0 + r0 * 4;
+      c[at + THREAD_SLOT.out] = r1 - r0;
+      c[at + THREAD_SLOT.inp] = inDim;
+      c[at + THREAD_SLOT.T] = T;
+      c[at + THREAD_SLOT.s] = s0 ? s0 + r0 * 4 : 0;
+      c[at + THREAD_SLOT.ys] = ys;
+    }
+    c[CTRL.fn] = code;
+    Atomics.store(c, CTRL.done, 0);
+    Atomics.add(c, CTRL.gen, 1);
+    Atomics.notify(c, CTRL.gen);
+    this.#fns[code](w0, x.byteOffset, b0, y0, Math.min(per, outDim), inDim, T, s0, ys);
+    const workers = n - 1;
+    const t0 = performance.now();
+    for (let d; (d = Atomics.load(c, CTRL.done)) < workers;) {
+      const waited = performance.now() - t0;
+      if (waited > 0.2) Atomics.wait(c, CTRL.done, d, 10);
+      // A worker that died (it cannot trap on checked arguments) must not hang the caller.
+      if (waited > 30_000) {
+        this.stopThreads();
+        throw new WasmArenaError("bad_argument", "linear: a kernel thread stopped answering");
+      }
+    }
   }
 
   #check(
