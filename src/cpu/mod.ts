@@ -4,5 +4,6 @@
  */
 
 export { CpuBackend } from "./backend.ts";
-export { CpuModel, type CpuModelOptions } from "./model.ts";
+export { CpuModel, type CpuModelOptions, cpuThreads } from "./model.ts";
 export { type CpuWeights, loadCpuWeights } from "./weights.ts";
+export type { StoredMatrix } from "./stored.ts";
