@@ -90,3 +90,26 @@ Deno.test("cpu threads: threaded prefill and decode are bit-identical to one thr
     }
   }
 });
+
+Deno.test("cpu threads: arena thread rules; a stopped pool leaves a working single-threaded arena", async () => {
+  const plain = new WasmArena(1 << 16);
+  assert.equal(await plain.startThreads(1), 1);
+  await assert.rejects(() => plain.startThreads(2), /shared: true/);
+  await assert.rejects(() => plain.startThreads(0), /threads must be/);
+  const a = new WasmArena(8 << 20, { shared: true });
+  assert.equal(a.shared, true);
+  assert.equal(await a.startThreads(2), 2);
+  await assert.rejects(() => a.startThreads(2), /already started/);
+  const out = 512, inDim = 1024, T = 2;
+  const w = a.allocU16(out * inDim), x = a.allocF32(T * inDim), y = a.allocF32(T * out);
+  for (let i = 0; i < w.length; i++) w[i] = 0x3c00 + (i % 97); // bf16 around 2^-7
+  for (let i = 0; i < x.length; i++) x[i] = ((i * 37) % 101) / 50 - 1;
+  a.linear(x, T, w, null, out, inDim, y);
+  const threaded = y.slice();
+  a.stopThreads();
+  a.stopThreads();
+  assert.equal(a.threads, 1);
+  y.fill(0);
+  a.linear(x, T, w, null, out, inDim, y);
+  assert.ok(sameBits(y, threaded));
+});
