@@ -52,7 +52,7 @@ export function cpuThreads(options: CpuModelOptions): number {
   if (t !== "auto" && !(Number.isInteger(t) && t >= 1 && t <= 64)) {
     throw new InputError("threads", `must be "auto" or an integer in [1, 64], got ${t}`);
   }
-  if (options.kernels === "js" || !WasmArena.threadsSupported()) return 1;
+  if (t === 1 || options.kernels === "js" || !WasmArena.threadsSupported()) return 1;
   return t === "auto" ? Math.max(1, Math.min(64, navigator.hardwareConcurrency || 1)) : t;
 }
 
