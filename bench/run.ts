@@ -8,7 +8,13 @@
  *
  *   deno run -A bench/run.ts [--suite default|gpu] [--shapes 385M,1B,7B] [--weights bf16,int8]
  *                            [--quick] [--merge]
+ *   deno run -A bench/run.ts --suite cpu [--baseline BEFORE.jsonl] [--quick]
  *   deno run -A bench/run.ts --merge-from OTHER.json [--shapes 7B]
+ *
+ * `--suite cpu` measures the CPU backend at the edge (`bench/cpu_edge.ts`, one process per row:
+ * the default model, and the 385M shape with random bf16 weights as bf16 and int8, 1 and 2
+ * threads) into `bench/results/cpu_edge.json` and `.md`; `--baseline` adds the rows of an older
+ * checkout measured with the same script (its JSON lines) as "before" columns.
  *
  * `--merge` keeps the runs of other shapes (and weight types) already in the adapter's report;
  * `--merge-from` takes the runs (of the given shapes) of a report written elsewhere (another
@@ -36,6 +42,7 @@ import {
   randomIds,
 } from "./measure.ts";
 import { lineChart, markdownTable } from "./report.ts";
+import type { CpuEdgeRecord } from "./cpu_edge.ts";
 
 const RESULTS = new URL("./results/", import.meta.url).pathname;
 const DEFAULT_MODEL = new URL("../models/tnl-shakespeare-6m/", import.meta.url).pathname;
@@ -514,9 +521,88 @@ async function gpuSuite(
   }, merge);
 }
 
+/** Run `bench/cpu_edge.ts` in a process of its own; returns its record. */
+async function cpuEdgeRow(argv: string[]): Promise<CpuEdgeRecord> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--v8-flags=--expose-gc",
+      new URL("./cpu_edge.ts", import.meta.url).pathname,
+      ...argv,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error(`cpu_edge.ts ${argv.join(" ")} failed`);
+  const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
+  return JSON.parse(lines[lines.length - 1]);
+}
+
+/** The CPU edge rows, with the baseline's (an older checkout, same script) beside them. */
+async function cpuSuite(baselinePath: string | undefined, quick: boolean): Promise<void> {
+  const rows: string[][] = [
+    ["--shape", "default"],
+    ["--shape", "385M", "--weights", "bf16"],
+    ["--shape", "385M", "--weights", "bf16", "--threads", "2"],
+    ["--shape", "385M", "--weights", "int8"],
+    ["--shape", "385M", "--weights", "int8", "--threads", "2"],
+  ];
+  const runs: CpuEdgeRecord[] = [];
+  for (const r of rows) runs.push(await cpuEdgeRow([...r, ...(quick ? ["--quick"] : [])]));
+  const before: CpuEdgeRecord[] = baselinePath
+    ? (await Deno.readTextFile(baselinePath)).trim().split("\n").map((l) => JSON.parse(l))
+    : [];
+  const f = (v: number | undefined, d = 1) => v === undefined ? "–" : v.toFixed(d);
+  const cell = (
+    r: CpuEdgeRecord | undefined,
+    get: (r: CpuEdgeRecord) => number | undefined,
+    d = 1,
+  ) => r ? f(get(r), d) : "–";
+  const metrics: [string, (r: CpuEdgeRecord) => number | undefined, number][] = [
+    ["load s", (r) => r.loadMs / 1000, 1],
+    ["RSS after load GB", (r) => r.rssAfterLoad / 1e9, 3],
+    ["prefill 256 tok/s", (r) => r.prefill["256"]?.tokensPerSecond, 1],
+    ["prefill 2048 tok/s", (r) => r.prefill["2048"]?.tokensPerSecond, 1],
+    ["decode b1 tok/s", (r) => r.decode.b1?.tokensPerSecond, 1],
+    ["decode b8 tok/s", (r) => r.decode.b8?.tokensPerSecond, 1],
+    ["prefill 2048 tok/CPU-s", (r) => r.prefill["2048"]?.tokensPerCpuSecond, 1],
+    ["decode b1 tok/CPU-s", (r) => r.decode.b1?.tokensPerCpuSecond, 1],
+  ];
+  const name = (r: CpuEdgeRecord) =>
+    `${r.shape === "default" ? "default model" : r.shape} ${r.weights}, ${r.threads ?? 1} thr`;
+  const header = ["", ...runs.map(name), ...before.map((r) => `before: ${name(r)}`)];
+  const md = [
+    `## CPU backend at the edge (${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores)`,
+    "",
+    `${new Date().toISOString().slice(0, 10)}, Deno ${Deno.version.deno}. One process per column;`,
+    "385M: random bf16 weights (`randomSource` fast mode; their generation is part of the load),",
+    "int8 quantized at load. tok/CPU-s counts the CPU time of every thread of the process: the",
+    "machine is shared with other processes (1-minute load average at each column's start:",
+    `${[...runs, ...before].map((r) => f(r.loadavg?.[0])).join(", ")}), so wall rates are noisy.`,
+    "",
+    markdownTable(
+      header,
+      metrics.map(([m, get, d]) => [
+        m,
+        ...runs.map((r) => cell(r, get, d)),
+        ...before.map((r) => cell(r, get, d)),
+      ]),
+    ),
+    "",
+  ].join("\n");
+  await Deno.mkdir(RESULTS, { recursive: true });
+  await Deno.writeTextFile(
+    `${RESULTS}cpu_edge.json`,
+    JSON.stringify({ date: new Date().toISOString(), runs, before }, null, 2) + "\n",
+  );
+  await Deno.writeTextFile(`${RESULTS}cpu_edge.md`, md);
+  console.log(md);
+}
+
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
-    string: ["suite", "shapes", "weights", "merge-from"],
+    string: ["suite", "shapes", "weights", "merge-from", "baseline"],
     boolean: ["quick", "webgpu-only", "merge"],
   });
   const suite = args.suite ?? "default";
@@ -530,6 +616,8 @@ if (import.meta.main) {
     const only = args.shapes ? String(args.shapes).split(",") : null;
     const taken = (runs as RunRecord[]).filter((r) => !only || only.includes(r.shape));
     await writeReport(adapter, taken, meta, true);
+  } else if (suite === "cpu") {
+    await cpuSuite(args.baseline, Boolean(args.quick));
   } else if (suite === "gpu") {
     const weights = String(args.weights ?? "bf16,int8").split(",");
     const bad = weights.filter((w) => w !== "bf16" && w !== "int8");

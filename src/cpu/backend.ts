@@ -8,7 +8,7 @@ import type { Backend, BackendState, LogitsMode } from "../engine/backend.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { cloneState, copyStateInto, createState, type ModelState } from "../model/state.ts";
 import type { TensorSource } from "../model/weights/source.ts";
-import { CpuModel, type CpuModelOptions } from "./model.ts";
+import { CpuModel, type CpuModelOptions, cpuThreads } from "./model.ts";
 import { loadCpuWeights } from "./weights.ts";
 import type { WeightQuantization } from "../model/quantize.ts";
 import { InputError } from "../errors.ts";
@@ -48,7 +48,11 @@ export class CpuBackend implements Backend {
     this.model = model;
     this.config = model.config;
     this.maxBatch = maxBatch;
-    this.device = `cpu (${navigator.hardwareConcurrency} cores, f32 reference)`;
+    this.device = `cpu (${navigator.hardwareConcurrency} cores, ${
+      model.kernels === "wasm"
+        ? `WebAssembly SIMD, ${model.threads} thread${model.threads > 1 ? "s" : ""}`
+        : "f64 reference"
+    })`;
   }
 
   /** Load weights from a tensor source and build the backend. */
@@ -58,8 +62,14 @@ export class CpuBackend implements Backend {
     label: string,
     options: CpuModelOptions & { maxBatch?: number; quantize?: WeightQuantization } = {},
   ): Promise<CpuBackend> {
-    const weights = await loadCpuWeights(source, config, label, options.quantize);
-    return new CpuBackend(new CpuModel(config, weights, options), options.maxBatch);
+    const weights = await loadCpuWeights(source, config, label, {
+      quantize: options.quantize,
+      arenaScratchBytes: options.kernels === "js" ? null : CpuModel.scratchBytes(config, options),
+      sharedArena: cpuThreads(options) > 1,
+    });
+    const model = new CpuModel(config, weights, options);
+    await model.startThreads(options);
+    return new CpuBackend(model, options.maxBatch);
   }
 
   #own(s: BackendState): CpuState {
@@ -131,8 +141,9 @@ export class CpuBackend implements Backend {
     });
   }
 
-  /** Nothing to free. */
+  /** Stop the kernel threads, if any. */
   dispose(): Promise<void> {
+    this.model.dispose();
     return Promise.resolve();
   }
 }

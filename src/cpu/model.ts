@@ -18,7 +18,8 @@ import type { ModelState } from "../model/state.ts";
 import { decayPowers, lightningPrefill, recurrentStep } from "./attention.ts";
 import { activate, layerNorm, linear, simpleRmsNorm } from "./kernels.ts";
 import type { CpuWeights } from "./weights.ts";
-import { f32ToBf16, WasmArena } from "./wasm/mod.ts";
+import { WasmArena } from "./wasm/mod.ts";
+import { storedBytes, type StoredMatrix, widenMatrix, widenRow } from "./stored.ts";
 
 /** Which logits to return. */
 export type CpuLogitsMode = "all" | "last" | "none";
@@ -30,16 +31,33 @@ export interface CpuModelOptions {
   /** Tokens processed per pass of a long prefill (bounds scratch memory). Default 256. */
   chunk?: number;
   /**
-   * Matrix kernels: "js" (f64 accumulation, the reference spec), "wasm" (WebAssembly SIMD, f32
-   * accumulation, weights kept as bf16 when exact), or "auto" (default: wasm where supported).
+   * Matrix kernels: "js" (f64 accumulation over weights widened to f32, the reference spec),
+   * "wasm" (WebAssembly SIMD, f32 accumulation, weights in their stored precision), or "auto"
+   * (default: wasm where supported).
    */
   kernels?: "auto" | "js" | "wasm";
   /** Most sequences per decode call (sizes the wasm scratch). Default 256. */
   maxBatch?: number;
+  /**
+   * Threads of the wasm kernels: a number, or "auto" (every core the host reports). Used where the
+   * runtime allows worker threads over shared memory (`WasmArena.threadsSupported`), else 1; the
+   * results are bit-identical for any count. Default 1. Threads live until `dispose()`.
+   */
+  threads?: number | "auto";
 }
 
-/** A linear layer's weights for the active kernels: f32, or bf16 bits in the wasm arena. */
-type LinearWeights = Float32Array | Uint16Array;
+/** The kernel threads `options` ask for, as this runtime allows them. */
+export function cpuThreads(options: CpuModelOptions): number {
+  const t = options.threads ?? 1;
+  if (t !== "auto" && !(Number.isInteger(t) && t >= 1 && t <= 64)) {
+    throw new InputError("threads", `must be "auto" or an integer in [1, 64], got ${t}`);
+  }
+  if (t === 1 || options.kernels === "js" || !WasmArena.threadsSupported()) return 1;
+  return t === "auto" ? Math.max(1, Math.min(64, navigator.hardwareConcurrency || 1)) : t;
+}
+
+/** A linear layer's weights for the active kernels: f32 (js), or stored in the wasm arena. */
+type LinearWeights = Float32Array | StoredMatrix;
 
 /** The weights the matrix kernels read (arena views on the wasm path). */
 interface KernelLayer {
@@ -66,6 +84,8 @@ export class CpuModel {
   readonly #w: CpuWeights;
   /** Which matrix kernels run. */
   readonly kernels: "js" | "wasm";
+  /** Bytes the weight matrices take as the kernels read them (int8 scales included). */
+  readonly weightBytes: number;
   readonly #arena: WasmArena | null = null;
   readonly #kl: KernelLayer[];
   readonly #headW: LinearWeights;
@@ -76,14 +96,32 @@ export class CpuModel {
   #x: Float32Array = new Float32Array(0);
   #a: Float32Array = new Float32Array(0);
   #qkvu: Float32Array = new Float32Array(0);
-  #q = new Float32Array(0);
-  #k = new Float32Array(0);
+  #q: Float32Array = new Float32Array(0);
+  #k: Float32Array = new Float32Array(0);
   #o: Float32Array = new Float32Array(0);
   #g1: Float32Array = new Float32Array(0);
   #g2: Float32Array = new Float32Array(0);
   #acc: Float64Array;
+  readonly #erow: Float32Array;
 
-  /** Build from f32 weights. */
+  /**
+   * Arena bytes the wasm path's scratch takes for `options` (rows of a chunk or a batch); the
+   * loader leaves this much free after the weights.
+   */
+  static scratchBytes(config: ModelConfig, options: CpuModelOptions = {}): number {
+    const rows = Math.max(options.chunk ?? 256, options.maxBatch ?? 256);
+    const { embedDim: D, hiddenDim: H, gluDim: G, vocabSize: V } = config;
+    const floats = (n: number) => Math.ceil((n * 4) / 64) * 64;
+    return floats(rows * D) + floats(rows * Math.max(D, H)) + floats(rows * 4 * H) +
+      floats(rows * Math.max(H, D)) + floats(rows * Math.max(G, D)) + floats(rows * G) +
+      floats(Math.min(rows, 64) * V) + 2 * floats(rows * H * 2) + (1 << 16);
+  }
+
+  /**
+   * Build from loaded weights. The js kernels widen the matrices to f32; the wasm kernels run on
+   * them in place when they live in an arena with room for the scratch (as `CpuBackend.load`
+   * loads them), else on a copy in a new arena.
+   */
   constructor(config: ModelConfig, weights: CpuWeights, options: CpuModelOptions = {}) {
     this.config = config;
     this.#w = weights;
@@ -98,63 +136,65 @@ export class CpuModel {
       for (const r of rates) this.#pw.push(decayPowers(r, this.block));
     }
     this.#acc = new Float64Array(config.headDim);
+    this.#erow = new Float32Array(config.embedDim);
+    const held = weights.layers.flatMap((l) => [l.qkvu, l.out, l.l1, l.l2, l.l3]);
+    if (weights.head !== weights.embed) held.push(weights.head);
+    held.push(weights.embed);
     const want = options.kernels ?? "auto";
     this.kernels = want === "js" || (want === "auto" && !WasmArena.supported()) ? "js" : "wasm";
     if (this.kernels === "js") {
-      this.#kl = weights.layers;
-      this.#headW = weights.head;
+      this.#kl = weights.layers.map((l) => ({
+        ...l,
+        qkvu: widenMatrix(l.qkvu),
+        out: widenMatrix(l.out),
+        l1: widenMatrix(l.l1),
+        l2: widenMatrix(l.l2),
+        l3: widenMatrix(l.l3),
+      }));
+      this.#headW = widenMatrix(weights.head);
+      this.weightBytes = held.reduce((n, m) => n + 4 * m.rows * m.cols, 0);
       return;
     }
-    // The wasm path: weights (bf16 when that is exact) and scratch live in one arena, sized once.
     const rows = Math.max(this.chunk, options.maxBatch ?? 256);
     const { embedDim: D, hiddenDim: H, gluDim: G, vocabSize: V } = config;
-    const mats = weights.layers.flatMap((l) => [l.qkvu, l.out, l.l1, l.l2, l.l3]);
-    const vecs = weights.layers.flatMap((
-      l,
-    ) => [l.qkvuBias, l.outBias, l.l1Bias, l.l2Bias, l.l3Bias]);
-    const floats = (n: number) => n * 4 + 64;
-    // A matrix is held as bf16 when that is exact (weights widened from a bf16 checkpoint), else
-    // as f32 (f32 checkpoints, int8 reconstructions q·s).
-    const halves = new Map<Float32Array, boolean>();
-    for (const m of [...mats, weights.head]) halves.set(m, bf16Exact(m));
-    const matBytes = (m: Float32Array) => (halves.get(m) ? m.length * 2 + 64 : floats(m.length));
-    let bytes = matBytes(weights.head) + (1 << 16);
-    for (const m of mats) bytes += matBytes(m);
-    for (const v of vecs) if (v) bytes += floats(v.length);
-    bytes += floats(rows * D) + floats(rows * Math.max(D, H)) + floats(rows * 4 * H) +
-      floats(rows * Math.max(H, D)) + 2 * floats(rows * Math.max(G, D)) +
-      floats(Math.min(rows, 64) * V);
-    const arena = new WasmArena(bytes);
-    this.#arena = arena;
-    const mat = (m: Float32Array): LinearWeights => {
-      if (halves.get(m)) {
-        const u = arena.allocU16(m.length);
-        f32ToBf16(m, u);
-        return u;
+    const scratch = CpuModel.scratchBytes(config, options);
+    this.weightBytes = held.reduce(
+      (n, m) => n + storedBytes(m.dtype, m.rows * m.cols) + (m.dtype === "int8" ? 4 * m.rows : 0),
+      0,
+    );
+    let arena = weights.arena;
+    if (arena && arena.free >= scratch) {
+      this.#kl = weights.layers;
+      this.#headW = weights.head;
+    } else {
+      // Weights on the JS heap (or an arena without room): copy them into a new arena.
+      const mats = weights.layers.flatMap((l) => [l.qkvu, l.out, l.l1, l.l2, l.l3]);
+      mats.push(weights.head);
+      let bytes = scratch + 64;
+      for (const m of mats) bytes += storedBytes(m.dtype, m.rows * m.cols) + 4 * m.rows + 128;
+      for (const l of weights.layers) {
+        for (const v of [l.qkvuBias, l.outBias, l.l1Bias, l.l2Bias, l.l3Bias]) {
+          if (v) bytes += v.length * 4 + 64;
+        }
       }
-      const f = arena.allocF32(m.length);
-      f.set(m);
-      return f;
-    };
-    const vec = (v: Float32Array | null) => {
-      if (!v) return null;
-      const f = arena.allocF32(v.length);
-      f.set(v);
-      return f;
-    };
-    this.#kl = weights.layers.map((l) => ({
-      qkvu: mat(l.qkvu),
-      out: mat(l.out),
-      l1: mat(l.l1),
-      l2: mat(l.l2),
-      l3: mat(l.l3),
-      qkvuBias: vec(l.qkvuBias),
-      outBias: vec(l.outBias),
-      l1Bias: vec(l.l1Bias),
-      l2Bias: vec(l.l2Bias),
-      l3Bias: vec(l.l3Bias),
-    }));
-    this.#headW = mat(weights.head);
+      const a = new WasmArena(bytes, { shared: cpuThreads(options) > 1 });
+      arena = a;
+      const vec = (v: Float32Array | null) => v && copyInto(a.allocF32(v.length), v);
+      this.#kl = weights.layers.map((l) => ({
+        qkvu: copyMatrix(a, l.qkvu),
+        out: copyMatrix(a, l.out),
+        l1: copyMatrix(a, l.l1),
+        l2: copyMatrix(a, l.l2),
+        l3: copyMatrix(a, l.l3),
+        qkvuBias: vec(l.qkvuBias),
+        outBias: vec(l.outBias),
+        l1Bias: vec(l.l1Bias),
+        l2Bias: vec(l.l2Bias),
+        l3Bias: vec(l.l3Bias),
+      }));
+      this.#headW = copyMatrix(a, weights.head);
+    }
+    this.#arena = arena;
     this.#rows = rows;
     this.#x = arena.allocF32(rows * D);
     this.#a = arena.allocF32(rows * Math.max(D, H));
@@ -163,8 +203,25 @@ export class CpuModel {
     this.#g1 = arena.allocF32(rows * Math.max(G, D));
     this.#g2 = arena.allocF32(rows * G);
     this.#headScratch = arena.allocF32(Math.min(rows, 64) * V);
-    this.#q = new Float32Array(rows * H * 2);
-    this.#k = new Float32Array(rows * H * 2);
+    this.#q = arena.allocF32(rows * H * 2);
+    this.#k = arena.allocF32(rows * H * 2);
+  }
+
+  /** Start the kernel threads `options.threads` asks for (where allowed); returns the count. */
+  async startThreads(options: CpuModelOptions): Promise<number> {
+    const n = cpuThreads(options);
+    if (n <= 1 || !this.#arena?.shared) return 1;
+    return await this.#arena.startThreads(n);
+  }
+
+  /** Threads running the matrix kernels. */
+  get threads(): number {
+    return this.#arena?.threads ?? 1;
+  }
+
+  /** Stop the kernel threads (the model stays usable, single-threaded). */
+  dispose(): void {
+    this.#arena?.stopThreads();
   }
 
   /** y[t·yStride + yOffset + o] = x_t·w_oᵀ + b_o through the active kernels. */
@@ -300,10 +357,10 @@ export class CpuModel {
   #embed(ids: number[]): void {
     const D = this.config.embedDim;
     const scale = this.config.embedScale;
-    const e = this.#w.embed;
+    const e = this.#erow;
     for (let t = 0; t < ids.length; t++) {
-      const src = ids[t] * D;
-      for (let i = 0; i < D; i++) this.#x[t * D + i] = Math.fround(scale * e[src + i]);
+      widenRow(this.#w.embed, ids[t], e);
+      for (let i = 0; i < D; i++) this.#x[t * D + i] = Math.fround(scale * e[i]);
     }
   }
 
@@ -406,9 +463,30 @@ export class CpuModel {
   }
 }
 
-/** Whether every value of `m` is a bf16 value (low 16 bits zero; NaNs count as not exact). */
-function bf16Exact(m: Float32Array): boolean {
-  const bits = new Uint32Array(m.buffer, m.byteOffset, m.length);
-  for (let i = 0; i < bits.length; i++) if ((bits[i] & 0xffff) !== 0) return false;
-  return true;
+function copyInto(dst: Float32Array, src: Float32Array): Float32Array {
+  dst.set(src);
+  return dst;
+}
+
+/** A copy of a stored matrix in the arena (same dtype). */
+function copyMatrix(a: WasmArena, m: StoredMatrix): StoredMatrix {
+  const n = m.rows * m.cols;
+  switch (m.dtype) {
+    case "f32": {
+      const data = a.allocF32(n);
+      data.set(m.data);
+      return { ...m, data };
+    }
+    case "bf16":
+    case "f16": {
+      const data = a.allocU16(n);
+      data.set(m.data);
+      return { ...m, data };
+    }
+    case "int8": {
+      const data = a.allocI8(n);
+      data.set(m.data);
+      return { ...m, data, scales: copyInto(a.allocF32(m.rows), m.scales) };
+    }
+  }
 }

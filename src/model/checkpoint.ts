@@ -170,12 +170,12 @@ export function validateCheckpoint(
   return spec;
 }
 
-/** Read a tensor widened to f32, after checking its shape. */
-export async function readFloat32(
+/** Read a tensor's bytes in its stored dtype, after checking its shape and byte length. */
+export async function readTensorBytes(
   source: TensorSource,
   spec: TensorSpec,
   label: string,
-): Promise<Float32Array> {
+): Promise<{ bytes: Uint8Array; info: TensorInfo & { dtype: FloatDType } }> {
   const info = checkTensor(source, spec, label);
   const bytes = await source.read(spec.name);
   if (bytes.byteLength !== info.byteLength) {
@@ -185,5 +185,15 @@ export async function readFloat32(
       `read ${bytes.byteLength} bytes, expected ${info.byteLength}`,
     );
   }
+  return { bytes, info };
+}
+
+/** Read a tensor widened to f32, after checking its shape. */
+export async function readFloat32(
+  source: TensorSource,
+  spec: TensorSpec,
+  label: string,
+): Promise<Float32Array> {
+  const { bytes, info } = await readTensorBytes(source, spec, label);
   return toFloat32(bytes, info.dtype);
 }

@@ -56,22 +56,38 @@ export function quantizeInt8(
   const scales = new Float32Array(rows);
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
-    let max = 0;
-    for (let i = 0; i < cols; i++) {
-      const a = Math.abs(values[base + i]);
-      if (!(a <= max)) {
-        if (!Number.isFinite(a)) throw new InputError(name, `row ${r} holds a non-finite weight`);
-        max = a;
-      }
-    }
-    const s = Math.fround(max / 127);
-    scales[r] = s;
-    if (s === 0) continue;
-    for (let i = 0; i < cols; i++) {
-      q[base + i] = roundHalfAway(values[base + i] / s);
-    }
+    scales[r] = quantizeRowInto(values.subarray(base, base + cols), q.subarray(base), name, r);
   }
   return { rows, cols, q, scales };
+}
+
+/**
+ * Quantize one row (`values`, its `cols` weights) into `q` (from index 0); returns its scale.
+ * `quantizeInt8` is this, row by row; loaders call it on one widened row at a time so that a
+ * whole matrix is never held in f32. `row` only labels the error of a non-finite weight.
+ */
+export function quantizeRowInto(
+  values: Float32Array,
+  q: Int8Array,
+  name = "matrix",
+  row = 0,
+): number {
+  const cols = values.length;
+  let max = 0;
+  for (let i = 0; i < cols; i++) {
+    const a = Math.abs(values[i]);
+    if (!(a <= max)) {
+      if (!Number.isFinite(a)) throw new InputError(name, `row ${row} holds a non-finite weight`);
+      max = a;
+    }
+  }
+  const s = Math.fround(max / 127);
+  if (s === 0) {
+    q.fill(0, 0, cols);
+    return s;
+  }
+  for (let i = 0; i < cols; i++) q[i] = roundHalfAway(values[i] / s);
+  return s;
 }
 
 /**

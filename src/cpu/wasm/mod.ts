@@ -3,8 +3,8 @@
  *
  * A {@link WasmArena} owns one `WebAssembly.Memory`, sized once and never grown (so the typed-array
  * views it hands out never detach). Weights, activations and scratch buffers are allocated in it;
- * {@link WasmArena.linear} then runs `y = x·Wᵀ + b` on those views without copying, with f32 or
- * bf16 (u16 storage) weights.
+ * {@link WasmArena.linear} then runs `y = x·Wᵀ + b` on those views without copying, with weights
+ * in their stored precision: f32, bf16 or f16 (u16 storage), or int8 with per-row scales.
  *
  * ```ts
  * if (WasmArena.supported()) {
@@ -14,14 +14,17 @@
  *   arena.linear(x, T, w, null, out, inDim, y);
  * }
  * ```
- * Numerics: the kernel multiplies and accumulates in f32 (4 lanes of partial sums per row), so it
- * differs from the JS reference `linear` (f64 accumulation) by rounding only; bf16 weights are
- * widened exactly.
+ * Numerics: the kernel multiplies and accumulates in f32 (4 lanes of partial sums per row, in an
+ * order that does not depend on T), so it differs from the JS reference `linear` (f64
+ * accumulation) by rounding only; 16-bit weights are widened exactly, int8 to ŵ = q·s (one
+ * correctly rounded f32 product, as on the GPU).
  * @module
  */
 
 import { TnlError } from "../../errors.ts";
-import { KERNELS_WASM_BASE64 } from "./kernels_wasm.ts";
+import { KERNELS_SHARED_WASM_BASE64, KERNELS_WASM_BASE64 } from "./kernels_wasm.ts";
+import type { StoredMatrix } from "../stored.ts";
+import { CTRL, ctrlBytes, type LinearFn, THREAD_SLOT, threadSlot } from "./threads.ts";
 
 /** What went wrong with an arena call. */
 export type WasmArenaErrorReason = "out_of_memory" | "foreign_view" | "bad_argument";
@@ -41,36 +44,36 @@ const PAGE = 65536;
 const ALIGN = 64;
 
 interface KernelExports {
-  linear_f32(w: number, x: number, b: number, y: number, out: number, inp: number, T: number): void;
-  linear_bf16(
-    w: number,
-    x: number,
-    b: number,
-    y: number,
-    out: number,
-    inp: number,
-    T: number,
-  ): void;
+  /** Kernels by stored dtype. */
+  linear_f32: LinearFn;
+  linear_bf16: LinearFn;
+  linear_f16: LinearFn;
+  linear_i8: LinearFn;
 }
 
-let bytesCache: Uint8Array<ArrayBuffer> | null = null;
-let moduleCache: WebAssembly.Module | null = null;
+/** The two builds of the kernels: importing a plain memory, or a shared one (threads). */
+type Build = "plain" | "shared";
+const bytesCache: Partial<Record<Build, Uint8Array<ArrayBuffer>>> = {};
+const moduleCache: Partial<Record<Build, WebAssembly.Module>> = {};
 let supportedCache: boolean | null = null;
+let threadsCache: boolean | null = null;
 
-function kernelBytes(): Uint8Array<ArrayBuffer> {
-  if (!bytesCache) {
-    const s = atob(KERNELS_WASM_BASE64);
-    const b = new Uint8Array(s.length);
-    for (let i = 0; i < s.length; i++) b[i] = s.charCodeAt(i);
-    bytesCache = b;
-  }
-  return bytesCache;
+function kernelBytes(build: Build = "plain"): Uint8Array<ArrayBuffer> {
+  return bytesCache[build] ??= Uint8Array.from(
+    atob(build === "plain" ? KERNELS_WASM_BASE64 : KERNELS_SHARED_WASM_BASE64),
+    (c) => c.charCodeAt(0),
+  );
 }
 
-function kernelModule(): WebAssembly.Module {
-  moduleCache ??= new WebAssembly.Module(kernelBytes());
-  return moduleCache;
+function kernelModule(build: Build = "plain"): WebAssembly.Module {
+  return moduleCache[build] ??= new WebAssembly.Module(kernelBytes(build));
 }
+
+/** Matrix element counts × tokens below which a linear runs on the calling thread only. */
+const THREAD_MIN_MACS = 1 << 19;
+
+/** Kernel codes of the control block, by stored dtype. */
+const FN_CODE = { f32: 0, bf16: 1, f16: 2, int8: 3 } as const;
 
 /**
  * Round f32 values to bf16 (round to nearest even; NaN stays NaN), writing the raw u16 into `dst`
@@ -105,7 +108,11 @@ export class WasmArena {
   readonly #memory: WebAssembly.Memory;
   readonly #buffer: ArrayBuffer;
   readonly #k: KernelExports;
+  readonly #fns: LinearFn[];
+  readonly #shared: boolean;
   #top = ALIGN;
+  #workers: Worker[] = [];
+  #ctrl: Int32Array | null = null;
 
   /**
    * True when this runtime can compile the kernels (WebAssembly with 128-bit SIMD). Where it is
@@ -122,8 +129,33 @@ export class WasmArena {
     return supportedCache;
   }
 
-  /** Reserve `capacityBytes` (rounded up to whole pages) of memory, all of it at once. */
-  constructor(capacityBytes: number) {
+  /**
+   * True when this runtime can run the kernels on worker threads over a shared memory
+   * (`SharedArrayBuffer`, shared `WebAssembly.Memory`, module workers, `Atomics.wait`): detected by
+   * trying, never assumed. Cached after the first call.
+   */
+  static threadsSupported(): boolean {
+    if (threadsCache === null) {
+      try {
+        threadsCache = WasmArena.supported() && typeof SharedArrayBuffer === "function" &&
+          typeof Worker === "function" && typeof Atomics?.wait === "function" &&
+          WebAssembly.validate(kernelBytes("shared")) &&
+          new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer instanceof
+            SharedArrayBuffer;
+        // Atomics.wait throws on threads that may not block.
+        if (threadsCache) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
+      } catch {
+        threadsCache = false;
+      }
+    }
+    return threadsCache;
+  }
+
+  /**
+   * Reserve `capacityBytes` (rounded up to whole pages) of memory, all of it at once; `shared`
+   * (where {@link WasmArena.threadsSupported}) makes it shareable with kernel threads.
+   */
+  constructor(capacityBytes: number, options: { shared?: boolean } = {}) {
     if (!Number.isSafeInteger(capacityBytes) || capacityBytes < 1) {
       throw new WasmArenaError(
         "bad_argument",
@@ -134,11 +166,88 @@ export class WasmArena {
     if (pages > 65536) {
       throw new WasmArenaError("out_of_memory", `capacity ${capacityBytes} exceeds 4 GiB`);
     }
-    this.#memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
-    this.#buffer = this.#memory.buffer as ArrayBuffer; // not shared
+    this.#shared = options.shared === true;
+    if (this.#shared && !WasmArena.threadsSupported()) {
+      throw new WasmArenaError("bad_argument", "shared arenas are not supported on this runtime");
+    }
+    this.#memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: this.#shared });
+    // A SharedArrayBuffer when shared; typed as ArrayBuffer for the views handed out.
+    this.#buffer = this.#memory.buffer as ArrayBuffer;
     this.capacity = pages * PAGE;
-    const instance = new WebAssembly.Instance(kernelModule(), { env: { memory: this.#memory } });
+    const instance = new WebAssembly.Instance(kernelModule(this.#shared ? "shared" : "plain"), {
+      env: { memory: this.#memory },
+    });
     this.#k = instance.exports as unknown as KernelExports;
+    const k = this.#k;
+    this.#fns = [k.linear_f32, k.linear_bf16, k.linear_f16, k.linear_i8];
+  }
+
+  /** Whether the memory is shared (kernel threads can be started). */
+  get shared(): boolean {
+    return this.#shared;
+  }
+
+  /** Threads running the kernels (1: the caller's only). */
+  get threads(): number {
+    return this.#workers.length + 1;
+  }
+
+  /**
+   * Start `threads - 1` workers (a shared arena only) that split every large enough linear by
+   * blocks of output rows with the calling thread. Each output is computed by one thread in the
+   * same order as without threads, so results are bit-identical. Returns the threads now running.
+   */
+  async startThreads(threads: number): Promise<number> {
+    if (!Number.isInteger(threads) || threads < 1 || threads > 64) {
+      throw new WasmArenaError("bad_argument", `threads must be an integer in [1, 64]`);
+    }
+    if (this.#workers.length) throw new WasmArenaError("bad_argument", "threads already started");
+    if (threads === 1) return 1;
+    if (!this.#shared) {
+      throw new WasmArenaError("bad_argument", "threads need an arena made with shared: true");
+    }
+    const n = threads - 1;
+    const ctrl = new Int32Array(new SharedArrayBuffer(ctrlBytes(n)));
+    const workers: Worker[] = [];
+    try {
+      for (let i = 0; i < n; i++) {
+        const w = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
+        workers.push(w);
+        const ready = new Promise<void>((resolve, reject) => {
+          w.onmessage = () => resolve();
+          w.onerror = (e) => {
+            e.preventDefault();
+            reject(new WasmArenaError("bad_argument", `kernel thread failed: ${e.message}`));
+          };
+        });
+        w.postMessage({
+          module: kernelModule("shared"),
+          memory: this.#memory,
+          ctrl: ctrl.buffer,
+          index: i,
+        });
+        await ready;
+      }
+    } catch (e) {
+      for (const w of workers) w.terminate();
+      throw e;
+    }
+    this.#ctrl = ctrl;
+    this.#workers = workers;
+    return threads;
+  }
+
+  /** Stop the kernel threads (idempotent); linears then run on the calling thread only. */
+  stopThreads(): void {
+    const c = this.#ctrl;
+    if (c) {
+      Atomics.store(c, CTRL.fn, -1);
+      Atomics.add(c, CTRL.gen, 1);
+      Atomics.notify(c, CTRL.gen);
+    }
+    for (const w of this.#workers) w.terminate();
+    this.#workers = [];
+    this.#ctrl = null;
   }
 
   /** Bytes handed out so far (including alignment padding and the reserved first line). */
@@ -177,6 +286,11 @@ export class WasmArena {
     return new Uint16Array(this.#buffer, this.#alloc(n * 2, `allocU16(${n})`), n);
   }
 
+  /** A zeroed, 64-byte aligned `Int8Array` of `n` values (int8 weights) inside the arena. */
+  allocI8(n: number): Int8Array {
+    return new Int8Array(this.#buffer, this.#alloc(n, `allocI8(${n})`), n);
+  }
+
   /** Whether `view` lies in this arena's memory. */
   owns(view: ArrayBufferView): boolean {
     return view.buffer === this.#buffer;
@@ -185,14 +299,15 @@ export class WasmArena {
   /**
    * Y[t, o] = Σ_i X[t, i]·W[o, i] + b[o] for t < T, o < outDim: the arena's version of
    * `linear` in `src/cpu/kernels.ts` (same argument order, no output stride or offset: pass a
-   * `subarray` of y instead). `w` is [outDim, inDim] row-major, f32 (`Float32Array`) or bf16
-   * (`Uint16Array`, the high 16 bits of each f32). Every view must come from this arena and be
-   * long enough, and `y` must not overlap the inputs; otherwise this throws `WasmArenaError`.
+   * `subarray` of y instead). `w` is [outDim, inDim] row-major: a `StoredMatrix` (any stored
+   * dtype), or the shorthands `Float32Array` (f32) and `Uint16Array` (bf16, the high 16 bits of
+   * each f32). Every view must come from this arena and be long enough, and `y` must not overlap
+   * the inputs; otherwise this throws `WasmArenaError`.
    */
   linear(
     x: Float32Array,
     T: number,
-    w: Float32Array | Uint16Array,
+    w: Float32Array | Uint16Array | StoredMatrix,
     bias: Float32Array | null,
     outDim: number,
     inDim: number,
@@ -203,12 +318,23 @@ export class WasmArena {
         throw new WasmArenaError("bad_argument", `linear: ${name} must be a non-negative integer`);
       }
     }
-    const bf16 = w instanceof Uint16Array;
-    if (!bf16 && !(w instanceof Float32Array)) {
-      throw new WasmArenaError("bad_argument", "linear: w must be a Float32Array or Uint16Array");
+    const m: StoredMatrix | null = w instanceof Float32Array
+      ? { dtype: "f32", rows: outDim, cols: inDim, data: w }
+      : w instanceof Uint16Array
+      ? { dtype: "bf16", rows: outDim, cols: inDim, data: w }
+      : typeof w === "object" && w !== null && "dtype" in w
+      ? w
+      : null;
+    if (!m) {
+      throw new WasmArenaError(
+        "bad_argument",
+        "linear: w must be a Float32Array, a Uint16Array or a StoredMatrix",
+      );
     }
+    const type = m.dtype === "f32" ? Float32Array : m.dtype === "int8" ? Int8Array : Uint16Array;
     this.#check("x", x, T * inDim, Float32Array);
-    this.#check("w", w, outDim * inDim, bf16 ? Uint16Array : Float32Array);
+    this.#check("w", m.data, outDim * inDim, type);
+    if (m.dtype === "int8") this.#check("scales", m.scales, outDim, Float32Array);
     this.#check("y", y, T * outDim, Float32Array);
     if (bias) {
       this.#check("bias", bias, outDim, Float32Array);
@@ -222,20 +348,63 @@ export class WasmArena {
     const overlaps = (v: ArrayBufferView, bytes: number) =>
       v.byteOffset < y1 && y0 < v.byteOffset + bytes;
     if (
-      overlaps(x, T * inDim * 4) || overlaps(w, outDim * inDim * (bf16 ? 2 : 4)) ||
+      overlaps(x, T * inDim * 4) ||
+      overlaps(m.data, outDim * inDim * m.data.BYTES_PER_ELEMENT) ||
+      (m.dtype === "int8" && overlaps(m.scales, outDim * 4)) ||
       (bias !== null && overlaps(bias, outDim * 4))
     ) {
       throw new WasmArenaError("bad_argument", "linear: y overlaps an input");
     }
-    const f = bf16 ? this.#k.linear_bf16 : this.#k.linear_f32;
-    f(w.byteOffset, x.byteOffset, bias ? bias.byteOffset : 0, y0, outDim, inDim, T);
+    const code = FN_CODE[m.dtype];
+    const w0 = m.data.byteOffset, b0 = bias ? bias.byteOffset : 0;
+    const s0 = m.dtype === "int8" ? m.scales.byteOffset : 0;
+    const c = this.#ctrl;
+    if (!c || outDim * inDim * T < THREAD_MIN_MACS || outDim < 8 * this.threads) {
+      this.#fns[code](w0, x.byteOffset, b0, y0, outDim, inDim, T, s0, 0);
+      return;
+    }
+    // Blocks of output rows (multiples of 4), the first for this thread: slices of w, b, s and y
+    // with y's full row stride. Which thread computes a row does not change its sums.
+    const n = this.threads, rs = inDim * m.data.BYTES_PER_ELEMENT;
+    const per = Math.ceil(outDim / n / 4) * 4;
+    const ys = outDim * 4;
+    for (let i = 1; i < n; i++) {
+      const r0 = Math.min(outDim, i * per), r1 = Math.min(outDim, r0 + per);
+      const at = threadSlot(i - 1);
+      c[at + THREAD_SLOT.active] = r1 > r0 ? 1 : 0;
+      c[at + THREAD_SLOT.w] = w0 + r0 * rs;
+      c[at + THREAD_SLOT.x] = x.byteOffset;
+      c[at + THREAD_SLOT.b] = b0 ? b0 + r0 * 4 : 0;
+      c[at + THREAD_SLOT.y] = y0 + r0 * 4;
+      c[at + THREAD_SLOT.out] = r1 - r0;
+      c[at + THREAD_SLOT.inp] = inDim;
+      c[at + THREAD_SLOT.T] = T;
+      c[at + THREAD_SLOT.s] = s0 ? s0 + r0 * 4 : 0;
+      c[at + THREAD_SLOT.ys] = ys;
+    }
+    c[CTRL.fn] = code;
+    Atomics.store(c, CTRL.done, 0);
+    Atomics.add(c, CTRL.gen, 1);
+    Atomics.notify(c, CTRL.gen);
+    this.#fns[code](w0, x.byteOffset, b0, y0, Math.min(per, outDim), inDim, T, s0, ys);
+    const workers = n - 1;
+    const t0 = performance.now();
+    for (let d; (d = Atomics.load(c, CTRL.done)) < workers;) {
+      const waited = performance.now() - t0;
+      if (waited > 0.2) Atomics.wait(c, CTRL.done, d, 10);
+      // A worker that died (it cannot trap on checked arguments) must not hang the caller.
+      if (waited > 30_000) {
+        this.stopThreads();
+        throw new WasmArenaError("bad_argument", "linear: a kernel thread stopped answering");
+      }
+    }
   }
 
   #check(
     name: string,
     v: ArrayBufferView,
     need: number,
-    type: Float32ArrayConstructor | Uint16ArrayConstructor,
+    type: Float32ArrayConstructor | Uint16ArrayConstructor | Int8ArrayConstructor,
   ): void {
     if (!(v instanceof type)) {
       throw new WasmArenaError("bad_argument", `linear: ${name} must be a ${type.name}`);

@@ -3,6 +3,9 @@
 import assert from "node:assert/strict";
 import { linear } from "../../../src/cpu/kernels.ts";
 import { f32ToBf16, WasmArena, WasmArenaError } from "../../../src/cpu/wasm/mod.ts";
+import { type StoredMatrix, widenMatrix } from "../../../src/cpu/stored.ts";
+import { f32ToF16 } from "../../../src/model/weights/dtype.ts";
+import { dequantizeInt8, quantizeInt8 } from "../../../src/model/quantize.ts";
 
 /** Deterministic uniform [-1, 1) values (mulberry32). */
 function rng(seed: number): () => number {
@@ -82,6 +85,84 @@ function runCase(out: number, inDim: number, T: number, withBias: boolean, seed:
   linear(x, T, ww, bias, out, inDim, want);
   assertClose(y, want, x, ww, bias, T, out, inDim, `bf16 ${label}`);
 }
+
+/** Equal bit patterns. */
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  return ua.length === ub.length && ua.every((v, i) => v === ub[i]);
+}
+
+/**
+ * Every stored dtype (f32, bf16, f16, int8 + scales) against the JS reference over its widened
+ * values, and bit-identical to the f32 kernel over those values (one summation order for all).
+ */
+function runDtypes(out: number, inDim: number, T: number, withBias: boolean, seed: number): void {
+  const r = rng(seed);
+  const label = `out ${out}, in ${inDim}, T ${T}, bias ${withBias}`;
+  const a = new WasmArena(out * inDim * 16 + (T * (inDim + 3 * out) + 2 * out) * 4 + (1 << 16));
+  const x = a.allocF32(T * inDim), y = a.allocF32(T * out), yf = a.allocF32(T * out);
+  for (let i = 0; i < x.length; i++) x[i] = r();
+  const bias = withBias ? a.allocF32(out) : null;
+  if (bias) { for (let i = 0; i < out; i++) bias[i] = r(); }
+  // Weights with a spread of magnitudes (f16 subnormals and zeros included).
+  const w = Float32Array.from({ length: out * inDim }, (_, i) => {
+    const v = r() * 2 ** Math.floor(r() * 12 - 10);
+    return i % 29 === 0 ? 0 : i % 31 === 0 ? v * 2 ** -12 : v;
+  });
+  const f16 = a.allocU16(w.length);
+  for (let i = 0; i < w.length; i++) f16[i] = f32ToF16(w[i]);
+  const bf16 = a.allocU16(w.length);
+  f32ToBf16(w, bf16);
+  const q = quantizeInt8(w, out, inDim);
+  const qd = a.allocI8(w.length), qs = a.allocF32(out);
+  qd.set(q.q);
+  qs.set(q.scales);
+  const f32 = a.allocF32(w.length);
+  f32.set(w);
+  const mats: StoredMatrix[] = [
+    { dtype: "f32", rows: out, cols: inDim, data: f32 },
+    { dtype: "bf16", rows: out, cols: inDim, data: bf16 },
+    { dtype: "f16", rows: out, cols: inDim, data: f16 },
+    { dtype: "int8", rows: out, cols: inDim, data: qd, scales: qs },
+  ];
+  const wf = a.allocF32(w.length);
+  const want = new Float32Array(T * out);
+  for (const m of mats) {
+    const wide = widenMatrix(m);
+    if (m.dtype === "int8") {
+      // The kernels' ŵ is the GPU's: q·s, one correctly rounded f32 product.
+      assert.ok(sameBits(wide, dequantizeInt8(q)), `${label}: int8 widening`);
+    }
+    wf.set(wide);
+    y.fill(NaN);
+    a.linear(x, T, m, bias, out, inDim, y);
+    linear(x, T, wide, bias, out, inDim, want);
+    assertClose(y, want, x, wide, bias, T, out, inDim, `${m.dtype} ${label}`);
+    a.linear(x, T, wf, bias, out, inDim, yf);
+    assert.ok(sameBits(y, yf), `${m.dtype} ${label}: not bit-identical to f32 over ŵ`);
+  }
+  // Batch invariance: each row alone gives the bits it gives in the batch.
+  const y1 = a.allocF32(out);
+  for (const m of mats) {
+    a.linear(x, T, m, bias, out, inDim, y);
+    for (let t = 0; t < T; t++) {
+      a.linear(x.subarray(t * inDim, (t + 1) * inDim), 1, m, bias, out, inDim, y1);
+      assert.ok(sameBits(y1, y.subarray(t * out, (t + 1) * out)), `${m.dtype} ${label} row ${t}`);
+    }
+  }
+}
+
+Deno.test("wasm linear: every stored dtype on odd shapes, one summation order", () => {
+  let seed = 500;
+  for (const inDim of [1, 3, 4, 7, 8, 9, 12, 15, 16, 17, 33, 257]) {
+    for (const out of [1, 2, 3, 5, 8, 13]) {
+      for (const T of [1, 2, 3, 5]) runDtypes(out, inDim, T, seed % 2 === 0, seed++);
+    }
+  }
+  runDtypes(1024, 256, 3, true, seed++);
+  runDtypes(37, 704, 4, false, seed++);
+});
 
 Deno.test("wasm linear: supported on this runtime", () => {
   assert.equal(WasmArena.supported(), true);

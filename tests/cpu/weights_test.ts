@@ -1,0 +1,140 @@
+/**
+ * CPU weights in their stored precision: what the load allocates, what it holds, int8 as the GPU
+ * runs it (ŵ = q·s), and the f16 limits of the kernels.
+ */
+
+import assert from "node:assert/strict";
+import { CpuBackend } from "../../src/cpu/mod.ts";
+import { loadCpuWeights } from "../../src/cpu/weights.ts";
+import { WeightsError } from "../../src/errors.ts";
+import { parseConfig } from "../../src/model/config.ts";
+import { dequantizeInt8, quantizeInt8 } from "../../src/model/quantize.ts";
+import { randomSource } from "../../src/model/random_weights.ts";
+import { createState } from "../../src/model/state.ts";
+import { DTYPE_BYTES, toFloat32 } from "../../src/model/weights/dtype.ts";
+import type { TensorInfo, TensorSource } from "../../src/model/weights/source.ts";
+import { maxAbsDiff } from "../support/parity.ts";
+
+const config = parseConfig({
+  vocab_size: 300,
+  decoder_embed_dim: 64,
+  hidden_dim: 64,
+  decoder_layers: 2,
+  decoder_attention_heads: 2,
+  glu_dim: 96,
+  linear_use_lrpe_list: [1, 0],
+  linear_act_fun: "swish",
+  bias: true,
+});
+/** Elements of the smallest weight matrix ([D, H] output projection). */
+const SMALLEST = 64 * 64;
+
+/** Sizes of every Float32Array made with its own memory (not a view) while `fn` runs. */
+async function f32Allocations(fn: () => Promise<unknown>): Promise<number[]> {
+  const Original = globalThis.Float32Array;
+  const sizes: number[] = [];
+  class Spy extends Original {
+    // deno-lint-ignore no-explicit-any
+    constructor(...args: any[]) {
+      // deno-lint-ignore no-explicit-any
+      super(...(args as [any]));
+      const a = args[0];
+      if (!(a instanceof ArrayBuffer || a instanceof SharedArrayBuffer)) sizes.push(this.length);
+    }
+  }
+  (globalThis as { Float32Array: unknown }).Float32Array = Spy;
+  try {
+    await fn();
+  } finally {
+    (globalThis as { Float32Array: unknown }).Float32Array = Original;
+  }
+  return sizes;
+}
+
+/** A source whose matrices are the f32 values ŵ = q·s of `base`'s int8 quantization. */
+function dequantizedSource(base: TensorSource): TensorSource {
+  const tensors = new Map<string, TensorInfo>();
+  for (const [name, info] of base.tensors) {
+    const matrix = info.shape.length === 2;
+    const n = info.byteLength / DTYPE_BYTES[info.dtype];
+    tensors.set(name, matrix ? { ...info, dtype: "F32", byteLength: n * 4 } : info);
+  }
+  return {
+    tensors,
+    async read(name) {
+      const info = base.tensors.get(name)!;
+      const bytes = await base.read(name);
+      if (info.shape.length !== 2 || info.dtype === "I8") return bytes;
+      const [rows, cols] = info.shape;
+      const v = toFloat32(bytes, info.dtype as "BF16");
+      return new Uint8Array(dequantizeInt8(quantizeInt8(v, rows, cols)).buffer);
+    },
+    close: () => base.close(),
+  };
+}
+
+Deno.test("cpu weights: a 16-bit or int8 load never makes an f32 copy of a matrix", async () => {
+  for (const quantize of ["none", "int8"] as const) {
+    for (const dtype of ["BF16", "F16"] as const) {
+      // Fast mode: the source makes 16-bit patterns directly (no f32 of its own to count).
+      const src = randomSource(config, { dtype, fast: true });
+      let backend: CpuBackend | null = null;
+      const sizes = await f32Allocations(async () => {
+        backend = await CpuBackend.load(src, config, "random", { quantize, maxBatch: 4, chunk: 4 });
+      });
+      assert.ok(sizes.length > 0, "the spy sees the loader's vectors");
+      const big = sizes.filter((n) => n >= SMALLEST);
+      assert.deepEqual(big, [], `${dtype} ${quantize}: f32 arrays of ${big} values`);
+      const b = backend! as CpuBackend;
+      assert.equal(b.model.kernels, "wasm");
+      // Matrices held at 2 bytes (16-bit) or 1 byte + a 4-byte scale per row (int8).
+      const { embedDim: D, hiddenDim: H, gluDim: G, vocabSize: V } = config;
+      const elements = 2 * (4 * H * D + D * H + 3 * G * D) + V * D;
+      const rows = 2 * (4 * H + D + 2 * G + D) + V;
+      assert.equal(b.model.weightBytes, quantize === "int8" ? elements + 4 * rows : 2 * elements);
+    }
+  }
+  // The js reference does widen (it is the f64 spec, not the edge path): the spy notices.
+  const sizes = await f32Allocations(() =>
+    CpuBackend.load(randomSource(config), config, "random", { kernels: "js" })
+  );
+  assert.ok(sizes.some((n) => n >= SMALLEST));
+});
+
+Deno.test("cpu weights: int8 runs exactly the f32 model of ŵ = q·s (the GPU's int8 semantics)", async () => {
+  const base = randomSource(config, { dtype: "BF16", std: 0.2 });
+  const int8 = await CpuBackend.load(base, config, "int8", { quantize: "int8" });
+  const deq = await CpuBackend.load(dequantizedSource(base), config, "deq");
+  const ref = await CpuBackend.load(base, config, "int8 js", { quantize: "int8", kernels: "js" });
+  const ids = Int32Array.from({ length: 41 }, (_, i) => (i * 37 + 5) % config.vocabSize);
+  const [a, b, c] = [createState(config), createState(config), createState(config)];
+  const la = await int8.forward(a, ids, "all");
+  const lb = await deq.forward(b, ids, "all");
+  const lc = await ref.forward(c, ids, "all");
+  assert.deepEqual(
+    new Uint32Array(la.buffer),
+    new Uint32Array(lb.buffer),
+    "int8 kernels and f32 kernels over ŵ: the same bits",
+  );
+  for (let l = 0; l < config.numLayers; l++) assert.deepEqual(a.layers[l], b.layers[l]);
+  // The f64 reference over ŵ: rounding only.
+  assert.ok(maxAbsDiff(la, lc) < 1e-4, `wasm int8 vs js int8: ${maxAbsDiff(la, lc)}`);
+});
+
+Deno.test("cpu weights: non-finite f16 weights are a clear load error", async () => {
+  const base = randomSource(config, { dtype: "F16" });
+  const bad = "model.layers.1.channel_mixer.l2.weight";
+  const src: TensorSource = {
+    tensors: base.tensors,
+    async read(name) {
+      const bytes = (await base.read(name)).slice();
+      if (name === bad) new Uint16Array(bytes.buffer)[5] = 0x7c00; // +inf
+      return bytes;
+    },
+    close: () => base.close(),
+  };
+  await assert.rejects(
+    () => loadCpuWeights(src, config, "random", { arenaScratchBytes: 0 }),
+    (e) => e instanceof WeightsError && e.message.includes(bad) && /non-finite/.test(e.message),
+  );
+});
