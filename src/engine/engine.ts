@@ -544,7 +544,11 @@ export class Engine {
       await this.#settle();
       lap("settle");
       this.#opts.onRound(r);
-      await yielder.yield();
+      // After a long round on this thread (CPU prefill), a timer turn: the event loop then polls
+      // I/O (new connections, health checks, aborts) before the next round.
+      const spent = r.ms.admit + r.ms.prefill + r.ms.decode + r.ms.settle;
+      if (spent > 20) await new Promise((res) => setTimeout(res, 0));
+      else await yielder.yield();
     }
   }
 
