@@ -137,7 +137,10 @@ function num(args: Record<string, unknown>, name: string, fallback?: number): nu
 }
 
 /** Load the model with a progress line on stderr. */
-export async function loadWithProgress(args: Record<string, unknown>): Promise<TnlModel> {
+export async function loadWithProgress(
+  args: Record<string, unknown>,
+  worker?: boolean,
+): Promise<TnlModel> {
   const source = typeof args.model === "string" ? args.model : DEFAULT_MODEL_DIR;
   const backend = (args.backend ?? "auto") as "auto" | "cpu" | "webgpu";
   if (!["auto", "cpu", "webgpu"].includes(backend)) {
@@ -155,6 +158,7 @@ export async function loadWithProgress(args: Record<string, unknown>): Promise<T
   let why = "";
   const model = await loadModel(source, {
     backend,
+    worker,
     onBackendChoice: ({ reason }) => (why = reason),
     quantize,
     onProgress: consoleProgress(),
@@ -230,7 +234,8 @@ async function serve(args: Record<string, unknown>): Promise<void> {
   };
   num(args, "max-queue");
   num(args, "max-batch");
-  const model = await loadWithProgress(args);
+  // The server runs the backend in a worker whatever its kind: the HTTP thread never computes.
+  const model = await loadWithProgress(args, true);
   await startServer(model, options);
 }
 

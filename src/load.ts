@@ -11,7 +11,7 @@ import type { SamplingParams } from "./engine/sampler.ts";
 import { InputError, TnlError } from "./errors.ts";
 import { probeAdapter } from "./gpu/device.ts";
 import { WebGpuBackend, type WebGpuBackendOptions } from "./gpu/backend.ts";
-import { WorkerBackend } from "./gpu/worker_backend.ts";
+import { WorkerBackend } from "./worker/backend.ts";
 import { loadConfig, type ModelConfig } from "./model/config.ts";
 import { FingerprintingSource } from "./model/fingerprint.ts";
 import { type DownloadProgress, resolveModelSource } from "./model/hub.ts";
@@ -37,10 +37,11 @@ export interface LoadModelOptions {
   /** WebGPU options (batch, slots, limits). */
   webgpu?: WebGpuBackendOptions;
   /**
-   * Run the WebGPU backend in a worker thread (default true, unless `webgpu.context` is given):
-   * GPU readbacks then never block the caller's event loop.
+   * Run the backend in a worker thread, so that neither GPU readbacks nor CPU prefills block the
+   * caller's event loop. Default: true for WebGPU (unless `webgpu.context` is given), false for the
+   * CPU (edge hosts often have no workers; the server turns it on).
    */
-  gpuWorker?: boolean;
+  worker?: boolean;
   /**
    * Matrix weights as stored ("none", default) or int8 with one scale per output row ("int8": half
    * the bytes of bf16 on the GPU; the CPU reference runs the same int8 model in f32). Part of the
@@ -179,7 +180,7 @@ async function loadWebGpu(
 ): Promise<{ backend: Backend; fingerprint?: string }> {
   const quantize = options.quantize ?? "none";
   const gpu = options.webgpu ?? {};
-  if (options.gpuWorker === false || gpu.context || gpu.onTensor) {
+  if (options.worker === false || gpu.context || gpu.onTensor) {
     return { backend: await WebGpuBackend.load(source, config, dir, { ...gpu, quantize }) };
   }
   const { maxBatch, maxSlots, ring, maxBindingBytes, prefillChunk } = gpu;
@@ -201,7 +202,17 @@ async function pickBackend(
   const quantize = options.quantize;
   const chose = (backend: "cpu" | "webgpu", reason: string) =>
     options.onBackendChoice?.({ backend, reason });
-  const cpu = async () => ({ backend: await CpuBackend.load(source, config, label, { quantize }) });
+  const cpu = async (): Promise<{ backend: Backend; fingerprint?: string }> => {
+    if (!options.worker) {
+      return { backend: await CpuBackend.load(source, config, label, { quantize }) };
+    }
+    const backend = await WorkerBackend.load(
+      { kind: "cpu", dir: label, quantize: quantize ?? "none", options: {} },
+      config,
+      options.onLoad,
+    );
+    return { backend, fingerprint: backend.fingerprint };
+  };
   if (choice === "cpu") {
     chose("cpu", "backend cpu requested");
     return await cpu();

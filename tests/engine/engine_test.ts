@@ -11,7 +11,7 @@ import { Engine, type GenerateEvent, type GenerateRequest } from "../../src/engi
 import { Session } from "../../src/engine/session.ts";
 import { TnlError } from "../../src/errors.ts";
 import { WebGpuBackend } from "../../src/gpu/backend.ts";
-import { WorkerBackend } from "../../src/gpu/worker_backend.ts";
+import { WorkerBackend } from "../../src/worker/backend.ts";
 import { loadConfig } from "../../src/model/config.ts";
 import { openSafetensors } from "../../src/model/weights/safetensors.ts";
 import { Tokenizer } from "../../src/tokenizer/tokenizer.ts";

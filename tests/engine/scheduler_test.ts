@@ -17,7 +17,7 @@ import {
   type RoundInfo,
 } from "../../src/engine/engine.ts";
 import { TnlError } from "../../src/errors.ts";
-import { WorkerBackend } from "../../src/gpu/worker_backend.ts";
+import { WorkerBackend } from "../../src/worker/backend.ts";
 import { errorBody, toHttpError } from "../../src/http/errors.ts";
 import { loadConfig } from "../../src/model/config.ts";
 import { openSafetensors } from "../../src/model/weights/safetensors.ts";
@@ -39,9 +39,14 @@ async function cpuBackend(): Promise<Backend> {
   }
 }
 
-function workerBackend(maxBatch = 8): Promise<WorkerBackend> {
+function workerBackend(kind: "webgpu" | "cpu" = "webgpu", maxBatch = 8): Promise<WorkerBackend> {
   return WorkerBackend.load(
-    { dir: DEFAULT_MODEL_DIR, quantize: "none", options: { maxSlots: maxBatch + 4, maxBatch } },
+    {
+      kind,
+      dir: DEFAULT_MODEL_DIR,
+      quantize: "none",
+      options: { maxSlots: maxBatch + 4, maxBatch },
+    },
     config,
   );
 }
@@ -67,7 +72,7 @@ const seeded = (engine: Engine, i: number, maxTokens: number): GenerateRequest =
 
 function withEngine(
   name: string,
-  kind: "cpu" | "worker",
+  kind: "cpu" | "cpu-worker" | "worker",
   options: EngineOptions,
   fn: (engine: Engine, rounds: RoundInfo[]) => Promise<void>,
 ): void {
@@ -78,7 +83,9 @@ function withEngine(
     sanitizeOps: false,
     fn: async () => {
       const rounds: RoundInfo[] = [];
-      const backend = kind === "cpu" ? await cpuBackend() : await workerBackend();
+      const backend = kind === "cpu"
+        ? await cpuBackend()
+        : await workerBackend(kind === "worker" ? "webgpu" : "cpu");
       const engine = new Engine(backend, tokenizer, {
         ...options,
         onRound: (r) => rounds.push(r),
@@ -93,7 +100,7 @@ function withEngine(
   });
 }
 
-for (const kind of ["cpu", "worker"] as const) {
+for (const kind of ["cpu", "cpu-worker", "worker"] as const) {
   withEngine(
     "a request admitted while others decode gets its first token within two rounds",
     kind,
@@ -113,7 +120,7 @@ for (const kind of ["cpu", "worker"] as const) {
     },
   );
 
-  const n = kind === "cpu" ? 64 : 16;
+  const n = kind === "worker" ? 16 : 64;
   withEngine(
     `${n} concurrent seeded requests give exactly what each gives alone`,
     kind,
@@ -159,37 +166,40 @@ withEngine(
   },
 );
 
-Deno.test({
-  name: "scheduler (worker): a worker that dies fails its requests with a 503; the next succeeds",
-  ignore: !hasGpu && !requireGpu,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const backend = await workerBackend();
-    const engine = new Engine(backend, tokenizer, { stepsPerSync: 4 });
-    try {
-      const events: GenerateEvent[] = [];
-      let crashed = false;
-      for await (const e of engine.generate(seeded(engine, 0, 400))) {
-        events.push(e);
-        if (e.type === "token" && !crashed) {
-          crashed = true;
-          backend.simulateCrash();
+for (const kind of ["cpu", "webgpu"] as const) {
+  Deno.test({
+    name:
+      `scheduler (${kind} worker): a worker that dies fails its requests with a 503; the next succeeds`,
+    ignore: kind === "webgpu" && !hasGpu && !requireGpu,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const backend = await workerBackend(kind);
+      const engine = new Engine(backend, tokenizer, { stepsPerSync: 4 });
+      try {
+        const events: GenerateEvent[] = [];
+        let crashed = false;
+        for await (const e of engine.generate(seeded(engine, 0, 400))) {
+          events.push(e);
+          if (e.type === "token" && !crashed) {
+            crashed = true;
+            backend.simulateCrash();
+          }
         }
+        const done = events.at(-1)!;
+        assert.ok(done.type === "done" && done.finishReason === "error");
+        const err = toHttpError(done.error);
+        assert.equal(err.status, 503);
+        const body = errorBody(err, undefined) as { error: { type: string; code: string | null } };
+        assert.equal(body.error.type, "server_error");
+        assert.equal(backend.restarts, 1);
+        const next = await run(engine, seeded(engine, 1, 6));
+        assert.equal(next.done.finishReason, "length");
+        assert.equal(next.tokens.length, 6);
+      } finally {
+        await engine.close(true);
+        await backend.dispose();
       }
-      const done = events.at(-1)!;
-      assert.ok(done.type === "done" && done.finishReason === "error");
-      const err = toHttpError(done.error);
-      assert.equal(err.status, 503);
-      const body = errorBody(err, undefined) as { error: { type: string; code: string | null } };
-      assert.equal(body.error.type, "server_error");
-      assert.equal(backend.restarts, 1);
-      const next = await run(engine, seeded(engine, 1, 6));
-      assert.equal(next.done.finishReason, "length");
-      assert.equal(next.tokens.length, 6);
-    } finally {
-      await engine.close(true);
-      await backend.dispose();
-    }
-  },
-});
+    },
+  });
+}

@@ -1,6 +1,6 @@
 /**
- * Messages between the `WorkerBackend` (the thread that serves HTTP) and the worker that owns the
- * WebGPU device (`backend_worker.ts`). Requests carry an id; each answer names it. Errors cross as
+ * Messages between the `WorkerBackend` (the thread that serves HTTP) and the worker that runs the
+ * backend (`entry.ts`: the WebGPU device, or the CPU kernels). Requests carry an id; each answer names it. Errors cross as
  * plain data and are rebuilt as the project's typed errors, so callers see the same `TnlError`
  * codes (and `InputError` fields) as with an in-thread backend.
  * @module
@@ -11,6 +11,8 @@ import type { WeightQuantization } from "../model/quantize.ts";
 
 /** What the worker needs to load a model (everything is plain data). */
 export interface WorkerLoadSpec {
+  /** Which backend the worker runs (default "webgpu"). */
+  kind?: "webgpu" | "cpu";
   /** Local model directory (ends with "/"): config.json and the weights. */
   dir: string;
   /** Weight quantization. */
@@ -25,20 +27,24 @@ export interface WorkerLoadSpec {
   };
 }
 
-/** What the worker reports once the model is on the device. */
+/** What the worker reports once the model is loaded. */
 export interface WorkerLoaded {
+  /** Backend kind. */
+  kind: "webgpu" | "cpu";
   /** Adapter description. */
   device: string;
+  /** The optional `Backend` methods the worker's backend has. */
+  capabilities: string[];
   /** SHA-256 over the config and the weights as loaded. */
   fingerprint: string;
   /** Most sequences per decode call. */
   maxBatch: number;
   /** Resident state slots. */
   maxSlots: number;
-  /** Most steps per `decodeSampled` call. */
-  maxSampledSteps: number;
-  /** Prefill tokens per submission. */
-  preferredPrefillChunk: number;
+  /** Most steps per `decodeSampled` call (absent: host sampling only). */
+  maxSampledSteps?: number;
+  /** Prefill tokens per submission (absent: the engine's default). */
+  preferredPrefillChunk?: number;
 }
 
 /** A request to the worker. */

@@ -1,6 +1,6 @@
 /**
- * The worker that owns the WebGPU device: it loads the model onto the GPU and runs the backend's
- * calls one after another, in the order they were sent (a call's GPU work is encoded after the
+ * The worker that runs a backend (the WebGPU device, or the CPU kernels): it loads the model and
+ * runs the backend's calls one after another, in the order they were sent (a call's GPU work is encoded after the
  * previous call's). Readbacks (`mapAsync`), which in Deno block their thread until the GPU queue is
  * empty, happen here, never on the thread that serves HTTP. Started by `WorkerBackend`.
  * @module
@@ -8,22 +8,23 @@
 
 /// <reference lib="deno.worker" />
 
-import type { BackendState, PrefillItem, SampledRow } from "../engine/backend.ts";
+import type { Backend, BackendState, PrefillItem, SampledRow } from "../engine/backend.ts";
+import { CpuBackend } from "../cpu/backend.ts";
 import { TnlError } from "../errors.ts";
 import { loadConfig } from "../model/config.ts";
 import { FingerprintingSource } from "../model/fingerprint.ts";
 import type { ModelState } from "../model/state.ts";
 import { openWeights } from "../model/weights/open.ts";
-import { WebGpuBackend } from "./backend.ts";
+import { WebGpuBackend } from "../gpu/backend.ts";
 import {
   toWire,
   type WorkerLoaded,
   type WorkerLoadSpec,
   type WorkerMessage,
   type WorkerRequest,
-} from "./worker_protocol.ts";
+} from "./protocol.ts";
 
-let backend: WebGpuBackend | null = null;
+let backend: Backend | null = null;
 /** Resident states by the handle id the other side chose. */
 const states = new Map<number, BackendState>();
 
@@ -31,9 +32,19 @@ function post(m: WorkerMessage, transfer: Transferable[] = []): void {
   self.postMessage(m, transfer);
 }
 
-function gpu(): WebGpuBackend {
-  if (!backend) throw new TnlError("backend_unavailable", "the GPU worker has no model loaded");
+function gpu(): Backend {
+  if (!backend) throw new TnlError("backend_unavailable", "the backend worker has no model loaded");
   return backend;
+}
+
+/** The optional methods a backend may lack. */
+const OPTIONAL = ["decodeSampled", "replayMany", "setTokenHistory", "replay"] as const;
+
+/** An optional method of the backend, or an error naming it. */
+function optional<K extends typeof OPTIONAL[number]>(name: K): NonNullable<Backend[K]> {
+  const f = gpu()[name];
+  if (!f) throw new TnlError("internal", `this backend has no ${name}`);
+  return (f as (...a: unknown[]) => unknown).bind(gpu()) as NonNullable<Backend[K]>;
 }
 
 function state(id: number): BackendState {
@@ -59,21 +70,32 @@ async function load(spec: WorkerLoadSpec): Promise<WorkerLoaded> {
     await openWeights(spec.dir),
     (tensor) => post({ kind: "progress", tensor, done: ++done, total: weights.tensors.size }),
   );
+  const kind = spec.kind ?? "webgpu";
   try {
-    backend = await WebGpuBackend.load(weights, config, spec.dir, {
-      ...spec.options,
-      quantize: spec.quantize,
-    });
+    if (kind === "cpu") {
+      backend = await CpuBackend.load(weights, config, spec.dir, {
+        quantize: spec.quantize,
+        maxBatch: spec.options.maxBatch,
+      });
+    } else {
+      const gpuBackend = await WebGpuBackend.load(weights, config, spec.dir, {
+        ...spec.options,
+        quantize: spec.quantize,
+      });
+      gpuBackend.model.ctx.lostPromise.then((e) => post({ kind: "lost", error: toWire(e) }));
+      backend = gpuBackend;
+    }
   } finally {
     weights.close();
   }
   const b = backend;
-  b.model.ctx.lostPromise.then((e) => post({ kind: "lost", error: toWire(e) }));
   return {
+    kind,
     device: b.device,
+    capabilities: OPTIONAL.filter((k) => b[k] !== undefined),
     fingerprint: weights.fingerprint(config, spec.quantize),
     maxBatch: b.maxBatch,
-    maxSlots: b.model.maxSlots,
+    maxSlots: b instanceof WebGpuBackend ? b.model.maxSlots : 1 << 20,
     maxSampledSteps: b.maxSampledSteps,
     preferredPrefillChunk: b.preferredPrefillChunk,
   };
@@ -98,7 +120,11 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
       await gpu().writeState(state(a[0]), a[1] as ModelState);
       return [null, []];
     case "readStates": {
-      const out = await gpu().readStates((a[0] as number[]).map(state));
+      const ids = (a[0] as number[]).map(state);
+      const b = gpu();
+      const out = b.readStates
+        ? await b.readStates(ids)
+        : await Promise.all(ids.map((s) => b.readState(s)));
       return [out, out.flatMap(stateBuffers)];
     }
     case "copyState":
@@ -114,7 +140,10 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
         state: state(it.id),
         tokens: it.tokens,
       }));
-      await (op === "prefillMany" ? gpu().prefillMany(items) : gpu().replayMany(items));
+      const b = gpu();
+      if (op === "replayMany") await optional("replayMany")(items);
+      else if (b.prefillMany) await b.prefillMany(items);
+      else for (const it of items) await b.prefill(it.state, it.tokens, "none");
       return [null, []];
     }
     case "decode": {
@@ -126,7 +155,7 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
         ...r,
         state: state(r.id),
       }));
-      const tokens = await gpu().decodeSampled(rows, a[1]);
+      const tokens = await optional("decodeSampled")(rows, a[1]);
       const captured = rows.map((r) => r.captured ?? null);
       const value = { tokens, rng: rows.map((r) => r.rng.counter), captured };
       const transfer = [
@@ -136,10 +165,10 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
       return [value, transfer];
     }
     case "setTokenHistory":
-      await gpu().setTokenHistory(state(a[0]), a[1], a[2]);
+      await optional("setTokenHistory")(state(a[0]), a[1], a[2]);
       return [null, []];
     case "replay":
-      await gpu().replay(state(a[0]), a[1]);
+      await optional("replay")(state(a[0]), a[1]);
       return [null, []];
     case "forward": {
       const host = a[0] as ModelState;
@@ -154,11 +183,11 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
     case "crash":
       // Simulates a worker dying mid-work (tests of the restart path).
       setTimeout(() => {
-        throw new Error("simulated GPU worker crash");
+        throw new Error("simulated backend worker crash");
       });
       return [null, []];
     default:
-      throw new TnlError("internal", `unknown GPU worker operation ${op}`);
+      throw new TnlError("internal", `unknown backend worker operation ${op}`);
   }
 }
 

@@ -1,8 +1,9 @@
 /**
- * The WebGPU backend behind a Deno `Worker`: this thread keeps the slot bookkeeping and forwards
- * every call to `backend_worker.ts`, which owns the device. In Deno 2.9.6 a readback (`mapAsync`)
+ * A backend behind a Deno `Worker`: this thread keeps the slot bookkeeping and forwards every call
+ * to `entry.ts`, which runs the WebGPU backend (it owns the device) or the CPU backend. In Deno 2.9.6 a readback (`mapAsync`)
  * blocks its thread until the GPU queue is empty; here that thread is the worker's, so the thread
- * that serves HTTP, SSE and session I/O never waits on the GPU.
+ * that serves HTTP, SSE and session I/O never waits on the GPU; with the CPU backend, a long prefill
+ * runs beside it instead of in it.
  *
  * When the worker dies or its device is lost, every call in flight fails with `device_lost` (the
  * engine fails the running requests with it), the worker is started again with the same model,
@@ -25,7 +26,7 @@ import {
   type WorkerLoaded,
   type WorkerLoadSpec,
   type WorkerMessage,
-} from "./worker_protocol.ts";
+} from "./protocol.ts";
 
 /** A state slot held by the worker, seen from this thread. */
 class WorkerState implements BackendState {
@@ -37,20 +38,32 @@ class WorkerState implements BackendState {
 /** Loading progress reported by the worker. */
 export type WorkerProgress = (p: { tensor: string; done: number; total: number }) => void;
 
-/** The WebGPU backend running in a worker thread. */
+/** A backend (WebGPU or CPU) running in a worker thread. */
 export class WorkerBackend implements Backend {
-  /** Always "webgpu". */
-  readonly kind = "webgpu" as const;
+  /** The backend the worker runs. */
+  readonly kind: "webgpu" | "cpu";
   /** Model configuration. */
   readonly config: ModelConfig;
   /** Adapter description. */
   readonly device: string;
   /** Most sequences per decode call. */
   readonly maxBatch: number;
-  /** Most steps per `decodeSampled` call. */
-  readonly maxSampledSteps: number;
+  /** Most steps per `decodeSampled` call (absent: host sampling). */
+  readonly maxSampledSteps?: number;
   /** Prefill tokens per submission. */
-  readonly preferredPrefillChunk: number;
+  readonly preferredPrefillChunk?: number;
+  /** Several decode steps per row with sampling in the worker's device loop (WebGPU only). */
+  readonly decodeSampled?: (rows: readonly SampledRow[], steps: number) => Promise<Int32Array[]>;
+  /** Feed several sequences through the decode path (WebGPU only). */
+  readonly replayMany?: (items: readonly PrefillItem[]) => Promise<void>;
+  /** Give a slot's penalty bookkeeping its history (WebGPU only). */
+  readonly setTokenHistory?: (
+    state: BackendState,
+    seen: Iterable<number>,
+    generated: Iterable<[number, number]>,
+  ) => Promise<void>;
+  /** Feed tokens one decode step at a time (WebGPU only). */
+  readonly replay?: (state: BackendState, tokens: Int32Array) => Promise<void>;
   /** SHA-256 over the config and the weights, as the worker loaded them. */
   readonly fingerprint: string;
   /** Times the worker was started again after dying. */
@@ -77,6 +90,7 @@ export class WorkerBackend implements Backend {
   ) {
     this.#worker = worker;
     this.#spec = spec;
+    this.kind = info.kind;
     this.config = config;
     this.device = info.device;
     this.maxBatch = info.maxBatch;
@@ -84,6 +98,13 @@ export class WorkerBackend implements Backend {
     this.preferredPrefillChunk = info.preferredPrefillChunk;
     this.fingerprint = info.fingerprint;
     this.#maxSlots = info.maxSlots;
+    const has = new Set(info.capabilities);
+    if (has.has("decodeSampled")) this.decodeSampled = (r, k) => this.#decodeSampled(r, k);
+    if (has.has("replayMany")) this.replayMany = (items) => this.#replayMany(items);
+    if (has.has("setTokenHistory")) {
+      this.setTokenHistory = (st, seen, gen) => this.#setTokenHistory(st, seen, gen);
+    }
+    if (has.has("replay")) this.replay = (st, t) => this.#replay(st, t);
     this.#attach(worker);
   }
 
@@ -108,7 +129,7 @@ export class WorkerBackend implements Backend {
     spec: WorkerLoadSpec,
     onProgress?: WorkerProgress,
   ): Promise<{ worker: Worker; info: WorkerLoaded }> {
-    const worker = new Worker(new URL("./backend_worker.ts", import.meta.url), { type: "module" });
+    const worker = new Worker(new URL("./entry.ts", import.meta.url), { type: "module" });
     return new Promise((resolve, reject) => {
       const fail = (e: unknown) => {
         worker.terminate();
@@ -299,8 +320,7 @@ export class WorkerBackend implements Backend {
     items.forEach((it, i) => (own[i].position += it.tokens.length));
   }
 
-  /** Feed several sequences through the decode path in one round trip. */
-  async replayMany(items: readonly PrefillItem[]): Promise<void> {
+  async #replayMany(items: readonly PrefillItem[]): Promise<void> {
     const own = items.map((it) => this.#own(it.state));
     await this.#call("replayMany", [items.map((it, i) => ({ id: own[i].id, tokens: it.tokens }))]);
     items.forEach((it, i) => (own[i].position += it.tokens.length));
@@ -314,8 +334,7 @@ export class WorkerBackend implements Backend {
     return out;
   }
 
-  /** Several decode steps per row with sampling in the worker's GPU loop. */
-  async decodeSampled(rows: readonly SampledRow[], steps: number): Promise<Int32Array[]> {
+  async #decodeSampled(rows: readonly SampledRow[], steps: number): Promise<Int32Array[]> {
     const own = rows.map((r) => this.#own(r.state));
     const plain = rows.map((r, i) => ({ ...r, state: undefined, id: own[i].id }));
     const out = await this.#call<
@@ -329,8 +348,7 @@ export class WorkerBackend implements Backend {
     return out.tokens;
   }
 
-  /** Give a slot's penalty bookkeeping its history. */
-  async setTokenHistory(
+  async #setTokenHistory(
     state: BackendState,
     seen: Iterable<number>,
     generated: Iterable<[number, number]>,
@@ -339,8 +357,7 @@ export class WorkerBackend implements Backend {
     await this.#call("setTokenHistory", [s.id, [...seen], [...generated]]);
   }
 
-  /** Feed tokens one decode step at a time. */
-  async replay(state: BackendState, tokens: Int32Array): Promise<void> {
+  async #replay(state: BackendState, tokens: Int32Array): Promise<void> {
     const s = this.#own(state);
     await this.#call("replay", [s.id, tokens]);
     s.position += tokens.length;
