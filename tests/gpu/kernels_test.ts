@@ -328,12 +328,13 @@ gpuTest(
 );
 
 gpuTest(
-  "kernel lightning prefill (prep, block KV, scan, block output): block boundaries and LRPE",
+  "kernel lightning prefill (prep, block KV, scan, block output): block boundaries, LRPE, head dims",
   async (ctx) => {
-    for (const hd of [32, 64, 128]) {
+    // Head dims off 32 (40: columns past the head), and 256 with the 16-token blocks it gets.
+    for (const hd of [32, 40, 64, 128, 256]) {
       for (const lrpe of [false, true]) {
         for (const T of [1, 31, 32, 33, 100]) {
-          const heads = 2, H = heads * hd, dk = lrpe ? 2 * hd : hd, blk = 32;
+          const heads = 2, H = heads * hd, dk = lrpe ? 2 * hd : hd, blk = hd <= 128 ? 32 : 16;
           const nblocks = Math.ceil(T / blk), pos0 = 17, slot = 1, stride = heads * dk * hd;
           const rates = Float32Array.of(0.05, 0.4);
           const theta = Float32Array.from(
