@@ -51,7 +51,11 @@ export interface GpuInfo {
   readonly limits: Readonly<Record<GpuLimitName, number>>;
   /** Whether the adapter is a software fallback (llvmpipe, lavapipe, WARP). */
   readonly fallback: boolean;
-  /** Threads per subgroup as measured by a kernel (`subgroupAdd(1)`), 0 without `subgroups`. */
+  /**
+   * Threads per subgroup as measured by a kernel (`subgroupAdd(1)`): 0 without `subgroups`, or
+   * when the subgroups of a 256-thread workgroup are not runs of consecutive invocations of one
+   * size (kernels that shuffle between neighbouring lanes rely on it).
+   */
   readonly subgroupSize: number;
 }
 
@@ -163,16 +167,21 @@ export async function acquireDevice(options: DeviceOptions = {}): Promise<GpuCon
 }
 
 /**
- * The subgroup size of `device` (which has `subgroups`): one workgroup of 256 threads writes
- * `subgroupAdd(1)`. The WGSL has no `enable subgroups;` (Naga in Deno 2.9.6 rejects the directive).
- * 0 when the kernel does not compile or the value is not a power of two up to 256.
+ * The subgroup size of `device` (which has `subgroups`): every thread of one 256-thread workgroup
+ * writes `subgroupAdd(1)` if its subgroup invocation id is its index modulo the subgroup size, else
+ * 0. The WGSL has no `enable subgroups;` (Naga in Deno 2.9.6 rejects the directive). 0 when the
+ * kernel does not compile, the threads disagree, or the size is not a power of two up to 256.
  */
 export async function measureSubgroupSize(device: GPUDevice): Promise<number> {
   const code = `@group(0) @binding(0) var<storage, read_write> out: array<u32>;
 @compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) i: u32) {
+fn main(
+  @builtin(local_invocation_index) i: u32,
+  @builtin(subgroup_invocation_id) si: u32,
+  @builtin(subgroup_size) ss: u32,
+) {
   let n = subgroupAdd(1u);
-  if (i == 0u) { out[0] = n; }
+  out[i] = select(0u, n, n == ss && si == i % ss);
 }`;
   device.pushErrorScope("validation");
   const module = device.createShaderModule({ code, label: "subgroup_size" });
@@ -186,11 +195,11 @@ fn main(@builtin(local_invocation_index) i: u32) {
     compute: { module, entryPoint: "main" },
   });
   const out = device.createBuffer({
-    size: 16,
+    size: 1024,
     usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
   });
   const read = device.createBuffer({
-    size: 16,
+    size: 1024,
     usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
   });
   const err = await device.popErrorScope();
@@ -211,12 +220,14 @@ fn main(@builtin(local_invocation_index) i: u32) {
   );
   pass.dispatchWorkgroups(1);
   pass.end();
-  enc.copyBufferToBuffer(out, 0, read, 0, 16);
+  enc.copyBufferToBuffer(out, 0, read, 0, 1024);
   device.queue.submit([enc.finish()]);
   await read.mapAsync(GPUMapMode.READ);
-  const n = new Uint32Array(read.getMappedRange().slice(0))[0];
+  const all = new Uint32Array(read.getMappedRange().slice(0));
   read.unmap();
   out.destroy();
   read.destroy();
-  return n > 0 && n <= 256 && (n & (n - 1)) === 0 ? n : 0;
+  const n = all[0];
+  const same = all.every((v) => v === n);
+  return same && n > 0 && n <= 256 && (n & (n - 1)) === 0 ? n : 0;
 }

@@ -63,6 +63,10 @@ interface MatvecCase {
   serial?: boolean;
   /** Workgroup memory to tile for (default: the adapter's limit; less forces several rounds). */
   storage?: number;
+  /** Force the lanes per row (one row per lane group) instead of the tiling's choice. */
+  lanes?: number;
+  /** Reduce the lanes with subgroup shuffles (needs lanes ≤ the subgroup size). */
+  subgroup?: boolean;
 }
 
 async function matvec(
@@ -102,8 +106,10 @@ async function matvec(
     GL,
     Boolean(c.glu),
     c.storage ?? ctx.device.limits.maxComputeWorkgroupStorageSize,
+    c.lanes ? { nb: c.nb, rpg: 1, lanes: c.lanes } : undefined,
   );
   if (c.serial !== undefined) tiling.serial = c.serial;
+  if (c.subgroup !== undefined) tiling.subgroup = c.subgroup;
   const out = await runKernel(
     ctx,
     "matvec",
@@ -171,6 +177,41 @@ gpuTest(
         }
       }
     }
+  },
+);
+
+gpuTest(
+  "kernel matvec: the subgroup lane tree gives the bits of the workgroup-memory tree",
+  async (ctx) => {
+    const sg = ctx.info.subgroupSize;
+    if (!sg) return; // no subgroups here (GL): the backend never builds the subgroup variant
+    // Lanes = the subgroup size (the H200 case: 32 lanes, subgroups of 32); odd shapes, the
+    // element-wise path, every dtype, fused norm, gate and GLU, batches of 1 to 3.
+    const cases: Omit<MatvecCase, "subgroup">[] = [
+      { rows: 45, cols: 96, batch: 1, nb: 1, dtype: "bf16", rms: true },
+      { rows: 45, cols: 96, batch: 3, nb: 2, dtype: "q8", rms: true, glu: true, bias: true },
+      { rows: 13, cols: 37, batch: 2, nb: 1, dtype: "f32", rms: true, gate: true, add: true },
+      { rows: 300, cols: 256, batch: 1, nb: 1, dtype: "f16", glu: true },
+      { rows: 7, cols: 2048, batch: 2, nb: 2, dtype: "bf16", rms: true },
+    ];
+    let seed = 500;
+    for (const c of cases) {
+      const base = { ...c, lanes: sg, serial: false };
+      const tree = await matvec(ctx, { ...base, subgroup: false }, seed);
+      const shuffled = await matvec(ctx, { ...base, subgroup: true }, seed++);
+      const n = c.batch * c.rows;
+      close(shuffled.got.subarray(0, n), shuffled.want.subarray(0, n), 2e-5, JSON.stringify(c));
+      assert.deepEqual(
+        Array.from(shuffled.got.subarray(0, n)),
+        Array.from(tree.got.subarray(0, n)),
+        JSON.stringify(c),
+      );
+    }
+    // The tiling picks shuffles only where the lanes fit a subgroup and the tree is not serial.
+    const t = matvecTiling(1024, 2816, 1, false, false, 16384, undefined, 32);
+    assert.equal(t.subgroup, t.lanes <= 32 && !t.serial);
+    assert.equal(matvecTiling(1024, 2816, 1, false, false, 16384, undefined, 0).subgroup, false);
+    assert.equal(matvecTiling(1024, 2816, 1, false, false, 16384, undefined, 8).subgroup, false);
   },
 );
 
