@@ -132,7 +132,8 @@ gpuTest(
 gpuTest(
   "gemm: every tile gives the same bits (each output summed in column order)",
   async (ctx) => {
-    const tiles = gemmTilesFor(ctx.device.limits);
+    const tiles = testTiles(ctx);
+    if (tiles.length < 2) return; // GL: one tile, nothing to compare
     for (const c of [{ rows: 150, cols: 96, tokens: 70 }, { rows: 33, cols: 45, tokens: 20 }]) {
       const ref = await gemm(ctx, tiles[0], { ...c, dtype: "bf16", bias: true }, 11);
       for (const tile of tiles.slice(1)) {
