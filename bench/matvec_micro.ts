@@ -9,6 +9,7 @@
 
 import { acquireDevice } from "../src/gpu/device.ts";
 import { matvecTiling, matvecTilingDefines } from "../src/gpu/matvec_tiling.ts";
+import { GEMM_TILES, gemmGroups, gemmTileDefines } from "../src/gpu/gemm_tiling.ts";
 import { PipelineCache } from "../src/gpu/shaders.ts";
 
 const ctx = await acquireDevice();
@@ -161,18 +162,17 @@ for (const [rows, cols, list] of shapes) {
 }
 
 for (const T of [1, 16, 64]) {
+  // The default tile (bench/kernels.ts times them all).
   const p = await cache.get("gemm", {
-    VEC16: true,
+    ...gemmTileDefines(GEMM_TILES[0], true),
     W_DTYPE: "bf16",
     BIAS: false,
     OUT_ADD: false,
     OUT_MUL: false,
   });
   const params = uni([rows, cols, 0, T, cols, 0, rows, 0]);
-  const us = await time(p, [[0, params], [2, X], [4, Y], [5, W]], [
-    Math.ceil(rows / 64),
-    Math.ceil(T / 64),
-  ], 100);
+  const [gx, gy] = gemmGroups(GEMM_TILES[0], rows, T);
+  const us = await time(p, [[0, params], [2, X], [4, Y], [5, W]], [gx, gy], 100);
   out.push({ kernel: "gemm", tokens: T, us, tflops: (2 * rows * cols * T) / us / 1e6 });
 }
 for (const r of out) console.log(JSON.stringify(r));

@@ -1,9 +1,14 @@
 // Tiled matrix product for prefill: Y[t, r] = epilogue(Σ_i A[t, i]·W[r, i] + bias[r]) for T tokens.
 //
 // A is f32 [T, in_stride] (already normalized); W is [rows, cols] in its stored dtype. A workgroup
-// computes a 64×64 tile of Y (tokens × rows) with 256 threads, each a 4×4 block, stepping through
-// the inner dimension 16 columns at a time via workgroup memory. Each output is summed in the same
-// order whatever T is, so a prompt gives the same numbers however it is chunked.
+// of WG threads computes a BM×BN tile of Y (tokens × rows), each thread a register block of
+// 4·(BM/NTY/4) tokens × 4·(BN/NTX/4) rows (the code for the block is generated in
+// src/gpu/gemm_tiling.ts). The inner dimension goes BK columns per step through two workgroup
+// buffers: while the threads multiply out one, the next step's tiles are loaded (VEC: into
+// registers, stored after the products; otherwise straight into the other buffer), so each step
+// needs one barrier. Each output is summed in one thread in the order of the columns, whatever the
+// tile or T: a prompt gives the same numbers however it is chunked and whichever tile runs.
+// VEC: cols % 8 == 0 and in_stride, in_off % 4 == 0: A read as vec4, W as 8 weights per load.
 // Epilogues: OUT_ADD adds into Y (residual); OUT_MUL multiplies into Y (the SGLU product: the
 // first projection is written, the second multiplies it).
 
@@ -19,105 +24,136 @@ struct Params {
 };
 
 @group(0) @binding(0) var<uniform> P: Params;
+//#if VEC
+@group(0) @binding(2) var<storage, read> A: array<vec4<f32>>;
+//#else
 @group(0) @binding(2) var<storage, read> A: array<f32>;
+//#endif
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
 //#weights W 5 9
 //#if BIAS
 @group(0) @binding(7) var<storage, read> bias: array<f32>;
 //#endif
 
-const TM: u32 = 64u;   // tokens per tile
-const TN: u32 = 64u;   // rows per tile
-const TK: u32 = 16u;   // inner columns per step
+const BM: u32 = {{BM}}u;    // tokens per tile
+const BN: u32 = {{BN}}u;    // rows per tile
+const BK: u32 = {{BK}}u;    // inner columns per step
+const NTX: u32 = {{NTX}}u;  // threads along the rows
+const NTY: u32 = {{NTY}}u;  // threads along the tokens
+const WG: u32 = {{WG}}u;
 
-// Tiles as vec4 (four consecutive tokens or rows); small workgroup arrays keep GL compiles fast.
-var<workgroup> As: array<vec4<f32>, 256>;   // [TK][TM / 4]
-var<workgroup> Ws: array<vec4<f32>, 256>;   // [TK][TN / 4]
+// Two buffers of [BK][BM] and [BK][BN] floats as vec4 (four consecutive tokens or rows).
+var<workgroup> As: array<vec4<f32>, {{AS}}>;
+var<workgroup> Ws: array<vec4<f32>, {{WS}}>;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let r0 = wid.x * TN;
-  let t0 = wid.y * TM;
-  let tr = (tid / 16u) * 4u;   // this thread's first token within the tile
-  let tc = (tid % 16u) * 4u;   // this thread's first row within the tile
-  var acc: array<vec4<f32>, 4>;
-  for (var k0 = 0u; k0 < P.cols; k0 += TK) {
-//#if VEC16
-    // Stage the tiles with wide loads (cols is a multiple of 16): A as 4 floats per thread, W as
-    // 8 weights (one 16-byte load) per thread for the first 128 threads.
-    {
-      let tt = tid / 4u;
-      let kq = (tid % 4u) * 4u;
-      let t = t0 + tt;
-      var a = vec4<f32>(0.0);
-      if (t < P.tokens) {
-        let i = t * P.in_stride + P.in_off + k0 + kq;
-        a = vec4<f32>(A[i], A[i + 1u], A[i + 2u], A[i + 3u]);
-      }
-      for (var c = 0u; c < 4u; c++) { As[((kq + c) * TM + tt) / 4u][tt % 4u] = a[c]; }
-      if (tid < 128u) {
-        let rr = tid / 2u;
-        let kh = (tid % 2u) * 8u;
-        let r = r0 + rr;
-        var w = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
-        if (r < P.rows) {
-          w = W_get8((r * P.cols + k0 + kh) / 8u, W_scale(P.row_base + r));
-        }
-        for (var c = 0u; c < 8u; c++) {
-          Ws[((kh + c) * TN + rr) / 4u][rr % 4u] = w[c / 4u][c % 4u];
-        }
-      }
-    }
-//#else
-    // Stage A[t0.., k0..] and W[r0.., k0..] (4 elements per thread each), zero outside.
-    for (var e = tid; e < TM * TK; e += 256u) {
-      let tt = e / TK;
-      let kk = e % TK;
-      let t = t0 + tt;
-      let k = k0 + kk;
-      var a = 0.0;
-      if (t < P.tokens && k < P.cols) { a = A[t * P.in_stride + P.in_off + k]; }
-      As[(kk * TM + tt) / 4u][tt % 4u] = a;
-      let r = r0 + tt;
-      var w = 0.0;
-      if (r < P.rows && k < P.cols) {
-        w = W_get(r * P.cols + k, W_scale(P.row_base + r));
-      }
-      Ws[(kk * TN + tt) / 4u][tt % 4u] = w;
-    }
-//#endif
-    workgroupBarrier();
-    for (var kk = 0u; kk < TK; kk++) {
-      let a = As[(kk * TM + tr) / 4u];
-      let w = Ws[(kk * TN + tc) / 4u];
-      acc[0] += a.x * w;
-      acc[1] += a.y * w;
-      acc[2] += a.z * w;
-      acc[3] += a.w * w;
-    }
-    workgroupBarrier();
-  }
-  for (var i = 0u; i < 4u; i++) {
-    let t = t0 + tr + i;
-    if (t >= P.tokens) { continue; }
-    for (var j = 0u; j < 4u; j++) {
-      let r = r0 + tc + j;
-      if (r >= P.rows) { continue; }
-      let gr = P.row_base + r;
-      var v = acc[i][j];
+// Four consecutive rows r.. of token t, through the epilogue.
+fn out4(t: u32, r: u32, v: vec4<f32>) {
+  if (t >= P.tokens) { return; }
+  for (var j = 0u; j < 4u; j++) {
+    if (r + j >= P.rows) { return; }
+    let gr = P.row_base + r + j;
+    var x = v[j];
 //#if BIAS
-      v += bias[gr];
+    x += bias[gr];
 //#endif
-      let o = t * P.out_stride + P.out_off + gr;
+    let o = t * P.out_stride + P.out_off + gr;
 //#if OUT_ADD
-      Y[o] = Y[o] + v;
+    Y[o] = Y[o] + x;
 //#else
 //#if OUT_MUL
-      Y[o] = Y[o] * v;
+    Y[o] = Y[o] * x;
 //#else
-      Y[o] = v;
+    Y[o] = x;
 //#endif
 //#endif
-    }
   }
+}
+
+//#if VEC
+// Load e of a step's A tile: token e % BM, columns 4·(e / BM).. (zero outside), and its store.
+fn load_a(t0: u32, k0: u32, e: u32) -> vec4<f32> {
+  let t = t0 + e % BM;
+  let k = k0 + (e / BM) * 4u;
+  if (t < P.tokens && k < P.cols) { return A[(t * P.in_stride + P.in_off + k) / 4u]; }
+  return vec4<f32>(0.0);
+}
+
+fn store_a(buf: u32, e: u32, a: vec4<f32>) {
+  let tt = e % BM;
+  let base = (buf * BK + (e / BM) * 4u) * BM + tt;
+  for (var c = 0u; c < 4u; c++) { As[(base + c * BM) / 4u][tt % 4u] = a[c]; }
+}
+
+// Load e of a step's W tile: row e % BN, columns 8·(e / BN).. (one 16-byte load of bf16).
+fn load_w(r0: u32, k0: u32, e: u32) -> array<vec4<f32>, 2> {
+  let r = r0 + e % BN;
+  let k = k0 + (e / BN) * 8u;
+  if (r < P.rows && k < P.cols) { return W_get8((r * P.cols + k) / 8u, W_scale(P.row_base + r)); }
+  return array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+}
+
+fn store_w(buf: u32, e: u32, w: array<vec4<f32>, 2>) {
+  let rr = e % BN;
+  let base = (buf * BK + (e / BN) * 8u) * BN + rr;
+  for (var c = 0u; c < 8u; c++) { Ws[(base + c * BN) / 4u][rr % 4u] = w[c / 4u][c % 4u]; }
+}
+//#else
+// Stage a step's tiles one element per load into buffer `buf` (zero outside).
+fn stage(buf: u32, t0: u32, r0: u32, k0: u32, tid: u32) {
+  for (var e = tid; e < BM * BK; e += WG) {
+    let tt = e % BM;
+    let kk = e / BM;
+    let t = t0 + tt;
+    let k = k0 + kk;
+    var a = 0.0;
+    if (t < P.tokens && k < P.cols) { a = A[t * P.in_stride + P.in_off + k]; }
+    As[((buf * BK + kk) * BM + tt) / 4u][tt % 4u] = a;
+  }
+  for (var e = tid; e < BN * BK; e += WG) {
+    let rr = e % BN;
+    let kk = e / BN;
+    let r = r0 + rr;
+    let k = k0 + kk;
+    var w = 0.0;
+    if (r < P.rows && k < P.cols) { w = W_get(r * P.cols + k, W_scale(P.row_base + r)); }
+    Ws[((buf * BK + kk) * BN + rr) / 4u][rr % 4u] = w;
+  }
+}
+//#endif
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let r0 = wid.x * BN;
+  let t0 = wid.y * BM;
+  let tx = tid % NTX;
+  let ty = tid / NTX;
+{{DECLS}}
+//#if VEC
+{{PROLOGUE}}
+//#else
+  stage(0u, t0, r0, 0u, tid);
+//#endif
+  workgroupBarrier();
+  let steps = (P.cols + BK - 1u) / BK;
+  for (var s = 0u; s < steps; s++) {
+    let cur = s & 1u;
+    let nxt = cur ^ 1u;
+    let k1 = (s + 1u) * BK;
+    let more = s + 1u < steps;
+//#if VEC
+{{FETCH}}
+//#else
+    if (more) { stage(nxt, t0, r0, k1, tid); }
+//#endif
+    for (var kk = 0u; kk < BK; kk++) {
+      let ab = (cur * BK + kk) * (BM / 4u);
+      let wb = (cur * BK + kk) * (BN / 4u);
+{{FMA}}
+    }
+//#if VEC
+{{STORE}}
+//#endif
+    workgroupBarrier();
+  }
+{{EPILOGUE}}
 }

@@ -31,7 +31,7 @@ struct Params {
 //#endif
 //#if STAGE_KV
 @group(0) @binding(2) var<storage, read> qkvu: array<f32>;
-@group(0) @binding(4) var<storage, read> kp: array<f32>;
+@group(0) @binding(4) var<storage, read> kp: array<vec4<f32>>;   // dk ≡ 0 mod 4
 @group(0) @binding(6) var<storage, read_write> kvs: array<f32>;    // [h][nblocks][dk][dv]
 //#endif
 //#if STAGE_SCAN
@@ -40,8 +40,8 @@ struct Params {
 //#endif
 //#if STAGE_OUT
 @group(0) @binding(2) var<storage, read> qkvu: array<f32>;
-@group(0) @binding(3) var<storage, read> qp: array<f32>;
-@group(0) @binding(4) var<storage, read> kp: array<f32>;
+@group(0) @binding(3) var<storage, read> qp: array<vec4<f32>>;   // dk ≡ 0 mod 4
+@group(0) @binding(4) var<storage, read> kp: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> kvs: array<f32>;
 @group(0) @binding(8) var<storage, read_write> o: array<f32>;      // [T, H]
 //#endif
@@ -80,24 +80,34 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 //#endif
 
 //#if STAGE_KV
-// Workgroup per (row tile of 32 key dims, block, head); thread: one key dim, columns j ≡ tid mod 8.
+// Workgroup per (row tile of 32 key dims, block, head). Thread: 4 consecutive key dims (one vec4 of
+// k', the same for the 32 threads of a column group) × CW columns j ≡ tid mod 32 (coalesced rows of
+// v), so each step over the block's tokens makes 4·CW products from 1 + CW loads.
+const CW: u32 = ({{HD}}u + 31u) / 32u;
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let n = wid.y;
   let h = wid.z;
-  let i = wid.x * 32u + tid / 8u;
-  if (i >= P.dk) { return; }
+  let i0 = wid.x * 32u + (tid / 32u) * 4u;
+  if (i0 >= P.dk) { return; }
+  let c = tid % 32u;
   let s = n * BLK;
   let m = block_len(n);
   let rate = rates[h];
-  let base = ((h * P.nblocks + n) * P.dk + i) * P.head_dim;
-  for (var j = tid % 8u; j < P.head_dim; j += 8u) {
-    var acc = 0.0;
-    for (var t = 0u; t < m; t++) {
-      let w = exp(-rate * f32(m - 1u - t)) * kp[(h * P.tokens + s + t) * P.dk + i];
-      acc += w * qkvu[(s + t) * 4u * P.hidden + 2u * P.hidden + h * P.head_dim + j];
+  var acc: array<vec4<f32>, CW>;   // acc[k][r]: key dim i0 + r, column c + 32k
+  for (var t = 0u; t < m; t++) {
+    let w = exp(-rate * f32(m - 1u - t)) * kp[((h * P.tokens + s + t) * P.dk + i0) / 4u];
+    let vrow = (s + t) * 4u * P.hidden + 2u * P.hidden + h * P.head_dim + c;
+    for (var k = 0u; k < CW; k++) {
+      if (c + 32u * k < P.head_dim) { acc[k] += w * qkvu[vrow + 32u * k]; }
     }
-    kvs[base + j] = acc;
+  }
+  let base = ((h * P.nblocks + n) * P.dk + i0) * P.head_dim + c;
+  for (var k = 0u; k < CW; k++) {
+    if (c + 32u * k < P.head_dim) {
+      for (var r = 0u; r < 4u; r++) { kvs[base + r * P.head_dim + 32u * k] = acc[k][r]; }
+    }
   }
 }
 //#endif
@@ -124,12 +134,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 //#endif
 
 //#if STAGE_OUT
-// Workgroup per (block, head). Thread: token t = tid / 8 of the block, columns j ≡ tid mod 8, so
-// CPT = dv / 8 columns each (the head dim is a multiple of 8; the backend checks). The decayed
-// scores live in workgroup memory; V and S_before(n) are read through the cache (every thread of a
-// token row reads the same rows). Workgroup arrays stay small: llvmpipe's GL compile time grows
-// steeply with their size.
-const CPT: u32 = {{HD}}u / 8u;
+// Workgroup per (block, head). The decayed, masked scores q'_t·k'_j live in workgroup memory (each
+// thread JPT of them, as vec4 dot products over the key dims). Then thread: TPT consecutive tokens of
+// the block × CW columns c + 32k (c = tid mod 32): each step reads one row of V or S_before(n)
+// (coalesced, CW loads) and TPT scores or q' values (the same for the whole warp) for TPT·CW
+// products. The head dim is a multiple of 8 (the backend checks), so dk ≡ 0 mod 4. Workgroup
+// arrays stay small: llvmpipe's GL compile time grows steeply with their size.
+const CW: u32 = ({{HD}}u + 31u) / 32u;
+const TPT: u32 = BLK / 8u;          // tokens per thread (8 token groups)
+const JPT: u32 = BLK * BLK / 256u;  // scores per thread
 var<workgroup> amat: array<vec4<f32>, {{BLK2_4}}>;   // [BLK][BLK] decayed, masked q'·k'
 
 fn score(t: u32, j: u32) -> f32 {
@@ -145,44 +158,75 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let m = block_len(n);
   let rate = rates[h];
   let dv = P.head_dim;
-  // Intra-block scores with decay and causal mask, four per entry.
-  for (var e4 = tid; e4 < BLK * BLK / 4u; e4 += 256u) {
-    var v4 = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-      let e = e4 * 4u + c;
-      let t = e / BLK;
-      let j = e % BLK;
-      if (j <= t && t < m) {
-        var d = 0.0;
-        let qa = (h * P.tokens + s + t) * P.dk;
-        let ka = (h * P.tokens + s + j) * P.dk;
-        for (var i = 0u; i < P.dk; i++) { d += qp[qa + i] * kp[ka + i]; }
-        v4[c] = d * exp(-rate * f32(t - j));
+  let dk4 = P.dk / 4u;
+  // Intra-block scores with decay and causal mask: token st, keys sj0..sj0+JPT-1.
+  {
+    let st = tid / (BLK / JPT);
+    let sj0 = (tid % (BLK / JPT)) * JPT;
+    var d: array<f32, JPT>;
+    if (st < m && sj0 <= st) {
+      let qa = (h * P.tokens + s + st) * dk4;
+      for (var i = 0u; i < dk4; i++) {
+        let q4 = qp[qa + i];
+        // Keys past the token (masked below) read the token's own row: always in bounds.
+        for (var c = 0u; c < JPT; c++) {
+          d[c] += dot(q4, kp[(h * P.tokens + s + min(sj0 + c, st)) * dk4 + i]);
+        }
       }
     }
-    amat[e4] = v4;
+    for (var c = 0u; c < JPT; c++) {
+      let j = sj0 + c;
+      let e = st * BLK + j;
+      var v = 0.0;
+      if (j <= st && st < m) { v = d[c] * exp(-rate * f32(st - j)); }
+      amat[e / 4u][e % 4u] = v;
+    }
   }
   workgroupBarrier();
-  let t = tid / 8u;
-  let cg = tid % 8u;
-  if (t >= m) { return; }
-  var acc: array<f32, CPT>;
+  let t0 = (tid / 32u) * TPT;
+  let c = tid % 32u;
+  if (t0 >= m) { return; }
+  let tn = min(TPT, m - t0);   // live tokens of this thread
+  var acc: array<array<f32, CW>, TPT>;
   // Intra: Σ_{j≤t} A[t][j]·v_j.
-  for (var j = 0u; j <= t; j++) {
-    let a = score(t, j);
-    let vrow = (s + j) * 4u * P.hidden + 2u * P.hidden + h * dv + cg;
-    for (var k = 0u; k < CPT; k++) { acc[k] += a * qkvu[vrow + k * 8u]; }
+  for (var j = 0u; j < t0 + tn; j++) {
+    let vrow = (s + j) * 4u * P.hidden + 2u * P.hidden + h * dv + c;
+    var v: array<f32, CW>;
+    for (var k = 0u; k < CW; k++) {
+      if (c + 32u * k < dv) { v[k] = qkvu[vrow + 32u * k]; }
+    }
+    for (var r = 0u; r < TPT; r++) {
+      if (j <= t0 + r) {
+        let a = score(t0 + r, j);
+        for (var k = 0u; k < CW; k++) { acc[r][k] += a * v[k]; }
+      }
+    }
   }
   // Inter: λ^(t+1)·q'_t·S_before(n).
-  let qa = (h * P.tokens + s + t) * P.dk;
-  let qscale = exp(-rate * f32(t + 1u));
-  let sbase = (h * P.nblocks + n) * P.dk * dv + cg;
-  for (var i = 0u; i < P.dk; i++) {
-    let q = qp[qa + i] * qscale;
-    for (var k = 0u; k < CPT; k++) { acc[k] += q * kvs[sbase + i * dv + k * 8u]; }
+  let sbase = (h * P.nblocks + n) * P.dk * dv + c;
+  var qscale: array<f32, TPT>;
+  for (var r = 0u; r < TPT; r++) { qscale[r] = exp(-rate * f32(t0 + r + 1u)); }
+  for (var i4 = 0u; i4 < dk4; i4++) {
+    var q: array<vec4<f32>, TPT>;
+    for (var r = 0u; r < TPT; r++) {
+      q[r] = qp[(h * P.tokens + s + min(t0 + r, m - 1u)) * dk4 + i4];
+    }
+    for (var e = 0u; e < 4u; e++) {
+      let srow = sbase + (i4 * 4u + e) * dv;
+      var sv: array<f32, CW>;
+      for (var k = 0u; k < CW; k++) {
+        if (c + 32u * k < dv) { sv[k] = kvs[srow + 32u * k]; }
+      }
+      for (var r = 0u; r < TPT; r++) {
+        let qs = q[r][e] * qscale[r];
+        for (var k = 0u; k < CW; k++) { acc[r][k] += qs * sv[k]; }
+      }
+    }
   }
-  for (var k = 0u; k < CPT; k++) {
-    o[(s + t) * P.hidden + h * dv + k * 8u + cg] = acc[k];
+  for (var r = 0u; r < tn; r++) {
+    for (var k = 0u; k < CW; k++) {
+      if (c + 32u * k < dv) { o[(s + t0 + r) * P.hidden + h * dv + c + 32u * k] = acc[r][k]; }
+    }
   }
 }
 //#endif

@@ -8,8 +8,9 @@
 // sums go through workgroup memory (ROUND sums at a time) and one fixed tree over the lanes: pairs
 // (l, l + s) for s = LANES/2, ..., 1. With few sums the lanes step through the tree together; with
 // many (SERIAL) each thread reduces whole sums with the same additions written out as one expression
-// (generated in src/gpu/matvec_tiling.ts), which needs no barrier per level. Each (row, sequence) sum
-// therefore depends on LANES only (a function of the matrix shape), never on NB, RPG, ROUND or
+// (generated in src/gpu/matvec_tiling.ts), which needs no barrier per level; where the lanes of a
+// group fit in one subgroup (SUBGROUP tilings), each lane adds lane l + s's value by a subgroup
+// shuffle: the same additions once more. Each (row, sequence) sum therefore depends on LANES only (a function of the matrix shape), never on NB, RPG, ROUND or
 // SERIAL: decode is batch-invariant.
 // Input transforms (fused so no separate normalization pass is needed):
 //   RMS_SCALE: scale_b = 1/sqrt(mean(in_b²) + 1e-6)   (SimpleRMSNorm of the input, eq. srms;

@@ -51,6 +51,12 @@ export interface GpuInfo {
   readonly limits: Readonly<Record<GpuLimitName, number>>;
   /** Whether the adapter is a software fallback (llvmpipe, lavapipe, WARP). */
   readonly fallback: boolean;
+  /**
+   * Threads per subgroup as measured by a kernel (`subgroupAdd(1)`): 0 without `subgroups`, or
+   * when the subgroups of a 256-thread workgroup are not runs of consecutive invocations of one
+   * size (kernels that shuffle between neighbouring lanes rely on it).
+   */
+  readonly subgroupSize: number;
 }
 
 /** A device plus what it offers and whether it is still alive. */
@@ -222,7 +228,9 @@ export async function acquireDevice(options: DeviceOptions = {}): Promise<GpuCon
   }
   if (!adapter) throw new TnlError("backend_unavailable", "no WebGPU adapter found");
   const disabled = new Set(options.disableFeatures ?? []);
-  const features = OPTIONAL_FEATURES.filter((f) => adapter!.features.has(f) && !disabled.has(f));
+  const features = OPTIONAL_FEATURES.filter((f) =>
+    (adapter!.features.has(f) || f === "subgroups") && !disabled.has(f)
+  );
   const requiredLimits: Record<string, number> = {};
   for (const k of LIMITS) {
     const v = (adapter.limits as unknown as Record<string, number>)[k];
@@ -230,7 +238,15 @@ export async function acquireDevice(options: DeviceOptions = {}): Promise<GpuCon
   }
   let device: GPUDevice;
   try {
-    device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
+    // Deno 2.9.6 grants `subgroups` although `adapter.features` does not list it: ask for it, and
+    // ask again without it when the adapter refuses.
+    device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits }).catch(
+      (e) => {
+        if (!features.includes("subgroups")) throw e;
+        const rest = features.filter((f) => f !== "subgroups");
+        return adapter!.requestDevice({ requiredFeatures: rest, requiredLimits });
+      },
+    );
   } catch (e) {
     throw new TnlError(
       "backend_unavailable",
@@ -240,6 +256,7 @@ export async function acquireDevice(options: DeviceOptions = {}): Promise<GpuCon
       },
     );
   }
+  const subgroupSize = device.features.has("subgroups") ? await measureSubgroupSize(device) : 0;
   const limits = {} as Record<GpuLimitName, number>;
   for (const k of LIMITS) limits[k] = (device.limits as unknown as Record<string, number>)[k];
   const ai = adapterInfo(adapter);
@@ -249,6 +266,7 @@ export async function acquireDevice(options: DeviceOptions = {}): Promise<GpuCon
     features: [...device.features].sort(),
     limits,
     fallback: softwareAdapterReason(ai) !== null,
+    subgroupSize,
   };
   // Errors outside an error scope would otherwise be silent: report them (each is a bug).
   device.addEventListener("uncapturederror", (e) => {
@@ -265,4 +283,70 @@ export async function acquireDevice(options: DeviceOptions = {}): Promise<GpuCon
     }),
   };
   return ctx;
+}
+
+/**
+ * The subgroup size of `device` (which has `subgroups`): every thread of one 256-thread workgroup
+ * writes `subgroupAdd(1)` if its subgroup invocation id is its index modulo the subgroup size, else
+ * 0. The WGSL has no `enable subgroups;` (Naga in Deno 2.9.6 rejects the directive). 0 when the
+ * kernel does not compile, the threads disagree, or the size is not a power of two up to 256.
+ */
+export async function measureSubgroupSize(device: GPUDevice): Promise<number> {
+  const code = `@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(256)
+fn main(
+  @builtin(local_invocation_index) i: u32,
+  @builtin(subgroup_invocation_id) si: u32,
+  @builtin(subgroup_size) ss: u32,
+) {
+  let n = subgroupAdd(1u);
+  out[i] = select(0u, n, n == ss && si == i % ss);
+}`;
+  device.pushErrorScope("validation");
+  const module = device.createShaderModule({ code, label: "subgroup_size" });
+  const info = await module.getCompilationInfo();
+  if (info.messages.some((m) => m.type === "error")) {
+    await device.popErrorScope();
+    return 0;
+  }
+  const pipeline = device.createComputePipeline({
+    layout: "auto",
+    compute: { module, entryPoint: "main" },
+  });
+  const out = device.createBuffer({
+    size: 1024,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+  });
+  const read = device.createBuffer({
+    size: 1024,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  const err = await device.popErrorScope();
+  if (err) {
+    out.destroy();
+    read.destroy();
+    return 0;
+  }
+  const enc = device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(
+    0,
+    device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [{ binding: 0, resource: { buffer: out } }],
+    }),
+  );
+  pass.dispatchWorkgroups(1);
+  pass.end();
+  enc.copyBufferToBuffer(out, 0, read, 0, 1024);
+  device.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ);
+  const all = new Uint32Array(read.getMappedRange().slice(0));
+  read.unmap();
+  out.destroy();
+  read.destroy();
+  const n = all[0];
+  const same = all.every((v) => v === n);
+  return same && n > 0 && n <= 256 && (n & (n - 1)) === 0 ? n : 0;
 }

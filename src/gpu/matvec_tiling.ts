@@ -57,6 +57,12 @@ export interface MatvecTiling {
    * all lanes stepping through the tree together (for few sums). Same bits either way.
    */
   serial: boolean;
+  /**
+   * Reduce each sum with subgroup shuffles instead of workgroup memory (when the lanes of a group
+   * fit in one subgroup and the tree is not serial): lane l adds lane l + s's value for
+   * s = lanes/2, ..., 1, the very additions of the tree, with no barrier per level. Same bits.
+   */
+  subgroup: boolean;
   /** f32 partial sums in workgroup memory (`round` sums of 256 + groups floats). */
   parts: number;
   /** Rows per workgroup. */
@@ -78,6 +84,7 @@ export function matvecTiling(
   glu = false,
   storageBytes = 16384,
   shape?: { nb: number; rpg: number; lanes?: number },
+  subgroupSize = 0,
 ): MatvecTiling {
   const lanes = shape?.lanes ?? (fallback ? 32 : lanesFor(rows, cols));
   const groups = WG / lanes;
@@ -102,12 +109,14 @@ export function matvecTiling(
   }
   const rounds = Math.ceil(sums / Math.min(sums, maxRound));
   const round = Math.ceil(sums / rounds);
+  const serial = !fallback && round * groups >= 32;
   return {
     lanes,
     nb: n,
     rpg,
     round,
-    serial: !fallback && round * groups >= 32,
+    serial,
+    subgroup: !serial && subgroupSize >= lanes,
     parts: round * stride,
     rowsPerWorkgroup: groups * rpg,
   };
@@ -226,7 +235,20 @@ export function matvecTilingDefines(t: MatvecTiling, cols: number, v: MatvecVari
   }
 
   const rounds: string[] = [];
-  for (let r0 = 0; r0 < sums.length; r0 += ROUND) {
+  if (t.subgroup) {
+    // Lanes of a group are consecutive invocations of one subgroup (checked when the device is
+    // acquired: src/gpu/device.ts); lane 0 ends with the tree's value. Every lane takes part in
+    // every shuffle (uniform control flow); lanes past the group's end read values lane 0 never uses.
+    for (let k = 0; k < sums.length; k++) {
+      rounds.push(`  {`, `    var v = ${sums[k]};`);
+      for (let s = t.lanes >> 1; s > 0; s >>= 1) {
+        rounds.push(`    v = v + subgroupShuffleDown(v, ${s}u);`);
+      }
+      rounds.push(`    if (lane == 0u) { red[${k}u * GROUPS + grp] = v; }`, `  }`);
+    }
+    rounds.push(`  workgroupBarrier();`);
+  }
+  for (let r0 = 0; r0 < (t.subgroup ? 0 : sums.length); r0 += ROUND) {
     const n = Math.min(ROUND, sums.length - r0);
     for (let k = 0; k < n; k++) rounds.push(`  parts[${k}u * PS + slot] = ${sums[r0 + k]};`);
     rounds.push(`  workgroupBarrier();`);

@@ -258,6 +258,8 @@ export class GpuModel {
       this.ctx.info.fallback,
       Boolean(s.w2),
       this.ctx.device.limits.maxComputeWorkgroupStorageSize,
+      undefined,
+      this.ctx.info.subgroupSize,
     );
     nb = tiling.nb;
     const x4 = vec8 && [s.input.stride, s.input.off, s.gate?.stride ?? 0, s.gate?.off ?? 0]

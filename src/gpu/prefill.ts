@@ -14,6 +14,14 @@ import type { GpuModel } from "./model.ts";
 import { GpuResources, type UniformWord } from "./resources.ts";
 import type { Defines } from "./shaders.ts";
 import { type GpuMatrix, scaleEntries } from "./weights.ts";
+import {
+  GEMM_TILES,
+  gemmGroups,
+  type GemmTile,
+  gemmTileDefines,
+  gemmVectorized,
+} from "./gemm_tiling.ts";
+import { gemmTileFor } from "./gemm_tune.ts";
 
 /** Tokens per Lightning block on the GPU. */
 function blockSize(headDim: number): number {
@@ -38,6 +46,8 @@ export class GpuPrefill {
   readonly capacity: number;
   /** Rows of logits computed per head pass when all positions are asked for. */
   readonly logitRows: number;
+  /** The GEMM tile of each projection label (tuned at build, see `src/gpu/gemm_tune.ts`). */
+  readonly tiles: Map<string, GemmTile> = new Map();
   readonly #m: GpuModel;
   readonly #res: GpuResources;
   readonly #tokens: GPUBuffer;
@@ -113,10 +123,19 @@ export class GpuPrefill {
       mul?: boolean;
       inOff?: (T: number) => number;
       tokens?: (T: number) => number;
+      /** The tile (default: tuned for this weight shape at the chunk capacity). */
+      tile?: GemmTile;
     } = {},
   ): Promise<Site[]> {
+    const tile = opts.tile ?? await gemmTileFor(this.#m.ctx, this.#m.pipelines, {
+      rows: w.chunks[0].rows,
+      cols: w.cols,
+      dtype: w.dtype,
+      tokens: this.capacity,
+    });
+    this.tiles.set(label, tile);
     const defines: Defines = {
-      VEC16: w.cols % 16 === 0,
+      ...gemmTileDefines(tile, gemmVectorized(w.cols, input.stride)),
       W_DTYPE: w.dtype,
       BIAS: Boolean(opts.bias),
       OUT_ADD: Boolean(opts.add),
@@ -150,7 +169,7 @@ export class GpuPrefill {
             out.stride,
             0,
           ],
-          (T) => [Math.ceil(chunk.rows / 64), Math.ceil(tokens(T) / 64), 1],
+          (T) => gemmGroups(tile, chunk.rows, tokens(T)),
         ),
       );
     }
@@ -352,9 +371,10 @@ export class GpuPrefill {
     this.#headLast = await this.#gemm("head.last", w.head, as, logitsOut, {
       inOff: (T) => (T - 1) * D,
       tokens: () => 1,
+      tile: GEMM_TILES[0],
     });
     // "All positions": rows [r0, r0 + n) per pass; the words are rewritten per pass (see #runHead).
-    this.#headAll = await this.#gemm("head.all", w.head, as, logitsOut);
+    this.#headAll = await this.#gemm("head.all", w.head, as, logitsOut, { tile: GEMM_TILES[0] });
   }
 
   #encode(pass: GPUComputePassEncoder, sites: readonly Site[], T: number): void {

@@ -63,6 +63,10 @@ interface MatvecCase {
   serial?: boolean;
   /** Workgroup memory to tile for (default: the adapter's limit; less forces several rounds). */
   storage?: number;
+  /** Force the lanes per row (one row per lane group) instead of the tiling's choice. */
+  lanes?: number;
+  /** Reduce the lanes with subgroup shuffles (needs lanes ≤ the subgroup size). */
+  subgroup?: boolean;
 }
 
 async function matvec(
@@ -102,8 +106,10 @@ async function matvec(
     GL,
     Boolean(c.glu),
     c.storage ?? ctx.device.limits.maxComputeWorkgroupStorageSize,
+    c.lanes ? { nb: c.nb, rpg: 1, lanes: c.lanes } : undefined,
   );
   if (c.serial !== undefined) tiling.serial = c.serial;
+  if (c.subgroup !== undefined) tiling.subgroup = c.subgroup;
   const out = await runKernel(
     ctx,
     "matvec",
@@ -175,6 +181,41 @@ gpuTest(
 );
 
 gpuTest(
+  "kernel matvec: the subgroup lane tree gives the bits of the workgroup-memory tree",
+  async (ctx) => {
+    const sg = ctx.info.subgroupSize;
+    if (!sg) return; // no subgroups here (GL): the backend never builds the subgroup variant
+    // Lanes = the subgroup size (the H200 case: 32 lanes, subgroups of 32); odd shapes, the
+    // element-wise path, every dtype, fused norm, gate and GLU, batches of 1 to 3.
+    const cases: Omit<MatvecCase, "subgroup">[] = [
+      { rows: 45, cols: 96, batch: 1, nb: 1, dtype: "bf16", rms: true },
+      { rows: 45, cols: 96, batch: 3, nb: 2, dtype: "q8", rms: true, glu: true, bias: true },
+      { rows: 13, cols: 37, batch: 2, nb: 1, dtype: "f32", rms: true, gate: true, add: true },
+      { rows: 300, cols: 256, batch: 1, nb: 1, dtype: "f16", glu: true },
+      { rows: 7, cols: 2048, batch: 2, nb: 2, dtype: "bf16", rms: true },
+    ];
+    let seed = 500;
+    for (const c of cases) {
+      const base = { ...c, lanes: sg, serial: false };
+      const tree = await matvec(ctx, { ...base, subgroup: false }, seed);
+      const shuffled = await matvec(ctx, { ...base, subgroup: true }, seed++);
+      const n = c.batch * c.rows;
+      close(shuffled.got.subarray(0, n), shuffled.want.subarray(0, n), 2e-5, JSON.stringify(c));
+      assert.deepEqual(
+        Array.from(shuffled.got.subarray(0, n)),
+        Array.from(tree.got.subarray(0, n)),
+        JSON.stringify(c),
+      );
+    }
+    // The tiling picks shuffles only where the lanes fit a subgroup and the tree is not serial.
+    const t = matvecTiling(1024, 2816, 1, false, false, 16384, undefined, 32);
+    assert.equal(t.subgroup, t.lanes <= 32 && !t.serial);
+    assert.equal(matvecTiling(1024, 2816, 1, false, false, 16384, undefined, 0).subgroup, false);
+    assert.equal(matvecTiling(1024, 2816, 1, false, false, 16384, undefined, 8).subgroup, false);
+  },
+);
+
+gpuTest(
   "kernel matvec: each sequence's result is the same for every batch size (batch invariance)",
   async (ctx) => {
     // With the same seed, the inputs of a smaller batch are the first rows of the larger one's, so
@@ -209,90 +250,6 @@ gpuTest(
           );
         }
       }
-    }
-  },
-);
-
-interface GemmCase {
-  rows: number;
-  cols: number;
-  tokens: number;
-  dtype: DType;
-  bias?: boolean;
-  add?: boolean;
-  mul?: boolean;
-}
-
-async function gemm(ctx: Parameters<Parameters<typeof gpuTest>[1]>[0], c: GemmCase, seed: number) {
-  const { rows, cols, tokens: T } = c;
-  const w = encodeWeights(randomF32(rows * cols, seed, 0.5), c.dtype, rows);
-  const a = randomF32(T * cols, seed + 2, 1);
-  const bias = randomF32(rows, seed + 4, 0.3);
-  const init = randomF32(T * rows, seed + 6, 1);
-  const bindings: Parameters<typeof runKernel>[3] = {
-    0: { data: new Uint32Array([rows, cols, 0, T, cols, 0, rows, 0]), uniform: true },
-    2: { data: a },
-    4: { data: c.add || c.mul ? init : T * rows * 4, read: true },
-    5: { data: w.bytes },
-  };
-  if (c.bias) bindings[7] = { data: bias };
-  if (w.scales) bindings[9] = { data: w.scales };
-  const out = await runKernel(
-    ctx,
-    "gemm",
-    {
-      VEC16: cols % 16 === 0,
-      W_DTYPE: c.dtype,
-      BIAS: Boolean(c.bias),
-      OUT_ADD: Boolean(c.add),
-      OUT_MUL: Boolean(c.mul),
-    },
-    bindings,
-    [Math.ceil(rows / 64), Math.ceil(T / 64)],
-  );
-  const y = new Float32Array(T * rows);
-  linear(a, T, w.exact, c.bias ? bias : null, rows, cols, y);
-  const want = y.map((v, i) => (c.add ? init[i] + v : c.mul ? init[i] * v : v));
-  return { got: new Float32Array(out[4]), want };
-}
-
-gpuTest(
-  "kernel gemm: dtypes, shapes off the 64×64×16 tile, bias, residual and product epilogues",
-  async (ctx) => {
-    let seed = 100;
-    const flagSets = [{}, { bias: true, mul: true }, { add: true, bias: true }];
-    const shapes = [
-      [1, 5, 1],
-      [65, 16, 63],
-      [129, 37, 65],
-      [64, 64, 130],
-      [3, 200, 7],
-      [70, 48, 9],
-      [130, 256, 70],
-    ];
-    for (const dtype of ["f32", "bf16", "f16", "q8"] as const) {
-      for (let i = 0; i < shapes.length; i++) {
-        const [rows, cols, tokens] = shapes[i];
-        const c = { rows, cols, tokens, dtype, ...flagSets[(i + seed) % flagSets.length] };
-        const { got, want } = await gemm(ctx, c, seed++);
-        close(got, want, 2e-5, JSON.stringify(c));
-      }
-    }
-  },
-);
-
-gpuTest(
-  "kernel gemm: a token's row does not depend on how many tokens share the chunk",
-  async (ctx) => {
-    // The inputs of a shorter chunk are a prefix of the longer one's (same generator, same seed).
-    const big = await gemm(ctx, { rows: 70, cols: 48, tokens: 130, dtype: "bf16" }, 5);
-    for (const tokens of [1, 64, 65, 100]) {
-      const small = await gemm(ctx, { rows: 70, cols: 48, tokens, dtype: "bf16" }, 5);
-      assert.deepEqual(
-        Array.from(small.got),
-        Array.from(big.got.subarray(0, tokens * 70)),
-        `${tokens} tokens`,
-      );
     }
   },
 );
@@ -412,12 +369,13 @@ gpuTest(
 );
 
 gpuTest(
-  "kernel lightning prefill (prep, block KV, scan, block output): block boundaries and LRPE",
+  "kernel lightning prefill (prep, block KV, scan, block output): block boundaries, LRPE, head dims",
   async (ctx) => {
-    for (const hd of [32, 64, 128]) {
+    // Head dims off 32 (40: columns past the head), and 256 with the 16-token blocks it gets.
+    for (const hd of [32, 40, 64, 128, 256]) {
       for (const lrpe of [false, true]) {
         for (const T of [1, 31, 32, 33, 100]) {
-          const heads = 2, H = heads * hd, dk = lrpe ? 2 * hd : hd, blk = 32;
+          const heads = 2, H = heads * hd, dk = lrpe ? 2 * hd : hd, blk = hd <= 128 ? 32 : 16;
           const nblocks = Math.ceil(T / blk), pos0 = 17, slot = 1, stride = heads * dk * hd;
           const rates = Float32Array.of(0.05, 0.4);
           const theta = Float32Array.from(

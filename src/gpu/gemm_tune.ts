@@ -1,0 +1,137 @@
+/**
+ * The prefill GEMM's autotuner: for each weight shape of a model, every tile the device can run
+ * (`gemmTilesFor`) is timed on that shape with timestamp queries and the fastest kept, cached by
+ * adapter and shape for the life of the process. It runs while a model loads (`GpuPrefill.create`),
+ * never at request time. Every tile gives the same numbers (see `src/gpu/gemm_tiling.ts`), so the
+ * choice changes speed only. Without timestamp queries, or on a software adapter, the default tile
+ * is used untimed.
+ * @module
+ */
+
+import type { GpuContext } from "./device.ts";
+import {
+  GEMM_TILES,
+  gemmGroups,
+  type GemmTile,
+  gemmTileDefines,
+  gemmTilesFor,
+  gemmVectorized,
+} from "./gemm_tiling.ts";
+import type { PipelineCache } from "./shaders.ts";
+import { timePasses } from "./timing.ts";
+import { dtypeBytes, type GpuDType } from "./weights.ts";
+
+/** A product to tune for: `tokens` × [rows, cols] weights of a dtype. */
+export interface GemmShape {
+  /** Weight rows (of one binding chunk). */
+  readonly rows: number;
+  /** Weight columns (the inner dimension). */
+  readonly cols: number;
+  /** Weight dtype. */
+  readonly dtype: GpuDType;
+  /** Tokens per product (the prefill chunk capacity). */
+  readonly tokens: number;
+}
+
+/** What tuning found for one shape: the chosen tile and each tile's time in µs. */
+export interface GemmTuneResult {
+  /** The fastest tile. */
+  readonly tile: GemmTile;
+  /** Best time of each tile timed, in µs, in `GEMM_TILES` order of those the device runs. */
+  readonly times: readonly { tile: GemmTile; us: number }[];
+}
+
+const cache = new Map<string, GemmTuneResult>();
+
+/** The cache key of a shape on an adapter. */
+export function gemmTuneKey(adapter: string, s: GemmShape): string {
+  return `${adapter}|${s.rows}x${s.cols}|${s.dtype}|${s.tokens}`;
+}
+
+/** Whether tiles are timed on this device (timestamp queries on a hardware adapter). */
+export function canTune(ctx: GpuContext): boolean {
+  return ctx.device.features.has("timestamp-query") && !ctx.info.fallback;
+}
+
+/**
+ * The tile for `shape`: the cached choice, else (when `canTune`) the fastest of the device's tiles
+ * timed now, else the default tile.
+ */
+export async function gemmTileFor(
+  ctx: GpuContext,
+  pipelines: PipelineCache,
+  shape: GemmShape,
+  rounds = 3,
+): Promise<GemmTile> {
+  if (!canTune(ctx)) return GEMM_TILES[0];
+  return (await tuneGemm(ctx, pipelines, shape, rounds)).tile;
+}
+
+/** Time every tile the device runs on `shape` (best of `rounds`), cached by adapter and shape. */
+export async function tuneGemm(
+  ctx: GpuContext,
+  pipelines: PipelineCache,
+  shape: GemmShape,
+  rounds = 3,
+): Promise<GemmTuneResult> {
+  const key = gemmTuneKey(ctx.info.description, shape);
+  const hit = cache.get(key);
+  if (hit) return hit;
+  const dev = ctx.device;
+  const { rows, cols, dtype, tokens } = shape;
+  const usage = GPUBufferUsage.STORAGE;
+  const a = dev.createBuffer({ size: Math.max(16, tokens * cols * 4), usage });
+  const w = dev.createBuffer({
+    size: Math.max(16, Math.ceil((rows * cols * dtypeBytes(dtype)) / 16) * 16),
+    usage,
+  });
+  const scales = dev.createBuffer({ size: Math.max(16, rows * 4), usage });
+  const y = dev.createBuffer({ size: Math.max(16, tokens * rows * 4), usage });
+  const params = dev.createBuffer({
+    size: 32,
+    usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+  });
+  dev.queue.writeBuffer(params, 0, new Uint32Array([rows, cols, 0, tokens, cols, 0, rows, 0]));
+  try {
+    const tiles = gemmTilesFor(dev.limits);
+    const vec = gemmVectorized(cols, cols);
+    const runs: { pipeline: GPUComputePipeline; group: GPUBindGroup; tile: GemmTile }[] = [];
+    for (const tile of tiles) {
+      const pipeline = await pipelines.get("gemm", {
+        ...gemmTileDefines(tile, vec),
+        W_DTYPE: dtype,
+        BIAS: false,
+        OUT_ADD: false,
+        OUT_MUL: false,
+      });
+      const entries: GPUBindGroupEntry[] = [
+        { binding: 0, resource: { buffer: params } },
+        { binding: 2, resource: { buffer: a } },
+        { binding: 4, resource: { buffer: y } },
+        { binding: 5, resource: { buffer: w } },
+      ];
+      if (dtype === "q8") entries.push({ binding: 9, resource: { buffer: scales } });
+      const group = dev.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      runs.push({ pipeline, group, tile });
+    }
+    // Rounds interleave the tiles so clocks and caches treat them alike; the first is a warm-up.
+    const n = runs.length * (rounds + 1);
+    const ns = await timePasses(dev, n, (pass, i) => {
+      const r = runs[i % runs.length];
+      pass.setPipeline(r.pipeline);
+      pass.setBindGroup(0, r.group);
+      pass.dispatchWorkgroups(...gemmGroups(r.tile, rows, tokens));
+    });
+    const times = runs.map((r, j) => {
+      let best = Infinity;
+      for (let k = 1; k <= rounds; k++) best = Math.min(best, ns[k * runs.length + j] / 1000);
+      return { tile: r.tile, us: best };
+    });
+    const fastest = times.reduce((b, t) => (t.us < b.us ? t : b));
+    const result = { tile: fastest.tile, times };
+    cache.set(key, result);
+    return result;
+  } finally {
+    for (const b of [a, w, scales, y, params]) b.destroy();
+  }
+}

@@ -1,0 +1,192 @@
+/**
+ * The prefill GEMM (`wgsl/gemm.wgsl`) against the CPU reference for every tile the autotuner may
+ * choose, every weight dtype, the wide and the element-wise paths, shapes off every tile, all
+ * epilogues; every tile gives the same bits; a token's row does not depend on the chunk; the tuner.
+ */
+
+import assert from "node:assert/strict";
+import { linear } from "../../src/cpu/kernels.ts";
+import type { GpuContext } from "../../src/gpu/device.ts";
+import {
+  GEMM_TILES,
+  gemmGroups,
+  type GemmTile,
+  gemmTileDefines,
+  gemmTilesFor,
+  gemmVectorized,
+  tileName,
+} from "../../src/gpu/gemm_tiling.ts";
+import { canTune, tuneGemm } from "../../src/gpu/gemm_tune.ts";
+import { PipelineCache } from "../../src/gpu/shaders.ts";
+import { encodeWeights, randomF32, runKernel } from "./harness.ts";
+import { gpuTest } from "./support.ts";
+
+type DType = "f32" | "bf16" | "f16" | "q8";
+
+/** Running on the GL backend (llvmpipe). */
+const GL = Deno.env.get("DENO_WEBGPU_BACKEND") === "gl";
+
+/**
+ * The tiles to test on this adapter: all it runs, except on the GL backend (llvmpipe) only the
+ * default: its GL compiler takes minutes over the larger register tiles, and the backend never
+ * tunes on a software adapter (`canTune`), so the default is the only tile it runs there. Every
+ * tile is tested on lavapipe (Vulkan).
+ */
+function testTiles(ctx: GpuContext): GemmTile[] {
+  const tiles = gemmTilesFor(ctx.device.limits);
+  return GL ? tiles.slice(0, 1) : tiles;
+}
+
+interface GemmCase {
+  rows: number;
+  cols: number;
+  tokens: number;
+  dtype: DType;
+  /** Input row stride (default cols) and offset of the first row (default 0). */
+  stride?: number;
+  off?: number;
+  bias?: boolean;
+  add?: boolean;
+  mul?: boolean;
+}
+
+async function gemm(ctx: GpuContext, tile: GemmTile, c: GemmCase, seed: number) {
+  const { rows, cols, tokens: T } = c;
+  const stride = c.stride ?? cols, off = c.off ?? 0;
+  const w = encodeWeights(randomF32(rows * cols, seed, 0.5), c.dtype, rows);
+  const a = randomF32(off + T * stride, seed + 2, 1);
+  const bias = randomF32(rows, seed + 4, 0.3);
+  const init = randomF32(T * rows, seed + 6, 1);
+  const bindings: Parameters<typeof runKernel>[3] = {
+    0: { data: new Uint32Array([rows, cols, 0, T, stride, off, rows, 0]), uniform: true },
+    2: { data: a },
+    4: { data: c.add || c.mul ? init : T * rows * 4, read: true },
+    5: { data: w.bytes },
+  };
+  if (c.bias) bindings[7] = { data: bias };
+  if (w.scales) bindings[9] = { data: w.scales };
+  const out = await runKernel(
+    ctx,
+    "gemm",
+    {
+      ...gemmTileDefines(tile, gemmVectorized(cols, stride)),
+      W_DTYPE: c.dtype,
+      BIAS: Boolean(c.bias),
+      OUT_ADD: Boolean(c.add),
+      OUT_MUL: Boolean(c.mul),
+    },
+    bindings,
+    gemmGroups(tile, rows, T),
+  );
+  // The reference on the same rows of A (a dense copy).
+  const dense = new Float32Array(T * cols);
+  for (let t = 0; t < T; t++) {
+    dense.set(a.subarray(off + t * stride, off + t * stride + cols), t * cols);
+  }
+  const y = new Float32Array(T * rows);
+  linear(dense, T, w.exact, c.bias ? bias : null, rows, cols, y);
+  const want = y.map((v, i) => (c.add ? init[i] + v : c.mul ? init[i] * v : v));
+  return { got: new Float32Array(out[4]), want };
+}
+
+function close(got: Float32Array, want: ArrayLike<number>, tol: number, what: string): void {
+  let worst = 0, at = -1;
+  for (let i = 0; i < want.length; i++) {
+    const d = Math.abs(got[i] - want[i]) / Math.max(1, Math.abs(want[i]));
+    if (!(d <= worst)) {
+      worst = d;
+      at = i;
+    }
+  }
+  assert.ok(worst <= tol, `${what}: worst relative error ${worst} at ${at} (tolerance ${tol})`);
+}
+
+gpuTest(
+  "gemm: every tile × dtype, wide and element-wise paths, odd shapes, all epilogues",
+  async (ctx) => {
+    const tiles = testTiles(ctx);
+    assert.equal(tiles[0], GEMM_TILES[0], "the default tile fits every device");
+    const flagSets = [{}, { bias: true, mul: true }, { add: true, bias: true }];
+    // Wide (cols % 8 == 0): off the tile in every direction, fewer columns than a step, a strided
+    // input with an offset (the head's last row); element-wise: cols not a multiple of 8.
+    const wide = [
+      { rows: 130, cols: 72, tokens: 67 },
+      { rows: 3, cols: 8, tokens: 1 },
+      { rows: 70, cols: 48, tokens: 9, stride: 52, off: 104 },
+    ];
+    const narrow = [{ rows: 65, cols: 37, tokens: 130 }, { rows: 1, cols: 5, tokens: 1 }];
+    let seed = 300;
+    for (const tile of tiles) {
+      for (const dtype of ["f32", "bf16", "f16", "q8"] as const) {
+        const flags = flagSets[seed % 3];
+        for (const shape of [...wide, ...narrow]) {
+          const c = { ...shape, dtype, ...flags };
+          const { got, want } = await gemm(ctx, tile, c, seed++);
+          close(got, want, 2e-5, `${tileName(tile)} ${JSON.stringify(c)}`);
+        }
+      }
+    }
+  },
+);
+
+gpuTest(
+  "gemm: every tile gives the same bits (each output summed in column order)",
+  async (ctx) => {
+    const tiles = testTiles(ctx);
+    if (tiles.length < 2) return; // GL: one tile, nothing to compare
+    for (const c of [{ rows: 150, cols: 96, tokens: 70 }, { rows: 33, cols: 45, tokens: 20 }]) {
+      const ref = await gemm(ctx, tiles[0], { ...c, dtype: "bf16", bias: true }, 11);
+      for (const tile of tiles.slice(1)) {
+        const r = await gemm(ctx, tile, { ...c, dtype: "bf16", bias: true }, 11);
+        assert.deepEqual(Array.from(r.got), Array.from(ref.got), `${tileName(tile)} ${c.cols}`);
+      }
+    }
+  },
+);
+
+gpuTest("gemm: a token's row does not depend on how many tokens share the chunk", async (ctx) => {
+  // The inputs of a shorter chunk are a prefix of the longer one's (same generator, same seed).
+  const tiles = testTiles(ctx);
+  for (const tile of [tiles[0], tiles.at(-1)!]) {
+    const big = await gemm(ctx, tile, { rows: 70, cols: 48, tokens: 130, dtype: "bf16" }, 5);
+    for (const tokens of [1, 64, 65, 100]) {
+      const small = await gemm(ctx, tile, { rows: 70, cols: 48, tokens, dtype: "bf16" }, 5);
+      assert.deepEqual(
+        Array.from(small.got),
+        Array.from(big.got.subarray(0, tokens * 70)),
+        `${tileName(tile)}: ${tokens} tokens`,
+      );
+    }
+  }
+});
+
+gpuTest("gemm tuner: times every tile the device runs and keeps the fastest", async (ctx) => {
+  // Timed even on lavapipe here (the backend skips tuning there: `canTune`); not on GL (above).
+  if (!ctx.device.features.has("timestamp-query") || GL) return;
+  const pipelines = PipelineCache.for(ctx.device);
+  const shape = { rows: 64, cols: 64, dtype: "bf16" as const, tokens: 64 };
+  const r = await tuneGemm(ctx, pipelines, shape, 1);
+  const tiles = gemmTilesFor(ctx.device.limits);
+  assert.deepEqual(r.times.map((t) => tileName(t.tile)), tiles.map(tileName));
+  const best = Math.min(...r.times.map((t) => t.us));
+  assert.equal(r.times.find((t) => t.tile === r.tile)!.us, best);
+  assert.ok(r.times.every((t) => t.us > 0 && Number.isFinite(t.us)));
+  assert.equal(await tuneGemm(ctx, pipelines, shape, 1), r, "cached by adapter and shape");
+  assert.equal(canTune(ctx), !ctx.info.fallback);
+});
+
+Deno.test("gemm tiles: valid shapes, limits respected, the default fits WebGPU's minimums", () => {
+  for (const t of GEMM_TILES) gemmTileDefines(t, true);
+  const minimum = {
+    maxComputeInvocationsPerWorkgroup: 256,
+    maxComputeWorkgroupSizeX: 256,
+    maxComputeWorkgroupStorageSize: 16384,
+  } as GPUSupportedLimits;
+  const fit = gemmTilesFor(minimum);
+  assert.equal(fit[0], GEMM_TILES[0]);
+  assert.ok(fit.every((t) => 2 * t.bk * (t.bm + t.bn) * 4 <= 16384));
+  assert.throws(() => gemmTileDefines({ bm: 64, bn: 64, bk: 12, tm: 4, tn: 4 }, true));
+  assert.deepEqual(gemmGroups(GEMM_TILES[0], 65, 1), [2, 1, 1]);
+  assert.equal(gemmVectorized(72, 52), true);
+  assert.equal(gemmVectorized(37, 37), false);
+});
