@@ -297,7 +297,7 @@ function nonFinite(where: string): TnlError {
 }
 
 /** Whether every value of a state is finite. */
-function stateIsFinite(state: ModelState): boolean {
+export function stateIsFinite(state: ModelState): boolean {
   for (const layer of state.layers) {
     for (let i = 0; i < layer.length; i++) if (!Number.isFinite(layer[i])) return false;
   }
@@ -959,7 +959,7 @@ export class Engine {
         reason = "error";
         error = readError ?? new TnlError("internal", "the final state was not read back");
         rollback = true;
-      } else if (!stateIsFinite(state)) {
+      } else if (state.finite === false || (state.finite === undefined && !stateIsFinite(state))) {
         reason = "error";
         error = nonFinite(`state at position ${state.position}`);
         rollback = true;

@@ -11,6 +11,11 @@ export interface ModelState {
   position: number;
   /** Per layer, [heads, dk, dv] row-major (dk = 2·headDim in LRPE layers). */
   readonly layers: Float32Array<ArrayBuffer>[];
+  /**
+   * Set by a backend that already checked every value when it read the state back (in a worker:
+   * the serving thread need not scan 13 MB again); absent when not checked.
+   */
+  finite?: boolean;
 }
 
 /** A zero state at position 0 for `config`. */

@@ -19,10 +19,9 @@ export interface EncodedSession {
   digest: string;
 }
 
-type Pending = {
-  resolve: (v: { bytes?: Uint8Array; digest: string }) => void;
-  reject: (e: unknown) => void;
-};
+/** A worker's answer: the bytes and digest, and the lent state layers back. */
+type Answer = { bytes?: Uint8Array; digest: string; layers?: Float32Array<ArrayBuffer>[] };
+type Pending = { resolve: (v: Answer) => void; reject: (e: unknown) => void };
 
 /**
  * A pool of codec workers, started on first use.
@@ -66,12 +65,9 @@ export class CodecPool {
     return this.#workers[this.#next++ % this.#workers.length];
   }
 
-  #answer(m: {
-    id: number;
-    bytes?: Uint8Array;
-    digest?: string;
-    error?: { name: string; code?: string; message: string };
-  }): void {
+  #answer(
+    m: Answer & { id: number; error?: { name: string; code?: string; message: string } },
+  ): void {
     const p = this.#pending.get(m.id);
     if (!p) return;
     this.#pending.delete(m.id);
@@ -80,8 +76,9 @@ export class CodecPool {
         ? new TnlError(m.error.code as TnlErrorCode, m.error.message)
         : new Error(m.error.message);
       if (m.error.code) e.name = m.error.name;
+      if (m.layers) Object.assign(e, { layers: m.layers });
       p.reject(e);
-    } else p.resolve({ bytes: m.bytes, digest: m.digest! });
+    } else p.resolve(m);
   }
 
   #failAll(e: Error): void {
@@ -91,11 +88,11 @@ export class CodecPool {
     this.#workers.length = 0;
   }
 
-  #post(w: Worker, msg: Record<string, unknown>): Promise<{ bytes?: Uint8Array; digest: string }> {
+  #post(w: Worker, msg: Record<string, unknown>, transfer: Transferable[] = []): Promise<Answer> {
     const id = this.#id++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      w.postMessage({ ...msg, id });
+      w.postMessage({ ...msg, id }, transfer);
     });
   }
 
@@ -106,7 +103,17 @@ export class CodecPool {
       const bytes = await encodeSession(snapshot, opts);
       return { bytes, digest: await sessionDigest(bytes) };
     }
-    const r = await this.#post(w, { op: "encode", snapshot, opts });
+    // The layers are lent to the worker (transferred, not copied: 13 MB at 385M) and come back in
+    // its answer; until then the snapshot's state must not be used (its session is being saved).
+    const state = snapshot.state;
+    const lent = [...new Set(state.layers.map((l) => l.buffer as ArrayBuffer))];
+    const back = (layers?: Float32Array<ArrayBuffer>[]) =>
+      layers?.forEach((l, i) => (state.layers[i] = l));
+    const r = await this.#post(w, { op: "encode", snapshot, opts }, lent).catch((e) => {
+      back((e as { layers?: Float32Array<ArrayBuffer>[] }).layers);
+      throw e;
+    });
+    back(r.layers);
     return { bytes: r.bytes!, digest: r.digest };
   }
 

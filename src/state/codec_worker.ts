@@ -20,12 +20,23 @@ self.onmessage = async (
     if (m.op === "encode") {
       const bytes = await encodeSession(m.snapshot, m.opts);
       const digest = await sessionDigest(bytes);
-      self.postMessage({ id: m.id, bytes, digest }, [bytes.buffer as ArrayBuffer]);
+      // The state's layers came transferred: they go back the same way.
+      const layers = m.snapshot.state.layers;
+      const buffers = [...new Set(layers.map((l) => l.buffer as ArrayBuffer))];
+      self.postMessage({ id: m.id, bytes, digest, layers }, [
+        bytes.buffer as ArrayBuffer,
+        ...buffers,
+      ]);
     } else {
       self.postMessage({ id: m.id, digest: await sessionDigest(m.bytes) });
     }
   } catch (e) {
     const err = e as Error & { code?: string };
-    self.postMessage({ id: m.id, error: { name: err.name, code: err.code, message: err.message } });
+    const error = { name: err.name, code: err.code, message: err.message };
+    if (m.op !== "encode") return self.postMessage({ id: m.id, error });
+    // The lent layers go back with the error too.
+    const layers = m.snapshot.state.layers;
+    const buffers = [...new Set(layers.map((l) => l.buffer as ArrayBuffer))];
+    self.postMessage({ id: m.id, error, layers }, buffers);
   }
 };

@@ -9,6 +9,7 @@
 /// <reference lib="deno.worker" />
 
 import type { Backend, BackendState, PrefillItem, SampledRow } from "../engine/backend.ts";
+import { stateIsFinite } from "../engine/engine.ts";
 import { CpuBackend } from "../cpu/backend.ts";
 import { TnlError } from "../errors.ts";
 import { loadConfig } from "../model/config.ts";
@@ -56,6 +57,12 @@ function state(id: number): BackendState {
 /** The buffer under a typed array, to transfer instead of copy. */
 function buf(a: ArrayBufferView): ArrayBuffer {
   return a.buffer as ArrayBuffer;
+}
+
+/** Mark states as checked for non-finite values here, off the serving thread. */
+function checked(states: ModelState[]): ModelState[] {
+  for (const s of states) s.finite = stateIsFinite(s);
+  return states;
 }
 
 /** The buffers of a host state (each once), to transfer instead of copy. */
@@ -122,9 +129,9 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
     case "readStates": {
       const ids = (a[0] as number[]).map(state);
       const b = gpu();
-      const out = b.readStates
-        ? await b.readStates(ids)
-        : await Promise.all(ids.map((s) => b.readState(s)));
+      const out = checked(
+        b.readStates ? await b.readStates(ids) : await Promise.all(ids.map((s) => b.readState(s))),
+      );
       return [out, out.flatMap(stateBuffers)];
     }
     case "copyState":
@@ -156,7 +163,7 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
         state: state(r.id),
       }));
       const tokens = await optional("decodeSampled")(rows, a[1]);
-      const captured = rows.map((r) => r.captured ?? null);
+      const captured = rows.map((r) => (r.captured ? checked([r.captured])[0] : null));
       const value = { tokens, rng: rows.map((r) => r.rng.counter), captured };
       const transfer = [
         ...tokens.map(buf),

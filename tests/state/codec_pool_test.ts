@@ -18,7 +18,10 @@ for (const size of [0, 2]) {
       for (const secret of [undefined, "s3cret"]) {
         const snaps = [1, 2, 3].map((seed) => makeSnapshot(config, 5, seed, `sess_${seed}`));
         const opts = { config, ...FP, secret };
+        const copies = snaps.map((s) => s.state.layers.map((l) => l.slice()));
         const got = await Promise.all(snaps.map((s) => pool.encode(s, opts)));
+        // The layers lent to a worker are back, unchanged.
+        snaps.forEach((s, i) => assert.deepEqual(s.state.layers, copies[i]));
         for (let i = 0; i < snaps.length; i++) {
           const want = await encodeSession(snaps[i], opts);
           assert.deepEqual(got[i].bytes, want);
@@ -33,6 +36,7 @@ for (const size of [0, 2]) {
         (e: unknown) =>
           e instanceof TnlError && e.code === "internal" && /non-finite/.test(e.message),
       );
+      assert.ok(Number.isNaN(bad.state.layers[0][0]) && bad.state.layers[0].length > 1);
     } finally {
       pool.close();
     }
