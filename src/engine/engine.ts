@@ -129,7 +129,7 @@ export interface EngineOptions {
    */
   recurrentPrefill?: number;
   /**
-   * Most decode steps per device submission when the backend samples on the device (default 64):
+   * Most decode steps per device submission when the backend samples on the device (default 128):
    * the host reads results back once per round (each readback costs ~10 ms in Deno).
    */
   stepsPerSync?: number;
@@ -360,7 +360,7 @@ export class Engine {
       maxBatch: Math.min(options.maxBatch ?? backend.maxBatch, backend.maxBatch),
       prefillChunk: chunk,
       prefillBudget: Math.max(1, options.prefillBudget ?? (backend.kind === "cpu" ? 1 : 4) * chunk),
-      stepsPerSync: Math.max(1, options.stepsPerSync ?? 64),
+      stepsPerSync: Math.max(1, options.stepsPerSync ?? 128),
       recurrentPrefill: backend.replayMany ? Math.max(0, options.recurrentPrefill ?? 32) : 0,
       roundMs: options.roundMs ?? { busy: 60, steady: 200 },
       readbackMs: options.readbackMs ?? 15,

@@ -45,7 +45,7 @@ export interface GpuModelOptions {
   maxBatch?: number;
   /** State slots (resident sequences; default 64). */
   maxSlots?: number;
-  /** Output ring capacity per sequence: the most steps per submission (default 64). */
+  /** Output ring capacity per sequence: the most steps per submission (default 128). */
   ring?: number;
   /** Override of the per-binding byte limit (tests use it to force split tensors). */
   maxBindingBytes?: number;
@@ -229,7 +229,7 @@ export class GpuModel {
     return new GpuModel(ctx, config, weights, {
       maxBatch: options.maxBatch ?? 64,
       maxSlots: options.maxSlots ?? 64,
-      ring: options.ring ?? 64,
+      ring: options.ring ?? 128,
     });
   }
 
