@@ -25,7 +25,7 @@ import type { Engine } from "../engine/engine.ts";
 import { Session } from "../engine/session.ts";
 import type { TnlModel } from "../load.ts";
 import { isValidSessionId, type SessionSnapshot } from "../model/snapshot.ts";
-import { decodeSession, sessionSummary } from "../state/codec.ts";
+import { sessionSummary } from "../state/codec.ts";
 import { CodecPool } from "../state/codec_pool.ts";
 import type { SessionStore } from "../state/store.ts";
 import { InputError } from "../errors.ts";
@@ -294,7 +294,7 @@ export class SessionManager {
       this.#remember(id, hit);
       return { session: hit.session, generation: entry.generation, size: entry.bytes.length };
     }
-    const snap = await decodeSession(entry.bytes, this.#codec());
+    const snap = await this.#pool.decode(entry.bytes, this.#codec());
     const session = Session.fromSnapshot(this.#o.model.config, snap);
     this.#remember(id, { session, generation: entry.generation, digest });
     return { session, generation: entry.generation, size: entry.bytes.length };
@@ -470,7 +470,7 @@ export class SessionManager {
   ): Promise<{ info: SessionInfo; digest: string; created: boolean }> {
     const claim = await this.#claim(id);
     try {
-      const snap = await decodeSession(bytes, this.#codec());
+      const snap = await this.#pool.decode(bytes, this.#codec());
       checkStateSampling(snap, this.#o.model.config.vocabSize);
       const existing = await this.#o.store.getEntry(id);
       const ifMatch = opts.ifMatch ?? null;

@@ -1,6 +1,6 @@
 /**
- * Session encoding off the serving thread: a few workers run `encodeSession` (msgpack, HMAC) and
- * `sessionDigest` (SHA-256). At 385M a state is 13 MB, and encoding plus hashing it takes a quarter
+ * Session encoding off the serving thread: a few workers run `encodeSession` / `decodeSession`
+ * (msgpack, HMAC) and `sessionDigest` (SHA-256). At 385M a state is 13 MB, and encoding plus hashing it takes a quarter
  * of a second of CPU on our 2-core machines: on the thread that serves HTTP, 64 kept sessions
  * ending together froze it for seconds. Where the runtime has no `Worker` (some edge hosts), or a
  * worker fails to start, the work runs in the calling thread as before.
@@ -9,7 +9,13 @@
 
 import { TnlError, type TnlErrorCode } from "../errors.ts";
 import type { SessionSnapshot } from "../model/snapshot.ts";
-import { type EncodeOptions, encodeSession, sessionDigest } from "./codec.ts";
+import {
+  type DecodeOptions,
+  decodeSession,
+  type EncodeOptions,
+  encodeSession,
+  sessionDigest,
+} from "./codec.ts";
 
 /** An encoded state and its SHA-256 (hex). */
 export interface EncodedSession {
@@ -20,7 +26,12 @@ export interface EncodedSession {
 }
 
 /** A worker's answer: the bytes and digest, and the lent state layers back. */
-type Answer = { bytes?: Uint8Array; digest: string; layers?: Float32Array<ArrayBuffer>[] };
+type Answer = {
+  bytes?: Uint8Array;
+  digest: string;
+  layers?: Float32Array<ArrayBuffer>[];
+  snapshot?: SessionSnapshot;
+};
 type Pending = { resolve: (v: Answer) => void; reject: (e: unknown) => void };
 
 /**
@@ -40,9 +51,15 @@ export class CodecPool {
   #id = 1;
   #inThread = typeof Worker === "undefined";
 
-  /** A pool of `size` workers (0: everything in the calling thread). */
-  constructor(size: number) {
+  readonly #minBytes: number;
+
+  /**
+   * A pool of `size` workers (0: everything in the calling thread); decoding and hashing states
+   * smaller than `minWorkerBytes` (default 1 MiB) stay in the calling thread (not worth a copy).
+   */
+  constructor(size: number, minWorkerBytes = 1 << 20) {
     this.#size = Math.max(0, Math.floor(size));
+    this.#minBytes = minWorkerBytes;
     if (this.#size === 0) this.#inThread = true;
   }
 
@@ -117,10 +134,17 @@ export class CodecPool {
     return { bytes: r.bytes!, digest: r.digest };
   }
 
+  /** Decode and check a state (`decodeSession`); its layers come back transferred. */
+  async decode(bytes: Uint8Array, opts: DecodeOptions): Promise<SessionSnapshot> {
+    const w = this.#worker();
+    if (!w || bytes.length < this.#minBytes) return await decodeSession(bytes, opts);
+    return (await this.#post(w, { op: "decode", bytes, opts })).snapshot!;
+  }
+
   /** SHA-256 of encoded bytes, hex. */
   async digest(bytes: Uint8Array): Promise<string> {
     const w = this.#worker();
-    if (!w || bytes.length < 1 << 20) return await sessionDigest(bytes);
+    if (!w || bytes.length < this.#minBytes) return await sessionDigest(bytes);
     return (await this.#post(w, { op: "digest", bytes })).digest;
   }
 

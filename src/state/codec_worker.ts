@@ -1,18 +1,25 @@
 /**
- * Worker entry of `CodecPool`: encodes session snapshots (msgpack, HMAC) and hashes encoded states
- * off the thread that serves HTTP. Answers `{ id, bytes?, digest?, error? }`.
+ * Worker entry of `CodecPool`: encodes and decodes session states (msgpack, HMAC) and hashes encoded
+ * states off the thread that serves HTTP. Answers `{ id, bytes?, digest?, error? }`.
  * @module
  */
 
 /// <reference lib="deno.worker" />
 
-import { type EncodeOptions, encodeSession, sessionDigest } from "./codec.ts";
+import {
+  type DecodeOptions,
+  decodeSession,
+  type EncodeOptions,
+  encodeSession,
+  sessionDigest,
+} from "./codec.ts";
 import type { SessionSnapshot } from "../model/snapshot.ts";
 
 self.onmessage = async (
   ev: MessageEvent<
     | { id: number; op: "encode"; snapshot: SessionSnapshot; opts: EncodeOptions }
     | { id: number; op: "digest"; bytes: Uint8Array }
+    | { id: number; op: "decode"; bytes: Uint8Array; opts: DecodeOptions }
   >,
 ) => {
   const m = ev.data;
@@ -27,6 +34,10 @@ self.onmessage = async (
         bytes.buffer as ArrayBuffer,
         ...buffers,
       ]);
+    } else if (m.op === "decode") {
+      const snapshot = await decodeSession(m.bytes, m.opts);
+      const buffers = [...new Set(snapshot.state.layers.map((l) => l.buffer as ArrayBuffer))];
+      self.postMessage({ id: m.id, snapshot, digest: "" }, buffers);
     } else {
       self.postMessage({ id: m.id, digest: await sessionDigest(m.bytes) });
     }

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { encodeSession, sessionDigest } from "../../src/state/codec.ts";
+import { decodeSession, encodeSession, sessionDigest } from "../../src/state/codec.ts";
 import { CodecPool } from "../../src/state/codec_pool.ts";
 import { TnlError } from "../../src/errors.ts";
 import { FP, makeSnapshot, tinyConfig } from "./support.ts";
@@ -13,7 +13,7 @@ const config = tinyConfig();
 
 for (const size of [0, 2]) {
   Deno.test(`codec pool (${size} workers): same bytes and digest as the codec, errors keep their code`, async () => {
-    const pool = new CodecPool(size);
+    const pool = new CodecPool(size, 0);
     try {
       for (const secret of [undefined, "s3cret"]) {
         const snaps = [1, 2, 3].map((seed) => makeSnapshot(config, 5, seed, `sess_${seed}`));
@@ -27,6 +27,7 @@ for (const size of [0, 2]) {
           assert.deepEqual(got[i].bytes, want);
           assert.equal(got[i].digest, await sessionDigest(want));
           assert.equal(await pool.digest(want), got[i].digest);
+          assert.deepEqual(await pool.decode(want, opts), await decodeSession(want, opts));
         }
       }
       const bad = makeSnapshot(config, 5, 1, "sess_1");
