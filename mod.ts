@@ -37,7 +37,13 @@ export {
 } from "./src/model/quantize.ts";
 export type { SessionSnapshot } from "./src/model/snapshot.ts";
 export { consoleProgress, type DownloadProgress, resolveModelSource } from "./src/model/hub.ts";
-export type { Backend, BackendKind, BackendState, LogitsMode } from "./src/engine/backend.ts";
+export type {
+  Backend,
+  BackendKind,
+  BackendState,
+  LogitsMode,
+  PrefillItem,
+} from "./src/engine/backend.ts";
 export {
   Engine,
   type EngineOptions,
@@ -45,6 +51,7 @@ export {
   type FinishReason,
   type GenerateEvent,
   type GenerateRequest,
+  type RoundInfo,
 } from "./src/engine/engine.ts";
 export { Session } from "./src/engine/session.ts";
 export type { SamplingParams } from "./src/engine/sampler.ts";
