@@ -27,21 +27,8 @@ export const DURATION_BUCKETS: readonly number[] = [
   300,
 ];
 
-/** Upper bounds (seconds) of the time-to-first-token histogram. */
-export const TTFT_BUCKETS: readonly number[] = [
-  0.005,
-  0.01,
-  0.025,
-  0.05,
-  0.1,
-  0.25,
-  0.5,
-  1,
-  2.5,
-  5,
-  10,
-  30,
-];
+/** Upper bounds (seconds) of the time-to-first-token histogram: the request ones up to 30 s. */
+export const TTFT_BUCKETS: readonly number[] = DURATION_BUCKETS.filter((b) => b <= 30);
 
 /** Upper bounds (seconds) of the inter-token latency and event-loop lag histograms. */
 export const LATENCY_BUCKETS: readonly number[] = [
