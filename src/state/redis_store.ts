@@ -451,7 +451,19 @@ export class RedisSessionStore implements SessionStore {
     this.#check();
     try {
       const all = await this.#client.zRange(this.#orderKey, 0, -1) as unknown[];
-      return pageOfIds(all.map(toText), opts);
+      // The order set outlives heads that expired (a TTL drops the head, not its entry there):
+      // keep only ids whose head still exists, a page at a time.
+      const candidates = pageOfIds(all.map(toText), { ...opts, limit: Number.MAX_SAFE_INTEGER });
+      const want = Math.max(1, opts.limit);
+      const live: string[] = [];
+      for (let i = 0; i < candidates.length && live.length < want; i += want) {
+        const page = candidates.slice(i, i + want);
+        const exists = await Promise.all(
+          page.map((id) => this.#client.sendCommand(["EXISTS", this.#headKey(id)])),
+        );
+        page.forEach((id, j) => Number(exists[j]) === 1 && live.push(id));
+      }
+      return live.slice(0, want);
     } catch (e) {
       throw this.#fail("list", e);
     }
