@@ -8,7 +8,7 @@
  * @module
  */
 
-const args = ["test", "-A", "--quiet", "tests/gpu", ...Deno.args];
+const args = ["test", "-A", "--quiet", "--lock=tests/deno.lock", "tests/gpu", ...Deno.args];
 const env = { DENO_WEBGPU_BACKEND: "gl" };
 
 /** One run of the suite; returns the child's status. */
