@@ -17,7 +17,7 @@
 import { InputError, TnlError } from "../errors.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { SessionSnapshot } from "../model/snapshot.ts";
-import type { ModelState } from "../model/state.ts";
+import { type ModelState, stateIsFinite } from "../model/state.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { StreamDecoder } from "../tokenizer/stream.ts";
 import type { Backend, BackendState, PrefillItem, SampledRow } from "./backend.ts";
@@ -294,14 +294,6 @@ function nonFinite(where: string): TnlError {
     "non_finite",
     `the model produced a non-finite value (${where}); the session keeps its last good state`,
   );
-}
-
-/** Whether every value of a state is finite. */
-export function stateIsFinite(state: ModelState): boolean {
-  for (const layer of state.layers) {
-    for (let i = 0; i < layer.length; i++) if (!Number.isFinite(layer[i])) return false;
-  }
-  return true;
 }
 
 /** Whether a row of logits has a NaN or no finite value at all. */

@@ -605,7 +605,7 @@ export class WebGpuBackend implements Backend {
     // The states are copied straight out of the mapped range (no intermediate copy of it all).
     let states: ModelState[] = [];
     const bytes = await this.#readWith(staging, total, (mapped) => {
-      states = this.#hostStates(mapped, stateAt, captured.map((s) => s.position + 0));
+      states = this.#hostStates(mapped, stateAt, captured.map(() => 0)); // positions set below
       return mapped.slice(0, stateAt);
     });
     const ring = new Int32Array(bytes, 0, B * m.ring);

@@ -46,3 +46,20 @@ export function stateBytes(config: ModelConfig): number {
   for (let l = 0; l < config.numLayers; l++) n += stateLayerSize(config, l);
   return n * 4;
 }
+
+/** Index of the first NaN or ±Infinity in `a` (tested on the bits), or -1. */
+export function firstNonFinite(a: Float32Array): number {
+  const bits = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  for (let i = 0; i < bits.length; i++) if ((bits[i] & 0x7f800000) === 0x7f800000) return i;
+  return -1;
+}
+
+/** Whether every value of a state is finite. */
+export function stateIsFinite(state: ModelState): boolean {
+  return state.layers.every((l) => firstNonFinite(l) < 0);
+}
+
+/** The buffers under a list of typed arrays, each once (to transfer them in a `postMessage`). */
+export function buffersOf(arrays: readonly ArrayBufferView[]): ArrayBuffer[] {
+  return [...new Set(arrays.map((a) => a.buffer as ArrayBuffer))];
+}

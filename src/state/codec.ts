@@ -49,6 +49,7 @@ import { Packr } from "../deps.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { stateKeyDim, stateLayerSize } from "../model/config.ts";
 import { isValidSessionId, type PlainSampling, type SessionSnapshot } from "../model/snapshot.ts";
+import { firstNonFinite } from "../model/state.ts";
 import { TnlError } from "../errors.ts";
 import { StateError } from "./errors.ts";
 import { isMsgMap, type MsgMap, type MsgValue, readMsgpack } from "./msgpack.ts";
@@ -206,13 +207,6 @@ function plainValue(v: unknown, path: string, depth: number): unknown {
     return o;
   }
   return encodeFail(`${path}: cannot be stored (${typeof v})`);
-}
-
-/** Index of the first NaN or ±Infinity in `a`, or -1. */
-function firstNonFinite(a: Float32Array): number {
-  const bits = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  for (let i = 0; i < bits.length; i++) if ((bits[i] & 0x7f800000) === 0x7f800000) return i;
-  return -1;
 }
 
 /** The history checks `decodeSession` makes, done at encode time (a failure is a caller bug). */

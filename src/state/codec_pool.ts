@@ -9,6 +9,7 @@
 
 import { TnlError, type TnlErrorCode } from "../errors.ts";
 import type { SessionSnapshot } from "../model/snapshot.ts";
+import { buffersOf } from "../model/state.ts";
 import {
   type DecodeOptions,
   decodeSession,
@@ -123,7 +124,7 @@ export class CodecPool {
     // The layers are lent to the worker (transferred, not copied: 13 MB at 385M) and come back in
     // its answer; until then the snapshot's state must not be used (its session is being saved).
     const state = snapshot.state;
-    const lent = [...new Set(state.layers.map((l) => l.buffer as ArrayBuffer))];
+    const lent = buffersOf(state.layers);
     const back = (layers?: Float32Array<ArrayBuffer>[]) =>
       layers?.forEach((l, i) => (state.layers[i] = l));
     const r = await this.#post(w, { op: "encode", snapshot, opts }, lent).catch((e) => {

@@ -14,6 +14,7 @@ import {
   sessionDigest,
 } from "./codec.ts";
 import type { SessionSnapshot } from "../model/snapshot.ts";
+import { buffersOf } from "../model/state.ts";
 
 self.onmessage = async (
   ev: MessageEvent<
@@ -29,14 +30,14 @@ self.onmessage = async (
       const digest = await sessionDigest(bytes);
       // The state's layers came transferred: they go back the same way.
       const layers = m.snapshot.state.layers;
-      const buffers = [...new Set(layers.map((l) => l.buffer as ArrayBuffer))];
+      const buffers = buffersOf(layers);
       self.postMessage({ id: m.id, bytes, digest, layers }, [
         bytes.buffer as ArrayBuffer,
         ...buffers,
       ]);
     } else if (m.op === "decode") {
       const snapshot = await decodeSession(m.bytes, m.opts);
-      const buffers = [...new Set(snapshot.state.layers.map((l) => l.buffer as ArrayBuffer))];
+      const buffers = buffersOf(snapshot.state.layers);
       self.postMessage({ id: m.id, snapshot, digest: "" }, buffers);
     } else {
       self.postMessage({ id: m.id, digest: await sessionDigest(m.bytes) });
@@ -47,7 +48,7 @@ self.onmessage = async (
     if (m.op !== "encode") return self.postMessage({ id: m.id, error });
     // The lent layers go back with the error too.
     const layers = m.snapshot.state.layers;
-    const buffers = [...new Set(layers.map((l) => l.buffer as ArrayBuffer))];
+    const buffers = buffersOf(layers);
     self.postMessage({ id: m.id, error, layers }, buffers);
   }
 };

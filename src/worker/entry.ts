@@ -9,12 +9,11 @@
 /// <reference lib="deno.worker" />
 
 import type { Backend, BackendState, PrefillItem, SampledRow } from "../engine/backend.ts";
-import { stateIsFinite } from "../engine/engine.ts";
 import { CpuBackend } from "../cpu/backend.ts";
 import { TnlError } from "../errors.ts";
 import { loadConfig } from "../model/config.ts";
 import { FingerprintingSource } from "../model/fingerprint.ts";
-import type { ModelState } from "../model/state.ts";
+import { buffersOf, type ModelState, stateIsFinite } from "../model/state.ts";
 import { openWeights } from "../model/weights/open.ts";
 import { WebGpuBackend } from "../gpu/backend.ts";
 import {
@@ -54,11 +53,6 @@ function state(id: number): BackendState {
   return s;
 }
 
-/** The buffer under a typed array, to transfer instead of copy. */
-function buf(a: ArrayBufferView): ArrayBuffer {
-  return a.buffer as ArrayBuffer;
-}
-
 /** Mark states as checked for non-finite values here, off the serving thread. */
 function checked(states: ModelState[]): ModelState[] {
   for (const s of states) s.finite = stateIsFinite(s);
@@ -67,7 +61,7 @@ function checked(states: ModelState[]): ModelState[] {
 
 /** The buffers of a host state (each once), to transfer instead of copy. */
 function stateBuffers(s: ModelState): ArrayBuffer[] {
-  return [...new Set(s.layers.map(buf))];
+  return buffersOf(s.layers);
 }
 
 async function load(spec: WorkerLoadSpec): Promise<WorkerLoaded> {
@@ -139,7 +133,7 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
       return [null, []];
     case "prefill": {
       const logits = await gpu().prefill(state(a[0]), a[1], a[2]);
-      return [logits, [buf(logits)]];
+      return [logits, buffersOf([logits])];
     }
     case "prefillMany":
     case "replayMany": {
@@ -155,7 +149,7 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
     }
     case "decode": {
       const logits = await gpu().decode((a[0] as number[]).map(state), a[1]);
-      return [logits, [buf(logits)]];
+      return [logits, buffersOf([logits])];
     }
     case "decodeSampled": {
       const rows = (a[0] as (Omit<SampledRow, "state"> & { id: number })[]).map((r) => ({
@@ -166,7 +160,7 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
       const captured = rows.map((r) => (r.captured ? checked([r.captured])[0] : null));
       const value = { tokens, rng: rows.map((r) => r.rng.counter), captured };
       const transfer = [
-        ...tokens.map(buf),
+        ...buffersOf(tokens),
         ...captured.flatMap((c) => (c ? stateBuffers(c) : [])),
       ];
       return [value, transfer];
@@ -180,7 +174,7 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
     case "forward": {
       const host = a[0] as ModelState;
       const logits = await gpu().forward(host, a[1], a[2]);
-      return [{ logits, state: host }, [buf(logits), ...stateBuffers(host)]];
+      return [{ logits, state: host }, buffersOf([logits, ...host.layers])];
     }
     case "dispose":
       await backend?.dispose();
