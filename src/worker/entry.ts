@@ -178,11 +178,15 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
     }
     case "dispose":
       await backend?.dispose();
+      // The device is this worker's alone: destroy it before the thread ends (a live device torn
+      // down with its thread is a hazard for the driver's heap).
+      if (backend instanceof WebGpuBackend) backend.model.ctx.device.destroy();
       backend = null;
       states.clear();
       return [null, []];
     case "crash":
-      // Simulates a worker dying mid-work (tests of the restart path).
+      // Simulates a device loss that kills the worker mid-work (tests of the restart path).
+      if (backend instanceof WebGpuBackend) backend.model.ctx.device.destroy();
       setTimeout(() => {
         throw new Error("simulated backend worker crash");
       });
