@@ -9,6 +9,9 @@
 //   largest w is 1);
 //   u = uniform(seed, counter) (MurmurHash3, see src/engine/rng.ts); walk ids upward accumulating
 //   kept w until the sum exceeds u·Σkept.
+// A row whose logits hold a NaN (flagged by the first stage) or whose largest logit is not finite
+// samples nothing: the marker 0xffffffff (-1 as i32) goes to the ring and the row is done; the
+// host fails that request alone (the CPU engine's rule for broken logits).
 // Then: next token written to the row, appended to the ring, position and counters advanced, and
 // the row marked done at end-of-sequence or when its budget is spent (later steps skip it).
 
@@ -37,6 +40,8 @@ const WG: u32 = {{WG}}u;   // threads per sequence (src/gpu/sample_code.ts)
 
 //#include argmax
 var<workgroup> bcast: array<u32, 4>;
+var<workgroup> nan_seen: atomic<u32>;
+var<workgroup> broken: u32;
 
 fn rotl(x: u32, r: u32) -> u32 { return (x << r) | (x >> (32u - r)); }
 
@@ -139,11 +144,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let o = (b * P.blocks + k) * 2u;
     let v = bitcast<f32>(best[o]);
     let id = best[o + 1u];
-    if (id != 0xffffffffu && (bi == 0xffffffffu || v > bv)) { bv = v; bi = id; }
+    // NaN tested on the bits: WGSL lets compilers assume floats are never NaN.
+    if ((best[o] & 0x7fffffffu) > 0x7f800000u) {
+      atomicOr(&nan_seen, 1u);
+    } else if (id != 0xffffffffu && (bi == 0xffffffffu || v > bv)) { bv = v; bi = id; }
   }
   let m = argmax_wg(bv, bi, tid);
   let zmax = m.value;
   var token = m.id;
+  if (tid == 0u) {
+    broken = select(0u, 1u, atomicLoad(&nan_seen) != 0u || (bitcast<u32>(zmax) & 0x7f800000u) == 0x7f800000u);
+  }
+  if (workgroupUniformLoad(&broken) != 0u) {
+    if (tid == 0u) {
+      seqs[r + 1u] = seqs[r + 1u] + 1u;
+      let n = seqs[r + 5u];
+      if (n < P.ring) { ring[b * P.ring + n] = 0xffffffffu; }
+      seqs[r + 5u] = n + 1u;
+      seqs[r + 9u] = 1u;
+    }
+    return;
+  }
 
   if (temp > 0.0) {
     // Weights w = exp((z - max)/T) in place; the largest is exactly 1.

@@ -1,7 +1,7 @@
 // First stage of token sampling, wide: workgroup (blk, b) takes logits [blk·BLOCK, (blk+1)·BLOCK)
 // of sequence b and, in place, adds the logit bias and applies the penalties (the same rules as
 // wgsl/sample.wgsl describes; NaN counts as -inf), then writes the block's arg-max (the lowest id
-// on ties) to best[b][blk]. The one-workgroup-per-sequence stage (sample.wgsl) then reduces the
+// on ties) to best[b][blk], its value a NaN when the block held one (the row is then broken). The one-workgroup-per-sequence stage (sample.wgsl) then reduces the
 // blocks instead of reading the whole vocabulary.
 
 struct Params {
@@ -31,6 +31,9 @@ const BLOCK: u32 = WG * UNROLL;   // ids per workgroup
 const NONE: u32 = 0xffffffffu;
 
 //#include argmax
+// Set when a logit of this block is NaN: the block's arg-max value is then written as a NaN, which
+// the second stage reads as "this row's logits are broken" (no token is sampled from them).
+var<workgroup> nan_seen: atomic<u32>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -70,7 +73,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var z = zs[u];
       // NaN tested on the bits: WGSL lets compilers assume floats are never NaN.
       var changed = (bitcast<u32>(z) & 0x7fffffffu) > 0x7f800000u;
-      if (changed) { z = -3.4e38; }
+      if (changed) {
+        z = -3.4e38;
+        atomicOr(&nan_seen, 1u);
+      }
       if (penalties) {
         let seen_bit = (seen[slot * P.seen_words + i / 32u] >> (i % 32u)) & 1u;
         if (seen_bit == 1u && rep != 1.0) {
@@ -90,7 +96,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let m = argmax_wg(bv, bi, tid);
   if (tid == 0u) {
     let o = (b * P.blocks + blk) * 2u;
-    best[o] = bitcast<u32>(m.value);
+    best[o] = select(bitcast<u32>(m.value), 0x7fc00000u, atomicLoad(&nan_seen) != 0u);
     best[o + 1u] = m.id;
   }
 }

@@ -21,6 +21,9 @@ export interface BackendState {
   readonly position: number;
 }
 
+/** What `decodeSampled` returns in place of a token sampled from broken (non-finite) logits. */
+export const BROKEN_LOGITS_TOKEN = -1;
+
 /** One sequence of a multi-step decode that samples on the device. */
 export interface SampledRow {
   /** The sequence's resident state. */
@@ -115,7 +118,9 @@ export interface Backend {
    * Decode up to `steps` tokens per row, sampling on the device so the host reads back once.
    * Each row feeds its pending token, samples the next, and so on; it stops early at its budget
    * or (when asked) at end-of-sequence, and its state then holds exactly what it consumed: every
-   * returned token but the last (the new pending one). Positions advance accordingly.
+   * returned token but the last (the new pending one). Positions advance accordingly. A row whose
+   * logits were broken (a NaN, or no finite maximum) ends with `BROKEN_LOGITS_TOKEN` instead of a
+   * sampled token, and its state is then not to be trusted.
    */
   decodeSampled?(rows: readonly SampledRow[], steps: number): Promise<Int32Array[]>;
   /** Give a resident state's penalty bookkeeping its history (prompt and generated tokens). */

@@ -20,7 +20,13 @@ import type { SessionSnapshot } from "../model/snapshot.ts";
 import { type ModelState, stateIsFinite } from "../model/state.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { StreamDecoder } from "../tokenizer/stream.ts";
-import type { Backend, BackendState, PrefillItem, SampledRow } from "./backend.ts";
+import {
+  type Backend,
+  type BackendState,
+  BROKEN_LOGITS_TOKEN,
+  type PrefillItem,
+  type SampledRow,
+} from "./backend.ts";
 import { newRngState, type RngState } from "./rng.ts";
 import {
   type ResolvedSamplingParams,
@@ -807,6 +813,10 @@ export class Engine {
         const toks = out[i];
         seq.out = { tokens: [], text: "" };
         for (let j = 0; j < toks.length; j++) {
+          if (toks[j] === BROKEN_LOGITS_TOKEN) {
+            this.#end(seq, "error", nonFinite(`logits at position ${seq.slot!.position - 1}`));
+            break;
+          }
           const stop = this.#accept(seq, toks[j]);
           if (!stop) continue;
           if (stop === "text" && j < toks.length - 1) {

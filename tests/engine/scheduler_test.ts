@@ -137,34 +137,37 @@ for (const kind of ["cpu", "cpu-worker", "worker"] as const) {
   );
 }
 
-withEngine(
-  "a non-finite step fails its own request only; the session keeps its last good state",
-  "cpu",
-  {},
-  async (engine) => {
-    const bad = engine.newSession();
-    const first = await run(engine, {
-      session: bad,
-      prompt: tokenizer.encode("ROMEO:"),
-      maxTokens: 2,
-    });
-    assert.equal(first.done.finishReason, "length");
-    for (const layer of bad.state.layers) layer.fill(3e38);
-    const before = { length: bad.length, pending: bad.pending, rng: { ...bad.rng } };
-    const good = run(engine, seeded(engine, 0, 8));
-    const failed = await run(engine, { session: bad, prompt: [], maxTokens: 8 });
-    assert.equal(failed.done.finishReason, "error");
-    assert.ok(failed.done.error instanceof TnlError && failed.done.error.code === "non_finite");
-    assert.equal(toHttpError(failed.done.error).status, 422);
-    assert.equal((await good).done.finishReason, "length");
-    assert.deepEqual(
-      { length: bad.length, pending: bad.pending, rng: bad.rng },
-      before,
-    );
-    assert.equal(bad.state.layers[0][0], Math.fround(3e38));
-    assert.equal(bad.busy, false);
-  },
-);
+for (const [kind, keepState] of [["cpu", true], ["worker", true], ["worker", false]] as const) {
+  withEngine(
+    `a non-finite step fails its own request only (${keepState ? "kept" : "store: false"})`,
+    kind,
+    {},
+    async (engine) => {
+      const bad = engine.newSession();
+      const first = await run(engine, {
+        session: bad,
+        prompt: tokenizer.encode("ROMEO:"),
+        maxTokens: 2,
+      });
+      assert.equal(first.done.finishReason, "length");
+      for (const layer of bad.state.layers) layer.fill(3e38);
+      const before = { length: bad.length, pending: bad.pending, rng: { ...bad.rng } };
+      const good = run(engine, seeded(engine, 0, 8));
+      // On WebGPU these 8 tokens are decoded and sampled on the device (no host logits).
+      const failed = await run(engine, { session: bad, prompt: [], maxTokens: 8, keepState });
+      assert.equal(failed.done.finishReason, "error");
+      assert.ok(failed.done.error instanceof TnlError && failed.done.error.code === "non_finite");
+      assert.equal(toHttpError(failed.done.error).status, 422);
+      assert.equal((await good).done.finishReason, "length");
+      assert.deepEqual(
+        { length: bad.length, pending: bad.pending, rng: bad.rng },
+        before,
+      );
+      assert.equal(bad.state.layers[0][0], Math.fround(3e38));
+      assert.equal(bad.busy, false);
+    },
+  );
+}
 
 for (const kind of ["cpu", "webgpu"] as const) {
   Deno.test({

@@ -15,6 +15,7 @@ import {
   TokenHistory,
   validateSamplingParams,
 } from "../../src/engine/sampler.ts";
+import { BROKEN_LOGITS_TOKEN } from "../../src/engine/backend.ts";
 import { ARGMAX_BLOCK } from "../../src/gpu/layout.ts";
 import { matvecTiling, matvecTilingDefines } from "../../src/gpu/matvec_tiling.ts";
 import { encodeWeights, randomF32, runKernel, storageBuffer } from "./harness.ts";
@@ -695,19 +696,39 @@ gpuTest("kernel sample: greedy ties go to the lowest id", async (ctx) => {
   assert.deepEqual(r.tokens, [17, 999]);
   assert.deepEqual([r.rows[3], r.rows[16 + 3]], [0, 0], "greedy draws nothing");
   // Several blocks of ids in the first stage: ties across blocks, the maximum in a later block,
-  // the last (partial) block, NaN as -inf.
+  // the last (partial) block.
   const W = 2 * ARGMAX_BLOCK + 300;
-  const c = randomF32(W, 11, 5), d = randomF32(W, 12, 5), e = randomF32(W, 13, 5);
+  const c = randomF32(W, 11, 5), d = randomF32(W, 12, 5);
   c[ARGMAX_BLOCK + 5] = 70;
   c[2 * ARGMAX_BLOCK + 7] = 70;
   d[ARGMAX_BLOCK - 1] = 60;
   d[ARGMAX_BLOCK] = 61;
-  e[0] = NaN;
-  e[W - 1] = 80;
   const g = validateSamplingParams({ temperature: 0 }, W);
   const rng = () => ({ seed: 1, counter: 0 });
-  const r2 = await gpuSample(ctx, [c, d, e], [g, g, g], [rng(), rng(), rng()]);
-  assert.deepEqual(r2.tokens, [ARGMAX_BLOCK + 5, ARGMAX_BLOCK, W - 1]);
+  const r2 = await gpuSample(ctx, [c, d], [g, g], [rng(), rng()]);
+  assert.deepEqual(r2.tokens, [ARGMAX_BLOCK + 5, ARGMAX_BLOCK]);
+});
+
+gpuTest("kernel sample: broken logits (a NaN, no finite value) sample nothing", async (ctx) => {
+  // A NaN in a later block, a row of -inf, then a good row: the broken rows write the marker
+  // (BROKEN_LOGITS_TOKEN as u32) to the ring, stop, and draw nothing; the good one samples.
+  const W = 2 * ARGMAX_BLOCK + 300;
+  const nan = randomF32(W, 13, 5), good = randomF32(W, 14, 5);
+  nan[ARGMAX_BLOCK + 3] = NaN;
+  const none = new Float32Array(W).fill(-Infinity);
+  for (const sampling of [{ temperature: 0 }, { temperature: 0.9, topP: 0.9 }]) {
+    const p = validateSamplingParams(sampling, W);
+    const rng = () => ({ seed: 5, counter: 2 });
+    const r = await gpuSample(ctx, [nan, none, good], [p, p, p], [rng(), rng(), rng()], {
+      flags: 0,
+    });
+    const want = new Sampler().sample(good, p, null, rng());
+    const marker = BROKEN_LOGITS_TOKEN >>> 0;
+    assert.deepEqual([r.ring[0], r.ring[4], r.ring[8]], [marker, marker, want], JSON.stringify(sampling));
+    assert.deepEqual([r.rows[9], r.rows[16 + 9], r.rows[32 + 9]], [1, 1, 0], "broken rows stop");
+    assert.deepEqual([r.rows[5], r.rows[16 + 5]], [1, 1], "the marker is counted in the ring");
+    assert.deepEqual([r.rows[3], r.rows[16 + 3]], [2, 2], "and draws nothing");
+  }
 });
 
 gpuTest(
