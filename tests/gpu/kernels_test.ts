@@ -724,7 +724,11 @@ gpuTest("kernel sample: broken logits (a NaN, no finite value) sample nothing", 
     });
     const want = new Sampler().sample(good, p, null, rng());
     const marker = BROKEN_LOGITS_TOKEN >>> 0;
-    assert.deepEqual([r.ring[0], r.ring[4], r.ring[8]], [marker, marker, want], JSON.stringify(sampling));
+    assert.deepEqual(
+      [r.ring[0], r.ring[4], r.ring[8]],
+      [marker, marker, want],
+      JSON.stringify(sampling),
+    );
     assert.deepEqual([r.rows[9], r.rows[16 + 9], r.rows[32 + 9]], [1, 1, 0], "broken rows stop");
     assert.deepEqual([r.rows[5], r.rows[16 + 5]], [1, 1], "the marker is counted in the ring");
     assert.deepEqual([r.rows[3], r.rows[16 + 3]], [2, 2], "and draws nothing");
