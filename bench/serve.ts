@@ -4,7 +4,7 @@
  *
  *   deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend auto|cpu|webgpu]
  *     [--streams 1,8,64,128,256] [--prompt short,long] [--store none,kept] [--tokens 256]
- *     [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args "..."] [--label NAME]
+ *     [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args "..."] [--server-deno-flags "..."] [--label NAME]
  *     [--quantize none|int8] [--engine] [--no-backend]
  *
  * 1. Before the server starts, in this process: the backend's sampled decode at batch = streams
@@ -244,12 +244,13 @@ async function startServer(
   dir: string,
   args: string[],
   timeoutMs: number,
+  denoFlags: string[] = [],
 ): Promise<Server> {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
   const proc = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", "serve", "--port", String(port), "--host", "127.0.0.1", ...args],
+    args: ["run", "-A", ...denoFlags, "main.ts", "serve", "--port", String(port), "--host", "127.0.0.1", ...args],
     cwd: dir,
     stdin: "null",
     stdout: "piped",
@@ -650,6 +651,7 @@ async function main(): Promise<void> {
       "warmup",
       "server-dir",
       "server-args",
+      "server-deno-flags",
       "label",
       "quantize",
     ],
@@ -659,7 +661,7 @@ async function main(): Promise<void> {
     console.log(
       "deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend B]\n" +
         "  [--streams 1,8,64,128,256] [--prompt short,long] [--store none,kept] [--tokens 256]\n" +
-        "  [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args '...'] [--label NAME]\n" +
+        "  [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args '...'] [--server-deno-flags '...'] [--label NAME]\n" +
         "  [--quantize none|int8] [--engine] [--no-backend]",
     );
     return;
@@ -789,7 +791,10 @@ async function main(): Promise<void> {
     ];
     console.error(`starting the server of ${serverDir}: ${serverArgs.join(" ")}`);
     const t0 = performance.now();
-    const server = await startServer(serverDir, serverArgs, 15 * 60_000);
+    // Flags for the server's Deno (e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile the serving
+    // thread under load).
+    const denoFlags = String(args["server-deno-flags"] ?? "").split(/\s+/).filter(Boolean);
+    const server = await startServer(serverDir, serverArgs, 15 * 60_000, denoFlags);
     const startMs = performance.now() - t0;
     const health = await (await fetch(`${server.url}/health`)).json();
     const results = [];

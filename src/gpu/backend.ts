@@ -40,7 +40,7 @@ class GpuState implements BackendState {
 export interface WebGpuBackendOptions extends GpuModelOptions, DeviceOptions {
   /** An existing device context to use instead of acquiring one. */
   context?: GpuContext;
-  /** Most tokens per prefill submission (default 1024, reduced to fit the binding limit). */
+  /** Most tokens per prefill submission (default 2048, reduced to fit the binding limit). */
   prefillChunk?: number;
 }
 

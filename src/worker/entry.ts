@@ -17,6 +17,8 @@ import { buffersOf, type ModelState, stateIsFinite } from "../model/state.ts";
 import { openWeights } from "../model/weights/open.ts";
 import { WebGpuBackend } from "../gpu/backend.ts";
 import {
+  sharedLayers,
+  type SharedState,
   toWire,
   type WorkerLoaded,
   type WorkerLoadSpec,
@@ -117,9 +119,12 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
       if (s) gpu().releaseState(s);
       return [null, []];
     }
-    case "writeState":
-      await gpu().writeState(state(a[0]), a[1] as ModelState);
+    case "writeState": {
+      // The backend copies the values (into its slot or a GPU buffer) before this returns.
+      const up = a[1] as SharedState;
+      await gpu().writeState(state(a[0]), { position: up.position, layers: sharedLayers(up) });
       return [null, []];
+    }
     case "readStates": {
       const ids = (a[0] as number[]).map(state);
       const b = gpu();

@@ -47,6 +47,27 @@ export interface WorkerLoaded {
   preferredPrefillChunk?: number;
 }
 
+/** A host state sent to the worker in shared memory: its layers one after another, as f32. */
+export interface SharedState {
+  /** Tokens consumed. */
+  position: number;
+  /** The layers' values, concatenated. */
+  shared: SharedArrayBuffer;
+  /** Values per layer. */
+  lengths: number[];
+}
+
+/** The layers of a `SharedState` as views into its shared memory (nothing copied). */
+export function sharedLayers(s: SharedState): Float32Array<ArrayBuffer>[] {
+  let at = 0;
+  return s.lengths.map((n) => {
+    // A view of shared memory, read like any f32 array by the backends' copies.
+    const l = new Float32Array(s.shared, at * 4, n) as unknown as Float32Array<ArrayBuffer>;
+    at += n;
+    return l;
+  });
+}
+
 /** A request to the worker. */
 export interface WorkerRequest {
   /** Request id (answers carry it). */
