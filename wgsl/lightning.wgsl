@@ -80,33 +80,45 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 //#endif
 
 //#if STAGE_KV
-// Workgroup per (row tile of 32 key dims, block, head). Thread: 4 consecutive key dims (one vec4 of
+// Workgroup per (row tile of 64 key dims, block, head). Thread: 8 consecutive key dims (two vec4 of
 // k', the same for the 32 threads of a column group) × CW columns j ≡ tid mod 32 (coalesced rows of
-// v), so each step over the block's tokens makes 4·CW products from 1 + CW loads.
+// v), so each step over the block's tokens makes 8·CW products from 2 + CW loads. The head dim is a
+// multiple of 8 (the backend checks), so dk is too and a thread's 8 key dims are all live or none.
 const CW: u32 = ({{HD}}u + 31u) / 32u;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let n = wid.y;
   let h = wid.z;
-  let i0 = wid.x * 32u + (tid / 32u) * 4u;
+  let i0 = wid.x * 64u + (tid / 32u) * 8u;
   if (i0 >= P.dk) { return; }
   let c = tid % 32u;
   let s = n * BLK;
   let m = block_len(n);
   let rate = rates[h];
-  var acc: array<vec4<f32>, CW>;   // acc[k][r]: key dim i0 + r, column c + 32k
+  var lo: array<vec4<f32>, CW>;   // lo[k][r]: key dim i0 + r, column c + 32k
+  var hi: array<vec4<f32>, CW>;   // hi[k][r]: key dim i0 + 4 + r
   for (var t = 0u; t < m; t++) {
-    let w = exp(-rate * f32(m - 1u - t)) * kp[((h * P.tokens + s + t) * P.dk + i0) / 4u];
+    let d = exp(-rate * f32(m - 1u - t));
+    let ka = ((h * P.tokens + s + t) * P.dk + i0) / 4u;
+    let wlo = d * kp[ka];
+    let whi = d * kp[ka + 1u];
     let vrow = (s + t) * 4u * P.hidden + 2u * P.hidden + h * P.head_dim + c;
     for (var k = 0u; k < CW; k++) {
-      if (c + 32u * k < P.head_dim) { acc[k] += w * qkvu[vrow + 32u * k]; }
+      if (c + 32u * k < P.head_dim) {
+        let v = qkvu[vrow + 32u * k];
+        lo[k] += wlo * v;
+        hi[k] += whi * v;
+      }
     }
   }
   let base = ((h * P.nblocks + n) * P.dk + i0) * P.head_dim + c;
   for (var k = 0u; k < CW; k++) {
     if (c + 32u * k < P.head_dim) {
-      for (var r = 0u; r < 4u; r++) { kvs[base + r * P.head_dim + 32u * k] = acc[k][r]; }
+      for (var r = 0u; r < 4u; r++) {
+        kvs[base + r * P.head_dim + 32u * k] = lo[k][r];
+        kvs[base + (4u + r) * P.head_dim + 32u * k] = hi[k][r];
+      }
     }
   }
 }
@@ -223,9 +235,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
   }
-  for (var r = 0u; r < tn; r++) {
-    for (var k = 0u; k < CW; k++) {
-      if (c + 32u * k < dv) { o[(s + t0 + r) * P.hidden + h * dv + c + 32u * k] = acc[r][k]; }
+  // Constant trip counts on every loop over acc (guards inside): a loop bound known only at run
+  // time makes the array indexed dynamically, which puts it in local memory instead of registers.
+  for (var r = 0u; r < TPT; r++) {
+    if (r < tn) {
+      for (var k = 0u; k < CW; k++) {
+        if (c + 32u * k < dv) { o[(s + t0 + r) * P.hidden + h * dv + c + 32u * k] = acc[r][k]; }
+      }
     }
   }
 }

@@ -299,7 +299,7 @@ export class GpuPrefill {
           { ...lDefines, STAGE_KV: true },
           [[1, rates], [2, qkvu], [4, kp], [6, kvs]],
           lwords,
-          (T) => [Math.ceil(dk / 32), Math.ceil(T / blk), nh],
+          (T) => [Math.ceil(dk / 64), Math.ceil(T / blk), nh],
         ),
       );
       sites.push(
