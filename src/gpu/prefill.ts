@@ -263,7 +263,6 @@ export class GpuPrefill {
         LRPE: c.lrpe[l],
         BLK: blk,
         BLK2_4: (blk * blk) / 4,
-        HD: hd,
       };
       const lwords = (T: number, pos0: number, slot: number): UniformWord[] => [
         T,
