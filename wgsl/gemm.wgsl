@@ -78,10 +78,17 @@ fn load_a(t0: u32, k0: u32, e: u32) -> vec4<f32> {
   return vec4<f32>(0.0);
 }
 
+// Stores name every component (no vector or array indexed in a loop: a compiler may put those in
+// local memory). BM and BN are multiples of 4, so a column's elements share one vec4 lane.
 fn store_a(buf: u32, e: u32, a: vec4<f32>) {
   let tt = e % BM;
-  let base = (buf * BK + (e / BM) * 4u) * BM + tt;
-  for (var c = 0u; c < 4u; c++) { As[(base + c * BM) / 4u][tt % 4u] = a[c]; }
+  let i = ((buf * BK + (e / BM) * 4u) * BM + tt) / 4u;
+  let l = tt % 4u;
+  const S: u32 = BM / 4u;
+  As[i][l] = a.x;
+  As[i + S][l] = a.y;
+  As[i + 2u * S][l] = a.z;
+  As[i + 3u * S][l] = a.w;
 }
 
 // Load e of a step's W tile: row e % BN, columns 8·(e / BN).. (one 16-byte load of bf16).
@@ -92,10 +99,19 @@ fn load_w(r0: u32, k0: u32, e: u32) -> array<vec4<f32>, 2> {
   return array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
 }
 
-fn store_w(buf: u32, e: u32, w: array<vec4<f32>, 2>) {
+fn store_w(buf: u32, e: u32, lo: vec4<f32>, hi: vec4<f32>) {
   let rr = e % BN;
-  let base = (buf * BK + (e / BN) * 8u) * BN + rr;
-  for (var c = 0u; c < 8u; c++) { Ws[(base + c * BN) / 4u][rr % 4u] = w[c / 4u][c % 4u]; }
+  let i = ((buf * BK + (e / BN) * 8u) * BN + rr) / 4u;
+  let l = rr % 4u;
+  const S: u32 = BN / 4u;
+  Ws[i][l] = lo.x;
+  Ws[i + S][l] = lo.y;
+  Ws[i + 2u * S][l] = lo.z;
+  Ws[i + 3u * S][l] = lo.w;
+  Ws[i + 4u * S][l] = hi.x;
+  Ws[i + 5u * S][l] = hi.y;
+  Ws[i + 6u * S][l] = hi.z;
+  Ws[i + 7u * S][l] = hi.w;
 }
 //#else
 // Stage a step's tiles one element per load into buffer `buf` (zero outside).

@@ -109,8 +109,10 @@ export function gemmTileDefines(t: GemmTile, vec: boolean): Defines {
       `    var pw${i} = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));`,
       `    if (more && ${guard}) { pw${i} = load_w(r0, k1, ${e}); }`,
     );
-    store.push(`    if (more && ${guard}) { store_w(nxt, ${e}, pw${i}); }`);
-    pro.push(`  if (${guard}) { store_w(0u, ${e}, load_w(r0, 0u, ${e})); }`);
+    store.push(`    if (more && ${guard}) { store_w(nxt, ${e}, pw${i}[0], pw${i}[1]); }`);
+    pro.push(
+      `  if (${guard}) { let w = load_w(r0, 0u, ${e}); store_w(0u, ${e}, w[0], w[1]); }`,
+    );
   }
   const epi: string[] = [];
   for (let i = 0; i < tm; i++) {

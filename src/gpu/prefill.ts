@@ -270,7 +270,6 @@ export class GpuPrefill {
         LRPE: c.lrpe[l],
         BLK: blk,
         BLK2_4: (blk * blk) / 4,
-        HD: hd,
       };
       const lwords = (T: number, pos0: number, slot: number): UniformWord[] => [
         T,
@@ -306,7 +305,7 @@ export class GpuPrefill {
           { ...lDefines, STAGE_KV: true },
           [[1, rates], [2, qkvu], [4, kp], [6, kvs]],
           lwords,
-          (T) => [Math.ceil(dk / 32), Math.ceil(T / blk), nh],
+          (T) => [Math.ceil(dk / 64), Math.ceil(T / blk), nh],
         ),
       );
       sites.push(

@@ -3,10 +3,43 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { dequantizeInt8, quantizeInt8 } from "../../src/model/quantize.ts";
 import type { GpuContext } from "../../src/gpu/device.ts";
 import { type Defines, PipelineCache } from "../../src/gpu/shaders.ts";
 import { f32ToBf16, f32ToF16 } from "../../src/model/weights/dtype.ts";
+
+/** A weight dtype of the kernels (`q8`: int8 with per-row f32 scales). */
+export type WeightDType = "f32" | "bf16" | "f16" | "q8";
+
+/** Running on the GL backend (llvmpipe), where large workgroup arrays compile very slowly. */
+export const GL: boolean = Deno.env.get("DENO_WEBGPU_BACKEND") === "gl";
+
+/**
+ * Assert that `got` matches the reference `want` within `tol`, relative to max(1, |want|) (so an
+ * absolute tolerance near zero); names the worst element.
+ */
+export function assertClose(
+  got: Float32Array,
+  want: ArrayLike<number>,
+  tol: number,
+  what: string,
+): void {
+  let worst = 0, at = -1;
+  for (let i = 0; i < want.length; i++) {
+    const d = Math.abs(got[i] - want[i]) / Math.max(1, Math.abs(want[i]));
+    if (!(d <= worst)) {
+      worst = d;
+      at = i;
+    }
+  }
+  assert.ok(
+    worst <= tol,
+    `${what}: element ${at} differs by ${worst} (got ${got[at]}, want ${
+      want[at]
+    }; tolerance ${tol})`,
+  );
+}
 
 const caches = new WeakMap<GPUDevice, PipelineCache>();
 
@@ -125,7 +158,7 @@ export function randomF32(n: number, seed: number, scale = 1): Float32Array {
 /** Weights encoded in a dtype, plus their exact f32 values (what the kernel must compute with). */
 export function encodeWeights(
   values: Float32Array,
-  dtype: "f32" | "bf16" | "f16" | "q8",
+  dtype: WeightDType,
   rows = 1,
 ): { bytes: Uint8Array; exact: Float32Array; scales?: Float32Array } {
   if (dtype === "f32") return { bytes: new Uint8Array(values.buffer.slice(0)), exact: values };

@@ -5,8 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { linear } from "../../src/cpu/kernels.ts";
-import type { GpuContext } from "../../src/gpu/device.ts";
+import { linear } from "../../../src/cpu/kernels.ts";
+import type { GpuContext } from "../../../src/gpu/device.ts";
 import {
   GEMM_TILES,
   gemmGroups,
@@ -15,16 +15,18 @@ import {
   gemmTilesFor,
   gemmVectorized,
   tileName,
-} from "../../src/gpu/gemm_tiling.ts";
-import { canTune, tuneGemm } from "../../src/gpu/gemm_tune.ts";
-import { PipelineCache } from "../../src/gpu/shaders.ts";
-import { encodeWeights, randomF32, runKernel } from "./harness.ts";
-import { gpuTest } from "./support.ts";
-
-type DType = "f32" | "bf16" | "f16" | "q8";
-
-/** Running on the GL backend (llvmpipe). */
-const GL = Deno.env.get("DENO_WEBGPU_BACKEND") === "gl";
+} from "../../../src/gpu/gemm_tiling.ts";
+import { canTune, tuneGemm } from "../../../src/gpu/gemm_tune.ts";
+import { PipelineCache } from "../../../src/gpu/shaders.ts";
+import {
+  assertClose,
+  encodeWeights,
+  GL,
+  randomF32,
+  runKernel,
+  type WeightDType,
+} from "../harness.ts";
+import { gpuTest } from "../support.ts";
 
 /**
  * The tiles to test on this adapter: all it runs, except on the GL backend (llvmpipe) only the
@@ -41,7 +43,7 @@ interface GemmCase {
   rows: number;
   cols: number;
   tokens: number;
-  dtype: DType;
+  dtype: WeightDType;
   /** Input row stride (default cols) and offset of the first row (default 0). */
   stride?: number;
   off?: number;
@@ -89,18 +91,6 @@ async function gemm(ctx: GpuContext, tile: GemmTile, c: GemmCase, seed: number) 
   return { got: new Float32Array(out[4]), want };
 }
 
-function close(got: Float32Array, want: ArrayLike<number>, tol: number, what: string): void {
-  let worst = 0, at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const d = Math.abs(got[i] - want[i]) / Math.max(1, Math.abs(want[i]));
-    if (!(d <= worst)) {
-      worst = d;
-      at = i;
-    }
-  }
-  assert.ok(worst <= tol, `${what}: worst relative error ${worst} at ${at} (tolerance ${tol})`);
-}
-
 gpuTest(
   "gemm: every tile × dtype, wide and element-wise paths, odd shapes, all epilogues",
   async (ctx) => {
@@ -122,7 +112,7 @@ gpuTest(
         for (const shape of [...wide, ...narrow]) {
           const c = { ...shape, dtype, ...flags };
           const { got, want } = await gemm(ctx, tile, c, seed++);
-          close(got, want, 2e-5, `${tileName(tile)} ${JSON.stringify(c)}`);
+          assertClose(got, want, 2e-5, `${tileName(tile)} ${JSON.stringify(c)}`);
         }
       }
     }
