@@ -27,6 +27,8 @@ import {
 } from "./protocol.ts";
 
 let backend: Backend | null = null;
+/** Set once the device is lost (or destroyed by `crash`): every failure after it is that loss. */
+let deviceLost: Error | null = null;
 /** Resident states by the handle id the other side chose. */
 const states = new Map<number, BackendState>();
 
@@ -85,7 +87,10 @@ async function load(spec: WorkerLoadSpec): Promise<WorkerLoaded> {
         ...spec.options,
         quantize: spec.quantize,
       });
-      gpuBackend.model.ctx.lostPromise.then((e) => post({ kind: "lost", error: toWire(e) }));
+      gpuBackend.model.ctx.lostPromise.then((e) => {
+        deviceLost ??= e;
+        post({ kind: "lost", error: toWire(e) });
+      });
       backend = gpuBackend;
     }
   } finally {
@@ -185,6 +190,7 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
       await backend?.dispose();
       // The device is this worker's alone: destroy it before the thread ends (a live device torn
       // down with its thread is a hazard for the driver's heap).
+      deviceLost = new TnlError("device_lost", "simulated device loss");
       if (backend instanceof WebGpuBackend) backend.model.ctx.device.destroy();
       backend = null;
       states.clear();
@@ -209,7 +215,13 @@ self.onmessage = (ev: MessageEvent<WorkerRequest>) => {
       const [value, transfer] = await handle(op, args);
       post({ kind: "result", id, value }, transfer);
     } catch (e) {
-      post({ kind: "error", id, error: toWire(e) });
+      // An operation that fails because the device was lost fails as that loss (503), whichever
+      // of its own error and the loss notice comes first; one timer turn lets the notice land.
+      if (backend instanceof WebGpuBackend && !deviceLost) await new Promise((r) => setTimeout(r));
+      const error = deviceLost && !(e instanceof TnlError && e.code === "device_lost")
+        ? new TnlError("device_lost", `the GPU device was lost: ${deviceLost.message}`)
+        : e;
+      post({ kind: "error", id, error: toWire(error) });
     }
   });
 };
