@@ -109,6 +109,11 @@ export interface Backend {
    * batched), no logits, no readback: the same numbers as `replay` per sequence.
    */
   replayMany?(items: readonly PrefillItem[]): Promise<void>;
+  /**
+   * Whether a state handle still holds its values (false once its worker was restarted); absent:
+   * always, until released.
+   */
+  holds?(state: BackendState): boolean;
   /** Copy several resident states to the host in one round trip. */
   readStates?(states: readonly BackendState[]): Promise<ModelState[]>;
 

@@ -37,6 +37,7 @@ import {
   toPlainSamplingParams,
   validateSamplingParams,
 } from "./sampler.ts";
+import { ResidentStates } from "./resident.ts";
 import { Session } from "./session.ts";
 import { StopMatcher } from "./stop.ts";
 
@@ -150,6 +151,12 @@ export interface EngineOptions {
    * on the H200: Deno's `mapAsync` polls the device every 10 ms, plus the worker round trip).
    */
   readbackMs?: number;
+  /**
+   * Keep the backend slot of a session whose request ended with its state kept, so its next
+   * request skips the upload (`src/engine/resident.ts`); slots are given back when needed.
+   * Default: on device backends (where an upload crosses to the GPU), not on the CPU.
+   */
+  keepResident?: boolean;
   /** Called after each scheduler round with what it did (tracing, benchmarks). */
   onRound?: (r: RoundInfo) => void;
 }
@@ -334,6 +341,7 @@ export class Engine {
   #closed = false;
   /** Measured ms per device decode step (readback included), by batch-size bucket. */
   readonly #stepMs = new Map<number, number>();
+  readonly #resident: ResidentStates;
   readonly #stats: EngineStats = {
     requests: 0,
     rejected: 0,
@@ -368,8 +376,10 @@ export class Engine {
       recurrentPrefill: backend.replayMany ? Math.max(0, options.recurrentPrefill ?? 32) : 0,
       roundMs: options.roundMs ?? { busy: 60, steady: 200 },
       readbackMs: options.readbackMs ?? 15,
+      keepResident: options.keepResident ?? backend.kind !== "cpu",
       onRound: options.onRound ?? (() => {}),
     };
+    this.#resident = new ResidentStates(backend);
     this.#sampler = new Sampler(this.config.vocabSize);
   }
 
@@ -540,6 +550,7 @@ export class Engine {
         this.#reap();
       } catch (e) {
         // A backend failure (device lost, ...) fails every running request, never hangs them.
+        this.#resident.prune(true);
         for (const s of [...this.#running, ...this.#queue]) this.#end(s, "error", e);
         this.#queue.length = 0;
       }
@@ -573,19 +584,22 @@ export class Engine {
         this.#end(seq, "cancelled");
         continue;
       }
-      let slot: BackendState;
-      try {
-        slot = this.backend.allocState();
-      } catch (e) {
-        if (e instanceof TnlError && e.code === "overloaded") break; // wait for a free slot
-        throw e;
+      let slot = this.#resident.take(seq.session);
+      const resident = slot !== null;
+      if (!slot) {
+        try {
+          slot = this.#allocSlot();
+        } catch (e) {
+          if (e instanceof TnlError && e.code === "overloaded") break; // wait for a free slot
+          throw e;
+        }
       }
       this.#queue.shift();
       admitted++;
       seq.slot = slot;
       this.#running.push(seq);
       try {
-        if (seq.session.position > 0) {
+        if (!resident && seq.session.position > 0) {
           await this.backend.writeState(slot, seq.session.state);
         }
         if (this.backend.setTokenHistory && hasPenalties(seq.params)) {
@@ -605,6 +619,20 @@ export class Engine {
       this.#stats.promptTokens += seq.promptTokens;
     }
     return admitted;
+  }
+
+  /** A free backend slot, giving back resident ones (oldest first) while none is free. */
+  #allocSlot(): BackendState {
+    this.#resident.prune();
+    for (;;) {
+      try {
+        return this.backend.allocState();
+      } catch (e) {
+        if (!(e instanceof TnlError && e.code === "overloaded") || !this.#resident.evictOne()) {
+          throw e;
+        }
+      }
+    }
   }
 
   /** Cancel what was aborted or timed out (at a step boundary, so states stay consistent). */
@@ -793,7 +821,7 @@ export class Engine {
     for (const seq of batch) {
       if (!seq.stop) continue;
       try {
-        const snap = b.allocState();
+        const snap = this.#allocSlot();
         await b.copyState(snap, seq.slot!);
         snaps.set(seq, snap);
       } catch (e) {
@@ -982,7 +1010,11 @@ export class Engine {
         s.truncate(s.state.position + 1);
       }
     }
-    if (seq.slot) {
+    if (seq.slot && !rollback && this.#opts.keepResident && !this.#closed) {
+      // The slot holds exactly the state just kept: the session's next request starts from it.
+      this.#resident.keep(s, seq.slot);
+      seq.slot = null;
+    } else if (seq.slot) {
       try {
         this.backend.releaseState(seq.slot);
       } catch {
@@ -1033,5 +1065,6 @@ export class Engine {
       if (!this.#loop) await this.#settle();
     }
     while (this.#loop) await this.#loop;
+    this.#resident.prune(true);
   }
 }

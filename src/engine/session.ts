@@ -81,9 +81,20 @@ export class Session {
     return this.#state ??= createState(this.#config);
   }
 
-  /** Replace the host state. */
+  /**
+   * Replace the host state. Replace it rather than writing into its arrays: an engine that keeps
+   * the session's state resident on its backend notices a new state, not edited values.
+   */
   set state(s: ModelState) {
     this.#state = s;
+    this.#stateVersion++;
+  }
+
+  #stateVersion = 0;
+
+  /** Counts replacements of the state (a resident copy is current while this is unchanged). */
+  get stateVersion(): number {
+    return this.#stateVersion;
   }
 
   /** Tokens consumed (the state's position), without making the state. */

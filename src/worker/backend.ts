@@ -307,6 +307,12 @@ export class WorkerBackend implements Backend {
   /** Upload buffers kept for the next `writeState` (the state size is fixed per model). */
   #spareStaging: SharedArrayBuffer[] = [];
 
+  /** Whether a slot still holds its values (it dies with a restarted worker). */
+  holds(state: BackendState): boolean {
+    return state instanceof WorkerState && state.owner === this && !state.released &&
+      state.epoch === this.#epoch && !this.#restarting;
+  }
+
   /** Copy a slot to the host. */
   async readState(state: BackendState): Promise<ModelState> {
     return (await this.readStates([state]))[0];

@@ -17,6 +17,7 @@ import {
   type RoundInfo,
 } from "../../src/engine/engine.ts";
 import { TnlError } from "../../src/errors.ts";
+import { Session } from "../../src/engine/session.ts";
 import { WorkerBackend } from "../../src/worker/backend.ts";
 import { errorBody, toHttpError } from "../../src/http/errors.ts";
 import { loadConfig } from "../../src/model/config.ts";
@@ -150,7 +151,11 @@ for (const [kind, keepState] of [["cpu", true], ["worker", true], ["worker", fal
         maxTokens: 2,
       });
       assert.equal(first.done.finishReason, "length");
-      for (const layer of bad.state.layers) layer.fill(3e38);
+      // A new state object (an engine keeping the session resident sees replacements only).
+      bad.state = {
+        position: bad.state.position,
+        layers: bad.state.layers.map((l) => new Float32Array(l.length).fill(3e38)),
+      };
       const before = { length: bad.length, pending: bad.pending, rng: { ...bad.rng } };
       const good = run(engine, seeded(engine, 0, 8));
       // On WebGPU these 8 tokens are decoded and sampled on the device (no host logits).
@@ -167,6 +172,50 @@ for (const [kind, keepState] of [["cpu", true], ["worker", true], ["worker", fal
       assert.equal(bad.busy, false);
     },
   );
+}
+
+for (const kind of ["cpu", "worker"] as const) {
+  withEngine(
+    "a kept session's next request starts from its resident slot, with the same tokens",
+    kind,
+    { keepResident: true },
+    async (engine) => {
+      const uploads = countUploads(engine.backend);
+      const turns = (session: ReturnType<Engine["newSession"]>) => [
+        { ...seeded(engine, 2, 8), session },
+        { session, prompt: tokenizer.encode(" and"), maxTokens: 8, stopAtEos: false },
+        { session, prompt: [], maxTokens: 6, stopAtEos: false },
+      ];
+      const resident = engine.newSession();
+      const got = [];
+      for (const req of turns(resident)) got.push((await run(engine, req)).tokens);
+      assert.equal(uploads.count, 0, "no state was uploaded");
+      // The same turns, each from the host state: a fresh session object per turn.
+      let moved = engine.newSession();
+      const want = [];
+      for (const req of turns(moved)) {
+        want.push((await run(engine, { ...req, session: moved })).tokens);
+        moved = Session.fromSnapshot(engine.config, structuredClone(moved.toSnapshot()));
+      }
+      assert.equal(uploads.count, 2, "each new session object uploads its state");
+      assert.deepEqual(got, want);
+      // A replaced state is uploaded, not taken from the slot.
+      resident.state = structuredClone(resident.state);
+      await run(engine, { session: resident, prompt: [], maxTokens: 2, stopAtEos: false });
+      assert.equal(uploads.count, 3);
+    },
+  );
+}
+
+/** Count `writeState` calls of a backend. */
+function countUploads(backend: Backend): { count: number } {
+  const c = { count: 0 };
+  const write = backend.writeState.bind(backend);
+  backend.writeState = (s, h) => {
+    c.count++;
+    return write(s, h);
+  };
+  return c;
 }
 
 for (const kind of ["cpu", "webgpu"] as const) {
