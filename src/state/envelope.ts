@@ -1,0 +1,109 @@
+/**
+ * The envelope around a state's payload: `{ format, version, alg, sig?, payload: bin }`. Writing
+ * it directly (it is small and fixed) copies the payload once; reading it checks the signature
+ * policy before anything reads the payload:
+ *
+ * With a secret, only `HS256` states with a valid signature are read (else 401). Without a secret,
+ * unsigned states are read and *signed states are refused* (401): a signed state says its issuer
+ * wanted integrity, and a replica that cannot check it (a missing secret is a deployment mistake)
+ * should say so rather than silently skip the check.
+ * @module
+ */
+
+import { checkKeys, describe, getBin, invalid, signatureError } from "./fields.ts";
+import { STATE_FORMAT, STATE_VERSION } from "./format.ts";
+import { SIGNATURE_BYTES, signPayload, type StateSecret, verifyPayload } from "./hmac.ts";
+import { isMsgMap, type MsgMap, type MsgReadLimits, readMsgpack } from "./msgpack.ts";
+
+/** Limits of the envelope read: one flat map of short strings and two bins. */
+export const ENVELOPE_LIMITS: MsgReadLimits = { maxDepth: 1, maxNodes: 16, maxStringBytes: 64 };
+
+/** Bytes of a msgpack `bin` header for `n` bytes. */
+function binHeader(n: number): number[] {
+  if (n < 0x100) return [0xc4, n];
+  if (n < 0x10000) return [0xc5, n >> 8, n & 0xff];
+  return [0xc6, n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
+}
+
+/** msgpack fixstr bytes of a short ASCII string. */
+function fixstr(s: string): number[] {
+  return [0xa0 | s.length, ...Array.from(s, (c) => c.charCodeAt(0))];
+}
+
+/** The envelope bytes around `payload`, signed with HMAC-SHA256 when `secret` is given. */
+export async function writeEnvelope(
+  payload: Uint8Array,
+  secret: StateSecret | undefined,
+): Promise<Uint8Array> {
+  const sig = secret === undefined ? null : await signPayload(secret, payload);
+  const head: number[] = [
+    sig ? 0x85 : 0x84,
+    ...fixstr("format"),
+    ...fixstr(STATE_FORMAT),
+    ...fixstr("version"),
+    STATE_VERSION,
+    ...fixstr("alg"),
+    ...fixstr(sig ? "HS256" : "none"),
+  ];
+  if (sig) head.push(...fixstr("sig"), 0xc4, sig.length, ...sig);
+  head.push(...fixstr("payload"), ...binHeader(payload.length));
+  const out = new Uint8Array(head.length + payload.length);
+  out.set(head, 0);
+  out.set(payload, head.length);
+  return out;
+}
+
+/** The envelope map of `bytes`, with its format checked (no version or signature check). */
+export function readEnvelopeMap(bytes: Uint8Array): MsgMap {
+  const env = readMsgpack(bytes, ENVELOPE_LIMITS, "state envelope");
+  if (!isMsgMap(env)) invalid(`envelope: expected a map, got ${describe(env)}`);
+  if (env.format !== STATE_FORMAT) {
+    invalid(
+      `envelope: format is ${
+        describe(env.format)
+      }, not "${STATE_FORMAT}" (not a TNL Edge session state)`,
+    );
+  }
+  return env;
+}
+
+/**
+ * Read an envelope and check its version and signature (see the module doc for the policy);
+ * returns the payload bytes, a view into `bytes`.
+ */
+export async function openEnvelope(
+  bytes: Uint8Array,
+  secret: StateSecret | undefined,
+): Promise<Uint8Array> {
+  const env = readEnvelopeMap(bytes);
+  if (env.version !== STATE_VERSION) {
+    invalid(
+      `envelope: unsupported version ${
+        describe(env.version)
+      } (this server reads version ${STATE_VERSION})`,
+    );
+  }
+  checkKeys(env, "envelope", ["format", "version", "alg", "payload"], ["sig"]);
+  const alg = env.alg;
+  if (alg !== "none" && alg !== "HS256") {
+    invalid(`envelope: alg ${describe(alg)}, expected "none" or "HS256"`);
+  }
+  const payload = getBin(env.payload, "envelope.payload");
+  if (alg === "none") {
+    if (env.sig !== undefined) invalid(`envelope: alg "none" with a signature`);
+    if (secret !== undefined) signatureError("not signed; this server only accepts signed states");
+    return payload;
+  }
+  if (secret === undefined) {
+    signatureError("signed (HS256) but this server has no state secret configured to verify it");
+  }
+  const sig = env.sig;
+  if (!(sig instanceof Uint8Array)) signatureError(`signature is ${describe(sig)}, expected a bin`);
+  if (sig.length !== SIGNATURE_BYTES) {
+    signatureError(`signature is ${sig.length} bytes, expected ${SIGNATURE_BYTES}`);
+  }
+  if (!(await verifyPayload(secret, sig, payload))) {
+    signatureError("signature does not match (tampered with, or signed with another secret)");
+  }
+  return payload;
+}
