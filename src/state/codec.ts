@@ -5,7 +5,10 @@
  * | module               | holds                                                             |
  * |----------------------|-------------------------------------------------------------------|
  * | `format.ts`          | format name, version, media type, limits, state sizes             |
+ * | `encodings.ts`       | the layer encodings (`f32`, `bf16`, `q8`, each `+deflate`)        |
  * | `snapshot_check.ts`  | what the encoder refuses (whatever the decoder would)             |
+ * | `layer_values.ts`    | a layer's values to f32, bf16 or q8 bytes (and byte planes), back |
+ * | `deflate.ts`         | deflate, and the bounded inflate of untrusted layers              |
  * | `encode.ts`          | `encodeSession`: the payload map                                  |
  * | `hmac.ts`            | HMAC-SHA256 of the payload                                        |
  * | `envelope.ts`        | the envelope bytes, and the signature policy on read              |
@@ -19,7 +22,7 @@
  * @module
  */
 
-export { type DecodeOptions, decodeSession } from "./decode.ts";
+export { type DecodedSession, type DecodeOptions, decodeSession } from "./decode.ts";
 export { sessionDigest } from "./digest.ts";
 export { type EncodeOptions, encodeSession } from "./encode.ts";
 export {
@@ -33,8 +36,16 @@ export {
   MAX_TIME_MS,
   STATE_FORMAT,
   STATE_MEDIA_TYPE,
+  STATE_READ_VERSIONS,
   STATE_VERSION,
   stateByteSize,
 } from "./format.ts";
+export {
+  DEFAULT_STATE_ENCODING,
+  isExactEncoding,
+  isStateEncoding,
+  STATE_ENCODINGS,
+  type StateEncoding,
+} from "./encodings.ts";
 export type { StateSecret } from "./hmac.ts";
 export { type SessionSummary, sessionSummary } from "./summary.ts";

@@ -35,8 +35,16 @@ import {
   MAX_PENDING_TEXT_BYTES,
   MAX_POSITION,
   STATE_FORMAT,
-  STATE_VERSION,
 } from "./format.ts";
+import { inflateExact } from "./deflate.ts";
+import {
+  DEFAULT_STATE_ENCODING,
+  DTYPE_BYTES,
+  encodingName,
+  type EncodingParts,
+  type StateEncoding,
+} from "./encodings.ts";
+import { unpackLayer } from "./layer_values.ts";
 import type { StateSecret } from "./hmac.ts";
 import { copyLe } from "./le_bytes.ts";
 import { type MsgMap, type MsgReadLimits, type MsgValue, readMsgpack } from "./msgpack.ts";
@@ -53,6 +61,16 @@ export interface DecodeOptions {
   secret?: StateSecret;
   /** Largest input accepted, in bytes (default `defaultMaxStateBytes(config)`). */
   maxBytes?: number;
+}
+
+/**
+ * A decoded state: the snapshot, and how its layers were stored. Only `"f32"` and `"f32+deflate"`
+ * resume bit-exactly (`isExactEncoding`); a session resumed from another encoding continues from
+ * an approximation of its state, which its info should say.
+ */
+export interface DecodedSession extends SessionSnapshot {
+  /** The encoding of the layers in the bytes (version 1 states: `"f32"`). */
+  encoding: StateEncoding;
 }
 
 /** Limits of the payload read: its maps nest 4 deep (sampling values up to 6). */
@@ -91,8 +109,10 @@ const PAYLOAD_KEYS = [
  *   signed state;
  * - 422 `state_mismatch`: another model or tokenizer fingerprint, layer count or layer shape.
  *
- * Returned arrays (layers, tokens, generated, pendingBytes) are fresh copies (layers 4-byte
- * aligned), sharing nothing with `bytes`.
+ * Reads format versions 1 and 2 and every layer encoding (`encoding` in the result says which);
+ * a deflated layer may inflate to exactly its shape's size, no more. Returned arrays (layers,
+ * tokens, generated, pendingBytes) are fresh copies (layers 4-byte aligned), sharing nothing with
+ * `bytes`.
  * @example
  * ```ts ignore
  * const snapshot = await decodeSession(bytes, {
@@ -105,25 +125,31 @@ const PAYLOAD_KEYS = [
 export async function decodeSession(
   bytes: Uint8Array,
   opts: DecodeOptions,
-): Promise<SessionSnapshot> {
+): Promise<DecodedSession> {
   const { config } = opts;
   if (!(bytes instanceof Uint8Array)) invalid("expected bytes");
   const maxBytes = opts.maxBytes ?? defaultMaxStateBytes(config);
   if (bytes.length > maxBytes) invalid(`${bytes.length} bytes exceeds the limit of ${maxBytes}`);
   if (bytes.length === 0) invalid("empty");
-  const payload = await openEnvelope(bytes, opts.secret);
-  return checkPayload(readMsgpack(payload, PAYLOAD_LIMITS, "state payload"), opts);
+  const { version, payload } = await openEnvelope(bytes, opts.secret);
+  return await checkPayload(readMsgpack(payload, PAYLOAD_LIMITS, "state payload"), version, opts);
 }
 
 function short(fp: string): string {
   return JSON.stringify(fp.length > 16 ? fp.slice(0, 16) + "…" : fp);
 }
 
-function checkPayload(pv: MsgValue, opts: DecodeOptions): SessionSnapshot {
+async function checkPayload(
+  pv: MsgValue,
+  version: number,
+  opts: DecodeOptions,
+): Promise<DecodedSession> {
   const { config } = opts;
   const p = getMap(pv, "payload");
   if (p.format !== STATE_FORMAT) invalid(`payload: format is ${describe(p.format)}`);
-  if (p.version !== STATE_VERSION) invalid(`payload: version is ${describe(p.version)}`);
+  if (p.version !== version) {
+    invalid(`payload: version is ${describe(p.version)}, the envelope's is ${version}`);
+  }
   checkKeys(p, "payload", PAYLOAD_KEYS);
 
   const modelFp = getString(p.modelFingerprint, "modelFingerprint");
@@ -172,7 +198,7 @@ function checkPayload(pv: MsgValue, opts: DecodeOptions): SessionSnapshot {
 
   const createdAt = getTime(p.createdAt, "createdAt");
   const updatedAt = getTime(p.updatedAt, "updatedAt");
-  const layers = readLayers(p.layers, config);
+  const { layers, encoding } = await readLayers(p.layers, config, version);
 
   return {
     id,
@@ -186,6 +212,7 @@ function checkPayload(pv: MsgValue, opts: DecodeOptions): SessionSnapshot {
     text: { pendingBytes: pendingBytes.slice(), heldStop },
     createdAt,
     updatedAt,
+    encoding,
   };
 }
 
@@ -260,47 +287,86 @@ function readHistory(
   return { tokens, generated };
 }
 
-/** The layers: count and shapes against the config, then blob lengths, then values. */
-function readLayers(lv: MsgValue | undefined, config: ModelConfig): Float32Array<ArrayBuffer>[] {
+/** The layers: count and shapes against the config, then encodings and blob lengths, then values. */
+async function readLayers(
+  lv: MsgValue | undefined,
+  config: ModelConfig,
+  version: number,
+): Promise<{ layers: Float32Array<ArrayBuffer>[]; encoding: StateEncoding }> {
   if (!Array.isArray(lv)) invalid(`layers: expected an array, got ${describe(lv)}`);
   if (lv.length !== config.numLayers) {
     mismatch(`${lv.length} layers, the loaded model has ${config.numLayers}`);
   }
   const layers: Float32Array<ArrayBuffer>[] = [];
+  let encoding: StateEncoding = DEFAULT_STATE_ENCODING;
   for (let l = 0; l < lv.length; l++) {
-    const m = getMap(lv[l], `state layer ${l}`);
-    checkKeys(m, `state layer ${l}`, ["dtype", "shape", "data"]);
-    if (m.dtype !== "f32") invalid(`state layer ${l}: dtype ${describe(m.dtype)}, expected "f32"`);
+    const label = `state layer ${l}`;
+    const m = getMap(lv[l], label);
+    const parts = version === 1 ? layerEncodingV1(m, label) : layerEncodingV2(m, label);
+    const name = encodingName(parts);
+    if (l === 0) encoding = name;
+    else if (name !== encoding) {
+      invalid(`${label}: encoding ${name}, layer 0 is ${encoding} (one encoding per state)`);
+    }
     const shape = m.shape;
     if (
       !Array.isArray(shape) || shape.length !== 3 ||
       !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)
     ) {
-      invalid(`state layer ${l}: shape ${describe(shape)}, expected [heads, dk, dv] of integers`);
+      invalid(`${label}: shape ${describe(shape)}, expected [heads, dk, dv] of integers`);
     }
-    const expected = [config.numHeads, stateKeyDim(config, l), config.headDim];
+    const dims = { dk: stateKeyDim(config, l), dv: config.headDim };
+    const expected = [config.numHeads, dims.dk, dims.dv];
     if (shape.some((d, i) => d !== expected[i])) {
-      mismatch(`state layer ${l}: shape [${shape.join(",")}], expected [${expected.join(",")}]`);
+      mismatch(`${label}: shape [${shape.join(",")}], expected [${expected.join(",")}]`);
     }
-    const data = getBin(m.data, `state layer ${l}.data`);
     const n = stateLayerSize(config, l);
-    if (data.length !== n * 4) {
+    const size = n * DTYPE_BYTES[parts.dtype];
+    let data = getBin(m.data, `${label}.data`);
+    if (parts.deflate) data = await inflateExact(data, size, `${label}.data`);
+    else if (data.length !== size) {
       invalid(
-        `state layer ${l}: ${data.length} bytes of data for shape [${
+        `${label}: ${data.length} bytes of data for shape [${
           expected.join(",")
-        }] (expected ${n * 4})`,
+        }] (expected ${size})`,
       );
     }
-    const f = copyLe(data, new Float32Array(n));
-    const bits = new Uint32Array(f.buffer);
-    for (let i = 0; i < n; i++) {
-      if ((bits[i] & 0x7f800000) === 0x7f800000) {
-        const dk = expected[1], dv = expected[2];
-        const h = Math.floor(i / (dk * dv)), r = Math.floor((i % (dk * dv)) / dv), c = i % dv;
-        invalid(`state layer ${l}: non-finite value ${f[i]} at [${h},${r},${c}]`);
+    let scales: Uint8Array | null = null;
+    if (parts.dtype === "q8") {
+      scales = getBin(m.scales, `${label}.scales`);
+      const rows = config.numHeads * dims.dk;
+      if (scales.length !== rows * 4) {
+        invalid(`${label}.scales: ${scales.length} bytes for ${rows} rows (expected ${rows * 4})`);
       }
     }
-    layers.push(f);
+    layers.push(unpackLayer({ data, scales }, parts.dtype, n, dims, parts.deflate, label));
   }
-  return layers;
+  return { layers, encoding };
+}
+
+/** Version 1 layers: `{ dtype: "f32", shape, data }`. */
+function layerEncodingV1(m: MsgMap, label: string): EncodingParts {
+  checkKeys(m, label, ["dtype", "shape", "data"]);
+  if (m.dtype !== "f32") invalid(`${label}: dtype ${describe(m.dtype)}, expected "f32"`);
+  return { dtype: "f32", deflate: false };
+}
+
+/** Version 2 layers: `{ dtype, shape, compression, data, scales (q8 only) }`. */
+function layerEncodingV2(m: MsgMap, label: string): EncodingParts {
+  const dtype = m.dtype;
+  if (dtype !== "f32" && dtype !== "bf16" && dtype !== "q8") {
+    invalid(`${label}: dtype ${describe(dtype)}, expected "f32", "bf16" or "q8"`);
+  }
+  checkKeys(m, label, [
+    "dtype",
+    "shape",
+    "compression",
+    "data",
+    ...(dtype === "q8" ? ["scales"] : []),
+  ]);
+  const compression = m.compression;
+  if (compression !== "none" && compression !== "deflate") {
+    invalid(`${label}: compression ${describe(compression)}, expected "none" or "deflate"`);
+  }
+  return { dtype, deflate: compression === "deflate" };
 }

@@ -1,5 +1,6 @@
 /**
- * `encodeSession`: a `SessionSnapshot` to the portable msgpack bytes of `docs/state_format.md`.
+ * `encodeSession`: a `SessionSnapshot` to the portable msgpack bytes of `docs/state_format.md`
+ * (version 2: each layer says how its values are stored, see `./encodings.ts`).
  * Only portable msgpack is written: the payload is packed by msgpackr with `useRecords: false`,
  * and every f32/i32 array goes out as a little-endian `Uint8Array` view, never as msgpackr's
  * typed-array extension.
@@ -13,7 +14,15 @@ import type { SessionSnapshot } from "../model/snapshot.ts";
 import { writeEnvelope } from "./envelope.ts";
 import { STATE_FORMAT, STATE_VERSION } from "./format.ts";
 import type { StateSecret } from "./hmac.ts";
+import { deflate } from "./deflate.ts";
+import {
+  DEFAULT_STATE_ENCODING,
+  type EncodingParts,
+  encodingParts,
+  type StateEncoding,
+} from "./encodings.ts";
 import { leBytes } from "./le_bytes.ts";
+import { packLayer } from "./layer_values.ts";
 import { checkSnapshot, plainValue } from "./snapshot_check.ts";
 
 /** Options of `encodeSession`. */
@@ -26,6 +35,11 @@ export interface EncodeOptions {
   tokenizerFingerprint: string;
   /** When given, the state is signed with HMAC-SHA256 (`alg: "HS256"`). */
   secret?: StateSecret;
+  /**
+   * How the layers are stored (default `"f32"`, exact): `"f32+deflate"` is exact too; `"bf16"`,
+   * `"q8"` and their `+deflate` forms are lossy, and only ever written when asked for here.
+   */
+  encoding?: StateEncoding;
 }
 
 const packr = new Packr({ useRecords: false, variableMapSize: true, moreTypes: false });
@@ -35,27 +49,30 @@ const packr = new Packr({ useRecords: false, variableMapSize: true, moreTypes: f
  * A snapshot that `decodeSession` would refuse (bad id, non-integer counters, wrong array types or
  * sizes, non-finite state values, history inconsistent with `position` and `pending`) throws a
  * `TnlError` with code `internal`: it is a bug of the caller, not of a client. Signs the payload
- * with HMAC-SHA256 when `opts.secret` is given. Returns a fresh byte array.
+ * with HMAC-SHA256 when `opts.secret` is given, and stores the layers in `opts.encoding` (exact
+ * f32 unless asked; an unknown encoding is a `TnlError` "invalid_input"). Returns a fresh byte
+ * array.
  * @example
  * ```ts ignore
  * const bytes = await encodeSession(session.toSnapshot(), {
  *   config: model.config,
  *   modelFingerprint: model.fingerprint,
  *   tokenizerFingerprint: model.tokenizer.fingerprint,
+ *   encoding: "f32+deflate", // optional: exact and smaller; "bf16" or "q8" (+deflate) are lossy
  * });
  * ```
  */
 export async function encodeSession(s: SessionSnapshot, opts: EncodeOptions): Promise<Uint8Array> {
   const { config } = opts;
+  const encoding = encodingParts(opts.encoding ?? DEFAULT_STATE_ENCODING);
   checkSnapshot(s, config, {
     modelFingerprint: opts.modelFingerprint,
     tokenizerFingerprint: opts.tokenizerFingerprint,
   });
-  const layers = s.state.layers.map((l, i) => ({
-    dtype: "f32",
-    shape: [config.numHeads, stateKeyDim(config, i), config.headDim],
-    data: leBytes(l),
-  }));
+  const layers = [];
+  for (let i = 0; i < s.state.layers.length; i++) {
+    layers.push(await encodeLayer(s.state.layers[i], config, i, encoding));
+  }
   const payload = {
     format: STATE_FORMAT,
     version: STATE_VERSION,
@@ -77,4 +94,23 @@ export async function encodeSession(s: SessionSnapshot, opts: EncodeOptions): Pr
     layers,
   };
   return await writeEnvelope(packr.pack(payload) as Uint8Array, opts.secret);
+}
+
+/** One layer's map: `{ dtype, shape, compression, data, scales? }` (format version 2). */
+async function encodeLayer(
+  values: Float32Array,
+  config: ModelConfig,
+  layer: number,
+  { dtype, deflate: deflated }: EncodingParts,
+): Promise<Record<string, unknown>> {
+  const dims = { dk: stateKeyDim(config, layer), dv: config.headDim };
+  const packed = packLayer(values, dtype, dims, deflated);
+  const out: Record<string, unknown> = {
+    dtype,
+    shape: [config.numHeads, dims.dk, dims.dv],
+    compression: deflated ? "deflate" : "none",
+    data: deflated ? await deflate(packed.data) : packed.data,
+  };
+  if (packed.scales) out.scales = packed.scales;
+  return out;
 }

@@ -11,7 +11,7 @@
  */
 
 import { checkKeys, describe, getBin, invalid, signatureError } from "./fields.ts";
-import { STATE_FORMAT, STATE_VERSION } from "./format.ts";
+import { STATE_FORMAT, STATE_READ_VERSIONS, STATE_VERSION } from "./format.ts";
 import { SIGNATURE_BYTES, signPayload, type StateSecret, verifyPayload } from "./hmac.ts";
 import { isMsgMap, type MsgMap, type MsgReadLimits, readMsgpack } from "./msgpack.ts";
 
@@ -67,20 +67,28 @@ export function readEnvelopeMap(bytes: Uint8Array): MsgMap {
   return env;
 }
 
+/** An opened envelope: its format version and the payload bytes (a view into the input). */
+export interface OpenedEnvelope {
+  /** One of `STATE_READ_VERSIONS`. */
+  version: number;
+  /** The payload bytes, signature checked. */
+  payload: Uint8Array;
+}
+
 /**
- * Read an envelope and check its version and signature (see the module doc for the policy);
- * returns the payload bytes, a view into `bytes`.
+ * Read an envelope and check its version and signature (see the module doc for the policy).
  */
 export async function openEnvelope(
   bytes: Uint8Array,
   secret: StateSecret | undefined,
-): Promise<Uint8Array> {
+): Promise<OpenedEnvelope> {
   const env = readEnvelopeMap(bytes);
-  if (env.version !== STATE_VERSION) {
+  const version = env.version;
+  if (typeof version !== "number" || !STATE_READ_VERSIONS.includes(version)) {
     invalid(
-      `envelope: unsupported version ${
-        describe(env.version)
-      } (this server reads version ${STATE_VERSION})`,
+      `envelope: unsupported version ${describe(version)} (this server reads versions ${
+        STATE_READ_VERSIONS.join(" and ")
+      })`,
     );
   }
   checkKeys(env, "envelope", ["format", "version", "alg", "payload"], ["sig"]);
@@ -92,7 +100,7 @@ export async function openEnvelope(
   if (alg === "none") {
     if (env.sig !== undefined) invalid(`envelope: alg "none" with a signature`);
     if (secret !== undefined) signatureError("not signed; this server only accepts signed states");
-    return payload;
+    return { version, payload };
   }
   if (secret === undefined) {
     signatureError("signed (HS256) but this server has no state secret configured to verify it");
@@ -105,5 +113,5 @@ export async function openEnvelope(
   if (!(await verifyPayload(secret, sig, payload))) {
     signatureError("signature does not match (tampered with, or signed with another secret)");
   }
-  return payload;
+  return { version, payload };
 }

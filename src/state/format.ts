@@ -16,8 +16,10 @@ import { stateLayerSize } from "../model/config.ts";
 
 /** The `format` field of the envelope and the payload. */
 export const STATE_FORMAT = "tnl-edge-session";
-/** The wire format version this module writes and reads. */
-export const STATE_VERSION = 1;
+/** The wire format version this module writes (2: layers carry their encoding). */
+export const STATE_VERSION = 2;
+/** The versions this module reads: 1 (f32 layers only) and 2. */
+export const STATE_READ_VERSIONS: readonly number[] = [1, 2];
 /** The media type of an encoded state. */
 export const STATE_MEDIA_TYPE = "application/vnd.msgpack";
 

@@ -20,16 +20,23 @@ import { MemorySessionStore } from "./memory_store.ts";
 import type { SessionStore } from "./store.ts";
 
 export {
+  type DecodedSession,
   type DecodeOptions,
   decodeSession,
+  DEFAULT_STATE_ENCODING,
   defaultMaxStateBytes,
   type EncodeOptions,
   encodeSession,
+  isExactEncoding,
+  isStateEncoding,
   sessionDigest,
+  STATE_ENCODINGS,
   STATE_FORMAT,
   STATE_MEDIA_TYPE,
+  STATE_READ_VERSIONS,
   STATE_VERSION,
   stateByteSize,
+  type StateEncoding,
   type StateSecret,
 } from "./codec.ts";
 export {

@@ -9,7 +9,8 @@ import { ENVELOPE_LIMITS } from "./envelope.ts";
 import { STATE_FORMAT } from "./format.ts";
 import { describe, getBin, getInt, getMap, getTime, invalid } from "./fields.ts";
 import { isValidSessionId } from "../model/snapshot.ts";
-import { isMsgMap, readMsgpack } from "./msgpack.ts";
+import { isMsgMap, type MsgValue, readMsgpack } from "./msgpack.ts";
+import { DEFAULT_STATE_ENCODING, isStateEncoding, type StateEncoding } from "./encodings.ts";
 
 /** What `sessionSummary` reads from a state without decoding its layers. */
 export interface SessionSummary {
@@ -27,6 +28,8 @@ export interface SessionSummary {
   createdAt: number;
   /** Last update (ms since the epoch). */
   updatedAt: number;
+  /** How the layers are stored (`"f32"` for version 1 states). */
+  encoding: StateEncoding;
 }
 
 /**
@@ -52,5 +55,15 @@ export function sessionSummary(bytes: Uint8Array): SessionSummary {
     pending: getInt(p.pending, "pending", -1) >= 0,
     createdAt: getTime(p.createdAt, "createdAt"),
     updatedAt: getTime(p.updatedAt, "updatedAt"),
+    encoding: layersEncoding(p.layers),
   };
+}
+
+/** The encoding of the first layer (the decoder checks that all agree). */
+function layersEncoding(layers: MsgValue | undefined): StateEncoding {
+  if (!Array.isArray(layers) || layers.length === 0) return DEFAULT_STATE_ENCODING;
+  const first = getMap(layers[0], "state layer 0");
+  const name = `${first.dtype}${first.compression === "deflate" ? "+deflate" : ""}`;
+  if (!isStateEncoding(name)) invalid(`state layer 0: unknown encoding ${JSON.stringify(name)}`);
+  return name;
 }
