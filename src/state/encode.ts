@@ -1,13 +1,12 @@
 /**
  * `encodeSession`: a `SessionSnapshot` to the portable msgpack bytes of `docs/state_format.md`
  * (version 2: each layer says how its values are stored, see `./encodings.ts`).
- * Only portable msgpack is written: the payload is packed by msgpackr with `useRecords: false`,
- * and every f32/i32 array goes out as a little-endian `Uint8Array` view, never as msgpackr's
- * typed-array extension.
+ * Only portable msgpack is written (`./msgpack_parts.ts`: msgpackr with `useRecords: false` for
+ * small values, large blobs copied once into the output), and every f32/i32 array goes out as a
+ * little-endian `Uint8Array` view, never as msgpackr's typed-array extension.
  * @module
  */
 
-import { Packr } from "../deps.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { stateKeyDim } from "../model/config.ts";
 import type { SessionSnapshot } from "../model/snapshot.ts";
@@ -22,6 +21,7 @@ import {
   type StateEncoding,
 } from "./encodings.ts";
 import { leBytes } from "./le_bytes.ts";
+import { MsgParts } from "./msgpack_parts.ts";
 import { packLayer } from "./layer_values.ts";
 import { checkSnapshot, plainValue } from "./snapshot_check.ts";
 
@@ -41,8 +41,6 @@ export interface EncodeOptions {
    */
   encoding?: StateEncoding;
 }
-
-const packr = new Packr({ useRecords: false, variableMapSize: true, moreTypes: false });
 
 /**
  * Serialize a session for the model `opts.config` describes (it gives each flat layer its shape).
@@ -93,7 +91,7 @@ export async function encodeSession(s: SessionSnapshot, opts: EncodeOptions): Pr
     updatedAt: s.updatedAt,
     layers,
   };
-  return await writeEnvelope(packr.pack(payload) as Uint8Array, opts.secret);
+  return await writeEnvelope(new MsgParts().write(payload), opts.secret);
 }
 
 /** One layer's map: `{ dtype, shape, compression, data, scales? }` (format version 2). */

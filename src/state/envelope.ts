@@ -13,43 +13,45 @@
 import { checkKeys, describe, getBin, invalid, signatureError } from "./fields.ts";
 import { STATE_FORMAT, STATE_READ_VERSIONS, STATE_VERSION } from "./format.ts";
 import { SIGNATURE_BYTES, signPayload, type StateSecret, verifyPayload } from "./hmac.ts";
+import { binHeader, type MsgParts } from "./msgpack_parts.ts";
 import { isMsgMap, type MsgMap, type MsgReadLimits, readMsgpack } from "./msgpack.ts";
 
 /** Limits of the envelope read: one flat map of short strings and two bins. */
 export const ENVELOPE_LIMITS: MsgReadLimits = { maxDepth: 1, maxNodes: 16, maxStringBytes: 64 };
-
-/** Bytes of a msgpack `bin` header for `n` bytes. */
-function binHeader(n: number): number[] {
-  if (n < 0x100) return [0xc4, n];
-  if (n < 0x10000) return [0xc5, n >> 8, n & 0xff];
-  return [0xc6, n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
-}
 
 /** msgpack fixstr bytes of a short ASCII string. */
 function fixstr(s: string): number[] {
   return [0xa0 | s.length, ...Array.from(s, (c) => c.charCodeAt(0))];
 }
 
-/** The envelope bytes around `payload`, signed with HMAC-SHA256 when `secret` is given. */
+/**
+ * The envelope bytes around the payload (written into the output once), signed with HMAC-SHA256
+ * when `secret` is given.
+ */
 export async function writeEnvelope(
-  payload: Uint8Array,
+  payload: MsgParts,
   secret: StateSecret | undefined,
 ): Promise<Uint8Array> {
-  const sig = secret === undefined ? null : await signPayload(secret, payload);
+  const signed = secret !== undefined;
   const head: number[] = [
-    sig ? 0x85 : 0x84,
+    signed ? 0x85 : 0x84,
     ...fixstr("format"),
     ...fixstr(STATE_FORMAT),
     ...fixstr("version"),
     STATE_VERSION,
     ...fixstr("alg"),
-    ...fixstr(sig ? "HS256" : "none"),
+    ...fixstr(signed ? "HS256" : "none"),
   ];
-  if (sig) head.push(...fixstr("sig"), 0xc4, sig.length, ...sig);
-  head.push(...fixstr("payload"), ...binHeader(payload.length));
-  const out = new Uint8Array(head.length + payload.length);
+  // The signature's place: filled once the payload is in the output.
+  const sigAt = head.length + fixstr("sig").length + 2;
+  if (signed) {
+    head.push(...fixstr("sig"), 0xc4, SIGNATURE_BYTES, ...new Array(SIGNATURE_BYTES).fill(0));
+  }
+  head.push(...fixstr("payload"), ...binHeader(payload.byteLength));
+  const out = new Uint8Array(head.length + payload.byteLength);
   out.set(head, 0);
-  out.set(payload, head.length);
+  payload.copyInto(out, head.length);
+  if (signed) out.set(await signPayload(secret, out.subarray(head.length)), sigAt);
   return out;
 }
 
