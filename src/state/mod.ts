@@ -1,6 +1,7 @@
 /**
- * Session state: the codec (`encodeSession`, `decodeSession`), its errors, and the session stores,
- * opened from a spec string by `openStore`:
+ * Session state: the codec (`encodeSession`, `decodeSession`, with the layer encodings of
+ * `STATE_ENCODINGS`: exact `f32` by default), its errors, and the session stores, opened from a
+ * spec string by `openStore`:
  *
  * | spec                                   | store                                       |
  * |----------------------------------------|---------------------------------------------|
