@@ -68,6 +68,7 @@ export {
 export type { AppOptions } from "./routes/mod.ts";
 export { type ServerHandle, type ServerOptions, startServer } from "./routes/server.ts";
 export {
+  type DecodedSession,
   type DecodeOptions as StateDecodeOptions,
   decodeSession,
   type EncodeOptions as StateEncodeOptions,
@@ -79,6 +80,7 @@ export {
   type SessionLeases,
   type SessionStore,
   STATE_MEDIA_TYPE,
+  type StateEncoding,
   StateError,
   type StateErrorCode,
   type StateSecret,

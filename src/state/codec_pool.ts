@@ -10,13 +10,9 @@
 import { TnlError, type TnlErrorCode } from "../errors.ts";
 import type { SessionSnapshot } from "../model/snapshot.ts";
 import { buffersOf } from "../model/state.ts";
-import {
-  type DecodeOptions,
-  decodeSession,
-  type EncodeOptions,
-  encodeSession,
-  sessionDigest,
-} from "./codec.ts";
+import { type DecodedSession, type DecodeOptions, decodeSession } from "./decode.ts";
+import { sessionDigest } from "./digest.ts";
+import { type EncodeOptions, encodeSession } from "./encode.ts";
 
 /** An encoded state and its SHA-256 (hex). */
 export interface EncodedSession {
@@ -31,7 +27,7 @@ type Answer = {
   bytes?: Uint8Array;
   digest: string;
   layers?: Float32Array<ArrayBuffer>[];
-  snapshot?: SessionSnapshot;
+  snapshot?: DecodedSession;
 };
 type Pending = { resolve: (v: Answer) => void; reject: (e: unknown) => void };
 
@@ -40,7 +36,9 @@ type Pending = { resolve: (v: Answer) => void; reject: (e: unknown) => void };
  * @example
  * ```ts ignore
  * const pool = new CodecPool(2);
- * const { bytes, digest } = await pool.encode(session.toSnapshot(), { config, modelFingerprint, tokenizerFingerprint });
+ * const { bytes, digest } = await pool.encode(session.toSnapshot(), {
+ *   config, modelFingerprint, tokenizerFingerprint, encoding: "f32+deflate",
+ * });
  * pool.close();
  * ```
  */
@@ -114,7 +112,10 @@ export class CodecPool {
     });
   }
 
-  /** Encode a snapshot (its arrays are copied to the worker) and hash the result. */
+  /**
+   * Encode a snapshot (its layers are lent to the worker) and hash the result; `opts.encoding`
+   * picks the layers' encoding as in `encodeSession` (deflate runs in the worker too).
+   */
   async encode(snapshot: SessionSnapshot, opts: EncodeOptions): Promise<EncodedSession> {
     const w = this.#worker();
     if (!w) {
@@ -136,7 +137,7 @@ export class CodecPool {
   }
 
   /** Decode and check a state (`decodeSession`); its layers come back transferred. */
-  async decode(bytes: Uint8Array, opts: DecodeOptions): Promise<SessionSnapshot> {
+  async decode(bytes: Uint8Array, opts: DecodeOptions): Promise<DecodedSession> {
     const w = this.#worker();
     if (!w || bytes.length < this.#minBytes) return await decodeSession(bytes, opts);
     return (await this.#post(w, { op: "decode", bytes, opts })).snapshot!;

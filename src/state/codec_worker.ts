@@ -6,13 +6,9 @@
 
 /// <reference lib="deno.worker" />
 
-import {
-  type DecodeOptions,
-  decodeSession,
-  type EncodeOptions,
-  encodeSession,
-  sessionDigest,
-} from "./codec.ts";
+import { type DecodeOptions, decodeSession } from "./decode.ts";
+import { sessionDigest } from "./digest.ts";
+import { type EncodeOptions, encodeSession } from "./encode.ts";
 import type { SessionSnapshot } from "../model/snapshot.ts";
 import { buffersOf } from "../model/state.ts";
 

@@ -23,16 +23,15 @@
 
 import { StoreConflictError, StoreError } from "./errors.ts";
 import {
-  checkPut,
   checkSessionId,
   checkStoreOptions,
   type IdsOptions,
   pageOfIds,
   type PutOptions,
-  type SessionStore,
   type StoredSession,
   type StoreOptions,
 } from "./store.ts";
+import { StoreBase } from "./store_base.ts";
 
 /** Options of the fs store. */
 export interface FsStoreOptions extends StoreOptions {
@@ -131,11 +130,8 @@ function randomHex(bytes = 8): string {
 }
 
 /** A session store in a directory. Open it with `FsSessionStore.open(dir, opts)`. */
-export class FsSessionStore implements SessionStore {
-  /** "fs". */
-  readonly kind = "fs";
+export class FsSessionStore extends StoreBase {
   readonly #dir: string;
-  readonly #opts: Required<StoreOptions>;
   readonly #tmpMaxAgeMs: number;
   readonly #fsync: boolean;
   readonly #lockFile: Deno.FsFile;
@@ -145,12 +141,10 @@ export class FsSessionStore implements SessionStore {
   /** id → mtime (ms) of the files this process knows about, for eviction. */
   readonly #index = new Map<string, number>();
   #mutex: Promise<unknown> = Promise.resolve();
-  #timer: ReturnType<typeof setInterval> | undefined;
-  #closed = false;
 
   private constructor(dir: string, opts: FsStoreOptions, lockFile: Deno.FsFile) {
+    super("fs", opts);
     this.#dir = dir.endsWith("/") ? dir.slice(0, -1) : dir;
-    this.#opts = checkStoreOptions("fs", opts);
     this.#tmpMaxAgeMs = opts.tmpMaxAgeMs ?? 10 * 60_000;
     this.#fsync = opts.fsync ?? false;
     this.#lockFile = lockFile;
@@ -182,27 +176,16 @@ export class FsSessionStore implements SessionStore {
     } catch (e) {
       lock.close();
       store.#writerFile?.close();
-      throw store.#ioError("open", e);
+      throw store.ioError("open", e);
     }
     await store.removeOrphans();
     await store.sweep();
-    const every = opts.sweepIntervalMs ?? 60_000;
-    if (every > 0) {
-      const timer = setInterval(() => {
-        store.sweep().catch(() => {});
-      }, every);
-      Deno.unrefTimer(timer);
-      store.#timer = timer;
-    }
+    store.sweepEvery(opts.sweepIntervalMs ?? 60_000, () => store.sweep());
     return store;
   }
 
   #path(id: string): string {
     return `${this.#dir}/${sessionFileName(id)}`;
-  }
-
-  #check(): void {
-    if (this.#closed) throw new StoreError("fs", "backend_unavailable", "store is closed");
   }
 
   /** Run `fn` holding the in-process mutex and the directory lock. */
@@ -230,7 +213,7 @@ export class FsSessionStore implements SessionStore {
       f = await Deno.open(path, { read: true });
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return null;
-      throw this.#ioError("read", e);
+      throw this.ioError("read", e);
     }
     try {
       const h = new Uint8Array(HEADER);
@@ -246,28 +229,16 @@ export class FsSessionStore implements SessionStore {
     }
   }
 
-  #ioError(what: string, e: unknown): StoreError {
-    return new StoreError("fs", "backend_unavailable", `${what} failed: ${(e as Error).message}`, {
-      cause: e,
-    });
-  }
-
-  /** The bytes under `id`, or null. */
-  async get(id: string): Promise<Uint8Array | null> {
-    return (await this.getEntry(id))?.bytes ?? null;
-  }
-
   /** The entry under `id`, or null (absent, expired, or not a valid store file). */
   async getEntry(id: string): Promise<StoredSession | null> {
-    this.#check();
-    checkSessionId("fs", id);
+    this.checkId(id);
     let data: Uint8Array;
     try {
       // One open: the rename of a concurrent write cannot change the file under us.
       data = await Deno.readFile(this.#path(id));
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return null;
-      throw this.#ioError("read", e);
+      throw this.ioError("read", e);
     }
     const h = parseHeader(data);
     if (!h || h.length !== data.length - HEADER) return null;
@@ -277,8 +248,7 @@ export class FsSessionStore implements SessionStore {
 
   /** Write `bytes` under `id` atomically (temporary file, then rename). */
   async put(id: string, bytes: Uint8Array, opts?: PutOptions): Promise<void> {
-    this.#check();
-    const { ttlMs, generation, expect } = checkPut("fs", this.#opts, id, bytes, opts);
+    const { ttlMs, generation, expect } = this.checkPut(id, bytes, opts);
     const path = this.#path(id);
     const tmp = `${path}${TMP}${this.#writer}-${randomHex()}`;
     const expiresAt = ttlMs > 0 ? Date.now() + ttlMs : 0;
@@ -296,7 +266,7 @@ export class FsSessionStore implements SessionStore {
       }
     } catch (e) {
       await Deno.remove(tmp).catch(() => {});
-      throw this.#ioError("write", e);
+      throw this.ioError("write", e);
     }
     try {
       await this.#locked(async () => {
@@ -309,11 +279,11 @@ export class FsSessionStore implements SessionStore {
         try {
           await Deno.rename(tmp, path);
         } catch (e) {
-          throw this.#ioError("rename", e);
+          throw this.ioError("rename", e);
         }
         this.#index.delete(id);
         this.#index.set(id, Date.now());
-        if (this.#opts.maxSessions > 0 && this.#index.size > this.#opts.maxSessions) {
+        if (this.options.maxSessions > 0 && this.#index.size > this.options.maxSessions) {
           await this.#evict(id);
         }
       });
@@ -326,7 +296,7 @@ export class FsSessionStore implements SessionStore {
   async #evict(keep: string): Promise<void> {
     const byAge = [...this.#index].sort((a, b) => a[1] - b[1]);
     for (const [id] of byAge) {
-      if (this.#index.size <= this.#opts.maxSessions) break;
+      if (this.#index.size <= this.options.maxSessions) break;
       if (id === keep) continue;
       await Deno.remove(this.#path(id)).catch(() => {});
       this.#index.delete(id);
@@ -335,8 +305,7 @@ export class FsSessionStore implements SessionStore {
 
   /** Remove `id`; true when a live entry was removed. */
   async delete(id: string): Promise<boolean> {
-    this.#check();
-    checkSessionId("fs", id);
+    this.checkId(id);
     const path = this.#path(id);
     return await this.#locked(async () => {
       const h = await this.#readHeader(path);
@@ -345,7 +314,7 @@ export class FsSessionStore implements SessionStore {
         await Deno.remove(path);
       } catch (e) {
         if (e instanceof Deno.errors.NotFound) return false;
-        throw this.#ioError("delete", e);
+        throw this.ioError("delete", e);
       }
       return h !== null && !(h.expiresAt > 0 && h.expiresAt <= Date.now());
     });
@@ -376,7 +345,7 @@ export class FsSessionStore implements SessionStore {
    * temporaries removed.
    */
   async removeOrphans(): Promise<number> {
-    this.#check();
+    this.assertOpen();
     return await this.#locked(async () => {
       let removed = 0;
       const alive = new Map<string, boolean>();
@@ -402,7 +371,7 @@ export class FsSessionStore implements SessionStore {
           removed++;
         }
       } catch (e) {
-        throw this.#ioError("removing leftover temporaries", e);
+        throw this.ioError("removing leftover temporaries", e);
       }
       return removed;
     });
@@ -413,7 +382,7 @@ export class FsSessionStore implements SessionStore {
    * from the directory, and evict down to `maxSessions`. Returns the number of files removed.
    */
   async sweep(): Promise<number> {
-    this.#check();
+    this.assertOpen();
     return await this.#locked(async () => {
       const now = Date.now();
       let removed = 0;
@@ -443,11 +412,11 @@ export class FsSessionStore implements SessionStore {
           if (st) found.set(id, st.mtime?.getTime() ?? 0);
         }
       } catch (e) {
-        throw this.#ioError("sweep", e);
+        throw this.ioError("sweep", e);
       }
       this.#index.clear();
       for (const [id, t] of [...found].sort((a, b) => a[1] - b[1])) this.#index.set(id, t);
-      if (this.#opts.maxSessions > 0 && this.#index.size > this.#opts.maxSessions) {
+      if (this.options.maxSessions > 0 && this.#index.size > this.options.maxSessions) {
         const before = this.#index.size;
         await this.#evict("");
         removed += before - this.#index.size;
@@ -458,7 +427,7 @@ export class FsSessionStore implements SessionStore {
 
   /** Live entries (reads every header). */
   async size(): Promise<number> {
-    this.#check();
+    this.assertOpen();
     const now = Date.now();
     let n = 0;
     for await (const entry of Deno.readDir(this.#dir)) {
@@ -471,7 +440,7 @@ export class FsSessionStore implements SessionStore {
 
   /** One page of live ids, sorted (see `SessionStore.ids`; reads every header). */
   async ids(opts: IdsOptions): Promise<string[]> {
-    this.#check();
+    this.assertOpen();
     const now = Date.now();
     const found: string[] = [];
     try {
@@ -482,16 +451,15 @@ export class FsSessionStore implements SessionStore {
         if (h && !(h.expiresAt > 0 && h.expiresAt <= now)) found.push(id);
       }
     } catch (e) {
-      throw this.#ioError("list", e);
+      throw this.ioError("list", e);
     }
     return pageOfIds(found, opts);
   }
 
   /** Stop the sweep timer and close the lock file. */
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#timer !== undefined) clearInterval(this.#timer);
+    if (!this.markClosed()) return;
+    this.stopSweeping();
     await this.#mutex.catch(() => {});
     if (this.#writerFile) {
       this.#writerFile.close();

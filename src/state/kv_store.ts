@@ -32,18 +32,15 @@
 
 import { StoreConflictError, StoreError } from "./errors.ts";
 import {
-  checkLease,
-  checkPut,
-  checkSessionId,
   checkStoreOptions,
   type IdsOptions,
   pageOfIds,
   type PutOptions,
   type SessionLeases,
-  type SessionStore,
   type StoredSession,
   type StoreOptions,
 } from "./store.ts";
+import { StoreBase } from "./store_base.ts";
 
 /** Options of the Deno KV store. */
 export interface KvStoreOptions extends StoreOptions {
@@ -99,9 +96,7 @@ function newGen(): string {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A session store in Deno KV. Open it with `KvSessionStore.open(path, opts)`. */
-export class KvSessionStore implements SessionStore {
-  /** "kv". */
-  readonly kind = "kv";
+export class KvSessionStore extends StoreBase {
   /** Session leases (versionstamp-checked writes of an owner record with an expiry). */
   readonly leases: SessionLeases = {
     acquire: (id, owner, ttlMs) => this.#lease("acquire", id, owner, ttlMs),
@@ -112,15 +107,12 @@ export class KvSessionStore implements SessionStore {
   };
   readonly #kv: Deno.Kv;
   readonly #p: Deno.KvKeyPart[];
-  readonly #opts: Required<StoreOptions>;
   readonly #pendingMaxAgeMs: number;
-  #timer: ReturnType<typeof setInterval> | undefined;
-  #closed = false;
 
   private constructor(kv: Deno.Kv, opts: KvStoreOptions) {
+    super("kv", opts);
     this.#kv = kv;
     this.#p = opts.prefix ?? ["tnl"];
-    this.#opts = checkStoreOptions("kv", opts);
     this.#pendingMaxAgeMs = opts.pendingMaxAgeMs ?? 10 * 60_000;
   }
 
@@ -145,14 +137,7 @@ export class KvSessionStore implements SessionStore {
       kv.close();
       throw e;
     }
-    const every = opts.sweepIntervalMs ?? 60_000;
-    if (every > 0) {
-      const timer = setInterval(() => {
-        store.sweep().catch(() => {});
-      }, every);
-      Deno.unrefTimer(timer);
-      store.#timer = timer;
-    }
+    store.sweepEvery(opts.sweepIntervalMs ?? 60_000, () => store.sweep());
     return store;
   }
 
@@ -179,10 +164,9 @@ export class KvSessionStore implements SessionStore {
     owner: string,
     ttlMs: number,
   ): Promise<boolean> {
-    this.#check();
-    checkLease("kv", id, owner, ttlMs);
+    this.checkLease(id, owner, ttlMs);
     const key = [...this.#p, "lease", id];
-    return await this.#io("lease", async () => {
+    return await this.io("lease", async () => {
       for (let attempt = 0; attempt < FLIP_ATTEMPTS; attempt++) {
         const cur = await this.#kv.get<{ owner: string; expiresAt: number }>(key);
         const now = Date.now();
@@ -206,32 +190,10 @@ export class KvSessionStore implements SessionStore {
     });
   }
 
-  #check(): void {
-    if (this.#closed) throw new StoreError("kv", "backend_unavailable", "store is closed");
-  }
-
-  /** Run a KV call, turning its failures into `StoreError` ("backend_unavailable"). */
-  async #io<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (e) {
-      if (e instanceof StoreError) throw e;
-      throw new StoreError("kv", "backend_unavailable", `${what} failed: ${(e as Error).message}`, {
-        cause: e,
-      });
-    }
-  }
-
-  /** The bytes under `id`, or null. */
-  async get(id: string): Promise<Uint8Array | null> {
-    return (await this.getEntry(id))?.bytes ?? null;
-  }
-
   /** The entry under `id`, or null (absent or expired). */
   async getEntry(id: string): Promise<StoredSession | null> {
-    this.#check();
-    checkSessionId("kv", id);
-    return await this.#io("read", async () => {
+    this.checkId(id);
+    return await this.io("read", async () => {
       for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
         const head = await this.#kv.get(this.#headKey(id));
         if (head.value === null) return null;
@@ -279,13 +241,12 @@ export class KvSessionStore implements SessionStore {
 
   /** Write chunks under a new generation key, then flip the head atomically. */
   async put(id: string, bytes: Uint8Array, opts?: PutOptions): Promise<void> {
-    this.#check();
-    const { ttlMs, generation, expect } = checkPut("kv", this.#opts, id, bytes, opts);
+    const { ttlMs, generation, expect } = this.checkPut(id, bytes, opts);
     const gen = newGen();
     const chunks = Math.max(1, Math.ceil(bytes.length / KV_CHUNK_BYTES));
     const sha256 = await sha256Hex(bytes);
     const chunkOpts = ttlMs > 0 ? { expireIn: ttlMs + CHUNK_TTL_MARGIN_MS } : undefined;
-    await this.#io("write", async () => {
+    await this.io("write", async () => {
       await this.#kv.set(this.#gcKey(gen), { id, after: Date.now() + this.#pendingMaxAgeMs });
       for (let c = 0; c < chunks; c += CHUNKS_PER_COMMIT) {
         const op = this.#kv.atomic();
@@ -299,7 +260,7 @@ export class KvSessionStore implements SessionStore {
     });
     let replaced: Head | null = null;
     let created = false;
-    await this.#io("flip", async () => {
+    await this.io("flip", async () => {
       for (let attempt = 0;; attempt++) {
         const cur = await this.#kv.get(this.#headKey(id));
         const old = isHead(cur.value) ? cur.value : null;
@@ -347,8 +308,8 @@ export class KvSessionStore implements SessionStore {
         await sleep(Math.random() * Math.min(50, 2 + attempt * 2));
       }
     });
-    if (replaced) await this.#io("cleanup", () => this.#dropGen(id, (replaced as Head).gen));
-    if (created && this.#opts.maxSessions > 0) await this.#io("eviction", () => this.#evict(id));
+    if (replaced) await this.io("cleanup", () => this.#dropGen(id, (replaced as Head).gen));
+    if (created && this.options.maxSessions > 0) await this.io("eviction", () => this.#evict(id));
   }
 
   /** Delete every chunk of write `gen` of `id`, then its gc record. */
@@ -381,7 +342,7 @@ export class KvSessionStore implements SessionStore {
         });}
     }
     for (const k of stale) await this.#kv.delete(k);
-    let excess = live.length - this.#opts.maxSessions;
+    let excess = live.length - this.options.maxSessions;
     for (const v of live) {
       if (excess <= 0) break;
       if (v.id === keep) continue;
@@ -403,9 +364,8 @@ export class KvSessionStore implements SessionStore {
 
   /** Remove `id`; true when a live entry was removed. */
   async delete(id: string): Promise<boolean> {
-    this.#check();
-    checkSessionId("kv", id);
-    return await this.#io("delete", async () => {
+    this.checkId(id);
+    return await this.io("delete", async () => {
       for (let attempt = 0; attempt < FLIP_ATTEMPTS; attempt++) {
         const cur = await this.#kv.get(this.#headKey(id));
         if (cur.value === null) return false;
@@ -427,8 +387,8 @@ export class KvSessionStore implements SessionStore {
 
   /** Delete chunks of abandoned and replaced writes (gc records past their time); returns how many writes. */
   async sweep(): Promise<number> {
-    this.#check();
-    return await this.#io("sweep", async () => {
+    this.assertOpen();
+    return await this.io("sweep", async () => {
       const now = Date.now();
       let n = 0;
       for await (
@@ -454,8 +414,8 @@ export class KvSessionStore implements SessionStore {
 
   /** Live sessions (counts the order records). */
   async size(): Promise<number> {
-    this.#check();
-    return await this.#io("size", async () => {
+    this.assertOpen();
+    return await this.io("size", async () => {
       const now = Date.now();
       let n = 0;
       for await (
@@ -470,8 +430,8 @@ export class KvSessionStore implements SessionStore {
 
   /** One page of live ids, sorted (see `SessionStore.ids`; walks the order records). */
   async ids(opts: IdsOptions): Promise<string[]> {
-    this.#check();
-    return await this.#io("list", async () => {
+    this.assertOpen();
+    return await this.io("list", async () => {
       const now = Date.now();
       const found: string[] = [];
       for await (
@@ -487,9 +447,8 @@ export class KvSessionStore implements SessionStore {
 
   /** Stop the sweep timer and close the database. */
   close(): Promise<void> {
-    if (!this.#closed) {
-      this.#closed = true;
-      if (this.#timer !== undefined) clearInterval(this.#timer);
+    if (this.markClosed()) {
+      this.stopSweeping();
       this.#kv.close();
     }
     return Promise.resolve();

@@ -7,16 +7,13 @@
 
 import { StoreConflictError, StoreError } from "./errors.ts";
 import {
-  checkPut,
-  checkSessionId,
-  checkStoreOptions,
   type IdsOptions,
   pageOfIds,
   type PutOptions,
-  type SessionStore,
   type StoredSession,
   type StoreOptions,
 } from "./store.ts";
+import { StoreBase } from "./store_base.ts";
 
 /** Options of the memory store. */
 export interface MemoryStoreOptions extends StoreOptions {
@@ -37,20 +34,16 @@ export const DEFAULT_MEMORY_STORE_BYTES: number = 1024 ** 3;
 const SWEEP_EVERY = 256;
 
 /** An LRU session store in this process's memory. */
-export class MemorySessionStore implements SessionStore {
-  /** "memory". */
-  readonly kind = "memory";
-  readonly #opts: Required<StoreOptions>;
+export class MemorySessionStore extends StoreBase {
   readonly #maxBytes: number;
   // Map iteration order is insertion order: the first entry is the least recently used.
   readonly #map = new Map<string, Entry>();
   #bytes = 0;
   #puts = 0;
-  #closed = false;
 
   /** A store with the given limits (defaults: no TTL, no session cap, 1 GiB). */
   constructor(opts: MemoryStoreOptions = {}) {
-    this.#opts = checkStoreOptions("memory", opts);
+    super("memory", opts);
     this.#maxBytes = opts.maxBytes ?? DEFAULT_MEMORY_STORE_BYTES;
     if (!Number.isSafeInteger(this.#maxBytes) || this.#maxBytes <= 0) {
       throw new StoreError(
@@ -81,81 +74,59 @@ export class MemorySessionStore implements SessionStore {
     this.#bytes -= e.bytes.length;
   }
 
-  #check(): void {
-    if (this.#closed) throw new StoreError("memory", "backend_unavailable", "store is closed");
-  }
-
-  /** The bytes under `id` (marks it recently used), or null. */
-  get(id: string): Promise<Uint8Array | null> {
-    return this.getEntry(id).then((e) => e?.bytes ?? null);
-  }
-
   /** The entry under `id` (marks it recently used), or null. */
-  getEntry(id: string): Promise<StoredSession | null> {
-    try {
-      this.#check();
-      checkSessionId("memory", id);
-      const e = this.#live(id);
-      if (!e) return Promise.resolve(null);
-      this.#map.delete(id);
-      this.#map.set(id, e);
-      return Promise.resolve({ bytes: e.bytes, generation: e.generation });
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  // deno-lint-ignore require-await
+  async getEntry(id: string): Promise<StoredSession | null> {
+    this.checkId(id);
+    const e = this.#live(id);
+    if (!e) return null;
+    this.#map.delete(id);
+    this.#map.set(id, e);
+    return { bytes: e.bytes, generation: e.generation };
   }
 
   /** Store a copy of `bytes`; evicts expired, then least recently used entries to fit the limits. */
-  put(id: string, bytes: Uint8Array, opts?: PutOptions): Promise<void> {
-    try {
-      this.#check();
-      const { ttlMs, generation, expect } = checkPut("memory", this.#opts, id, bytes, opts);
-      if (bytes.length > this.#maxBytes) {
-        throw new StoreError(
-          "memory",
-          "payload_too_large",
-          `state of ${bytes.length} bytes exceeds the store's ${this.#maxBytes}`,
-        );
-      }
-      const now = Date.now();
-      const old = this.#live(id, now);
-      if (expect !== undefined) {
-        const actual = old ? old.generation : null;
-        if (actual !== expect) throw new StoreConflictError("memory", id, expect, actual);
-      }
-      if (old) this.#remove(id, old);
-      this.#map.set(id, {
-        bytes: bytes.slice(),
-        generation,
-        expiresAt: ttlMs > 0 ? now + ttlMs : Infinity,
-      });
-      this.#bytes += bytes.length;
-      if (++this.#puts % SWEEP_EVERY === 0) this.sweep(now);
-      const over = () =>
-        this.#bytes > this.#maxBytes ||
-        (this.#opts.maxSessions > 0 && this.#map.size > this.#opts.maxSessions);
-      if (over()) this.sweep(now);
-      for (const [k, e] of this.#map) {
-        if (!over() || k === id) break;
-        this.#remove(k, e);
-      }
-      return Promise.resolve();
-    } catch (err) {
-      return Promise.reject(err);
+  // deno-lint-ignore require-await
+  async put(id: string, bytes: Uint8Array, opts?: PutOptions): Promise<void> {
+    const { ttlMs, generation, expect } = this.checkPut(id, bytes, opts);
+    if (bytes.length > this.#maxBytes) {
+      throw new StoreError(
+        "memory",
+        "payload_too_large",
+        `state of ${bytes.length} bytes exceeds the store's ${this.#maxBytes}`,
+      );
+    }
+    const now = Date.now();
+    const old = this.#live(id, now);
+    if (expect !== undefined) {
+      const actual = old ? old.generation : null;
+      if (actual !== expect) throw new StoreConflictError("memory", id, expect, actual);
+    }
+    if (old) this.#remove(id, old);
+    this.#map.set(id, {
+      bytes: bytes.slice(),
+      generation,
+      expiresAt: ttlMs > 0 ? now + ttlMs : Infinity,
+    });
+    this.#bytes += bytes.length;
+    if (++this.#puts % SWEEP_EVERY === 0) this.sweep(now);
+    const over = () =>
+      this.#bytes > this.#maxBytes ||
+      (this.options.maxSessions > 0 && this.#map.size > this.options.maxSessions);
+    if (over()) this.sweep(now);
+    for (const [k, e] of this.#map) {
+      if (!over() || k === id) break;
+      this.#remove(k, e);
     }
   }
 
   /** Remove `id`; true when a live entry was removed. */
-  delete(id: string): Promise<boolean> {
-    try {
-      this.#check();
-      checkSessionId("memory", id);
-      const e = this.#live(id);
-      if (e) this.#remove(id, e);
-      return Promise.resolve(e !== null);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  // deno-lint-ignore require-await
+  async delete(id: string): Promise<boolean> {
+    this.checkId(id);
+    const e = this.#live(id);
+    if (e) this.#remove(id, e);
+    return e !== null;
   }
 
   /** Drop every expired entry; returns how many. */
@@ -177,21 +148,18 @@ export class MemorySessionStore implements SessionStore {
   }
 
   /** One page of live ids, sorted (see `SessionStore.ids`). */
-  ids(opts: IdsOptions): Promise<string[]> {
-    try {
-      this.#check();
-      this.sweep();
-      return Promise.resolve(pageOfIds(this.#map.keys(), opts));
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  // deno-lint-ignore require-await
+  async ids(opts: IdsOptions): Promise<string[]> {
+    this.assertOpen();
+    this.sweep();
+    return pageOfIds(this.#map.keys(), opts);
   }
 
   /** Drop everything. */
   close(): Promise<void> {
     this.#map.clear();
     this.#bytes = 0;
-    this.#closed = true;
+    this.markClosed();
     return Promise.resolve();
   }
 }

@@ -1,6 +1,7 @@
 /**
- * Session state: the codec (`encodeSession`, `decodeSession`), its errors, and the session stores,
- * opened from a spec string by `openStore`:
+ * Session state: the codec (`encodeSession`, `decodeSession`, with the layer encodings of
+ * `STATE_ENCODINGS`: exact `f32` by default), its errors, and the session stores, opened from a
+ * spec string by `openStore`:
  *
  * | spec                                   | store                                       |
  * |----------------------------------------|---------------------------------------------|
@@ -20,16 +21,23 @@ import { MemorySessionStore } from "./memory_store.ts";
 import type { SessionStore } from "./store.ts";
 
 export {
+  type DecodedSession,
   type DecodeOptions,
   decodeSession,
+  DEFAULT_STATE_ENCODING,
   defaultMaxStateBytes,
   type EncodeOptions,
   encodeSession,
+  isExactEncoding,
+  isStateEncoding,
   sessionDigest,
+  STATE_ENCODINGS,
   STATE_FORMAT,
   STATE_MEDIA_TYPE,
+  STATE_READ_VERSIONS,
   STATE_VERSION,
   stateByteSize,
+  type StateEncoding,
   type StateSecret,
 } from "./codec.ts";
 export {

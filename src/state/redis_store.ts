@@ -30,18 +30,15 @@ import { Buffer } from "node:buffer";
 import { createClient, RESP_TYPES } from "./redis_client.ts";
 import { StoreConflictError, StoreError } from "./errors.ts";
 import {
-  checkLease,
-  checkPut,
-  checkSessionId,
   checkStoreOptions,
   type IdsOptions,
   pageOfIds,
   type PutOptions,
   type SessionLeases,
-  type SessionStore,
   type StoredSession,
   type StoreOptions,
 } from "./store.ts";
+import { StoreBase } from "./store_base.ts";
 
 /** Options of the Redis store. */
 export interface RedisStoreOptions extends StoreOptions {
@@ -182,14 +179,11 @@ function redactUrl(url: string): string {
 }
 
 /** A session store in Redis. Connect with `RedisSessionStore.connect(url, opts)`. */
-export class RedisSessionStore implements SessionStore {
-  /** "redis". */
-  readonly kind = "redis";
+export class RedisSessionStore extends StoreBase {
   /** Session leases (`SET NX PX`, owner-checked renew and release). */
   readonly leases: SessionLeases = {
     acquire: async (id, owner, ttlMs) => {
-      this.#check();
-      checkLease("redis", id, owner, ttlMs);
+      this.checkLease(id, owner, ttlMs);
       try {
         const r = await this.#client.sendCommand([
           "SET",
@@ -201,12 +195,11 @@ export class RedisSessionStore implements SessionStore {
         ]);
         return r !== null && r !== undefined;
       } catch (e) {
-        throw this.#fail("lease", e);
+        throw this.ioError("lease", e);
       }
     },
     renew: async (id, owner, ttlMs) => {
-      this.#check();
-      checkLease("redis", id, owner, ttlMs);
+      this.checkLease(id, owner, ttlMs);
       try {
         const r = await this.#script("LEASE_RENEW", [this.#leaseKey(id)], [
           owner,
@@ -214,32 +207,29 @@ export class RedisSessionStore implements SessionStore {
         ]);
         return Number(r) === 1;
       } catch (e) {
-        throw this.#fail("lease renewal", e);
+        throw this.ioError("lease renewal", e);
       }
     },
     release: async (id, owner) => {
-      this.#check();
-      checkLease("redis", id, owner, 1);
+      this.checkLease(id, owner, 1);
       try {
         await this.#script("LEASE_RELEASE", [this.#leaseKey(id)], [owner]);
       } catch (e) {
-        throw this.#fail("lease release", e);
+        throw this.ioError("lease release", e);
       }
     },
   };
   readonly #client: Client;
   readonly #prefix: string;
-  readonly #opts: Required<StoreOptions>;
   readonly #url: string;
   readonly #sha = new Map<ScriptName, string>();
   #lastError: Error | null = null;
-  #closed = false;
 
   private constructor(client: Client, url: string, opts: RedisStoreOptions) {
+    super("redis", opts);
     this.#client = client;
     this.#url = url;
     this.#prefix = opts.prefix ?? "tnl:";
-    this.#opts = checkStoreOptions("redis", opts);
   }
 
   /**
@@ -309,19 +299,9 @@ export class RedisSessionStore implements SessionStore {
     }
   }
 
-  #check(): void {
-    if (this.#closed) throw new StoreError("redis", "backend_unavailable", "store is closed");
-  }
-
-  #fail(what: string, e: unknown): StoreError {
-    if (e instanceof StoreError) return e;
-    const msg = (e as Error)?.message ?? String(e);
-    return new StoreError(
-      "redis",
-      "backend_unavailable",
-      `${what} on ${redactUrl(this.#url)} failed: ${msg}`,
-      { cause: e },
-    );
+  /** " on <the URL without its password>": failures name the server. */
+  protected override where(): string {
+    return ` on ${redactUrl(this.#url)}`;
   }
 
   /** Run a loaded script (reloading once after a Redis restart flushed the script cache). */
@@ -359,20 +339,14 @@ export class RedisSessionStore implements SessionStore {
     return `${this.#prefix}sessions`;
   }
 
-  /** The bytes under `id`, or null. */
-  async get(id: string): Promise<Uint8Array | null> {
-    return (await this.getEntry(id))?.bytes ?? null;
-  }
-
   /** The entry under `id`, or null (absent or expired). */
   async getEntry(id: string): Promise<StoredSession | null> {
-    this.#check();
-    checkSessionId("redis", id);
+    this.checkId(id);
     let r: unknown;
     try {
       r = await this.#script("GET", [this.#headKey(id)], [this.#prefix, id]);
     } catch (e) {
-      throw this.#fail("read", e);
+      throw this.ioError("read", e);
     }
     if (r === null || r === undefined) return null;
     const [bytes, gen] = r as [unknown, unknown];
@@ -381,8 +355,7 @@ export class RedisSessionStore implements SessionStore {
 
   /** Write the bytes under a new key, then flip the head atomically (Lua). */
   async put(id: string, bytes: Uint8Array, opts?: PutOptions): Promise<void> {
-    this.#check();
-    const { ttlMs, generation, expect } = checkPut("redis", this.#opts, id, bytes, opts);
+    const { ttlMs, generation, expect } = this.checkPut(id, bytes, opts);
     const tok = randomHex();
     const valueKey = this.#valueKey(id, tok);
     let r: unknown;
@@ -395,13 +368,13 @@ export class RedisSessionStore implements SessionStore {
         String(generation),
         expect === undefined ? "" : expect === null ? "none" : String(expect),
         String(ttlMs),
-        String(this.#opts.maxSessions),
+        String(this.options.maxSessions),
         this.#prefix,
       ]);
     } catch (e) {
       // Best effort: the value key expires anyway.
       this.#client.sendCommand(["DEL", valueKey]).catch(() => {});
-      throw this.#fail("write", e);
+      throw this.ioError("write", e);
     }
     const [status, actual] = (r as unknown[]).map(toText);
     if (status === "conflict") {
@@ -423,8 +396,7 @@ export class RedisSessionStore implements SessionStore {
 
   /** Remove `id`; true when a live entry was removed. */
   async delete(id: string): Promise<boolean> {
-    this.#check();
-    checkSessionId("redis", id);
+    this.checkId(id);
     try {
       const r = await this.#script("DELETE", [this.#headKey(id), this.#orderKey], [
         this.#prefix,
@@ -432,23 +404,23 @@ export class RedisSessionStore implements SessionStore {
       ]);
       return Number(r) === 1;
     } catch (e) {
-      throw this.#fail("delete", e);
+      throw this.ioError("delete", e);
     }
   }
 
   /** Live sessions (walks the write-order set, dropping entries whose head expired). */
   async size(): Promise<number> {
-    this.#check();
+    this.assertOpen();
     try {
       return Number(await this.#script("SIZE", [this.#orderKey], [this.#prefix]));
     } catch (e) {
-      throw this.#fail("size", e);
+      throw this.ioError("size", e);
     }
   }
 
   /** One page of ids, sorted (see `SessionStore.ids`; reads the write-order set whole). */
   async ids(opts: IdsOptions): Promise<string[]> {
-    this.#check();
+    this.assertOpen();
     try {
       const all = await this.#client.zRange(this.#orderKey, 0, -1) as unknown[];
       // The order set outlives heads that expired (a TTL drops the head, not its entry there):
@@ -465,14 +437,13 @@ export class RedisSessionStore implements SessionStore {
       }
       return live.slice(0, want);
     } catch (e) {
-      throw this.#fail("list", e);
+      throw this.ioError("list", e);
     }
   }
 
   /** Close the connection. */
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (!this.markClosed()) return;
     try {
       await this.#client.close();
     } catch {

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { decodeSession, encodeSession } from "../../src/state/codec.ts";
+import { decodeSession, encodeSession, STATE_VERSION } from "../../src/state/codec.ts";
 import type { SessionSnapshot } from "../../src/model/snapshot.ts";
 import {
   assertInvariants,
@@ -321,7 +321,7 @@ Deno.test("fuzz: signed states with a valid signature over a malformed payload",
     const cut = r() < 0.2 ? m.subarray(0, Math.floor(r() * m.length)) : m;
     const env = pack({
       format: "tnl-edge-session",
-      version: 1,
+      version: STATE_VERSION,
       alg: "HS256",
       sig: await hmac(SECRET, cut),
       payload: cut,
@@ -391,3 +391,43 @@ Deno.test("fuzz: extreme counters, nil history with a position, huge finite valu
   assert.ok(t.ok > 0 && t.state_invalid > 0, JSON.stringify(t));
   assert.equal(t.state_mismatch + t.state_signature, 0);
 });
+
+// The encodings of format version 2: the same treatment for their decoding paths (byte planes,
+// bounded inflate, bf16, q8 scales), then mutations aimed at the compressed data itself.
+for (const encoding of ["f32+deflate", "bf16", "bf16+deflate", "q8", "q8+deflate"] as const) {
+  Deno.test(`fuzz: ${encoding} states: truncations, bit flips, mutated layer data`, async () => {
+    const snap = makeSnapshot(config, 6, 11);
+    const bytes = await encodeSession(snap, { config, ...FP, encoding });
+    const t = tally();
+    for (let n = 0; n < bytes.length; n++) {
+      assert.equal(await attempt(t, bytes.subarray(0, n), undefined, `prefix ${n}`), null);
+    }
+    const r = rand(31);
+    const rint = (n: number) => Math.floor(r() * n);
+    for (let i = 0; i < 600; i++) {
+      const m = bytes.slice();
+      for (let f = 1 + rint(3); f > 0; f--) m[rint(m.length)] ^= 1 << rint(8);
+      await attempt(t, m, undefined, `flip #${i}`);
+    }
+    // Inside a well-formed payload, signed with a valid signature: the layer blobs mutated.
+    const good = payloadObject(bytes);
+    for (let i = 0; i < 600; i++) {
+      const p = structuredClone(good);
+      const layer = (p.layers as { data: Uint8Array; scales?: Uint8Array }[])[rint(3)];
+      const key = layer.scales && r() < 0.3 ? "scales" : "data";
+      const blob = layer[key]!;
+      const op = rint(4);
+      if (op === 0) blob[rint(blob.length)] ^= 1 << rint(8);
+      else if (op === 1) layer[key] = blob.subarray(0, rint(blob.length));
+      else if (op === 2) {
+        const longer = new Uint8Array(blob.length + 1 + rint(8));
+        longer.set(blob);
+        layer[key] = longer;
+      } else blob.fill(r() < 0.5 ? 0xff : 0x00, rint(blob.length), rint(blob.length + 1));
+      const payload = pack(p);
+      await attempt(t, await envelope(payload, SECRET), SECRET, `signed blob mutant #${i}`);
+    }
+    assert.ok(t.state_invalid > 0, JSON.stringify(t));
+    assert.ok(t.ok > 0, `some mutants keep a valid state: ${JSON.stringify(t)}`);
+  });
+}

@@ -4,7 +4,12 @@
  */
 
 import assert from "node:assert/strict";
-import { decodeSession, encodeSession, sessionDigest } from "../../src/state/codec.ts";
+import {
+  decodeSession,
+  encodeSession,
+  sessionDigest,
+  STATE_ENCODINGS,
+} from "../../src/state/codec.ts";
 import { CodecPool } from "../../src/state/codec_pool.ts";
 import { TnlError } from "../../src/errors.ts";
 import { FP, makeSnapshot, tinyConfig } from "./support.ts";
@@ -29,6 +34,14 @@ for (const size of [0, 2]) {
           assert.equal(await pool.digest(want), got[i].digest);
           assert.deepEqual(await pool.decode(want, opts), await decodeSession(want, opts));
         }
+      }
+      // Every encoding is one option away, in the workers too (deflate runs there).
+      for (const encoding of STATE_ENCODINGS) {
+        const snap = makeSnapshot(config, 5, 4, "sess_enc");
+        const opts = { config, ...FP, encoding };
+        const got = await pool.encode(snap, opts);
+        assert.deepEqual(got.bytes, await encodeSession(snap, opts));
+        assert.equal((await pool.decode(got.bytes, opts)).encoding, encoding);
       }
       const bad = makeSnapshot(config, 5, 1, "sess_1");
       bad.state.layers[0][0] = NaN;

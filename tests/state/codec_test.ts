@@ -110,7 +110,7 @@ Deno.test("codec: output is portable msgpack (independent reader, no ext types)"
     assert.ok(env instanceof Map);
     for (const k of env.keys()) assert.equal(typeof k, "string");
     assert.equal(env.get("format"), "tnl-edge-session");
-    assert.equal(env.get("version"), 1);
+    assert.equal(env.get("version"), 2);
     assert.equal(env.get("alg"), secret ? "HS256" : "none");
     assert.equal(
       secret ? (env.get("sig") as Uint8Array).length : env.get("sig"),
@@ -144,6 +144,7 @@ Deno.test("codec: output is portable msgpack (independent reader, no ext types)"
     assert.deepEqual(layers.map((l) => l.shape), [[2, 8, 4], [2, 4, 4], [2, 4, 4]]);
     for (let l = 0; l < 3; l++) {
       assert.equal(layers[l].dtype, "f32");
+      assert.equal((layers[l] as { compression?: string }).compression, "none");
       const ldv = new DataView(layers[l].data.buffer, layers[l].data.byteOffset);
       const vals = Array.from(
         { length: layers[l].data.length / 4 },
@@ -414,8 +415,8 @@ Deno.test("codec: malformed payload fields are refused with a message (400)", as
       p.createdAt = -5;
     }, /createdAt/],
     ["payload version", (p) => {
-      p.version = 2;
-    }, /payload: version is number 2/],
+      p.version = 1;
+    }, /payload: version is number 1, the envelope's is 2/],
   ];
   for (const [name, mod, re] of cases) {
     const e = await rejects(decodeSession(await craft(mod), dec), "state_invalid", re).catch(
@@ -446,11 +447,11 @@ Deno.test("codec: malformed envelopes and bytes (400)", async () => {
   );
   await rejects(
     decodeSession(
-      pack({ format: "tnl-edge-session", version: 2, alg: "none", payload: new Uint8Array() }),
+      pack({ format: "tnl-edge-session", version: 3, alg: "none", payload: new Uint8Array() }),
       dec,
     ),
     "state_invalid",
-    /unsupported version number 2/,
+    /unsupported version number 3 \(this server reads versions 1 and 2\)/,
   );
   await rejects(
     decodeSession(

@@ -65,7 +65,7 @@ Deno.test("state format: every documented field, read with @msgpack/msgpack", as
     const env = decode(bytes) as Record<string, unknown>;
     assert.deepEqual(Object.keys(env).sort(), tableKeys(doc, "## Envelope").sort());
     assert.equal(env.format, "tnl-edge-session");
-    assert.equal(env.version, 1);
+    assert.equal(env.version, 2);
     assert.equal(env.alg, "HS256");
     const payload = env.payload as Uint8Array;
     assert.ok(payload instanceof Uint8Array && env.sig instanceof Uint8Array);
@@ -91,7 +91,7 @@ Deno.test("state format: every documented field, read with @msgpack/msgpack", as
     const p = decode(payload) as Record<string, unknown>;
     assert.deepEqual(Object.keys(p).sort(), tableKeys(doc, "## Payload").sort());
     assert.equal(p.format, "tnl-edge-session");
-    assert.equal(p.version, 1);
+    assert.equal(p.version, 2);
     assert.equal(p.modelFingerprint, model.fingerprint);
     assert.equal(p.tokenizerFingerprint, model.tokenizer.fingerprint);
     assert.match(p.modelFingerprint as string, /^[0-9a-f]{64}$/);
@@ -144,13 +144,20 @@ Deno.test("state format: every documented field, read with @msgpack/msgpack", as
       assert.ok(typeof p[k] === "number" && Math.abs((p[k] as number) - Date.now()) < 3_600_000, k);
     }
 
-    // Layers: [heads, dk, dv] f32 little-endian, the session's state exactly.
-    const layers = p.layers as { dtype: string; shape: number[]; data: Uint8Array }[];
+    // Layers (the default encoding): [heads, dk, dv] f32 little-endian, the state exactly.
+    const layers = p.layers as {
+      dtype: string;
+      shape: number[];
+      compression: string;
+      data: Uint8Array;
+    }[];
     const c = model.config;
     assert.equal(layers.length, c.numLayers);
     layers.forEach((l, i) => {
-      assert.deepEqual(Object.keys(l).sort(), ["data", "dtype", "shape"]);
+      const layerKeys = tableKeys(doc, "### `layers`").filter((k) => k !== "scales"); // q8 only
+      assert.deepEqual(Object.keys(l).sort(), layerKeys.sort());
       assert.equal(l.dtype, "f32");
+      assert.equal(l.compression, "none");
       assert.deepEqual(l.shape, [c.numHeads, stateKeyDim(c, i), c.headDim]);
       assert.equal(stateKeyDim(c, i), c.lrpe[i] ? 2 * c.headDim : c.headDim);
       const values = le(l.data, Float32Array);

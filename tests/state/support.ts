@@ -16,7 +16,7 @@ import {
 import { isValidSessionId, type SessionSnapshot } from "../../src/model/snapshot.ts";
 import { createState } from "../../src/model/state.ts";
 import { TnlError } from "../../src/errors.ts";
-import { MAX_COUNTER, MAX_POSITION } from "../../src/state/codec.ts";
+import { MAX_COUNTER, MAX_POSITION, STATE_VERSION } from "../../src/state/codec.ts";
 
 /** A 3-layer model with 2 heads of width 4, LRPE in layer 0: shapes [2,8,4], [2,4,4], [2,4,4]. */
 export function tinyConfig(overrides: Record<string, unknown> = {}): ModelConfig {
@@ -218,11 +218,15 @@ export async function hmac(secret: string, data: Uint8Array): Promise<Uint8Array
   return new Uint8Array(await crypto.subtle.sign("HMAC", key, data as Uint8Array<ArrayBuffer>));
 }
 
-/** An envelope around raw payload bytes, signed when `secret` is given. */
-export async function envelope(payload: Uint8Array, secret?: string): Promise<Uint8Array> {
+/** An envelope of `version` (default: the one the codec writes) around raw payload bytes, signed when `secret` is given. */
+export async function envelope(
+  payload: Uint8Array,
+  secret?: string,
+  version: number = STATE_VERSION,
+): Promise<Uint8Array> {
   const env: Record<string, unknown> = {
     format: "tnl-edge-session",
-    version: 1,
+    version,
     alg: secret ? "HS256" : "none",
   };
   if (secret) env.sig = await hmac(secret, payload);
