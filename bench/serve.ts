@@ -250,7 +250,18 @@ async function startServer(
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
   const proc = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", ...denoFlags, "main.ts", "serve", "--port", String(port), "--host", "127.0.0.1", ...args],
+    args: [
+      "run",
+      "-A",
+      ...denoFlags,
+      "main.ts",
+      "serve",
+      "--port",
+      String(port),
+      "--host",
+      "127.0.0.1",
+      ...args,
+    ],
     cwd: dir,
     stdin: "null",
     stdout: "piped",
