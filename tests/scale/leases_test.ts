@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { Session } from "../../src/engine/session.ts";
 import { HttpError } from "../../src/http/errors.ts";
-import { SessionManager } from "../../src/http/session_manager.ts";
+import { SessionManager } from "../../src/sessions/manager.ts";
 import { loadModel } from "../../src/load.ts";
 import { KvSessionStore } from "../../src/state/kv_store.ts";
 import { RedisSessionStore } from "../../src/state/redis_store.ts";
