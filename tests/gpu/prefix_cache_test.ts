@@ -13,7 +13,7 @@ import { gpuTest } from "./support.ts";
 gpuTest("gpu: cached and cold continuations are identical, states bit for bit", async (ctx) => {
   const model = await loadModel(DEFAULT_MODEL_DIR, {
     backend: "webgpu",
-    webgpu: { context: ctx },
+    webgpu: { context: ctx, maxSlots: 4, maxBatch: 4 },
     engine: { prefillChunk: 64 },
   });
   try {
