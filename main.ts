@@ -48,6 +48,10 @@ serve:
   --max-prompt-tokens N  longest prompt in tokens, else a 400 (default 32768; 0 = no limit)
   --admin-token T      enables GET /v1/sessions for "Authorization: Bearer T"
                        (or $TNL_ADMIN_TOKEN; default: the listing is off)
+  --prefix-cache-mb N  memory for prompt-prefix states (default 256; 0 = off)
+  --no-prefix-cache    every prompt is prefilled in full
+  --prefix-cache-shared  share prefix states between instances through the store
+                       (kv or redis; their own key prefix, apart from the sessions)
 `;
 
 /** The address served by default: this machine only, as llama.cpp's server. */
@@ -68,8 +72,9 @@ const FLAGS: Record<string, { string: string[]; boolean: string[] }> = {
       "lease-ms",
       "max-prompt-tokens",
       "admin-token",
+      "prefix-cache-mb",
     ],
-    boolean: ["help"],
+    boolean: ["help", "no-prefix-cache", "prefix-cache-shared"],
   },
   generate: {
     string: [
@@ -231,7 +236,22 @@ async function serve(args: Record<string, unknown>): Promise<void> {
     adminToken: typeof args["admin-token"] === "string"
       ? args["admin-token"]
       : Deno.env.get("TNL_ADMIN_TOKEN"),
+    prefixCacheBytes: args["no-prefix-cache"]
+      ? 0
+      : Math.round((num(args, "prefix-cache-mb", 256)!) * 1024 * 1024),
+    prefixCacheShared: args["prefix-cache-shared"] === true,
   };
+  if (!(options.prefixCacheBytes >= 0)) {
+    console.error(`--prefix-cache-mb: expected a number ≥ 0, got ${args["prefix-cache-mb"]}`);
+    Deno.exit(2);
+  }
+  if (
+    options.prefixCacheShared && (!/^(kv|redis|rediss)(:|$)/.test(options.store) ||
+      !options.prefixCacheBytes)
+  ) {
+    console.error("--prefix-cache-shared: needs --store kv or redis, and the cache on");
+    Deno.exit(2);
+  }
   num(args, "max-queue");
   num(args, "max-batch");
   // The server runs the backend in a worker whatever its kind: the HTTP thread never computes.

@@ -9,6 +9,12 @@
  *   console.log(chunk.text);
  * }
  *
+ * // A resumable session: export its state as bytes, resume it here or in another process.
+ * const s = await model.session();
+ * for await (const c of s.generate("JULIET:", { maxTokens: 20 })) console.log(c.text);
+ * const s2 = await model.session(await s.export());
+ * for await (const c of s2.generate("", { maxTokens: 20 })) console.log(c.text);
+ *
  * // Lower level: the recurrent state is the whole memory of a sequence.
  * const state = model.newState();
  * const logits = await model.forward(model.tokenizer.encode("ROMEO:"), state, { logits: "last" });
@@ -19,12 +25,16 @@
 export {
   type BackendChoice,
   DEFAULT_MODEL_DIR,
-  type GenerateOptions,
   loadModel,
   type LoadModelOptions,
-  type TextChunk,
   type TnlModel,
 } from "./src/load.ts";
+export {
+  type GenerateOptions,
+  ModelSession,
+  type SessionOptions,
+  type TextChunk,
+} from "./src/sessions/model_session.ts";
 export { loadTokenizer, StreamDecoder, Tokenizer } from "./src/tokenizer/mod.ts";
 export { type Activation, loadConfig, type ModelConfig, parseConfig } from "./src/model/config.ts";
 export { cloneState, createState, type ModelState, stateBytes } from "./src/model/state.ts";
@@ -69,9 +79,9 @@ export type { AppOptions } from "./routes/mod.ts";
 export { type ServerHandle, type ServerOptions, startServer } from "./routes/server.ts";
 export {
   type DecodedSession,
-  type DecodeOptions as StateDecodeOptions,
+  type DecodeOptions,
   decodeSession,
-  type EncodeOptions as StateEncodeOptions,
+  type EncodeOptions,
   encodeSession,
   type IdsOptions,
   openStore,
@@ -106,7 +116,7 @@ export type { ConsoleProgressOptions, ResolveOptions } from "./src/model/hub.ts"
 export type { NormType } from "./src/model/config.ts";
 export type { PlainSampling } from "./src/model/snapshot.ts";
 export type { GpuLimitName } from "./src/gpu/device.ts";
-export type { EncodeOptions } from "./src/tokenizer/tokenizer.ts";
+export type { TokenizerEncodeOptions } from "./src/tokenizer/tokenizer.ts";
 export type { Logger, LogLevel } from "./src/http/logger.ts";
 export type { SampledRow } from "./src/engine/backend.ts";
 export type {

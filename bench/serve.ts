@@ -233,14 +233,15 @@ function makePrompts(tok: Tokenizer, longCount: number): PromptPool {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The server subprocess. */
-interface Server {
+export interface Server {
   url: string;
   proc: Deno.ChildProcess;
   log: string[];
   stop(): Promise<void>;
 }
 
-async function startServer(
+/** Start `main.ts serve` of `dir` with `args` on a free port; resolves once `/health` is 200. */
+export async function startServer(
   dir: string,
   args: string[],
   timeoutMs: number,

@@ -9,10 +9,10 @@ import type { AppContext } from "../src/http/context.ts";
 import { RETRY_AFTER_SECONDS } from "../src/http/errors.ts";
 import type { AppEnv } from "../src/http/middleware.ts";
 
-/** The health sub-app. */
+/** The health sub-app (mounted at `/health`). */
 export function healthRoutes(ctx: AppContext): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  app.get("/health", (c) => {
+  app.get("/", (c) => {
     const s = ctx.serving;
     if (!s) {
       c.header("retry-after", String(RETRY_AFTER_SECONDS));

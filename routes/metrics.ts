@@ -9,10 +9,10 @@ import type { AppContext } from "../src/http/context.ts";
 import { renderMetrics } from "../src/http/metrics.ts";
 import type { AppEnv } from "../src/http/middleware.ts";
 
-/** The metrics sub-app. */
+/** The metrics sub-app (mounted at `/metrics`). */
 export function metricsRoutes(ctx: AppContext): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  app.get("/metrics", async (c) => {
+  app.get("/", async (c) => {
     const s = ctx.serving;
     let sessions: number | undefined;
     try {
@@ -27,6 +27,7 @@ export function metricsRoutes(ctx: AppContext): Hono<AppEnv> {
       stateBytesWritten: s?.sessions.bytesWritten ?? 0,
       busySessions: ctx.busy.size,
       ready: s !== null,
+      prefix: s?.prefixCache?.stats(),
     });
     return c.body(text, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
   });

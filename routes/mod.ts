@@ -41,12 +41,12 @@ export function createApp(ctx: AppContext): Hono<AppEnv> {
   app.use("*", requestMiddleware(ctx));
   if (ctx.options.cors) app.use("*", corsMiddleware(ctx.options.cors));
   app.on("POST", [...JSON_ROUTES], jsonBodies());
-  app.route("/", healthRoutes(ctx));
-  app.route("/", metricsRoutes(ctx));
-  app.route("/", modelsRoutes(ctx));
-  app.route("/", completionsRoutes(ctx));
-  app.route("/", chatRoutes(ctx));
-  app.route("/", sessionsRoutes(ctx));
+  app.route("/health", healthRoutes(ctx));
+  app.route("/metrics", metricsRoutes(ctx));
+  app.route("/v1/models", modelsRoutes(ctx));
+  app.route("/v1/completions", completionsRoutes(ctx));
+  app.route("/v1/chat/completions", chatRoutes(ctx));
+  app.route("/v1/sessions", sessionsRoutes(ctx));
   app.notFound((c) =>
     errorResponse(
       notFound(`no route ${c.req.method} ${c.req.path}`, null, "route_not_found"),

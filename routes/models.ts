@@ -15,14 +15,14 @@ function modelObject(s: Serving) {
   return { id: s.modelId, object: "model", created: STARTED, owned_by: "tnl-edge" };
 }
 
-/** The models sub-app. */
+/** The models sub-app (mounted at `/v1/models`). */
 export function modelsRoutes(ctx: AppContext): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  app.get("/v1/models", (c) => {
+  app.get("/", (c) => {
     const s = ctx.require();
     return c.json({ object: "list", data: [modelObject(s)] });
   });
-  app.get("/v1/models/:model{.+}", (c) => {
+  app.get("/:model{.+}", (c) => {
     const s = ctx.require();
     const id = c.req.param("model");
     if (id !== s.modelId) {

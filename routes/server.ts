@@ -36,6 +36,11 @@ export interface ServerOptions extends AppOptions {
   logger?: Logger;
   /** Shut down on SIGINT / SIGTERM and exit (default true). */
   handleSignals?: boolean;
+  /**
+   * Share prefix states between instances through the store spec (opened again with the key prefix
+   * `<prefix>-prefix`, so they stay apart from sessions); default false: per-process memory.
+   */
+  prefixCacheShared?: boolean;
 }
 
 /** A running server. */
@@ -63,10 +68,25 @@ export async function startServer(
   const logger = opts.logger ?? jsonLogger();
   const spec = opts.store ?? "memory";
   const store = typeof spec === "string" ? await openStore(spec, opts.storeOptions) : spec;
+  if (opts.prefixCacheShared && typeof spec !== "string") {
+    throw new TypeError("prefixCacheShared: needs a store spec (it is opened with its own prefix)");
+  }
+  const prefixStore = opts.prefixCacheShared
+    ? await openStore(spec as string, {
+      ...opts.storeOptions,
+      prefix: `${opts.storeOptions?.prefix ?? "tnl"}-prefix`,
+    })
+    : undefined;
   // Session states are encoded and hashed in workers, off the thread that serves HTTP.
   const codecWorkers = opts.codecWorkers ??
     Math.min(4, Math.max(1, navigator.hardwareConcurrency - 2));
-  const ctx = new AppContext({ model, store, options: { ...opts, codecWorkers }, logger });
+  const ctx = new AppContext({
+    model,
+    store,
+    prefixStore,
+    options: { ...opts, codecWorkers },
+    logger,
+  });
   // A loaded model: serve once everything around it is ready. A promise: serve at once (503s).
   if (!(model instanceof Promise)) await ctx.ready;
   const app = createApp(ctx);
@@ -120,6 +140,7 @@ export async function startServer(
       }
       try {
         await store.close();
+        await prefixStore?.close();
       } catch (e) {
         logger.log("error", "store close failed", { error: String(e) });
       }

@@ -1,5 +1,6 @@
 /**
- * Sessions: the resumable state of a conversation, kept in the session store.
+ * Sessions: the resumable state of a conversation, kept in the session store. Mounted at
+ * `/v1/sessions` (the paths inside are relative to it).
  *
  * - `POST /v1/sessions` `{id?, prompt? | messages?}`: create (a random id unless given; 409 if the
  *   id exists); a prompt (text or token ids) or chat messages are prefilled (consumed without
@@ -26,31 +27,30 @@
 
 import { Hono } from "../src/deps.ts";
 import { readJsonObject } from "../src/http/body.ts";
-import type { AppContext } from "../src/http/context.ts";
+import { type AppContext, checkModel, schemaLimits } from "../src/http/context.ts";
 import { badRequest } from "../src/http/errors.ts";
-import { prefillSession, respondWithGeneration } from "../src/http/generation.ts";
+import { type CallBase, prefillSession, respondOnSession } from "../src/http/generation.ts";
 import { adminOnly, type AppEnv } from "../src/http/middleware.ts";
-import { etagOf, matchesEtag, msgpackResponse, readMsgpackBody } from "../src/http/msgpack.ts";
+import { msgpackResponse, readMsgpackBody } from "../src/http/msgpack.ts";
 import {
-  chatPrefill,
-  checkModel,
-  completionPrompt,
-  promptText,
-  schemaLimits,
-} from "../src/http/prompt.ts";
-import {
+  checkSessionId,
   checkSingleChoice,
   parseCompletionRequest,
   parseSessionCreate,
 } from "../src/http/schemas.ts";
+import {
+  chatPrefill,
+  completionPrompt,
+  etagOf,
+  matchesEtag,
+  promptText,
+} from "../src/sessions/mod.ts";
 
-const SESSION_ID = /^[A-Za-z0-9_-]{1,128}$/;
-
-/** The sessions sub-app. */
+/** The sessions sub-app (paths relative to its mount point). */
 export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
-  app.post("/v1/sessions", async (c) => {
+  app.post("/", async (c) => {
     const serving = ctx.require();
     const body = await readJsonObject(c.req.raw, ctx.options.maxBodyBytes, { allowEmpty: true });
     const p = parseSessionCreate(body);
@@ -78,7 +78,7 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
     }
   });
 
-  app.get("/v1/sessions", adminOnly(ctx), async (c) => {
+  app.get("/", adminOnly(ctx), async (c) => {
     const serving = ctx.require();
     const q = c.req.query();
     for (const k of Object.keys(q)) {
@@ -96,25 +96,23 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
         );
       }
     }
-    if (q.after !== undefined && !SESSION_ID.test(q.after)) {
-      throw badRequest("after", "after: not a session id (1-128 of A-Z a-z 0-9 _ -)");
-    }
+    checkSessionId(q.after, "after");
     return c.json(await serving.sessions.list({ after: q.after, limit }));
   });
 
-  app.get("/v1/sessions/:id", async (c) => {
+  app.get("/:id", async (c) => {
     const serving = ctx.require();
     return c.json(await serving.sessions.info(c.req.param("id")));
   });
 
-  app.delete("/v1/sessions/:id", async (c) => {
+  app.delete("/:id", async (c) => {
     const serving = ctx.require();
     const id = c.req.param("id");
     await serving.sessions.remove(id);
     return c.json({ id, object: "session.deleted", deleted: true });
   });
 
-  app.post("/v1/sessions/:id/completions", async (c) => {
+  app.post("/:id/completions", async (c) => {
     const serving = ctx.require();
     const id = c.req.param("id");
     const body = await readJsonObject(c.req.raw, ctx.options.maxBodyBytes, { allowEmpty: true });
@@ -126,29 +124,22 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
     checkModel(params.model, serving);
     checkSingleChoice(params);
     params.session = id;
-    const lease = await serving.sessions.open(id);
-    let prompt: Int32Array;
-    try {
-      prompt = completionPrompt(serving, lease.session, params.prompt);
-    } catch (e) {
-      await lease.release();
-      throw e;
-    }
-    return respondWithGeneration({
+    const base: CallBase = {
       kind: "completion",
       ctx,
       serving,
-      lease,
-      prompt,
       params,
       holdPartial: true,
-      echo: params.echo ? promptText(serving, params.prompt) : undefined,
       request: c.req.raw,
       record: c.get("record"),
-    });
+    };
+    return await respondOnSession(base, id, (session) => ({
+      prompt: completionPrompt(serving, session, params.prompt),
+      echo: params.echo ? promptText(serving, params.prompt) : undefined,
+    }));
   });
 
-  app.get("/v1/sessions/:id/state", async (c) => {
+  app.get("/:id/state", async (c) => {
     const serving = ctx.require();
     const { bytes, digest } = await serving.sessions.exportState(c.req.param("id"));
     if (matchesEtag(c.req.header("if-none-match") ?? null, etagOf(digest))) {
@@ -157,12 +148,10 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
     return msgpackResponse(bytes, digest);
   });
 
-  app.put("/v1/sessions/:id/state", async (c) => {
+  app.put("/:id/state", async (c) => {
     const serving = ctx.require();
     const id = c.req.param("id");
-    if (!SESSION_ID.test(id)) {
-      throw badRequest("id", "id: not a valid session id (1-128 of A-Z a-z 0-9 _ -)");
-    }
+    checkSessionId(id, "id");
     const bytes = await readMsgpackBody(c.req.raw, ctx.options.maxBodyBytes);
     const r = await serving.sessions.importState(id, bytes, {
       ifMatch: c.req.header("if-match") ?? null,

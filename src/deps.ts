@@ -11,5 +11,6 @@
 export { Hono } from "npm:hono@4.13.19";
 export type { Context, MiddlewareHandler } from "npm:hono@4.13.19";
 export { routePath } from "npm:hono@4.13.19/route";
+export { cors } from "npm:hono@4.13.19/cors";
 export { Packr } from "npm:msgpackr@2.1.3/pack";
 export { fromFileUrl, SEPARATOR } from "npm:deno-std@1.4.0/path/mod.js";

@@ -22,18 +22,38 @@ export type TnlErrorCode =
   | "conflict"
   | "overloaded"
   | "payload_too_large"
-  | "non_finite"
+  | "context_length_exceeded"
+  | "session_not_found"
+  | "state_replayed"
+  | "precondition_failed"
+  | "not_implemented"
   | "internal";
+
+/** Options of a `TnlError`. */
+export interface TnlErrorOptions {
+  /** The underlying error, if any. */
+  cause?: unknown;
+  /** The request field, header or argument at fault (`session`, `If-Match`), when one is. */
+  param?: string;
+  /** The failure is temporary (another instance holds the session): the caller may retry soon. */
+  retryable?: boolean;
+}
 
 /** Base class of every error this project throws on purpose. */
 export class TnlError extends Error {
   /** Stable code naming the kind of failure. */
   readonly code: TnlErrorCode;
+  /** The request field, header or argument at fault, when one is. */
+  readonly param?: string;
+  /** Whether the caller may retry after a short wait. */
+  readonly retryable: boolean;
   /** Create an error with a stable `code`; `cause` keeps the underlying error, if any. */
-  constructor(code: TnlErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: TnlErrorCode, message: string, options?: TnlErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "TnlError";
     this.code = code;
+    if (options?.param !== undefined) this.param = options.param;
+    this.retryable = options?.retryable ?? false;
   }
 }
 

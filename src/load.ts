@@ -6,8 +6,7 @@
 
 import { CpuBackend } from "./cpu/backend.ts";
 import type { Backend, LogitsMode } from "./engine/backend.ts";
-import { Engine, type EngineOptions, type FinishReason } from "./engine/engine.ts";
-import type { SamplingParams } from "./engine/sampler.ts";
+import { Engine, type EngineOptions } from "./engine/engine.ts";
 import { InputError, TnlError } from "./errors.ts";
 import { probeAdapter } from "./gpu/device.ts";
 import { WebGpuBackend, type WebGpuBackendOptions } from "./gpu/backend.ts";
@@ -20,6 +19,13 @@ import { openWeights } from "./model/weights/open.ts";
 import { parseQuantization, type WeightQuantization } from "./model/quantize.ts";
 import { Tokenizer } from "./tokenizer/tokenizer.ts";
 import { fromFileUrl, SEPARATOR as SEP } from "./deps.ts";
+import {
+  type GenerateOptions,
+  ModelSession,
+  type SessionOptions,
+  type TextChunk,
+  textChunks,
+} from "./sessions/model_session.ts";
 
 /** Which backend runs the model. */
 export type BackendChoice = "auto" | "cpu" | "webgpu";
@@ -60,26 +66,6 @@ export interface LoadModelOptions {
   token?: string;
 }
 
-/** Options of `generate`. */
-export interface GenerateOptions extends SamplingParams {
-  /** Most tokens to generate (default 128). */
-  maxTokens?: number;
-  /** Stop strings. */
-  stop?: string[];
-  /** Cancel. */
-  signal?: AbortSignal;
-}
-
-/** A piece of streamed text. */
-export interface TextChunk {
-  /** New text. */
-  text: string;
-  /** Token ids generated for it. */
-  tokens: number[];
-  /** Set on the last chunk. */
-  finishReason?: FinishReason;
-}
-
 /** A loaded model. */
 export interface TnlModel {
   /** Validated configuration. */
@@ -105,8 +91,25 @@ export interface TnlModel {
   ): Promise<Float32Array>;
   /** The engine (created on first use). */
   engine(): Engine;
-  /** Stream generated text for a prompt. */
+  /** Stream generated text for a prompt (in a new session, not kept). */
   generate(prompt: string, options?: GenerateOptions): AsyncIterable<TextChunk>;
+  /**
+   * A resumable session: new, or resumed from the bytes a session's `export()` returned. Resuming
+   * takes three lines:
+   *
+   * @example
+   * ```ts
+   * import { loadModel } from "./load.ts";
+   *
+   * const model = await loadModel();
+   * const s = await model.session();
+   * for await (const c of s.generate("ROMEO:", { maxTokens: 20 })) console.log(c.text);
+   * const s2 = await model.session(await s.export()); // here or in another process
+   * for await (const c of s2.generate(" And", { maxTokens: 20 })) console.log(c.text);
+   * await model.dispose();
+   * ```
+   */
+  session(from?: Uint8Array, options?: SessionOptions): Promise<ModelSession>;
   /** Free the backend. */
   dispose(): Promise<void>;
 }
@@ -246,7 +249,7 @@ function makeModel(
 ): TnlModel {
   let engine: Engine | null = null;
   const getEngine = () => (engine ??= new Engine(backend, tokenizer, engineOptions));
-  return {
+  const model: TnlModel = {
     config,
     tokenizer,
     backend,
@@ -263,27 +266,16 @@ function makeModel(
       if (ids.length === 0) throw new InputError("prompt", "must not be empty");
       const { maxTokens = 128, stop, signal, ...sampling } = opts;
       const e = getEngine();
-      for await (
-        const ev of e.generate({
-          session: e.newSession(),
-          prompt: ids,
-          sampling,
-          maxTokens,
-          stop,
-          signal,
-        })
-      ) {
-        if (ev.type === "token") {
-          if (ev.text || ev.tokens.length) yield { text: ev.text, tokens: ev.tokens };
-        } else {
-          if (ev.finishReason === "error") throw ev.error;
-          yield { text: ev.text, tokens: [], finishReason: ev.finishReason };
-        }
-      }
+      const session = e.newSession();
+      yield* textChunks(e.generate({ session, prompt: ids, sampling, maxTokens, stop, signal }));
+    },
+    session(from?: Uint8Array, options?: SessionOptions): Promise<ModelSession> {
+      return ModelSession.open({ model, engine: getEngine() }, from, options);
     },
     async dispose() {
       await engine?.close(true);
       await backend.dispose();
     },
   };
+  return model;
 }

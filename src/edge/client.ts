@@ -23,7 +23,8 @@
  */
 
 import type { SamplingParams } from "../engine/sampler.ts";
-import { decodeEdgeResponse, EDGE_MSGPACK_TYPE, encodeEdgeBody } from "./protocol.ts";
+import { STATE_MEDIA_TYPE } from "../state/mod.ts";
+import { decodeEdgeResponse, encodeEdgeBody } from "./protocol.ts";
 
 /** Options of `continueSession`. */
 export interface ContinueSessionOptions {
@@ -146,7 +147,7 @@ export async function* continueSession(
   const target = endpoint(url);
   const format = opts.format ?? "msgpack";
   const doFetch = opts.fetch ?? ((r: Request) => fetch(r));
-  const mediaType = format === "msgpack" ? EDGE_MSGPACK_TYPE : "application/json";
+  const mediaType = format === "msgpack" ? STATE_MEDIA_TYPE : "application/json";
   let remaining = opts.maxTokens ?? 16;
   let state = opts.state;
   let session = opts.session;

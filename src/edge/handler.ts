@@ -31,13 +31,19 @@
 
 import { WEIGHT_QUANTIZATIONS, type WeightQuantization } from "../model/quantize.ts";
 import type { Engine, GenerateEvent } from "../engine/engine.ts";
-import type { SamplingParams } from "../engine/sampler.ts";
 import { Session } from "../engine/session.ts";
 import { modelIdOf } from "../http/context.ts";
 import { badRequest, errorResponse, HttpError, notFound, toHttpError } from "../http/errors.ts";
 import { newRequestId } from "../http/middleware.ts";
-import { checkPromptLength, DEFAULT_MAX_PROMPT_TOKENS, encodePrompt } from "../http/prompt.ts";
-import { type SessionLease, SessionManager } from "../http/session_manager.ts";
+import {
+  completionPrompt,
+  DEFAULT_MAX_PROMPT_TOKENS,
+  generateOnSession,
+  PrefixCache,
+  type SessionLease,
+  SessionManager,
+  sessionSampling,
+} from "../sessions/mod.ts";
 import { type BackendChoice, DEFAULT_MODEL_DIR, loadModel, type TnlModel } from "../load.ts";
 import type { SessionSnapshot } from "../model/snapshot.ts";
 import {
@@ -96,7 +102,15 @@ export interface EdgeOptions {
   checkpointTokens?: number;
   /** Lease TTL of stored sessions in ms (default 10 000). */
   leaseMs?: number;
+  /**
+   * Bytes of prefix states kept by this isolate (default 64 MiB; 0: off): a new session's prompt
+   * starts from the longest cached prefix (see `src/sessions/prefix_cache.ts`).
+   */
+  prefixCacheBytes?: number;
 }
+
+/** Default byte budget of an edge isolate's prefix cache: 64 MiB. */
+export const EDGE_PREFIX_CACHE_BYTES = 64 * 1024 * 1024;
 
 /** Whether this runtime exposes WebGPU (`navigator.gpu`); edge platforms do not. */
 export function hasNavigatorGpu(): boolean {
@@ -142,6 +156,7 @@ interface Ready {
   engine: Engine;
   modelId: string;
   maxBodyBytes: number;
+  prefixCache: PrefixCache | null;
 }
 
 /** Env variables of `edgeOptionsFromEnv`. */
@@ -160,6 +175,7 @@ const ENV_KEYS = [
   "TNL_MAX_QUEUE",
   "TNL_CHECKPOINT_TOKENS",
   "TNL_LEASE_MS",
+  "TNL_PREFIX_CACHE_BYTES",
 ] as const;
 
 /**
@@ -168,7 +184,7 @@ const ENV_KEYS = [
  * `TNL_STORE` (kv | kv:PATH | redis://… | fs:DIR | memory; unset: inline sessions only),
  * `TNL_STORE_PREFIX`, `TNL_STORE_TTL_MS`, `TNL_STATE_SECRET`, `TNL_MAX_TOKENS_PER_REQUEST`,
  * `TNL_MAX_TOKENS`, `TNL_MAX_PROMPT_TOKENS`, `TNL_MAX_BODY_BYTES`, `TNL_MAX_QUEUE`,
- * `TNL_CHECKPOINT_TOKENS`, `TNL_LEASE_MS`.
+ * `TNL_CHECKPOINT_TOKENS`, `TNL_LEASE_MS`, `TNL_PREFIX_CACHE_BYTES` (0: no prefix cache).
  * Variables the process may not read (no env permission) are left at their defaults, without a
  * permission prompt. A malformed value throws a `TypeError` naming the variable.
  */
@@ -218,6 +234,7 @@ export function edgeOptionsFromEnv(
     maxQueue: num("TNL_MAX_QUEUE"),
     checkpointTokens: num("TNL_CHECKPOINT_TOKENS"),
     leaseMs: num("TNL_LEASE_MS"),
+    prefixCacheBytes: num("TNL_PREFIX_CACHE_BYTES"),
   };
 }
 
@@ -244,6 +261,10 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
   if (!Number.isSafeInteger(maxPromptTokens) || maxPromptTokens < 0) {
     throw new TypeError(`maxPromptTokens: expected an integer ≥ 0, got ${maxPromptTokens}`);
   }
+  const prefixBytes = opts.prefixCacheBytes ?? EDGE_PREFIX_CACHE_BYTES;
+  if (!Number.isSafeInteger(prefixBytes) || prefixBytes < 0) {
+    throw new TypeError(`prefixCacheBytes: expected an integer ≥ 0, got ${prefixBytes}`);
+  }
   const backend = edgeBackend(opts.backend);
   const secret = opts.stateSecret || undefined;
 
@@ -266,7 +287,16 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
     }
     const maxBodyBytes = opts.maxBodyBytes ??
       Math.ceil(defaultMaxStateBytes(model.config) * 4 / 3) + 65536;
-    return { model, engine: model.engine(), modelId: modelIdOf(model), maxBodyBytes };
+    const engine = model.engine();
+    const prefixCache = prefixBytes > 0
+      ? new PrefixCache({
+        modelFingerprint: model.fingerprint,
+        backend: model.backend.kind,
+        chunk: engine.prefillChunk,
+        maxBytes: prefixBytes,
+      })
+      : null;
+    return { model, engine, modelId: modelIdOf(model), maxBodyBytes, prefixCache };
   });
 
   const spec = opts.store;
@@ -336,26 +366,21 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
     signal: AbortSignal,
     lease: SessionLease | null,
   ) => {
-    const prompt = promptIds(r.model, session, p.prompt, maxPromptTokens);
+    const prompt = completionPrompt({ model: r.model, maxPromptTokens }, session, p.prompt);
     const capped = cap > 0 && p.maxTokens > cap;
     const maxTokens = capped ? cap : p.maxTokens;
-    let sampling: SamplingParams = p.sampling;
-    if (!isNew) {
-      const { seed: _seed, ...inherited } = session.sampling as SamplingParams;
-      sampling = { ...inherited, ...p.sampling };
-    }
     const checkpointEvery = lease ? opts.checkpointTokens ?? 0 : 0;
-    const events = r.engine.generate({
+    const { events, cachedTokens } = await generateOnSession(r.engine, {
       session,
       prompt,
-      sampling,
+      sampling: sessionSampling(session, isNew, p.sampling),
       maxTokens,
       stop: p.stop,
       signal,
       holdPartial: capped,
       checkpointEvery,
       onCheckpoint: lease ? (s) => lease.checkpoint(s) : undefined,
-    });
+    }, { prefixCache: r.prefixCache });
     let text = "";
     const tokens: number[] = [];
     let done: Extract<GenerateEvent, { type: "done" }> | null = null;
@@ -378,6 +403,7 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
       tokens,
       finish,
       promptTokens: done.usage.promptTokens,
+      cachedTokens,
       generated,
       cont: capped && finish === "length" && generated < p.maxTokens,
     };
@@ -405,6 +431,7 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
         prompt_tokens: out.promptTokens,
         completion_tokens: out.generated,
         total_tokens: out.promptTokens + out.generated,
+        prompt_tokens_details: { cached_tokens: out.cachedTokens },
       },
     };
     if (state) body.state = state;
@@ -543,31 +570,4 @@ function methodNotAllowed(allow: string): HttpError {
     code: "method_not_allowed",
     headers: { allow },
   });
-}
-
-/** Token ids of a prompt: text without BOS; an empty prompt on an empty session is BOS. */
-function promptIds(
-  model: TnlModel,
-  session: Session,
-  prompt: string | number[],
-  limit: number,
-): Int32Array {
-  const tok = model.tokenizer;
-  let ids: Int32Array;
-  if (typeof prompt === "string") ids = encodePrompt(tok, prompt, limit);
-  else {
-    checkPromptLength(prompt.length, limit);
-    const V = model.config.vocabSize;
-    prompt.forEach((t, i) => {
-      if (t < 0 || t >= V) {
-        throw badRequest("prompt", `prompt: token ${t} at index ${i} is outside [0, ${V})`);
-      }
-    });
-    ids = Int32Array.from(prompt);
-  }
-  if (ids.length === 0 && session.length === 0 && session.pending < 0) {
-    if (tok.bosId < 0) throw badRequest("prompt", "prompt: must not be empty");
-    ids = Int32Array.of(tok.bosId);
-  }
-  return ids;
 }

@@ -22,7 +22,6 @@ export {
 } from "./client.ts";
 export {
   EDGE_DEFAULT_MAX_TOKENS,
-  EDGE_MSGPACK_TYPE,
   type EdgeFormat,
   type EdgeGenerateRequest,
   type EdgeGenerateResponse,

@@ -28,7 +28,7 @@
  * | `remaining_tokens` | `max_tokens` minus the tokens generated |
  * | `session`, `generation`, `position` | the session id, its new generation and the tokens its state has consumed |
  * | `state` | the new inline state (inline sessions only) |
- * | `usage` | `{prompt_tokens, completion_tokens, total_tokens}` |
+ * | `usage` | `{prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details: {cached_tokens}}` |
  *
  * Errors are always JSON in the OpenAI shape (`{"error": {message, type, param, code}}`).
  * @module
@@ -39,20 +39,21 @@ import type { SamplingParams } from "../engine/sampler.ts";
 import { validateStopSequences } from "../engine/stop.ts";
 import { InputError } from "../errors.ts";
 import { readBody } from "../http/body.ts";
+import { isMsgpackType } from "../http/msgpack.ts";
+import { STATE_MEDIA_TYPE } from "../state/mod.ts";
 import { badRequest, HttpError } from "../http/errors.ts";
-import { optBool, optInt, optString, parsePrompt, parseSampling } from "../http/schemas.ts";
+import {
+  checkSessionId,
+  optBool,
+  optInt,
+  optString,
+  parsePrompt,
+  parseSampling,
+} from "../http/schemas.ts";
 import { isMsgMap, type MsgValue, readMsgpack } from "../state/msgpack.ts";
 
-/** The msgpack media type of edge bodies. */
-export const EDGE_MSGPACK_TYPE = "application/vnd.msgpack";
 /** Default `max_tokens` of a generate request. */
 export const EDGE_DEFAULT_MAX_TOKENS = 16;
-
-const MSGPACK_TYPES = new Set([
-  EDGE_MSGPACK_TYPE,
-  "application/msgpack",
-  "application/x-msgpack",
-]);
 
 /** The wire format of a body. */
 export type EdgeFormat = "json" | "msgpack";
@@ -100,7 +101,13 @@ export interface EdgeGenerateResponse {
   /** The new state of an inline session. */
   state?: Uint8Array;
   /** Token counts. */
-  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+  usage: {
+    prompt_tokens: number;
+    completion_tokens: number;
+    total_tokens: number;
+    /** Prompt tokens whose state came from the prefix cache. */
+    prompt_tokens_details: { cached_tokens: number };
+  };
 }
 
 function mediaType(h: string | null): string {
@@ -111,8 +118,8 @@ function mediaType(h: string | null): string {
 export function requestFormat(req: Request): EdgeFormat {
   const t = mediaType(req.headers.get("content-type"));
   if (t === "" || t === "application/json") return "json";
-  if (MSGPACK_TYPES.has(t)) return "msgpack";
-  throw new HttpError(415, `expected an application/json or ${EDGE_MSGPACK_TYPE} body, got ${t}`, {
+  if (isMsgpackType(t)) return "msgpack";
+  throw new HttpError(415, `expected an application/json or ${STATE_MEDIA_TYPE} body, got ${t}`, {
     code: "unsupported_media_type",
   });
 }
@@ -124,7 +131,7 @@ export function requestFormat(req: Request): EdgeFormat {
 export function responseFormat(req: Request, body: EdgeFormat): EdgeFormat {
   const accept = (req.headers.get("accept") ?? "").toLowerCase().split(",").map(mediaType);
   for (const a of accept) {
-    if (MSGPACK_TYPES.has(a)) return "msgpack";
+    if (isMsgpackType(a)) return "msgpack";
     if (a === "application/json") return "json";
   }
   return body;
@@ -188,9 +195,7 @@ export function parseGenerateRequest(
     if (state.length === 0) throw badRequest("state", "state: empty");
   }
   const session = optString(b, "session");
-  if (session !== undefined && !/^[A-Za-z0-9_-]{1,128}$/.test(session)) {
-    throw badRequest("session", "session: not a valid session id (1-128 of A-Z a-z 0-9 _ -)");
-  }
+  checkSessionId(session, "session");
   if (state && session !== undefined) {
     throw badRequest("session", "give either state (inline) or session (stored), not both");
   }
@@ -244,7 +249,7 @@ export function edgeResponse(
   return new Response(bytes as Uint8Array<ArrayBuffer>, {
     status: 200,
     headers: {
-      "content-type": format === "msgpack" ? EDGE_MSGPACK_TYPE : "application/json",
+      "content-type": format === "msgpack" ? STATE_MEDIA_TYPE : "application/json",
       "cache-control": "no-store",
       ...headers,
     },
@@ -256,7 +261,7 @@ export async function decodeEdgeResponse(res: Response): Promise<Record<string, 
   const bytes = new Uint8Array(await res.arrayBuffer());
   const t = mediaType(res.headers.get("content-type"));
   let v: unknown;
-  if (MSGPACK_TYPES.has(t)) {
+  if (isMsgpackType(t)) {
     v = readMsgpack(bytes, { maxDepth: 8, maxNodes: 1 << 22, maxStringBytes: 1 << 26 }, "response");
   } else {
     v = JSON.parse(new TextDecoder().decode(bytes));

@@ -86,6 +86,17 @@ export interface GenerateRequest {
    * session as it found it (history, pending token, RNG), whatever it generated.
    */
   keepState?: boolean;
+  /**
+   * Prefix capture: absolute positions (multiples of the prefill chunk) where the state is read
+   * back while the prompt is prefilled, and `onPrefixState` called with it (the state after exactly
+   * that many tokens; the callback owns it, is not awaited, and what it throws is ignored). The
+   * prefill stops at such a position for its round, so the reads of a round go out together
+   * (`Backend.readStates`). Positions not reached at the end of a prefill chunk (inside a remainder
+   * fed through the decode path, at or before the start) are skipped.
+   */
+  capturePositions?: readonly number[];
+  /** Receives each captured state (see `capturePositions`). */
+  onPrefixState?: (state: ModelState) => void;
 }
 
 /** Something that happened during a generation. */
@@ -383,6 +394,11 @@ export class Engine {
     this.#sampler = new Sampler(this.config.vocabSize);
   }
 
+  /** The prefill chunk: prompts are prefilled in chunks ending at its multiples. */
+  get prefillChunk(): number {
+    return this.#opts.prefillChunk;
+  }
+
   /** Current counters. */
   stats(): EngineStats {
     const now = performance.now();
@@ -675,6 +691,11 @@ export class Engine {
     const take = (seq: Seq, force: boolean): boolean => {
       const from = planned.get(seq) ?? seq.fed;
       const pos = seq.slot!.position + (from - seq.fed);
+      // A remainder the decode path takes goes there, after the chunks (below): which path a token
+      // takes depends on the request alone, never on what else shares the round.
+      if (from !== seq.fed && R > 0 && seq.feed.length - 1 - from <= R) return false;
+      // A capture position ends the round's chunks of this sequence: its state is read after them.
+      if (from !== seq.fed && seq.req.capturePositions?.includes(pos)) return false;
       const end = Math.min(seq.feed.length - 1, from + (C - (pos % C)));
       if (end <= from || (!force && end - from > budget)) return false;
       items.push({ seq, end });
@@ -702,10 +723,49 @@ export class Engine {
     if (this.backend.prefillMany) await this.backend.prefillMany(calls);
     else for (const c of calls) await this.backend.prefill(c.state, c.tokens, "none");
     for (const { seq, end } of items) seq.fed = end;
+    await this.#capture([...starts.keys()]);
+    // Remainders of at most R tokens left after the chunks: the decode path, as at a round start.
+    const tails = [...starts.keys()].filter((s) => {
+      const left = s.feed.length - 1 - s.fed;
+      return left > 0 && left <= R;
+    });
+    let tailTokens = 0;
+    if (tails.length) {
+      const items = tails.map((s) => ({
+        state: s.slot!,
+        tokens: s.feed.subarray(s.fed, s.feed.length - 1),
+      }));
+      tailTokens = items.reduce((a, it) => a + it.tokens.length, 0);
+      await this.backend.replayMany!(items);
+      for (const s of tails) s.fed = s.feed.length - 1;
+    }
     return [
       short.length + starts.size,
-      shortTokens + calls.reduce((a, c) => a + c.tokens.length, 0),
+      shortTokens + tailTokens + calls.reduce((a, c) => a + c.tokens.length, 0),
     ];
+  }
+
+  /**
+   * Read back, in one call, the states of the sequences that stand at one of their capture
+   * positions, and hand each to its request's `onPrefixState`.
+   */
+  async #capture(seqs: readonly Seq[]): Promise<void> {
+    const at = seqs.filter((s) =>
+      s.req.onPrefixState && s.req.capturePositions?.includes(s.slot!.position)
+    );
+    if (!at.length) return;
+    const slots = at.map((s) => s.slot!);
+    const states = this.backend.readStates
+      ? await this.backend.readStates(slots)
+      : await Promise.all(slots.map((st) => this.backend.readState(st)));
+    at.forEach((s, i) => {
+      if (!stateIsFinite(states[i])) return; // a broken state is never shared; the end reports it
+      try {
+        s.req.onPrefixState!(states[i]);
+      } catch {
+        // Best effort: the request goes on.
+      }
+    });
   }
 
   /**

@@ -8,14 +8,21 @@
 import type { Engine } from "../engine/engine.ts";
 import type { TnlModel } from "../load.ts";
 import type { SessionStore } from "../state/store.ts";
+import {
+  type ChatTemplate,
+  DEFAULT_LEASE_MS,
+  DEFAULT_MAX_PROMPT_TOKENS,
+  DEFAULT_PREFIX_CACHE_BYTES,
+  loadChatTemplate,
+  PrefixCache,
+  SessionManager,
+} from "../sessions/mod.ts";
+import { CodecPool } from "../state/codec_pool.ts";
 import { DEFAULT_MAX_BODY_BYTES } from "./body.ts";
-import { type ChatTemplate, loadChatTemplate } from "./chat_template.ts";
-import { unavailable } from "./errors.ts";
+import { notFound, unavailable } from "./errors.ts";
 import { jsonLogger, type Logger } from "./logger.ts";
 import { HttpMetrics } from "./metrics.ts";
-import { CodecPool } from "../state/codec_pool.ts";
-import { DEFAULT_MAX_PROMPT_TOKENS } from "./prompt.ts";
-import { DEFAULT_LEASE_MS, SessionManager } from "./session_manager.ts";
+import type { SchemaLimits } from "./schemas.ts";
 
 /** Server options the routes use. */
 export interface AppOptions {
@@ -58,6 +65,11 @@ export interface AppOptions {
    * thread; `startServer` starts some).
    */
   codecWorkers?: number;
+  /**
+   * Bytes of prefix states kept in memory (default 256 MiB; 0 turns the prefix cache off): a new
+   * session's prompt starts from the longest cached prefix (see `src/sessions/prefix_cache.ts`).
+   */
+  prefixCacheBytes?: number;
 }
 
 /** Everything that exists once the model has loaded. */
@@ -74,6 +86,8 @@ export interface Serving {
   sessions: SessionManager;
   /** Largest prompt in tokens (0 = none). */
   maxPromptTokens: number;
+  /** The prefix-state cache, or null when off. */
+  prefixCache: PrefixCache | null;
 }
 
 /** What `createAppContext` takes. */
@@ -86,6 +100,11 @@ export interface AppContextInit {
   options?: AppOptions;
   /** Logger (default JSON lines on stderr). */
   logger?: Logger;
+  /**
+   * Share prefix states between instances through this store (its own key space: not the session
+   * store itself); absent: per-process memory only.
+   */
+  prefixStore?: SessionStore;
 }
 
 /** The served model id: the basename of the model directory (`tnl-shakespeare-6m`). */
@@ -118,6 +137,7 @@ export class AppContext {
   #serving: Serving | null = null;
   #error: unknown = null;
   readonly #shutdown = new AbortController();
+  readonly #prefixStore: SessionStore | null;
 
   /** A context; starts building the serving state as soon as the model is there. */
   constructor(init: AppContextInit) {
@@ -136,6 +156,7 @@ export class AppContext {
       checkpointTokens: o.checkpointTokens ?? (init.store.leases ? 64 : 0),
       leaseMs: o.leaseMs ?? DEFAULT_LEASE_MS,
       codecWorkers: o.codecWorkers ?? 0,
+      prefixCacheBytes: o.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES,
     };
     this.codec = new CodecPool(this.options.codecWorkers);
     const mp = this.options.maxPromptTokens;
@@ -145,6 +166,11 @@ export class AppContext {
     this.logger = init.logger ?? jsonLogger();
     this.store = init.store;
     this.model = init.model;
+    const pb = this.options.prefixCacheBytes;
+    if (!Number.isSafeInteger(pb) || pb < 0) {
+      throw new TypeError(`prefixCacheBytes: expected an integer ≥ 0, got ${pb}`);
+    }
+    this.#prefixStore = init.prefixStore ?? null;
     this.ready = this.#build(init.model);
     this.ready.catch((e) => {
       this.#error = e;
@@ -168,6 +194,21 @@ export class AppContext {
       leaseMs: this.options.leaseMs,
       codec: this.codec,
     });
+    const codec = {
+      config: model.config,
+      modelFingerprint: model.fingerprint,
+      tokenizerFingerprint: model.tokenizer.fingerprint,
+      secret: this.options.stateSecret,
+    };
+    const prefixCache = this.options.prefixCacheBytes > 0
+      ? new PrefixCache({
+        modelFingerprint: model.fingerprint,
+        backend: model.backend.kind,
+        chunk: engine.prefillChunk,
+        maxBytes: this.options.prefixCacheBytes,
+        shared: this.#prefixStore ? { store: this.#prefixStore, codec } : undefined,
+      })
+      : null;
     this.#serving = {
       model,
       engine,
@@ -175,6 +216,7 @@ export class AppContext {
       chatTemplate,
       sessions,
       maxPromptTokens: this.options.maxPromptTokens,
+      prefixCache,
     };
     return this.#serving;
   }
@@ -204,5 +246,25 @@ export class AppContext {
   /** Cancel every running generation (the end of the shutdown grace period). */
   cancelAll(): void {
     this.#shutdown.abort(new DOMException("server shutting down", "AbortError"));
+  }
+}
+
+/** The schema limits of this server and model. */
+export function schemaLimits(ctx: AppContext, serving: Serving): SchemaLimits {
+  return {
+    vocabSize: serving.model.config.vocabSize,
+    maxTokensLimit: ctx.options.maxTokensLimit,
+    defaultChatMaxTokens: ctx.options.defaultChatMaxTokens,
+  };
+}
+
+/** A 404 (`model_not_found`) unless `model` is absent or the served model's id. */
+export function checkModel(model: string | undefined, serving: Serving): void {
+  if (model !== undefined && model !== serving.modelId) {
+    throw notFound(
+      `The model '${model}' does not exist; this server serves '${serving.modelId}'`,
+      "model",
+      "model_not_found",
+    );
   }
 }

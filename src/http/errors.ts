@@ -4,17 +4,21 @@
  *
  * | code                                  | status | type                    |
  * |---------------------------------------|--------|-------------------------|
- * | `invalid_input`, `state_invalid`      | 400    | `invalid_request_error` |
+ * | `invalid_input`, `state_invalid`, `context_length_exceeded` | 400 | `invalid_request_error` |
  * | `state_signature`                     | 401    | `authentication_error`  |
- * | `not_found`                           | 404    | `invalid_request_error` |
- * | `conflict`                            | 409    | `invalid_request_error` |
+ * | `not_found`, `session_not_found`      | 404    | `invalid_request_error` |
+ * | `conflict`, `state_replayed`          | 409    | `invalid_request_error` |
+ * | `precondition_failed`                 | 412    | `invalid_request_error` |
  * | `payload_too_large`                   | 413    | `invalid_request_error` |
  * | `state_mismatch`, `non_finite`        | 422    | `invalid_request_error` |
  * | `overloaded`                          | 429    | `rate_limit_error`      |
+ * | `not_implemented`                     | 501    | `server_error`          |
  * | `backend_unavailable`, `device_lost`, `download_failed` | 503 | `server_error` |
  * | anything else                         | 500    | `server_error`          |
  *
- * 429 and 503 carry a `Retry-After` header. A 500 never shows the underlying message or stack: the
+ * This is the one place where codes become statuses: the rooms below throw codes only. 429 and 503
+ * carry a `Retry-After` header, and so does an error marked `retryable` (a 409 for a session that
+ * another instance holds). A 500 never shows the underlying message or stack: the
  * body says "internal error" and names the request id, and the log has the details.
  * @module
  */
@@ -79,13 +83,18 @@ export const RETRY_AFTER_SECONDS = 1;
 export const STATUS_OF_CODE: Readonly<Record<TnlErrorCode, number>> = {
   invalid_input: 400,
   state_invalid: 400,
+  context_length_exceeded: 400,
   state_signature: 401,
   not_found: 404,
+  session_not_found: 404,
   conflict: 409,
+  state_replayed: 409,
+  precondition_failed: 412,
   payload_too_large: 413,
   state_mismatch: 422,
   non_finite: 422,
   overloaded: 429,
+  not_implemented: 501,
   backend_unavailable: 503,
   device_lost: 503,
   download_failed: 503,
@@ -134,13 +143,13 @@ export function toHttpError(e: unknown): HttpError {
   if (e instanceof HttpError) return e;
   if (e instanceof TnlError) {
     const status = STATUS_OF_CODE[e.code] ?? 500;
-    if (status >= 500 && status !== 503) {
+    if (status >= 500 && status !== 503 && status !== 501) {
       return new HttpError(500, "internal error", { code: "internal", cause: e });
     }
-    const headers: Record<string, string> = status === 429 || status === 503
+    const headers: Record<string, string> = status === 429 || status === 503 || e.retryable
       ? { "retry-after": String(RETRY_AFTER_SECONDS) }
       : {};
-    let param: string | null = null;
+    let param: string | null = e.param ?? null;
     let message = e.message;
     if (e instanceof InputError) {
       param = requestFieldName(e.field);

@@ -20,6 +20,12 @@
 import type { FinishReason, GenerateEvent } from "../engine/engine.ts";
 import type { Session } from "../engine/session.ts";
 import type { SampledToken, SamplingParams } from "../engine/sampler.ts";
+import {
+  generateOnSession,
+  type SessionGeneration,
+  type SessionLease,
+  sessionSampling,
+} from "../sessions/mod.ts";
 import { PieceType } from "../tokenizer/mod.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import type { AppContext, Serving } from "./context.ts";
@@ -27,7 +33,6 @@ import type { HttpMetrics } from "./metrics.ts";
 import { errorBody, HttpError, RETRY_AFTER_SECONDS, toHttpError } from "./errors.ts";
 import type { RequestRecord } from "./middleware.ts";
 import type { GenerationParams } from "./schemas.ts";
-import type { SessionLease } from "./session_manager.ts";
 import { SSE_DONE, SseWriter } from "./sse.ts";
 
 /** Which response shape. */
@@ -46,6 +51,8 @@ export interface ChoiceInput {
    * the request has a seed, and only copy 0 counts the prompt's tokens in the usage (as OpenAI).
    */
   copy?: number;
+  /** Leading prompt tokens other requests likely share (a chat's earlier turns; prefix cache). */
+  shareAt?: number;
 }
 
 /** Everything one generation needs: its first choice, and any further ones in `more`. */
@@ -81,6 +88,8 @@ export interface Usage {
   completion_tokens: number;
   /** Their sum. */
   total_tokens: number;
+  /** Prompt tokens whose state came from the prefix cache (`cached_tokens`). */
+  prompt_tokens_details: { cached_tokens: number };
 }
 
 /** The text and UTF-8 bytes of a token, as log-probabilities show it. */
@@ -209,9 +218,7 @@ export function effectiveSampling(
   const given = own.seed !== undefined && choice.copy
     ? { ...own, seed: own.seed + choice.copy }
     : own;
-  if (choice.lease.isNew) return given;
-  const { seed: _seed, ...inherited } = choice.lease.session.sampling as SamplingParams;
-  return { ...inherited, ...given };
+  return sessionSampling(choice.lease.session, choice.lease.isNew, given);
 }
 
 /** Why the engine requests were stopped ("sibling": another choice of the response failed). */
@@ -244,8 +251,45 @@ export async function newChoices<T>(
   return out;
 }
 
+/** A generation call before its sessions are held: everything but the choices. */
+export type CallBase = Omit<GenerationCall, keyof ChoiceInput | "more">;
+
+/**
+ * Continue the stored session `id`: hold it (404 / 409), build the choice on it with `build` (the
+ * prompt; a failure releases the session), generate and answer. The one path of every route that
+ * continues a session.
+ */
+export async function respondOnSession(
+  base: CallBase,
+  id: string,
+  build: (session: Session) => Omit<ChoiceInput, "lease">,
+): Promise<Response> {
+  const lease = await base.serving.sessions.open(id);
+  let input: Omit<ChoiceInput, "lease">;
+  try {
+    input = build(lease.session);
+  } catch (e) {
+    await lease.release();
+    throw e;
+  }
+  return await respondWithGeneration({ ...base, ...input, lease });
+}
+
+/**
+ * One choice per spec, each in a new session (built by `build`), generated together and answered
+ * as one response. The one path of every route that starts new sessions.
+ */
+export async function respondOnNewSessions<T>(
+  base: CallBase,
+  specs: readonly T[],
+  build: (session: Session, spec: T) => Omit<ChoiceInput, "lease">,
+): Promise<Response> {
+  const choices = await newChoices(base.serving, specs, build);
+  return await respondWithGeneration({ ...base, ...choices[0], more: choices.slice(1) });
+}
+
 /** Run the generation and answer; see the module doc. */
-export function respondWithGeneration(call: GenerationCall): Promise<Response> | Response {
+export async function respondWithGeneration(call: GenerationCall): Promise<Response> {
   const { ctx, serving, params, record } = call;
   const inputs: ChoiceInput[] = [call, ...(call.more ?? [])];
   record.session = call.lease.session.id;
@@ -274,7 +318,7 @@ export function respondWithGeneration(call: GenerationCall): Promise<Response> |
   try {
     for (const input of inputs) {
       const { lease } = input;
-      const events = serving.engine.generate({
+      const run: SessionGeneration = await generateOnSession(serving.engine, {
         session: lease.session,
         prompt: input.prompt,
         sampling: effectiveSampling(call, input),
@@ -286,18 +330,17 @@ export function respondWithGeneration(call: GenerationCall): Promise<Response> |
         checkpointEvery: params.store ? ctx.options.checkpointTokens : 0,
         onCheckpoint: params.store ? (snap) => lease.checkpoint(snap) : undefined,
         keepState: params.store,
-      });
-      const timed = timedEvents(events, ctx.metrics, record.arrivedAt ?? performance.now());
-      choices.push({ input, index: choices.length, events: timed });
+      }, { prefixCache: serving.prefixCache, shareAt: input.shareAt });
+      const timed = timedEvents(run.events, ctx.metrics, record.arrivedAt ?? performance.now());
+      choices.push({ input, index: choices.length, events: timed, cached: run.cachedTokens });
     }
   } catch (e) {
     cleanup();
     // Released before the error response goes out (a retry may come at once); the engine requests
     // already made end at once with the signal.
     ac.abort();
-    return Promise.all(inputs.map((i) => i.lease.release())).then(() => {
-      throw e;
-    });
+    await Promise.all(inputs.map((i) => i.lease.release()));
+    throw e;
   }
   const state: RunState = {
     call,
@@ -318,6 +361,8 @@ interface ChoiceRun {
   /** OpenAI's `index`. */
   index: number;
   events: AsyncIterable<GenerateEvent>;
+  /** Prompt tokens from the prefix cache. */
+  cached: number;
 }
 
 /** Pass the events on, recording time to first token and inter-token latency. */
@@ -354,12 +399,20 @@ type Done = Extract<GenerateEvent, { type: "done" }>;
 
 /** The usage of finished choices; a prompt's tokens count once however many copies ran it. */
 function usageOf(choices: readonly ChoiceRun[], dones: readonly Done[]): Usage {
-  let p = 0, c = 0;
+  let p = 0, c = 0, cached = 0;
   dones.forEach((d, i) => {
-    if (!choices[i].input.copy) p += d.usage.promptTokens;
+    if (!choices[i].input.copy) {
+      p += d.usage.promptTokens;
+      cached += choices[i].cached;
+    }
     c += d.usage.completionTokens;
   });
-  return { prompt_tokens: p, completion_tokens: c, total_tokens: p + c };
+  return {
+    prompt_tokens: p,
+    completion_tokens: c,
+    total_tokens: p + c,
+    prompt_tokens_details: { cached_tokens: cached },
+  };
 }
 
 /** Facts of finished choices for the log line. */
@@ -672,14 +725,12 @@ export async function prefillSession(
   ctx.shutdownSignal.addEventListener("abort", onShutdown);
   try {
     let done: Extract<GenerateEvent, { type: "done" }> | null = null;
-    for await (
-      const ev of serving.engine.generate({
-        session: lease.session,
-        prompt,
-        maxTokens: 0,
-        signal: ac.signal,
-      })
-    ) {
+    const run = await generateOnSession(
+      serving.engine,
+      { session: lease.session, prompt, maxTokens: 0, signal: ac.signal },
+      { prefixCache: serving.prefixCache },
+    );
+    for await (const ev of run.events) {
       if (ev.type === "done") done = ev;
     }
     if (!done) throw new HttpError(500, "the prefill ended without a result");

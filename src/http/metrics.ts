@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { PrefixCacheStats } from "../sessions/mod.ts";
 import type { EngineStats } from "../engine/engine.ts";
 
 /** Upper bounds (seconds) of the request duration histogram. */
@@ -188,6 +189,8 @@ export interface MetricsSnapshot {
   busySessions: number;
   /** 1 when the model is loaded. */
   ready: boolean;
+  /** Prefix-cache counters (absent when the cache is off or the model loads). */
+  prefix?: PrefixCacheStats;
 }
 
 /** The Prometheus text of the HTTP metrics and a snapshot of the rest. */
@@ -224,5 +227,25 @@ export function renderMetrics(http: HttpMetrics, s: MetricsSnapshot): string {
     s.stateBytesWritten,
     "counter",
   );
+  if (s.prefix) {
+    const p = s.prefix;
+    gauge(
+      "tnl_prefix_cache_lookups_total",
+      "Prompts looked up in the prefix cache.",
+      p.lookups,
+      "counter",
+    );
+    gauge("tnl_prefix_cache_hits_total", "Lookups that found a cached prefix.", p.hits, "counter");
+    gauge(
+      "tnl_prefix_cache_tokens_skipped_total",
+      "Prompt tokens not prefilled thanks to the prefix cache.",
+      p.tokensSkipped,
+      "counter",
+    );
+    gauge("tnl_prefix_cache_captures_total", "Prefix states captured.", p.captures, "counter");
+    gauge("tnl_prefix_cache_evictions_total", "Prefix states evicted.", p.evictions, "counter");
+    gauge("tnl_prefix_cache_entries", "Prefix states held in memory.", p.entries);
+    gauge("tnl_prefix_cache_bytes", "Bytes of prefix states held in memory.", p.bytes);
+  }
   return out.join("\n") + "\n";
 }

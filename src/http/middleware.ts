@@ -1,12 +1,24 @@
 /**
  * Middleware: request ids (`x-request-id` echoed or generated), one structured log line and one
- * metrics observation per request (streams are counted when they end), optional CORS, the JSON
- * content-type guard of the POST routes, the admin token guard, and the error handler that answers
- * in the OpenAI shape.
+ * metrics observation per request (streams are counted when they end), optional CORS (Hono's
+ * `cors`), the JSON content-type guard of the POST routes, the admin token guard, and the error
+ * handler that answers in the OpenAI shape.
+ *
+ * Hono ships middleware for some of this; where ours stays, the reason:
+ * - `hono/request-id`: it keeps only ids of `[A-Za-z0-9_=-]` and replaces any other, so trace ids
+ *   with `.`, `:` or `/` (`svc:req/1`, W3C-style ids) would not come back to the client; ours
+ *   accepts those (`REQUEST_ID`) and is the same middleware that logs the request with its id.
+ * - `hono/logger`: two plain-text lines through `console.log` when the handler returns; ours writes
+ *   one JSON line with the request id, tokens, session and finish reason, for a stream when the
+ *   stream ends (its real duration), and observes the metrics at the same moment.
+ * - `hono/body-limit`: bodies are read by `readBody` (`body.ts`), which the edge handler (a plain
+ *   `fetch` handler, no Hono) uses too; `bodyLimit` trusts a declared `Content-Length` without
+ *   counting what arrives, and would buffer the body once more before our parser reads it.
+ * - `hono/streaming` (`streamSSE`): see `sse.ts`.
  * @module
  */
 
-import { type Context, type MiddlewareHandler, routePath } from "../deps.ts";
+import { type Context, cors, type MiddlewareHandler, routePath } from "../deps.ts";
 import type { AppContext } from "./context.ts";
 import { errorResponse, HttpError, toHttpError } from "./errors.ts";
 
@@ -111,28 +123,19 @@ export function requestMiddleware(ctx: AppContext): MiddlewareHandler<AppEnv> {
   };
 }
 
-/** CORS for `origin` (`*` when true): preflights answered, headers on every response. */
+/**
+ * CORS for `origin` (`*` when true), with Hono's `cors`: preflights answered (204), and every
+ * response carries the allowed origin, also to requests without an `Origin` header (the configured
+ * origin is the only one allowed), and exposes `x-request-id`, `etag` and `retry-after`.
+ */
 export function corsMiddleware(origin: string | true): MiddlewareHandler<AppEnv> {
   const allow = origin === true ? "*" : origin;
-  return async (c, next) => {
-    if (c.req.method === "OPTIONS" && c.req.header("access-control-request-method")) {
-      return new Response(null, {
-        status: 204,
-        headers: {
-          "access-control-allow-origin": allow,
-          "access-control-allow-methods": "GET, POST, PUT, DELETE, OPTIONS",
-          "access-control-allow-headers": c.req.header("access-control-request-headers") ??
-            "authorization, content-type, x-request-id",
-          "access-control-max-age": "600",
-          vary: "origin",
-        },
-      });
-    }
-    await next();
-    c.res.headers.set("access-control-allow-origin", allow);
-    c.res.headers.set("access-control-expose-headers", "x-request-id, etag, retry-after");
-    if (allow !== "*") c.res.headers.append("vary", "origin");
-  };
+  return cors({
+    origin: allow === "*" ? "*" : () => allow,
+    allowMethods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+    exposeHeaders: ["x-request-id", "etag", "retry-after"],
+    maxAge: 600,
+  });
 }
 
 /** Routes whose body is JSON (POST): `jsonBodies` guards them. */

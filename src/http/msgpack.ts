@@ -4,30 +4,21 @@
  * @module
  */
 
+import { etagOf } from "../sessions/etag.ts";
+import { STATE_MEDIA_TYPE } from "../state/mod.ts";
 import { readBody } from "./body.ts";
 import { HttpError } from "./errors.ts";
 
-/** The media type of an exported session state. */
-export const MSGPACK_MEDIA_TYPE = "application/vnd.msgpack";
-
-/** Content types accepted for a state upload (besides none at all). */
-const ACCEPTED = new Set([
-  MSGPACK_MEDIA_TYPE,
+/** The msgpack media types a body may be sent as (`STATE_MEDIA_TYPE` first, the one we send). */
+const MSGPACK_TYPES: ReadonlySet<string> = new Set([
+  STATE_MEDIA_TYPE,
   "application/msgpack",
   "application/x-msgpack",
-  "application/octet-stream",
 ]);
 
-/** The quoted ETag of a state digest. */
-export function etagOf(digest: string): string {
-  return `"${digest}"`;
-}
-
-/** Whether an `If-None-Match` header value matches `etag`. */
-export function matchesEtag(header: string | null, etag: string): boolean {
-  if (!header) return false;
-  if (header.trim() === "*") return true;
-  return header.split(",").some((t) => t.trim().replace(/^W\//, "") === etag);
+/** Whether a media type (lower case, no parameters) is one of the msgpack ones. */
+export function isMsgpackType(mediaType: string): boolean {
+  return MSGPACK_TYPES.has(mediaType);
 }
 
 /** A msgpack response for state bytes, with its ETag. */
@@ -37,7 +28,7 @@ export function msgpackResponse(
   headers: HeadersInit = {},
 ): Response {
   const h = new Headers(headers);
-  h.set("content-type", MSGPACK_MEDIA_TYPE);
+  h.set("content-type", STATE_MEDIA_TYPE);
   h.set("etag", etagOf(digest));
   h.set("cache-control", "no-store");
   return new Response(bytes as Uint8Array<ArrayBuffer>, { status: 200, headers: h });
@@ -51,9 +42,9 @@ export async function readMsgpackBody(req: Request, limit: number): Promise<Uint
   const ct = req.headers.get("content-type");
   if (ct !== null) {
     const base = ct.split(";")[0].trim().toLowerCase();
-    if (base !== "" && !ACCEPTED.has(base)) {
+    if (base !== "" && !isMsgpackType(base) && base !== "application/octet-stream") {
       await req.body?.cancel().catch(() => {});
-      throw new HttpError(415, `expected a ${MSGPACK_MEDIA_TYPE} body, got ${base}`, {
+      throw new HttpError(415, `expected a ${STATE_MEDIA_TYPE} body, got ${base}`, {
         code: "unsupported_media_type",
       });
     }

@@ -19,7 +19,8 @@ import type { SamplingParams } from "../engine/sampler.ts";
 import { MAX_TOP_LOGPROBS, validateSamplingParams } from "../engine/sampler.ts";
 import { validateStopSequences } from "../engine/stop.ts";
 import { InputError } from "../errors.ts";
-import type { ChatMessageText } from "./chat_template.ts";
+import { isValidSessionId } from "../model/snapshot.ts";
+import type { ChatMessageText } from "../sessions/chat_template.ts";
 import { badRequest, type HttpError, requestFieldName } from "./errors.ts";
 
 /** Most top log-probabilities per token on `/v1/completions` (OpenAI's limit). */
@@ -325,10 +326,7 @@ function parseCommon(b: Body, limits: SchemaLimits, maxTokens: number): Generati
   }
   const sampling = parseSampling(b, limits.vocabSize);
   const stop = parseStop(b);
-  const session = optString(b, "session");
-  if (session !== undefined && !/^[A-Za-z0-9_-]{1,128}$/.test(session)) {
-    throw badRequest("session", "session: not a valid session id (1-128 of A-Z a-z 0-9 _ -)");
-  }
+  const session = checkSessionId(optString(b, "session"), "session");
   const store = optBool(b, "store") ?? true;
   if (session !== undefined) checkSingleChoice({ n });
   return { model, maxTokens, sampling, stop, stream, includeUsage, session, store, n };
@@ -447,12 +445,20 @@ export function parseChatRequest(b: Body, limits: SchemaLimits): ChatParams {
   return { ...common, messages };
 }
 
+/**
+ * `value` when absent or a session id (`SESSION_ID_PATTERN` of `src/model/snapshot.ts`), else a 400
+ * naming `field`.
+ */
+export function checkSessionId(value: string | undefined, field: string): string | undefined {
+  if (value !== undefined && !isValidSessionId(value)) {
+    throw badRequest(field, `${field}: not a valid session id (1-128 of A-Z a-z 0-9 _ -)`);
+  }
+  return value;
+}
+
 /** Parse a `POST /v1/sessions` body (an empty body creates an empty session). */
 export function parseSessionCreate(b: Body): SessionCreateParams {
-  const id = optString(b, "id");
-  if (id !== undefined && !/^[A-Za-z0-9_-]{1,128}$/.test(id)) {
-    throw badRequest("id", "id: not a valid session id (1-128 of A-Z a-z 0-9 _ -)");
-  }
+  const id = checkSessionId(optString(b, "id"), "id");
   const out: SessionCreateParams = { id };
   if (present(b, "prompt")) out.prompt = parsePrompt(b.prompt);
   if (present(b, "messages")) {

@@ -2,6 +2,13 @@
  * Server-sent events as OpenAI streams them: `data: {json}\n\n` per chunk and a final
  * `data: [DONE]\n\n`. `SseWriter` produces them (pushes never block; a client that goes away
  * cancels the stream and fires `onCancel`), `SseParser` reads them back (tests, clients).
+ *
+ * Why not `hono/streaming`'s `streamSSE` (a behavioural reason; the two were not timed against each
+ * other): it answers an exception thrown in its callback with an `event: error` message, where an
+ * OpenAI stream must end with a `data: {"error": …}` event and `data: [DONE]`; its `writeSSE`
+ * awaits each write through a `TransformStream` holding one chunk, so a response's pump would stop
+ * reading engine events while its client is slow, where `send` enqueues and returns; and it sets
+ * the hop-by-hop headers `Transfer-Encoding` and `Connection`, which HTTP/2 forbids.
  * @module
  */
 

@@ -1,36 +1,28 @@
 /**
  * Errors of the state room: a state that cannot be read (`StateError`) and a store that cannot serve
- * a request (`StoreError`). Each carries the HTTP status the server answers with.
+ * a request (`StoreError`). They carry codes, not HTTP statuses: the HTTP layer maps codes to
+ * statuses in one table (`src/http/errors.ts`).
  *
- * | code                  | status | meaning                                                       |
- * |-----------------------|--------|---------------------------------------------------------------|
- * | `state_invalid`       | 400    | malformed, truncated, oversized or inconsistent state bytes   |
- * | `state_signature`     | 401    | signature missing, wrong, or present with no secret to check  |
- * | `state_mismatch`      | 422    | a valid state for another model, tokenizer or shape           |
- * | `invalid_input`       | 400    | a bad session id or store spec given to a store               |
- * | `conflict`            | 409    | a compare-and-set write found another generation              |
- * | `payload_too_large`   | 413    | a state larger than the store accepts                         |
- * | `backend_unavailable` | 503    | the store's backend (Redis, KV, disk) cannot be reached       |
- * | `internal`            | 500    | a stored entry is corrupt, or the caller broke a contract     |
+ * | code                  | meaning                                                       |
+ * |-----------------------|---------------------------------------------------------------|
+ * | `state_invalid`       | malformed, truncated, oversized or inconsistent state bytes   |
+ * | `state_signature`     | signature missing, wrong, or present with no secret to check  |
+ * | `state_mismatch`      | a valid state for another model, tokenizer or shape           |
+ * | `invalid_input`       | a bad session id or store spec given to a store               |
+ * | `conflict`            | a compare-and-set write found another generation              |
+ * | `payload_too_large`   | a state larger than the store accepts                         |
+ * | `backend_unavailable` | the store's backend (Redis, KV, disk) cannot be reached       |
+ * | `internal`            | a stored entry is corrupt, or the caller broke a contract     |
  * @module
  */
 
-import { TnlError, type TnlErrorCode } from "../errors.ts";
+import { TnlError } from "../errors.ts";
 
 /** The codes a state decode can fail with. */
 export type StateErrorCode = "state_invalid" | "state_mismatch" | "state_signature";
 
-/** The HTTP status of each state error code. */
-export const STATE_ERROR_STATUS: Readonly<Record<StateErrorCode, 400 | 401 | 422>> = {
-  state_invalid: 400,
-  state_signature: 401,
-  state_mismatch: 422,
-};
-
-/** A session state that is malformed (400), unsigned or tampered with (401), or not for this model (422). */
+/** A session state that is malformed, unsigned or tampered with, or not for this model. */
 export class StateError extends TnlError {
-  /** The HTTP status this error maps to. */
-  readonly status: 400 | 401 | 422;
   /** The state field at fault (`generation`, `rng.counter`, `tokens[3]`), when one is. */
   readonly field?: string;
   /** `code` is one of the three state codes; the message says what is wrong. */
@@ -41,7 +33,6 @@ export class StateError extends TnlError {
   ) {
     super(code, message, options);
     this.name = "StateError";
-    this.status = STATE_ERROR_STATUS[code];
     if (options?.field) this.field = options.field;
   }
 }
@@ -54,19 +45,8 @@ export type StoreErrorCode =
   | "backend_unavailable"
   | "internal";
 
-/** The HTTP status of each store error code. */
-export const STORE_ERROR_STATUS: Readonly<Record<StoreErrorCode, number>> = {
-  invalid_input: 400,
-  conflict: 409,
-  payload_too_large: 413,
-  backend_unavailable: 503,
-  internal: 500,
-};
-
 /** A store operation that failed; `store` names the store ("memory", "fs", "kv", "redis"). */
 export class StoreError extends TnlError {
-  /** The HTTP status this error maps to. */
-  readonly status: number;
   /** `store` labels the message; `code` is one of `StoreErrorCode`. */
   constructor(
     readonly store: string,
@@ -76,7 +56,6 @@ export class StoreError extends TnlError {
   ) {
     super(code, `session store (${store}): ${detail}`, options);
     this.name = "StoreError";
-    this.status = STORE_ERROR_STATUS[code];
   }
 }
 
@@ -101,10 +80,4 @@ export class StoreConflictError extends StoreError {
     );
     this.name = "StoreConflictError";
   }
-}
-
-/** The HTTP status of any TnlError code this room throws (500 for codes of other rooms). */
-export function stateHttpStatus(code: TnlErrorCode): number {
-  return (STATE_ERROR_STATUS as Record<string, number>)[code] ??
-    (STORE_ERROR_STATUS as Record<string, number>)[code] ?? 500;
 }

@@ -41,10 +41,8 @@ export {
   type StateSecret,
 } from "./codec.ts";
 export {
-  STATE_ERROR_STATUS,
   StateError,
   type StateErrorCode,
-  stateHttpStatus,
   StoreConflictError,
   StoreError,
   type StoreErrorCode,

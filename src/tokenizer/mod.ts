@@ -12,7 +12,7 @@
 
 import { Tokenizer } from "./tokenizer.ts";
 
-export { type EncodeOptions, Tokenizer } from "./tokenizer.ts";
+export { Tokenizer, type TokenizerEncodeOptions } from "./tokenizer.ts";
 export { StreamDecoder, type StreamDecoderOptions } from "./stream.ts";
 export {
   type ModelProto,

@@ -16,7 +16,7 @@ import {
 } from "./model_proto.ts";
 
 /** Options of {@linkcode Tokenizer.encode}. */
-export interface EncodeOptions {
+export interface TokenizerEncodeOptions {
   /** Prepend the beginning-of-sentence id (default false). */
   bos?: boolean;
   /** Append the end-of-sentence id (default false). */
@@ -243,7 +243,7 @@ export class Tokenizer {
    * map, or remove_extra_whitespaces) takes at most 1 MiB of UTF-8 per call, beyond which
    * {@linkcode InputError} is thrown.
    */
-  encode(text: string, opts: EncodeOptions = {}): Int32Array {
+  encode(text: string, opts: TokenizerEncodeOptions = {}): Int32Array {
     if (typeof text !== "string") throw new InputError("text", "must be a string");
     if (opts.bos && this.bosId < 0) throw new InputError("bos", "this tokenizer has no BOS piece");
     if (opts.eos && this.eosId < 0) throw new InputError("eos", "this tokenizer has no EOS piece");

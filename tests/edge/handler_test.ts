@@ -6,7 +6,8 @@
 
 import assert from "node:assert/strict";
 import { createEdgeHandler, edgeBackend, edgeOptionsFromEnv } from "../../src/edge/handler.ts";
-import { decodeEdgeResponse, EDGE_MSGPACK_TYPE, encodeEdgeBody } from "../../src/edge/protocol.ts";
+import { decodeEdgeResponse, encodeEdgeBody } from "../../src/edge/protocol.ts";
+import { STATE_MEDIA_TYPE } from "../../src/state/mod.ts";
 import { loadModel } from "../../src/load.ts";
 import { decodeSession, encodeSession } from "../../src/state/codec.ts";
 import { MemorySessionStore } from "../../src/state/memory_store.ts";
@@ -22,7 +23,7 @@ function post(body: unknown, format: "json" | "msgpack" = "json", headers: Heade
   return new Request("http://edge/v1/generate", {
     method: "POST",
     headers: {
-      "content-type": format === "json" ? "application/json" : EDGE_MSGPACK_TYPE,
+      "content-type": format === "json" ? "application/json" : STATE_MEDIA_TYPE,
       ...headers,
     },
     body: bytes as Uint8Array<ArrayBuffer>,
@@ -133,7 +134,7 @@ test("inline: JSON carries the state in base64, msgpack as bin; Accept picks the
   assert.equal((jb.tokens as number[]).length, 4);
 
   const m = await h(post({ prompt: "ROMEO:", max_tokens: 4, temperature: 0 }, "msgpack"));
-  assert.equal(m.headers.get("content-type"), EDGE_MSGPACK_TYPE);
+  assert.equal(m.headers.get("content-type"), STATE_MEDIA_TYPE);
   const mb = await decodeEdgeResponse(m);
   assert.equal(mb.text, jb.text);
   const asJson = await h(
@@ -141,9 +142,9 @@ test("inline: JSON carries the state in base64, msgpack as bin; Accept picks the
   );
   assert.match(asJson.headers.get("content-type")!, /json/);
   const asMsgpack = await h(
-    post({ prompt: "ROMEO:", max_tokens: 1 }, "json", { accept: EDGE_MSGPACK_TYPE }),
+    post({ prompt: "ROMEO:", max_tokens: 1 }, "json", { accept: STATE_MEDIA_TYPE }),
   );
-  assert.equal(asMsgpack.headers.get("content-type"), EDGE_MSGPACK_TYPE);
+  assert.equal(asMsgpack.headers.get("content-type"), STATE_MEDIA_TYPE);
   await asJson.body?.cancel();
   await asMsgpack.body?.cancel();
 

@@ -16,7 +16,7 @@
 import assert from "node:assert/strict";
 import { continueSession, type ContinueSessionOptions } from "../../src/edge/client.ts";
 import { createEdgeHandler } from "../../src/edge/handler.ts";
-import { EDGE_MSGPACK_TYPE } from "../../src/edge/protocol.ts";
+import { STATE_MEDIA_TYPE } from "../../src/state/mod.ts";
 import { loadModel } from "../../src/load.ts";
 import { decodeSession, encodeSession } from "../../src/state/codec.ts";
 import {
@@ -184,7 +184,7 @@ test(
       const other = await encodeSession(snap, { ...codec, modelFingerprint: "f".repeat(64) });
       const res = await fetch(`${e1.url}/v1/generate`, {
         method: "POST",
-        headers: { "content-type": EDGE_MSGPACK_TYPE },
+        headers: { "content-type": STATE_MEDIA_TYPE },
         body: await (async () => {
           const { encodeEdgeBody } = await import("../../src/edge/protocol.ts");
           return encodeEdgeBody({ state: other }, "msgpack") as Uint8Array<ArrayBuffer>;

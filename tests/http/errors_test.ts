@@ -14,13 +14,18 @@ Deno.test("errors: every TnlError code maps to its status", () => {
   const expected: Record<TnlErrorCode, number> = {
     invalid_input: 400,
     state_invalid: 400,
+    context_length_exceeded: 400,
     state_signature: 401,
     not_found: 404,
+    session_not_found: 404,
     conflict: 409,
+    state_replayed: 409,
+    precondition_failed: 412,
     payload_too_large: 413,
     state_mismatch: 422,
     non_finite: 422,
     overloaded: 429,
+    not_implemented: 501,
     backend_unavailable: 503,
     device_lost: 503,
     download_failed: 503,
@@ -38,6 +43,11 @@ Deno.test("errors: every TnlError code maps to its status", () => {
     else assert.equal(h.headers["retry-after"], undefined);
     if (status === 500) assert.equal(h.message, "internal error");
   }
+  // A retryable error (a session another instance holds) carries Retry-After whatever its status.
+  const held = toHttpError(new TnlError("conflict", "busy", { param: "session", retryable: true }));
+  assert.equal(held.status, 409);
+  assert.equal(held.param, "session");
+  assert.equal(held.headers["retry-after"], "1");
   assert.equal(toHttpError(new StateError("state_mismatch", "x")).status, 422);
   // A step that produced NaN or ±Infinity fails that request alone, with its message shown.
   const nf = toHttpError(new TnlError("non_finite", "decode produced NaN logits"));

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { renderChat } from "../../src/http/chat_template.ts";
+import { renderChat } from "../../src/sessions/chat_template.ts";
 import { cpuModel, expectError, jsonOf, post, sseChunks, testApp } from "../http/support.ts";
 
 const { app, ctx } = await testApp();

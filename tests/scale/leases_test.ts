@@ -8,8 +8,9 @@
 
 import assert from "node:assert/strict";
 import { Session } from "../../src/engine/session.ts";
-import { HttpError } from "../../src/http/errors.ts";
-import { SessionManager } from "../../src/http/session_manager.ts";
+import { toHttpError } from "../../src/http/errors.ts";
+import { TnlError } from "../../src/errors.ts";
+import { SessionManager } from "../../src/sessions/manager.ts";
 import { loadModel } from "../../src/load.ts";
 import { KvSessionStore } from "../../src/state/kv_store.ts";
 import { RedisSessionStore } from "../../src/state/redis_store.ts";
@@ -97,12 +98,14 @@ for (const [kind, open, ignore] of kinds) {
       const held = await p1.open("shared");
       await assert.rejects(
         p2.open("shared"),
+        // The session room raises a code; the HTTP layer answers 409 with Retry-After.
         (e: unknown) =>
-          e instanceof HttpError && e.status === 409 && e.headers["retry-after"] === "1",
+          e instanceof TnlError && e.code === "conflict" && toHttpError(e).status === 409 &&
+          toHttpError(e).headers["retry-after"] === "1",
       );
       // Held past its TTL: renewals keep it.
       await sleep(800);
-      await assert.rejects(p2.open("shared"), (e: unknown) => e instanceof HttpError);
+      await assert.rejects(p2.open("shared"), (e: unknown) => e instanceof TnlError);
       // Checkpoints: generate 40 tokens, one every 10, then save.
       const ids = model.tokenizer.encode("ROMEO:");
       for await (

@@ -9,7 +9,8 @@ import {
   sessionDigest,
   stateByteSize,
 } from "../../src/state/codec.ts";
-import { StateError, stateHttpStatus } from "../../src/state/errors.ts";
+import { StateError } from "../../src/state/errors.ts";
+import { toHttpError } from "../../src/http/errors.ts";
 import { TnlError } from "../../src/errors.ts";
 import {
   assertInvariants,
@@ -272,7 +273,7 @@ Deno.test("codec: mismatches name what does not fit (422)", async () => {
     "state_mismatch",
     /model fingerprint/,
   );
-  assert.equal(e1.status, 422);
+  assert.equal(toHttpError(e1).status, 422);
   await rejects(
     decodeSession(bytes, { ...dec, tokenizerFingerprint: "other" }),
     "state_mismatch",
@@ -424,7 +425,7 @@ Deno.test("codec: malformed payload fields are refused with a message (400)", as
         throw new Error(`case "${name}": ${err.message}`);
       },
     );
-    assert.equal(e.status, 400, name);
+    assert.equal(toHttpError(e).status, 400, name);
   }
 });
 
@@ -518,9 +519,9 @@ Deno.test("codec: sizes, digest and status mapping", async () => {
     await sessionDigest(new TextEncoder().encode("abc")),
     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
   );
-  assert.equal(stateHttpStatus("state_invalid"), 400);
-  assert.equal(stateHttpStatus("state_signature"), 401);
-  assert.equal(stateHttpStatus("state_mismatch"), 422);
-  assert.equal(stateHttpStatus("backend_unavailable"), 503);
-  assert.equal(stateHttpStatus("conflict"), 409);
+  assert.equal(toHttpError(new TnlError("state_invalid", "x")).status, 400);
+  assert.equal(toHttpError(new TnlError("state_signature", "x")).status, 401);
+  assert.equal(toHttpError(new TnlError("state_mismatch", "x")).status, 422);
+  assert.equal(toHttpError(new TnlError("backend_unavailable", "x")).status, 503);
+  assert.equal(toHttpError(new TnlError("conflict", "x")).status, 409);
 });

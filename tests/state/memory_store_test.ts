@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { toHttpError } from "../../src/http/errors.ts";
 import { MemorySessionStore } from "../../src/state/memory_store.ts";
 import { StoreError } from "../../src/state/errors.ts";
 import { bytesOf, storeSuite } from "./store_suite.ts";
@@ -19,7 +20,8 @@ Deno.test("memory store: byte budget evicts the least recently used, refuses ove
   assert.ok(await s.get("c"));
   await assert.rejects(
     s.put("d", bytesOf(1001, 4)),
-    (e: unknown) => e instanceof StoreError && e.code === "payload_too_large" && e.status === 413,
+    (e: unknown) =>
+      e instanceof StoreError && e.code === "payload_too_large" && toHttpError(e).status === 413,
   );
   // Overwrites are accounted once.
   await s.put("a", bytesOf(100, 5));

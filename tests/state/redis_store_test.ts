@@ -4,6 +4,7 @@
  * @module
  */
 
+import { toHttpError } from "../../src/http/errors.ts";
 import assert from "node:assert/strict";
 import { RedisSessionStore } from "../../src/state/redis_store.ts";
 import { StoreError } from "../../src/state/errors.ts";
@@ -148,7 +149,8 @@ rtest("cannot connect: fails fast with backend_unavailable", async () => {
   const t0 = Date.now();
   await assert.rejects(
     RedisSessionStore.connect(`redis://127.0.0.1:${freePort()}`, { connectTimeoutMs: 1000 }),
-    (e: unknown) => e instanceof StoreError && e.code === "backend_unavailable" && e.status === 503,
+    (e: unknown) =>
+      e instanceof StoreError && e.code === "backend_unavailable" && toHttpError(e).status === 503,
   );
   assert.ok(Date.now() - t0 < 3000, `took ${Date.now() - t0} ms`);
   await assert.rejects(

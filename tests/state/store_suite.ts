@@ -4,6 +4,7 @@
  * @module
  */
 
+import { toHttpError } from "../../src/http/errors.ts";
 import assert from "node:assert/strict";
 import { StoreConflictError, StoreError } from "../../src/state/errors.ts";
 import type { SessionStore, StoreOptions } from "../../src/state/store.ts";
@@ -144,7 +145,7 @@ export function storeSuite(name: string, open: StoreFactory, so: SuiteOptions): 
         s.put("x", bytesOf(10, 2), { generation: 1, expectGeneration: null }),
         (e: unknown) =>
           e instanceof StoreConflictError && e.code === "conflict" && e.actual === 1 &&
-          e.status === 409,
+          toHttpError(e).status === 409,
       );
       await s.put("x", bytesOf(10, 3), { generation: 2, expectGeneration: 1 });
       await assert.rejects(
@@ -248,7 +249,7 @@ export function storeSuite(name: string, open: StoreFactory, so: SuiteOptions): 
             s.delete(id)]
         ) {
           await assert.rejects(op(), (e: unknown) =>
-            e instanceof StoreError && e.code === "invalid_input" && e.status === 400);
+            e instanceof StoreError && e.code === "invalid_input" && toHttpError(e).status === 400);
         }
       }
       const longest = "A_-9".repeat(32);

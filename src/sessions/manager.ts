@@ -2,8 +2,9 @@
  * Sessions around generations: load the encoded state from the store, decode it, hand the live
  * `Session` to the engine, and save it back (generation + 1, encode, compare-and-set put) when the
  * response completes. A per-process busy set makes a second request for a session that is already
- * generating (or being saved, imported or deleted) a 409; the store's compare-and-set makes a write
- * that raced another process a 409 too.
+ * generating (or being saved, imported or deleted) a `conflict`; the store's compare-and-set makes a
+ * write that raced another process a `conflict` too. Errors are `TnlError` codes; the HTTP layer
+ * maps them to statuses (`conflict` 409, `session_not_found` 404, ...).
  *
  * The stored session advances only when a response completes: a request that fails, times out
  * before producing anything, or whose client goes away leaves the stored state as it was.
@@ -23,15 +24,15 @@
 
 import type { Engine } from "../engine/engine.ts";
 import { Session } from "../engine/session.ts";
-import type { TnlModel } from "../load.ts";
+import type { ModelConfig } from "../model/config.ts";
 import { isValidSessionId, type SessionSnapshot } from "../model/snapshot.ts";
 import { sessionSummary } from "../state/codec.ts";
 import { CodecPool } from "../state/codec_pool.ts";
 import type { SessionStore } from "../state/store.ts";
-import { InputError } from "../errors.ts";
+import { InputError, TnlError } from "../errors.ts";
 import { validateSamplingParams } from "../engine/sampler.ts";
-import { HttpError, notFound, RETRY_AFTER_SECONDS } from "./errors.ts";
-import { etagOf, matchesEtag } from "./msgpack.ts";
+import { StateError } from "../state/errors.ts";
+import { etagOf, matchesEtag } from "./etag.ts";
 
 /** Session metadata as `GET /v1/sessions/:id` returns it. */
 export interface SessionInfo {
@@ -73,10 +74,20 @@ export interface SessionList {
   has_more: boolean;
 }
 
+/** What sessions need of a loaded model: its shape and the fingerprints its states carry. */
+export interface SessionModel {
+  /** The model's configuration. */
+  readonly config: ModelConfig;
+  /** The model fingerprint (config and weights). */
+  readonly fingerprint: string;
+  /** The tokenizer (its fingerprint). */
+  readonly tokenizer: { readonly fingerprint: string };
+}
+
 /** What the session manager needs. */
 export interface SessionManagerOptions {
   /** The loaded model. */
-  model: TnlModel;
+  model: SessionModel;
   /** Its engine. */
   engine: Engine;
   /** The store. */
@@ -195,9 +206,8 @@ export class SessionManager {
    */
   async #claim(id: string, fresh = false): Promise<Claim> {
     if (this.busy.has(id)) {
-      throw new HttpError(409, `session ${id} is busy (a request is using it)`, {
+      throw new TnlError("conflict", `session ${id} is busy (a request is using it)`, {
         param: "session",
-        code: "conflict",
       });
     }
     this.busy.add(id);
@@ -226,14 +236,10 @@ export class SessionManager {
     }
     if (!mine) {
       this.busy.delete(id);
-      throw new HttpError(
-        409,
+      throw new TnlError(
+        "conflict",
         `session ${id} is busy (a request on another instance is using it)`,
-        {
-          param: "session",
-          code: "conflict",
-          headers: { "retry-after": String(RETRY_AFTER_SECONDS) },
-        },
+        { param: "session", retryable: true },
       );
     }
     let lost = false;
@@ -286,7 +292,7 @@ export class SessionManager {
     const entry = await this.#o.store.getEntry(id);
     if (!entry) {
       this.#cache.delete(id);
-      throw notFound(`no session ${id}`, "session", "session_not_found");
+      throw noSession(id);
     }
     const digest = await this.#pool.digest(entry.bytes);
     const hit = this.#cache.get(id);
@@ -312,9 +318,8 @@ export class SessionManager {
     let releasing: Promise<void> | null = null;
 
     const lostLease = () =>
-      new HttpError(409, `session ${id}: its lease was taken over by another instance`, {
+      new TnlError("conflict", `session ${id}: its lease was taken over by another instance`, {
         param: "session",
-        code: "conflict",
       });
     const writeCheckpoint = async (snap: SessionSnapshot) => {
       if (claim.lost) throw lostLease();
@@ -391,13 +396,13 @@ export class SessionManager {
     };
   }
 
-  /** Hold an existing session (404 when absent, 409 when busy). */
+  /** Hold an existing session (`session_not_found`; `conflict` when busy). */
   async open(id: string): Promise<SessionLease> {
-    if (!isValidSessionId(id)) throw notFound(`no session ${id}`, "session", "session_not_found");
+    if (!isValidSessionId(id)) throw noSession(id);
     const claim = await this.#claim(id);
     try {
       const { session, generation } = await this.#load(id);
-      if (session.busy) throw new HttpError(409, `session ${id} is busy`, { code: "conflict" });
+      if (session.busy) throw new TnlError("conflict", `session ${id} is busy`);
       return this.#lease(session, generation, claim);
     } catch (e) {
       await claim.release();
@@ -411,7 +416,7 @@ export class SessionManager {
     const claim = await this.#claim(session.id, id === undefined);
     try {
       if (id !== undefined && (await this.#o.store.getEntry(id)) !== null) {
-        throw new HttpError(409, `session ${id} already exists`, { param: "id", code: "conflict" });
+        throw new TnlError("conflict", `session ${id} already exists`, { param: "id" });
       }
     } catch (e) {
       await claim.release();
@@ -423,7 +428,7 @@ export class SessionManager {
 
   /** Metadata of a stored session (404 when absent). */
   async info(id: string): Promise<SessionInfo> {
-    if (!isValidSessionId(id)) throw notFound(`no session ${id}`, "session", "session_not_found");
+    if (!isValidSessionId(id)) throw noSession(id);
     const { session, size } = await this.#load(id);
     return this.describe(session, size);
   }
@@ -447,9 +452,9 @@ export class SessionManager {
 
   /** The stored bytes of a session and their digest (404 when absent). */
   async exportState(id: string): Promise<{ bytes: Uint8Array; digest: string }> {
-    if (!isValidSessionId(id)) throw notFound(`no session ${id}`, "session", "session_not_found");
+    if (!isValidSessionId(id)) throw noSession(id);
     const entry = await this.#o.store.getEntry(id);
-    if (!entry) throw notFound(`no session ${id}`, "session", "session_not_found");
+    if (!entry) throw noSession(id);
     return { bytes: entry.bytes, digest: await this.#pool.digest(entry.bytes) };
   }
 
@@ -477,23 +482,23 @@ export class SessionManager {
       if (ifMatch !== null) {
         const current = existing ? etagOf(await this.#pool.digest(existing.bytes)) : null;
         if (current === null || !matchesEtag(ifMatch, current)) {
-          throw new HttpError(
-            412,
+          throw new TnlError(
+            "precondition_failed",
             current === null
               ? `If-Match: no session ${id} is stored`
               : `If-Match: the stored state of session ${id} is ${current}, not ${ifMatch.trim()}`,
-            { param: "If-Match", code: "precondition_failed" },
+            { param: "If-Match" },
           );
         }
       } else if (existing && (snap.id !== id || snap.generation < existing.generation)) {
-        throw new HttpError(
-          409,
+        throw new TnlError(
+          "state_replayed",
           snap.id !== id
             ? `state: session ${id} exists and this is a state of session ${snap.id}; ` +
               "send If-Match with the stored state's ETag to replace it"
             : `state: generation ${snap.generation} of session ${id} is stale; the stored ` +
               `generation is ${existing.generation} (send If-Match with its ETag to replace it)`,
-          { param: "state", code: "state_replayed" },
+          { param: "state" },
         );
       }
       snap.id = id;
@@ -525,9 +530,7 @@ export class SessionManager {
   async list(opts: { after?: string; limit: number }): Promise<SessionList> {
     const store = this.#o.store;
     if (!store.ids) {
-      throw new HttpError(501, `the ${store.kind} store cannot list its sessions`, {
-        code: "not_implemented",
-      });
+      throw new TnlError("not_implemented", `the ${store.kind} store cannot list its sessions`);
     }
     const ids = await store.ids({ after: opts.after, limit: opts.limit + 1 });
     const hasMore = ids.length > opts.limit;
@@ -566,21 +569,26 @@ export class SessionManager {
 
   /** Delete a session (404 when absent, 409 when busy). */
   async remove(id: string): Promise<void> {
-    if (!isValidSessionId(id)) throw notFound(`no session ${id}`, "session", "session_not_found");
+    if (!isValidSessionId(id)) throw noSession(id);
     const claim = await this.#claim(id);
     try {
       this.#cache.delete(id);
       const removed = await this.#o.store.delete(id);
       this.#track(id, null);
-      if (!removed) throw notFound(`no session ${id}`, "session", "session_not_found");
+      if (!removed) throw noSession(id);
     } finally {
       await claim.release();
     }
   }
 }
 
+/** `session_not_found` (404) for `id`. */
+function noSession(id: string): TnlError {
+  return new TnlError("session_not_found", `no session ${id}`, { param: "session" });
+}
+
 /**
- * 400 `state_invalid` naming the field when a state's sampling settings are not ones the engine
+ * `state_invalid` (400) naming the field when a state's sampling settings are not ones the engine
  * runs (a continuation inherits them, so they would fail every later request on the session).
  */
 function checkStateSampling(snap: SessionSnapshot, vocabSize: number): void {
@@ -588,9 +596,8 @@ function checkStateSampling(snap: SessionSnapshot, vocabSize: number): void {
     validateSamplingParams(snap.sampling, vocabSize);
   } catch (e) {
     if (!(e instanceof InputError)) throw e;
-    throw new HttpError(400, `state: sampling.${e.message}`, {
-      param: `state.sampling.${e.field}`,
-      code: "state_invalid",
+    throw new StateError("state_invalid", `state: sampling.${e.message}`, {
+      field: `sampling.${e.field}`,
     });
   }
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { MemorySessionStore } from "../../src/state/memory_store.ts";
 import { decodeSession } from "../../src/state/codec.ts";
-import { cpuModel, expectError, jsonOf, post, testApp } from "./support.ts";
+import { cpuModel, expectError, jsonOf, post, testApp } from "../http/support.ts";
 
 const model = await cpuModel();
 const codec = {

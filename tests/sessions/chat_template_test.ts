@@ -9,7 +9,7 @@ import {
   renderChat,
   renderContinuation,
   renderMessage,
-} from "../../src/http/chat_template.ts";
+} from "../../src/sessions/chat_template.ts";
 
 const msgs = [
   { role: "system", content: "Be kind." },

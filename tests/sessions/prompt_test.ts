@@ -8,9 +8,9 @@
 import assert from "node:assert/strict";
 import { createEdgeHandler } from "../../src/edge/handler.ts";
 import { AppContext } from "../../src/http/context.ts";
-import { DEFAULT_MAX_PROMPT_TOKENS, encodePrompt } from "../../src/http/prompt.ts";
+import { DEFAULT_MAX_PROMPT_TOKENS, encodePrompt } from "../../src/sessions/prompt.ts";
 import { MemorySessionStore } from "../../src/state/memory_store.ts";
-import { cpuModel, expectError, jsonOf, post, testApp } from "./support.ts";
+import { cpuModel, expectError, jsonOf, post, testApp } from "../http/support.ts";
 
 const model = await cpuModel();
 const tok = model.tokenizer;

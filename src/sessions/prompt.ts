@@ -1,24 +1,34 @@
 /**
- * Prompts of the generating routes: completion prompts (text or token ids) and chat prompts
- * (messages through the chat template, continuing a session's conversation when there is one),
- * plus the checks every generating route shares (the `model` field, schema limits).
+ * Prompt assembly for sessions: completion prompts (text or token ids) and chat prompts (messages
+ * through the chat template, continuing a session's conversation when there is one), under the
+ * prompt-token limit. The routes, the edge handler and the library all build prompts here; errors
+ * are `InputError` / `TnlError("context_length_exceeded")`, which the HTTP layer answers with 400s.
  * @module
  */
 
 import type { Session } from "../engine/session.ts";
 import { validateStopSequences } from "../engine/stop.ts";
-import { InputError } from "../errors.ts";
+import { InputError, TnlError } from "../errors.ts";
+import type { ModelConfig } from "../model/config.ts";
 import {
   type ChatMessageText,
   type ChatTemplate,
+  DEFAULT_CHAT_TEMPLATE,
   renderChat,
   renderContinuation,
   renderMessage,
 } from "./chat_template.ts";
-import type { AppContext, Serving } from "./context.ts";
-import { badRequest, type HttpError, notFound } from "./errors.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
-import type { SchemaLimits } from "./schemas.ts";
+
+/** What prompts are built with: the model's tokenizer and vocabulary, the limit, the template. */
+export interface PromptContext {
+  /** The model (its tokenizer and vocabulary size). */
+  model: { readonly tokenizer: Tokenizer; readonly config: Pick<ModelConfig, "vocabSize"> };
+  /** Largest prompt in tokens (0 = none). */
+  maxPromptTokens: number;
+  /** The chat template (default: `DEFAULT_CHAT_TEMPLATE`). */
+  chatTemplate?: ChatTemplate;
+}
 
 /** Tokens of a session's history decoded to find where a conversation's text ends. */
 const TAIL_TOKENS = 48;
@@ -30,17 +40,17 @@ const TAIL_TOKENS = 48;
  */
 export const DEFAULT_MAX_PROMPT_TOKENS = 32_768;
 
-/** A 400 (`context_length_exceeded`) for a prompt of `count` tokens over `limit`. */
-function promptTooLong(field: string, count: number, limit: number, atLeast: boolean): HttpError {
-  return badRequest(
-    field,
+/** `context_length_exceeded` (a 400) for a prompt of `count` tokens over `limit`. */
+function promptTooLong(field: string, count: number, limit: number, atLeast: boolean): TnlError {
+  return new TnlError(
+    "context_length_exceeded",
     `${field}: ${atLeast ? "at least " : ""}${count} tokens, more than this server's limit of ` +
       `${limit} prompt tokens (--max-prompt-tokens)`,
-    "context_length_exceeded",
+    { param: field },
   );
 }
 
-/** A 400 naming `field` when a prompt of `count` tokens is over `limit` (0: no limit). */
+/** `context_length_exceeded` naming `field` when a prompt of `count` tokens is over `limit` (0: no limit). */
 export function checkPromptLength(count: number, limit: number, field = "prompt"): void {
   if (limit > 0 && count > limit) throw promptTooLong(field, count, limit, false);
 }
@@ -68,7 +78,7 @@ function maxUnitsPerToken(tok: Tokenizer): number {
 /**
  * Encode prompt text under a limit of `limit` tokens (0: none): a text too long to fit whatever it
  * says is refused before it is encoded (a token covers at most the longest piece's length), so a
- * huge body costs no tokenizer time; otherwise the exact count is checked. 400s name `field`.
+ * huge body costs no tokenizer time; otherwise the exact count is checked. Errors name `field`.
  */
 export function encodePrompt(
   tok: Tokenizer,
@@ -84,31 +94,11 @@ export function encodePrompt(
   try {
     ids = tok.encode(text);
   } catch (e) {
-    if (e instanceof InputError) throw badRequest(field, `${field}: ${e.message}`);
+    if (e instanceof InputError) throw new InputError(field, e.message);
     throw e;
   }
   checkPromptLength(ids.length, limit, field);
   return ids;
-}
-
-/** The schema limits of this server and model. */
-export function schemaLimits(ctx: AppContext, serving: Serving): SchemaLimits {
-  return {
-    vocabSize: serving.model.config.vocabSize,
-    maxTokensLimit: ctx.options.maxTokensLimit,
-    defaultChatMaxTokens: ctx.options.defaultChatMaxTokens,
-  };
-}
-
-/** A 404 (`model_not_found`) unless `model` is absent or the served model's id. */
-export function checkModel(model: string | undefined, serving: Serving): void {
-  if (model !== undefined && model !== serving.modelId) {
-    throw notFound(
-      `The model '${model}' does not exist; this server serves '${serving.modelId}'`,
-      "model",
-      "model_not_found",
-    );
-  }
 }
 
 /** Whether a session holds nothing yet. */
@@ -122,39 +112,39 @@ export function isEmptySession(s: Session): boolean {
  * tokenizer has none. Token ids are checked against the vocabulary by the engine.
  */
 export function completionPrompt(
-  serving: Serving,
+  ctx: PromptContext,
   session: Session,
   prompt: string | number[],
 ): Int32Array {
-  const tok = serving.model.tokenizer;
+  const tok = ctx.model.tokenizer;
   let ids: Int32Array;
-  if (typeof prompt === "string") ids = encodePrompt(tok, prompt, serving.maxPromptTokens);
+  if (typeof prompt === "string") ids = encodePrompt(tok, prompt, ctx.maxPromptTokens);
   else {
-    checkPromptLength(prompt.length, serving.maxPromptTokens);
-    const V = serving.model.config.vocabSize;
+    checkPromptLength(prompt.length, ctx.maxPromptTokens);
+    const V = ctx.model.config.vocabSize;
     prompt.forEach((t, i) => {
       if (t < 0 || t >= V) {
-        throw badRequest("prompt", `prompt: token ${t} at index ${i} is outside [0, ${V})`);
+        throw new InputError("prompt", `token ${t} at index ${i} is outside [0, ${V})`);
       }
     });
     ids = Int32Array.from(prompt);
   }
   if (ids.length === 0 && isEmptySession(session)) {
-    if (tok.bosId < 0) throw badRequest("prompt", "prompt: must not be empty");
+    if (tok.bosId < 0) throw new InputError("prompt", "must not be empty");
     ids = Int32Array.of(tok.bosId);
   }
   return ids;
 }
 
 /** The prompt text of a completion prompt (for `echo`). */
-export function promptText(serving: Serving, prompt: string | number[]): string {
-  return typeof prompt === "string" ? prompt : serving.model.tokenizer.decode(prompt);
+export function promptText(ctx: PromptContext, prompt: string | number[]): string {
+  return typeof prompt === "string" ? prompt : ctx.model.tokenizer.decode(prompt);
 }
 
 /** The text a session's history ends with (its last few tokens decoded). */
-export function sessionTail(serving: Serving, s: Session): string {
+export function sessionTail(ctx: PromptContext, s: Session): string {
   const toks = s.tokens;
-  return serving.model.tokenizer.decode(toks.subarray(Math.max(0, toks.length - TAIL_TOKENS)));
+  return ctx.model.tokenizer.decode(toks.subarray(Math.max(0, toks.length - TAIL_TOKENS)));
 }
 
 /**
@@ -163,31 +153,54 @@ export function sessionTail(serving: Serving, s: Session): string {
  * (see `renderContinuation`); no messages on such a session continue the reply as it is.
  */
 export function chatPrompt(
-  serving: Serving,
+  ctx: PromptContext,
   session: Session,
   messages: readonly ChatMessageText[],
-  template: ChatTemplate = serving.chatTemplate,
+  template: ChatTemplate = ctx.chatTemplate ?? DEFAULT_CHAT_TEMPLATE,
 ): Int32Array {
   let text: string;
   if (isEmptySession(session)) text = renderChat(template, messages);
   else if (messages.length === 0) return new Int32Array(0);
-  else text = renderContinuation(template, messages, sessionTail(serving, session));
-  return encodePrompt(serving.model.tokenizer, text, serving.maxPromptTokens, "messages");
+  else text = renderContinuation(template, messages, sessionTail(ctx, session));
+  return encodePrompt(ctx.model.tokenizer, text, ctx.maxPromptTokens, "messages");
+}
+
+/**
+ * How many leading tokens of `ids` (a new conversation's chat prompt) the earlier turns cover: the
+ * messages before the last one, rendered and encoded alone, compared token by token (text encoded
+ * whole may merge pieces across the turn boundary, so only the common tokens count). 0 with fewer
+ * than two messages. Other conversations that share these turns (a system prompt, few-shot turns)
+ * share this prefix of the prompt.
+ */
+export function earlierTurnsLength(
+  ctx: PromptContext,
+  messages: readonly ChatMessageText[],
+  ids: Int32Array,
+  template: ChatTemplate = ctx.chatTemplate ?? DEFAULT_CHAT_TEMPLATE,
+): number {
+  if (messages.length < 2) return 0;
+  const text = template.prefix +
+    messages.slice(0, -1).map((m) => renderMessage(template, m)).join("");
+  const earlier = ctx.model.tokenizer.encode(text);
+  let n = 0;
+  while (n < earlier.length && n < ids.length && earlier[n] === ids[n]) n++;
+  return n;
 }
 
 /** Token ids to prefill a new session with chat messages (no generation prompt). */
-export function chatPrefill(serving: Serving, messages: readonly ChatMessageText[]): Int32Array {
-  const t = serving.chatTemplate;
+export function chatPrefill(ctx: PromptContext, messages: readonly ChatMessageText[]): Int32Array {
+  const t = ctx.chatTemplate ?? DEFAULT_CHAT_TEMPLATE;
   const text = t.prefix + messages.map((m) => renderMessage(t, m)).join("");
-  return encodePrompt(serving.model.tokenizer, text, serving.maxPromptTokens, "messages");
+  return encodePrompt(ctx.model.tokenizer, text, ctx.maxPromptTokens, "messages");
 }
 
 /** The stop strings of a chat request: the template's and the request's. */
-export function chatStops(serving: Serving, stop: string[]): string[] {
+export function chatStops(ctx: PromptContext, stop: string[]): string[] {
+  const t = ctx.chatTemplate ?? DEFAULT_CHAT_TEMPLATE;
   try {
-    return validateStopSequences([...serving.chatTemplate.stop, ...stop]);
+    return validateStopSequences([...t.stop, ...stop]);
   } catch (e) {
-    if (e instanceof InputError) throw badRequest("stop", `stop: ${e.message}`);
+    if (e instanceof InputError) throw new InputError("stop", e.message);
     throw e;
   }
 }
