@@ -13,6 +13,7 @@ import {
   DEFAULT_LEASE_MS,
   DEFAULT_MAX_PROMPT_TOKENS,
   DEFAULT_PREFIX_CACHE_BYTES,
+  defaultCacheSize,
   loadChatTemplate,
   PrefixCache,
   SessionManager,
@@ -48,7 +49,7 @@ export interface AppOptions {
   defaultChatMaxTokens?: number;
   /** CORS: true (any origin), an origin, or false (default: off). */
   cors?: boolean | string;
-  /** Live sessions kept in the in-process cache (default 16). */
+  /** Live sessions kept in the in-process cache (default: 1 GiB of states, 16 to 1,024). */
   sessionCacheSize?: number;
   /** How often a non-streaming request checks whether its client went away, in ms (default 100). */
   disconnectPollMs?: number;
@@ -116,10 +117,14 @@ export function modelIdOf(model: TnlModel): string {
 /** The shared state of the app; see the module doc. */
 export class AppContext {
   /** Options with defaults filled in. */
-  readonly options: Required<Omit<AppOptions, "stateSecret" | "adminToken">> & {
-    stateSecret?: string;
-    adminToken?: string;
-  };
+  readonly options:
+    & Required<Omit<AppOptions, "stateSecret" | "adminToken" | "sessionCacheSize">>
+    & {
+      stateSecret?: string;
+      adminToken?: string;
+      /** Absent: the session manager's default for the model. */
+      sessionCacheSize?: number;
+    };
   /** The logger. */
   readonly logger: Logger;
   /** HTTP metrics. */
@@ -151,7 +156,7 @@ export class AppContext {
       maxPromptTokens: o.maxPromptTokens ?? DEFAULT_MAX_PROMPT_TOKENS,
       defaultChatMaxTokens: o.defaultChatMaxTokens ?? 512,
       cors: o.cors ?? false,
-      sessionCacheSize: o.sessionCacheSize ?? 16,
+      sessionCacheSize: o.sessionCacheSize,
       disconnectPollMs: o.disconnectPollMs ?? 100,
       checkpointTokens: o.checkpointTokens ?? (init.store.leases ? 64 : 0),
       leaseMs: o.leaseMs ?? DEFAULT_LEASE_MS,

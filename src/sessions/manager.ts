@@ -26,6 +26,7 @@ import type { Engine } from "../engine/engine.ts";
 import { Session } from "../engine/session.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { isValidSessionId, type SessionSnapshot } from "../model/snapshot.ts";
+import { stateBytes } from "../model/state.ts";
 import { sessionSummary } from "../state/codec.ts";
 import { CodecPool } from "../state/codec_pool.ts";
 import type { SessionStore } from "../state/store.ts";
@@ -96,7 +97,11 @@ export interface SessionManagerOptions {
   modelId: string;
   /** HMAC secret for states. */
   secret?: string;
-  /** Live sessions kept in the in-process cache (default 16; 0 = none). */
+  /**
+   * Live sessions kept in the in-process cache (0 = none). Default: as many as 1 GiB of states
+   * holds, at least 16 and at most 1,024 (80 at 385M): a session found here keeps its `Session`
+   * object, so the engine can start it from the state still resident on the backend.
+   */
   cacheSize?: number;
   /** The busy set (shared with the app context). */
   busy?: Set<string>;
@@ -104,6 +109,14 @@ export interface SessionManagerOptions {
   leaseMs?: number;
   /** Where states are encoded and hashed (default: in the calling thread). */
   codec?: CodecPool;
+}
+
+/** Host memory the session cache may fill by default. */
+const DEFAULT_CACHE_BYTES = 2 ** 30;
+
+/** Sessions in the default cache: 1 GiB of states, within [16, 1024]. */
+export function defaultCacheSize(config: ModelConfig): number {
+  return Math.max(16, Math.min(1024, Math.floor(DEFAULT_CACHE_BYTES / stateBytes(config))));
 }
 
 /** Default lease time to live on shared stores, in ms. */
@@ -174,7 +187,7 @@ export class SessionManager {
     this.#o = o;
     this.#pool = o.codec ?? new CodecPool(0);
     this.busy = o.busy ?? new Set();
-    this.#cacheSize = o.cacheSize ?? 16;
+    this.#cacheSize = o.cacheSize ?? defaultCacheSize(o.model.config);
   }
 
   /** The store. */

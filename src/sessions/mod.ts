@@ -47,6 +47,7 @@ export {
 export { etagOf, matchesEtag } from "./etag.ts";
 export {
   DEFAULT_LEASE_MS,
+  defaultCacheSize,
   type SessionInfo,
   type SessionLease,
   type SessionList,
