@@ -153,7 +153,7 @@ export interface EngineOptions {
   stepsPerSync?: number;
   /**
    * Target duration of a decode round, in ms: `busy` while admitted requests wait for their first
-   * token (or waiting ones for a free slot), `steady` otherwise (defaults 60 and 200). K follows
+   * token (or waiting ones for a free slot), `steady` otherwise (defaults 50 and 200). K follows
    * from the measured step time.
    */
   roundMs?: { busy: number; steady: number };
@@ -385,7 +385,7 @@ export class Engine {
       ),
       stepsPerSync: Math.max(1, options.stepsPerSync ?? 128),
       recurrentPrefill: backend.replayMany ? Math.max(0, options.recurrentPrefill ?? 32) : 0,
-      roundMs: options.roundMs ?? { busy: 60, steady: 200 },
+      roundMs: options.roundMs ?? { busy: 50, steady: 200 },
       readbackMs: options.readbackMs ?? 15,
       keepResident: options.keepResident ?? backend.kind !== "cpu",
       onRound: options.onRound ?? (() => {}),
