@@ -391,7 +391,6 @@ export class SessionManager {
   ): SessionLease {
     const id = session.id;
     const encoding = opts.encoding ?? this.#encoding;
-    encodingParts(encoding);
     // What a save writes in `lossy`: the lineage's, else this encoding's own when lossy.
     const lossy = lossyOrigin(encoding, inherited);
     let released = false;
@@ -504,6 +503,7 @@ export class SessionManager {
    */
   async open(id: string, opts: LeaseOptions = {}): Promise<SessionLease> {
     if (!isValidSessionId(id)) throw noSession(id);
+    if (opts.encoding !== undefined) encodingParts(opts.encoding);
     const claim = await this.#claim(id);
     try {
       const { session, generation, lossy } = await this.#load(id);
@@ -520,6 +520,7 @@ export class SessionManager {
    * this request saves it.
    */
   async create(id?: string, opts: LeaseOptions = {}): Promise<SessionLease> {
+    if (opts.encoding !== undefined) encodingParts(opts.encoding);
     const session = this.#o.engine.newSession(id);
     const claim = await this.#claim(session.id, id === undefined);
     try {
