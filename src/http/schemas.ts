@@ -484,7 +484,9 @@ export function checkSessionId(value: string | undefined, field: string): string
 /** Parse a `POST /v1/sessions` body (an empty body creates an empty session). */
 export function parseSessionCreate(b: Body): SessionCreateParams {
   const id = checkSessionId(optString(b, "id"), "id");
-  const out: SessionCreateParams = { id, stateEncoding: optStateEncoding(b) };
+  const out: SessionCreateParams = { id };
+  const stateEncoding = optStateEncoding(b);
+  if (stateEncoding !== undefined) out.stateEncoding = stateEncoding;
   if (present(b, "prompt")) out.prompt = parsePrompt(b.prompt);
   if (present(b, "messages")) {
     if (out.prompt !== undefined) {
