@@ -18,7 +18,7 @@ import type { ModelState } from "../model/state.ts";
 import { decayPowers, lightningPrefill, recurrentStep } from "./attention.ts";
 import { activate, layerNorm, linear, simpleRmsNorm } from "./kernels.ts";
 import type { CpuWeights } from "./weights.ts";
-import { WasmArena } from "./wasm/mod.ts";
+import { int8ScratchBytes, WasmArena } from "./wasm/mod.ts";
 import { storedBytes, type StoredMatrix, widenMatrix, widenRow } from "./stored.ts";
 
 /** Which logits to return. */
@@ -114,7 +114,8 @@ export class CpuModel {
     const floats = (n: number) => Math.ceil((n * 4) / 64) * 64;
     return floats(rows * D) + floats(rows * Math.max(D, H)) + floats(rows * 4 * H) +
       floats(rows * Math.max(H, D)) + floats(rows * Math.max(G, D)) + floats(rows * G) +
-      floats(Math.min(rows, 64) * V) + 2 * floats(rows * H * 2) + (1 << 16);
+      floats(Math.min(rows, 64) * V) + 2 * floats(rows * H * 2) +
+      int8ScratchBytes(rows, Math.max(D, H, G)) + (1 << 16);
   }
 
   /**
@@ -196,6 +197,7 @@ export class CpuModel {
     }
     this.#arena = arena;
     this.#rows = rows;
+    if (held.some((m) => m.dtype === "int8")) arena.reserveInt8Scratch(rows, Math.max(D, H, G));
     this.#x = arena.allocF32(rows * D);
     this.#a = arena.allocF32(rows * Math.max(D, H));
     this.#qkvu = arena.allocF32(rows * 4 * H);

@@ -49,6 +49,17 @@ interface KernelExports {
   linear_bf16: LinearFn;
   linear_f16: LinearFn;
   linear_i8: LinearFn;
+  /** int16 activations and block scales for linear_i8: `(x, T, in, q, c)`. */
+  quant_i16: (x: number, T: number, n: number, q: number, c: number) => void;
+}
+
+/** Columns per int8 block (one activation scale each): `I8_BLOCK` of the kernel generator. */
+export const I8_BLOCK = 128;
+
+/** Bytes of `quant_i16`'s output for T rows of `inDim`: int16 rows padded to 8, then scales. */
+export function int8ScratchBytes(T: number, inDim: number): number {
+  const q = Math.ceil((T * ((inDim + 7) & ~7) * 2) / ALIGN) * ALIGN;
+  return q + T * Math.ceil(inDim / I8_BLOCK) * 4;
 }
 
 /** The two builds of the kernels: importing a plain memory, or a shared one (threads). */
@@ -111,6 +122,8 @@ export class WasmArena {
   readonly #fns: LinearFn[];
   readonly #shared: boolean;
   #top = ALIGN;
+  /** Where int8 linears put their int16 activations (grown on demand; see reserveInt8Scratch). */
+  #q8 = { at: 0, bytes: 0 };
   #workers: Worker[] = [];
   #ctrl: Int32Array | null = null;
 
@@ -286,9 +299,21 @@ export class WasmArena {
     return new Uint16Array(this.#buffer, this.#alloc(n * 2, `allocU16(${n})`), n);
   }
 
-  /** A zeroed, 64-byte aligned `Int8Array` of `n` values (int8 weights) inside the arena. */
+  /**
+   * A zeroed, 64-byte aligned `Int8Array` of `n` values (int8 weights) inside the arena, followed
+   * by 8 bytes of slack: the int8 kernels read a row's last group of 8 whole (times zeros).
+   */
   allocI8(n: number): Int8Array {
-    return new Int8Array(this.#buffer, this.#alloc(n, `allocI8(${n})`), n);
+    return new Int8Array(this.#buffer, this.#alloc(n + 8, `allocI8(${n})`), n);
+  }
+
+  /**
+   * Set aside the int16 activation scratch of int8 linears for up to `rows` rows of `maxIn`
+   * columns (`int8ScratchBytes`); a later linear that needs more allocates more.
+   */
+  reserveInt8Scratch(rows: number, maxIn: number): void {
+    const bytes = int8ScratchBytes(rows, maxIn);
+    if (bytes > this.#q8.bytes) this.#q8 = { at: this.#alloc(bytes, "int8 scratch"), bytes };
   }
 
   /** Whether `view` lies in this arena's memory. */
@@ -357,23 +382,31 @@ export class WasmArena {
     }
     const code = FN_CODE[m.dtype];
     const w0 = m.data.byteOffset, b0 = bias ? bias.byteOffset : 0;
-    const s0 = m.dtype === "int8" ? m.scales.byteOffset : 0;
+    let s0 = 0, x0 = x.byteOffset, c0 = 0;
+    if (m.dtype === "int8") {
+      // x → int16 with block scales, once, on this thread (every thread reads the same copy).
+      this.reserveInt8Scratch(T, inDim);
+      s0 = m.scales.byteOffset;
+      x0 = this.#q8.at;
+      c0 = x0 + Math.ceil((T * ((inDim + 7) & ~7) * 2) / ALIGN) * ALIGN;
+      this.#k.quant_i16(x.byteOffset, T, inDim, x0, c0);
+    }
     const c = this.#ctrl;
     if (!c || outDim * inDim * T < THREAD_MIN_MACS || outDim < 8 * this.threads) {
-      this.#fns[code](w0, x.byteOffset, b0, y0, outDim, inDim, T, s0, 0);
+      this.#fns[code](w0, x0, b0, y0, outDim, inDim, T, s0, 0, c0);
       return;
     }
-    // Blocks of output rows (multiples of 4), the first for this thread: slices of w, b, s and y
+    // Blocks of output rows (multiples of 8), the first for this thread: slices of w, b, s and y
     // with y's full row stride. Which thread computes a row does not change its sums.
     const n = this.threads, rs = inDim * m.data.BYTES_PER_ELEMENT;
-    const per = Math.ceil(outDim / n / 4) * 4;
+    const per = Math.ceil(outDim / n / 8) * 8;
     const ys = outDim * 4;
     for (let i = 1; i < n; i++) {
       const r0 = Math.min(outDim, i * per), r1 = Math.min(outDim, r0 + per);
       const at = threadSlot(i - 1);
       c[at + THREAD_SLOT.active] = r1 > r0 ? 1 : 0;
       c[at + THREAD_SLOT.w] = w0 + r0 * rs;
-      c[at + THREAD_SLOT.x] = x.byteOffset;
+      c[at + THREAD_SLOT.x] = x0;
       c[at + THREAD_SLOT.b] = b0 ? b0 + r0 * 4 : 0;
       c[at + THREAD_SLOT.y] = y0 + r0 * 4;
       c[at + THREAD_SLOT.out] = r1 - r0;
@@ -381,12 +414,13 @@ export class WasmArena {
       c[at + THREAD_SLOT.T] = T;
       c[at + THREAD_SLOT.s] = s0 ? s0 + r0 * 4 : 0;
       c[at + THREAD_SLOT.ys] = ys;
+      c[at + THREAD_SLOT.c] = c0;
     }
     c[CTRL.fn] = code;
     Atomics.store(c, CTRL.done, 0);
     Atomics.add(c, CTRL.gen, 1);
     Atomics.notify(c, CTRL.gen);
-    this.#fns[code](w0, x.byteOffset, b0, y0, Math.min(per, outDim), inDim, T, s0, ys);
+    this.#fns[code](w0, x0, b0, y0, Math.min(per, outDim), inDim, T, s0, ys, c0);
     const workers = n - 1;
     const t0 = performance.now();
     for (let d; (d = Atomics.load(c, CTRL.done)) < workers;) {

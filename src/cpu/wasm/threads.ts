@@ -5,7 +5,10 @@
  * @module
  */
 
-/** A kernel export: `(w, x, b, y, out, in, T, scales, yStride)`, byte addresses and sizes. */
+/**
+ * A kernel export: `(w, x, b, y, out, in, T, scales, yStride, xScales)`, byte addresses and sizes
+ * (int8: x is `quant_i16`'s int16 rows and xScales their block scales; unused by the others).
+ */
 export type LinearFn = (
   w: number,
   x: number,
@@ -16,6 +19,7 @@ export type LinearFn = (
   T: number,
   s: number,
   ys: number,
+  c: number,
 ) => void;
 
 /** Int32 indices of the shared header. */
@@ -40,6 +44,7 @@ export const THREAD_SLOT = {
   T: 7,
   s: 8,
   ys: 9,
+  c: 10,
 } as const;
 
 const HEADER = 4, SLOT = 12;

@@ -45,6 +45,7 @@ self.onmessage = (e: MessageEvent) => {
         c[base + THREAD_SLOT.T],
         c[base + THREAD_SLOT.s],
         c[base + THREAD_SLOT.ys],
+        c[base + THREAD_SLOT.c],
       );
     }
     Atomics.add(c, CTRL.done, 1);
