@@ -620,6 +620,131 @@ function driver(k: Kind): string {
         (br $rest))))`;
 }
 
+/** 8 accumulators over 32 columns: `f(u)` for u = 0..7, one statement per line. */
+const eight = (f: (u: number) => string, indent: string) =>
+  range(8).map((u) => indent + f(u)).join("\n");
+
+/**
+ * Lightning Attention prefill (src/cpu/attention.ts `lightningPrefill`, in f32 with fused
+ * multiply-adds) for heads [$h0, $h1): each head's output columns go 32 at a time (8 vector
+ * accumulators). Heads are independent (threads split them); dk and dv must be multiples of 32.
+ */
+function lightning(): string {
+  const I = "              ";
+  return `
+  ;; Lightning Attention over $T tokens of heads [$h0, $h1), blocks of $blk tokens:
+  ;;   o_t = λ^(t-s+1)·q_t·S + Σ_{s≤j≤t} f32(q_t·k_j)·λ^(t-j)·v_j;  S ← λ^m·S + Σ_j λ^(e-1-j)·k_jᵀ·v_j
+  ;; $S [h][dk][dv] states; $q, $k [h][T][dk]; v row t of head h at $v + t·$vs + 4·h·dv; o likewise
+  ;; at $o with $os; $pw [h][blk + 1] λ^n in f32; $sc [h][blk] scratch for the scores.
+  (func (export "lightning")
+    (param $S i32) (param $q i32) (param $k i32) (param $v i32) (param $o i32) (param $pw i32)
+    (param $h0 i32) (param $h1 i32) (param $T i32) (param $dk i32) (param $dv i32) (param $blk i32)
+    (param $vs i32) (param $os i32) (param $sc i32)
+    (local $h i32) (local $Sh i32) (local $qh i32) (local $kh i32) (local $vh i32) (local $oh i32)
+    (local $ph i32) (local $sch i32) (local $s0 i32) (local $m i32) (local $t i32) (local $j i32)
+    (local $i i32) (local $jc i32) (local $qt i32) (local $kj i32) (local $p i32) (local $p2 i32)
+    (local $d f32) (local $c v128) (local $dot v128) (local $rowb i32)
+    ${range(8).map((u) => `(local $a${u} v128)`).join(" ")}
+    (local.set $rowb (i32.shl (local.get $dv) (i32.const 2)))
+    (local.set $h (local.get $h0))
+    (block $heads_done
+      (loop $heads
+        (br_if $heads_done (i32.ge_u (local.get $h) (local.get $h1)))
+        (local.set $Sh (i32.add (local.get $S) (i32.mul (local.get $h) (i32.mul (local.get $dk) (local.get $rowb)))))
+        (local.set $qh (i32.add (local.get $q) (i32.shl (i32.mul (local.get $h) (i32.mul (local.get $T) (local.get $dk))) (i32.const 2))))
+        (local.set $kh (i32.add (local.get $k) (i32.shl (i32.mul (local.get $h) (i32.mul (local.get $T) (local.get $dk))) (i32.const 2))))
+        (local.set $vh (i32.add (local.get $v) (i32.mul (local.get $h) (local.get $rowb))))
+        (local.set $oh (i32.add (local.get $o) (i32.mul (local.get $h) (local.get $rowb))))
+        (local.set $ph (i32.add (local.get $pw) (i32.shl (i32.mul (local.get $h) (i32.add (local.get $blk) (i32.const 1))) (i32.const 2))))
+        (local.set $sch (i32.add (local.get $sc) (i32.shl (i32.mul (local.get $h) (local.get $blk)) (i32.const 2))))
+        (local.set $s0 (i32.const 0))
+        (loop $blocks
+          (local.set $m (i32.sub (local.get $T) (local.get $s0)))
+          (if (i32.gt_u (local.get $m) (local.get $blk)) (then (local.set $m (local.get $blk))))
+          (local.set $t (i32.const 0))
+          (loop $tokens
+            (local.set $qt (i32.add (local.get $qh) (i32.shl (i32.mul (i32.add (local.get $s0) (local.get $t)) (local.get $dk)) (i32.const 2))))
+            ;; scores: f32(q_t·k_j)·λ^(t-j) for j ≤ t; the dot in 4 lanes, then (l0 + l2) + (l1 + l3)
+            (local.set $j (i32.const 0))
+            (loop $scores
+              (local.set $kj (i32.add (local.get $kh) (i32.shl (i32.mul (i32.add (local.get $s0) (local.get $j)) (local.get $dk)) (i32.const 2))))
+              (local.set $dot (v128.const i64x2 0 0))
+              (local.set $i (i32.const 0))
+              (loop $dotl
+                (local.set $dot ${
+    fma(
+      "(v128.load (i32.add (local.get $qt) (local.get $i)))",
+      "(v128.load (i32.add (local.get $kj) (local.get $i)))",
+      "(local.get $dot)",
+    )
+  })
+                (local.set $i (i32.add (local.get $i) (i32.const 16)))
+                (br_if $dotl (i32.lt_u (local.get $i) (i32.shl (local.get $dk) (i32.const 2)))))
+              (f32.store (i32.add (local.get $sch) (i32.shl (local.get $j) (i32.const 2)))
+                (f32.mul
+                  (f32.add
+                    (f32.add (f32x4.extract_lane 0 (local.get $dot)) (f32x4.extract_lane 2 (local.get $dot)))
+                    (f32.add (f32x4.extract_lane 1 (local.get $dot)) (f32x4.extract_lane 3 (local.get $dot))))
+                  (f32.load (i32.add (local.get $ph) (i32.shl (i32.sub (local.get $t) (local.get $j)) (i32.const 2))))))
+              (local.set $j (i32.add (local.get $j) (i32.const 1)))
+              (br_if $scores (i32.le_u (local.get $j) (local.get $t))))
+            (local.set $d (f32.load (i32.add (local.get $ph) (i32.shl (i32.add (local.get $t) (i32.const 1)) (i32.const 2)))))
+            (local.set $jc (i32.const 0))
+            (loop $chunks
+${eight((u) => `(local.set $a${u} (v128.const i64x2 0 0))`, I)}
+              ;; inter-block: Σ_i (q_ti·λ^(t-s+1))·S[i, jc..jc+32]
+              (local.set $p (i32.add (local.get $Sh) (i32.shl (local.get $jc) (i32.const 2))))
+              (local.set $i (i32.const 0))
+              (loop $inter
+                (local.set $c (f32x4.splat (f32.mul (f32.load (i32.add (local.get $qt) (i32.shl (local.get $i) (i32.const 2)))) (local.get $d))))
+${eight((u) => `  (local.set $a${u} ${fma("(local.get $c)", `(v128.load offset=${16 * u} (local.get $p))`, `(local.get $a${u})`)})`, I)}
+                (local.set $p (i32.add (local.get $p) (local.get $rowb)))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $inter (i32.lt_u (local.get $i) (local.get $dk))))
+              ;; intra-block: Σ_{j≤t} score_j·v_j[jc..jc+32]
+              (local.set $p (i32.add (i32.add (local.get $vh) (i32.mul (local.get $s0) (local.get $vs))) (i32.shl (local.get $jc) (i32.const 2))))
+              (local.set $j (i32.const 0))
+              (loop $intra
+                (local.set $c (v128.load32_splat (i32.add (local.get $sch) (i32.shl (local.get $j) (i32.const 2)))))
+${eight((u) => `  (local.set $a${u} ${fma("(local.get $c)", `(v128.load offset=${16 * u} (local.get $p))`, `(local.get $a${u})`)})`, I)}
+                (local.set $p (i32.add (local.get $p) (local.get $vs)))
+                (local.set $j (i32.add (local.get $j) (i32.const 1)))
+                (br_if $intra (i32.le_u (local.get $j) (local.get $t))))
+              (local.set $p (i32.add (i32.add (local.get $oh) (i32.mul (i32.add (local.get $s0) (local.get $t)) (local.get $os))) (i32.shl (local.get $jc) (i32.const 2))))
+${eight((u) => `(v128.store offset=${16 * u} (local.get $p) (local.get $a${u}))`, I)}
+              (local.set $jc (i32.add (local.get $jc) (i32.const 32)))
+              (br_if $chunks (i32.lt_u (local.get $jc) (local.get $dv))))
+            (local.set $t (i32.add (local.get $t) (i32.const 1)))
+            (br_if $tokens (i32.lt_u (local.get $t) (local.get $m))))
+          ;; state: S[i, :] = λ^m·S[i, :] + Σ_j (k_j[i]·λ^(m-1-j))·v_j
+          (local.set $d (f32.load (i32.add (local.get $ph) (i32.shl (local.get $m) (i32.const 2)))))
+          (local.set $i (i32.const 0))
+          (loop $rows
+            (local.set $jc (i32.const 0))
+            (loop $schunks
+              (local.set $p (i32.add (local.get $Sh) (i32.shl (i32.add (i32.mul (local.get $i) (local.get $dv)) (local.get $jc)) (i32.const 2))))
+${eight((u) => `(local.set $a${u} (f32x4.mul (v128.load offset=${16 * u} (local.get $p)) (f32x4.splat (local.get $d))))`, I)}
+              (local.set $p2 (i32.add (i32.add (local.get $vh) (i32.mul (local.get $s0) (local.get $vs))) (i32.shl (local.get $jc) (i32.const 2))))
+              (local.set $j (i32.const 0))
+              (loop $upd
+                (local.set $c (f32x4.splat (f32.mul
+                  (f32.load (i32.add (local.get $kh) (i32.shl (i32.add (i32.mul (i32.add (local.get $s0) (local.get $j)) (local.get $dk)) (local.get $i)) (i32.const 2))))
+                  (f32.load (i32.add (local.get $ph) (i32.shl (i32.sub (i32.sub (local.get $m) (i32.const 1)) (local.get $j)) (i32.const 2)))))))
+${eight((u) => `  (local.set $a${u} ${fma("(local.get $c)", `(v128.load offset=${16 * u} (local.get $p2))`, `(local.get $a${u})`)})`, I)}
+                (local.set $p2 (i32.add (local.get $p2) (local.get $vs)))
+                (local.set $j (i32.add (local.get $j) (i32.const 1)))
+                (br_if $upd (i32.lt_u (local.get $j) (local.get $m))))
+${eight((u) => `(v128.store offset=${16 * u} (local.get $p) (local.get $a${u}))`, I)}
+              (local.set $jc (i32.add (local.get $jc) (i32.const 32)))
+              (br_if $schunks (i32.lt_u (local.get $jc) (local.get $dv))))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br_if $rows (i32.lt_u (local.get $i) (local.get $dk))))
+          (local.set $s0 (i32.add (local.get $s0) (local.get $m)))
+          (br_if $blocks (i32.lt_u (local.get $s0) (local.get $T))))
+        (local.set $h (i32.add (local.get $h) (i32.const 1)))
+        (br $heads))))`;
+}
+
 /** The whole kernel source. */
 export function generateWat(): string {
   const parts = [HEADER];
@@ -633,6 +758,7 @@ export function generateWat(): string {
   }
   const i8 = KINDS.find((k) => k.name === "i8")!;
   parts.push(tileI8(4, 2), "", tileI8(4, 1), "", tileI8(8, 1), tokens(i8), driver(i8), "");
+  parts.push(lightning(), "");
   return parts.join("\n").trimEnd() + ")\n";
 }
 

@@ -49,6 +49,24 @@ interface KernelExports {
   linear_bf16: LinearFn;
   linear_f16: LinearFn;
   linear_i8: LinearFn;
+  /** Lightning Attention prefill of a range of heads (see {@link LightningArgs}). */
+  lightning: (
+    S: number,
+    q: number,
+    k: number,
+    v: number,
+    o: number,
+    pw: number,
+    h0: number,
+    h1: number,
+    T: number,
+    dk: number,
+    dv: number,
+    blk: number,
+    vs: number,
+    os: number,
+    sc: number,
+  ) => void;
   /** int16 activations and block scales for linear_i8: `(x, T, in, q, c)`. */
   quant_i16: (x: number, T: number, n: number, q: number, c: number) => void;
 }
@@ -110,6 +128,41 @@ export function f32ToBf16(src: Float32Array, dst: Uint16Array): boolean {
     dst[i] = (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
   }
   return exact;
+}
+
+/**
+ * Lightning Attention prefill of every head of one layer (`src/cpu/attention.ts` in f32); all
+ * views in the arena, strides in floats. dk and dv must be multiples of 32.
+ */
+export interface LightningArgs {
+  /** States [heads][dk][dv], updated in place. */
+  S: Float32Array;
+  /** Head-major [heads][T][dk]. */
+  q: Float32Array;
+  /** Head-major [heads][T][dk]. */
+  k: Float32Array;
+  /** v of head 0, token 0 (head h at h·dv, token t at t·vStride). */
+  v: Float32Array;
+  /** Floats between tokens in v. */
+  vStride: number;
+  /** Output of head 0, token 0 (laid out as v). */
+  o: Float32Array;
+  /** Floats between tokens in o. */
+  oStride: number;
+  /** [heads][block + 1] decay powers λ^n. */
+  pw: Float32Array;
+  /** [heads][block] scratch. */
+  scores: Float32Array;
+  /** Heads. */
+  heads: number;
+  /** Tokens (at least 1). */
+  T: number;
+  /** Key width. */
+  dk: number;
+  /** Value width. */
+  dv: number;
+  /** Tokens per block. */
+  block: number;
 }
 
 /** A fixed-size WebAssembly memory with a bump allocator and the SIMD kernels bound to it. */
@@ -432,6 +485,41 @@ export class WasmArena {
         throw new WasmArenaError("bad_argument", "linear: a kernel thread stopped answering");
       }
     }
+  }
+
+  /** Lightning Attention prefill of one layer's heads: {@link LightningArgs}. */
+  lightning(a: LightningArgs): void {
+    const { heads, T, dk, dv, block } = a;
+    if (T < 1 || dk % 32 !== 0 || dv % 32 !== 0 || block < 1) {
+      throw new WasmArenaError("bad_argument", "lightning: T ≥ 1, dk and dv multiples of 32");
+    }
+    const need: [string, Float32Array, number][] = [
+      ["S", a.S, heads * dk * dv],
+      ["q", a.q, heads * T * dk],
+      ["k", a.k, heads * T * dk],
+      ["v", a.v, (T - 1) * a.vStride + heads * dv],
+      ["o", a.o, (T - 1) * a.oStride + heads * dv],
+      ["pw", a.pw, heads * (block + 1)],
+      ["scores", a.scores, heads * block],
+    ];
+    for (const [name, v, n] of need) this.#check(name, v, n, Float32Array);
+    this.#k.lightning(
+      a.S.byteOffset,
+      a.q.byteOffset,
+      a.k.byteOffset,
+      a.v.byteOffset,
+      a.o.byteOffset,
+      a.pw.byteOffset,
+      0,
+      heads,
+      T,
+      dk,
+      dv,
+      block,
+      a.vStride * 4,
+      a.oStride * 4,
+      a.scores.byteOffset,
+    );
   }
 
   #check(
