@@ -24,7 +24,7 @@
 import { TnlError } from "../../errors.ts";
 import { KERNELS_SHARED_WASM_BASE64, KERNELS_WASM_BASE64 } from "./kernels_wasm.ts";
 import type { StoredMatrix } from "../stored.ts";
-import { CTRL, ctrlBytes, type LinearFn, THREAD_SLOT, threadSlot } from "./threads.ts";
+import { CTRL, ctrlBytes, KERNELS, type LinearFn, threadSlot } from "./threads.ts";
 
 /** What went wrong with an arena call. */
 export type WasmArenaErrorReason = "out_of_memory" | "foreign_view" | "bad_argument";
@@ -101,8 +101,9 @@ function kernelModule(build: Build = "plain"): WebAssembly.Module {
 /** Matrix element counts × tokens below which a linear runs on the calling thread only. */
 const THREAD_MIN_MACS = 1 << 19;
 
-/** Kernel codes of the control block, by stored dtype. */
+/** Kernel codes of the control block (`KERNELS`), by stored dtype, and of the attention. */
 const FN_CODE = { f32: 0, bf16: 1, f16: 2, int8: 3 } as const;
+const LIGHTNING = KERNELS.indexOf("lightning");
 
 /**
  * Round f32 values to bf16 (round to nearest even; NaN stays NaN), writing the raw u16 into `dst`
@@ -173,6 +174,8 @@ export class WasmArena {
   readonly #buffer: ArrayBuffer;
   readonly #k: KernelExports;
   readonly #fns: LinearFn[];
+  /** Every kernel a thread may run, by code (`KERNELS` in threads.ts). */
+  readonly #all: ((...args: number[]) => void)[];
   readonly #shared: boolean;
   #top = ALIGN;
   /** Where int8 linears put their int16 activations (grown on demand; see reserveInt8Scratch). */
@@ -246,6 +249,7 @@ export class WasmArena {
     this.#k = instance.exports as unknown as KernelExports;
     const k = this.#k;
     this.#fns = [k.linear_f32, k.linear_bf16, k.linear_f16, k.linear_i8];
+    this.#all = KERNELS.map((name) => k[name] as (...args: number[]) => void);
   }
 
   /** Whether the memory is shared (kernel threads can be started). */
@@ -444,37 +448,42 @@ export class WasmArena {
       c0 = x0 + Math.ceil((T * ((inDim + 7) & ~7) * 2) / ALIGN) * ALIGN;
       this.#k.quant_i16(x.byteOffset, T, inDim, x0, c0);
     }
-    const c = this.#ctrl;
-    if (!c || outDim * inDim * T < THREAD_MIN_MACS || outDim < 8 * this.threads) {
-      this.#fns[code](w0, x0, b0, y0, outDim, inDim, T, s0, 0, c0);
+    const fn = this.#fns[code];
+    if (!this.#ctrl || outDim * inDim * T < THREAD_MIN_MACS || outDim < 8 * this.threads) {
+      fn(w0, x0, b0, y0, outDim, inDim, T, s0, 0, c0);
       return;
     }
     // Blocks of output rows (multiples of 8), the first for this thread: slices of w, b, s and y
     // with y's full row stride. Which thread computes a row does not change its sums.
-    const n = this.threads, rs = inDim * m.data.BYTES_PER_ELEMENT;
-    const per = Math.ceil(outDim / n / 8) * 8;
-    const ys = outDim * 4;
-    for (let i = 1; i < n; i++) {
+    const rs = inDim * m.data.BYTES_PER_ELEMENT, ys = outDim * 4;
+    const per = Math.ceil(outDim / this.threads / 8) * 8;
+    this.#parallel(code, (i) => {
       const r0 = Math.min(outDim, i * per), r1 = Math.min(outDim, r0 + per);
-      const at = threadSlot(i - 1);
-      c[at + THREAD_SLOT.active] = r1 > r0 ? 1 : 0;
-      c[at + THREAD_SLOT.w] = w0 + r0 * rs;
-      c[at + THREAD_SLOT.x] = x0;
-      c[at + THREAD_SLOT.b] = b0 ? b0 + r0 * 4 : 0;
-      c[at + THREAD_SLOT.y] = y0 + r0 * 4;
-      c[at + THREAD_SLOT.out] = r1 - r0;
-      c[at + THREAD_SLOT.inp] = inDim;
-      c[at + THREAD_SLOT.T] = T;
-      c[at + THREAD_SLOT.s] = s0 ? s0 + r0 * 4 : 0;
-      c[at + THREAD_SLOT.ys] = ys;
-      c[at + THREAD_SLOT.c] = c0;
+      if (r1 <= r0) return null;
+      const b = b0 ? b0 + r0 * 4 : 0, s = s0 ? s0 + r0 * 4 : 0;
+      return [w0 + r0 * rs, x0, b, y0 + r0 * 4, r1 - r0, inDim, T, s, ys, c0];
+    });
+  }
+
+  /**
+   * Run kernel `code` on every thread at once: thread i (0: this one) calls it with `args(i)`, or
+   * not at all for null. Returns when all are done.
+   */
+  #parallel(code: number, args: (i: number) => number[] | null): void {
+    const c = this.#ctrl!, n = this.threads;
+    let workers = 0;
+    for (let i = 1; i < n; i++) {
+      const at = threadSlot(i - 1), a = args(i);
+      c[at] = a ? 1 : 0;
+      if (a) { for (let j = 0; j < a.length; j++) c[at + 1 + j] = a[j]; }
+      workers++;
     }
     c[CTRL.fn] = code;
     Atomics.store(c, CTRL.done, 0);
     Atomics.add(c, CTRL.gen, 1);
     Atomics.notify(c, CTRL.gen);
-    this.#fns[code](w0, x0, b0, y0, Math.min(per, outDim), inDim, T, s0, ys, c0);
-    const workers = n - 1;
+    const mine = args(0);
+    if (mine) (this.#all[code] as (...a: number[]) => void)(...mine);
     const t0 = performance.now();
     for (let d; (d = Atomics.load(c, CTRL.done)) < workers;) {
       const waited = performance.now() - t0;
@@ -482,7 +491,7 @@ export class WasmArena {
       // A worker that died (it cannot trap on checked arguments) must not hang the caller.
       if (waited > 30_000) {
         this.stopThreads();
-        throw new WasmArenaError("bad_argument", "linear: a kernel thread stopped answering");
+        throw new WasmArenaError("bad_argument", "a kernel thread stopped answering");
       }
     }
   }
@@ -503,15 +512,15 @@ export class WasmArena {
       ["scores", a.scores, heads * block],
     ];
     for (const [name, v, n] of need) this.#check(name, v, n, Float32Array);
-    this.#k.lightning(
+    const args = (h0: number, h1: number) => [
       a.S.byteOffset,
       a.q.byteOffset,
       a.k.byteOffset,
       a.v.byteOffset,
       a.o.byteOffset,
       a.pw.byteOffset,
-      0,
-      heads,
+      h0,
+      h1,
       T,
       dk,
       dv,
@@ -519,7 +528,17 @@ export class WasmArena {
       a.vStride * 4,
       a.oStride * 4,
       a.scores.byteOffset,
-    );
+    ];
+    if (!this.#ctrl || heads < 2) {
+      this.#k.lightning(...(args(0, heads) as Parameters<KernelExports["lightning"]>));
+      return;
+    }
+    // Heads are independent (each has its own state, output columns and scores): split them.
+    const per = Math.ceil(heads / this.threads);
+    this.#parallel(LIGHTNING, (i) => {
+      const h0 = Math.min(heads, i * per), h1 = Math.min(heads, h0 + per);
+      return h1 > h0 ? args(h0, h1) : null;
+    });
   }
 
   #check(

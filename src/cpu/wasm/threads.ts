@@ -1,7 +1,7 @@
 /**
  * The control block shared by a {@link WasmArena} and its kernel threads: a generation counter the
  * workers wait on, a done counter the caller waits on, the kernel to run, and per worker the
- * arguments of its block of rows. One linear at a time (the arena is not re-entrant).
+ * integer arguments of its share of the job. One job at a time (the arena is not re-entrant).
  * @module
  */
 
@@ -22,34 +22,32 @@ export type LinearFn = (
   c: number,
 ) => void;
 
+/** Kernels the threads run, by code: the four linears (f32, bf16, f16, int8), then attention. */
+export const KERNELS = [
+  "linear_f32",
+  "linear_bf16",
+  "linear_f16",
+  "linear_i8",
+  "lightning",
+] as const;
+
 /** Int32 indices of the shared header. */
 export const CTRL = {
   /** Bumped (and notified) once per job; workers wait on it. */
   gen: 0,
   /** Workers that finished the current job. */
   done: 1,
-  /** Kernel of the job: 0 f32, 1 bf16, 2 f16, 3 int8; -1 stops the workers. */
+  /** Index into {@link KERNELS} of the job; -1 stops the workers. */
   fn: 2,
 } as const;
 
-/** Int32 offsets of one worker's arguments within its slot. */
-export const THREAD_SLOT = {
-  active: 0,
-  w: 1,
-  x: 2,
-  b: 3,
-  y: 4,
-  out: 5,
-  inp: 6,
-  T: 7,
-  s: 8,
-  ys: 9,
-  c: 10,
-} as const;
+/** Most integer arguments of one kernel call. */
+export const MAX_ARGS = 15;
 
-const HEADER = 4, SLOT = 12;
+/** A worker's slot: a flag (0: nothing to do this job), then the arguments of its call. */
+const HEADER = 4, SLOT = 1 + MAX_ARGS;
 
-/** Start of worker `index`'s slot. */
+/** Start of worker `index`'s slot (its flag; the arguments follow). */
 export function threadSlot(index: number): number {
   return HEADER + index * SLOT;
 }
