@@ -24,7 +24,15 @@
 import { TnlError } from "../../errors.ts";
 import { KERNELS_SHARED_WASM_BASE64, KERNELS_WASM_BASE64 } from "./kernels_wasm.ts";
 import type { StoredMatrix } from "../stored.ts";
-import { CTRL, ctrlBytes, KERNELS, type LinearFn, threadSlot } from "./threads.ts";
+import {
+  CTRL,
+  CTRL_BYTES,
+  KERNELS,
+  LIGHTNING,
+  type LinearFn,
+  runChunks,
+  SPIN_MS,
+} from "./threads.ts";
 
 /** What went wrong with an arena call. */
 export type WasmArenaErrorReason = "out_of_memory" | "foreign_view" | "bad_argument";
@@ -103,7 +111,8 @@ const THREAD_MIN_MACS = 1 << 19;
 
 /** Kernel codes of the control block (`KERNELS`), by stored dtype, and of the attention. */
 const FN_CODE = { f32: 0, bf16: 1, f16: 2, int8: 3 } as const;
-const LIGHTNING = KERNELS.indexOf("lightning");
+/** Chunks of rows per thread in a threaded linear (finer chunks balance a late thread better). */
+const CHUNKS_PER_THREAD = 4;
 
 /**
  * Round f32 values to bf16 (round to nearest even; NaN stays NaN), writing the raw u16 into `dst`
@@ -176,6 +185,7 @@ export class WasmArena {
   readonly #fns: LinearFn[];
   /** Every kernel a thread may run, by code (`KERNELS` in threads.ts). */
   readonly #all: ((...args: number[]) => void)[];
+  readonly #args: number[] = new Array(15).fill(0);
   readonly #shared: boolean;
   #top = ALIGN;
   /** Where int8 linears put their int16 activations (grown on demand; see reserveInt8Scratch). */
@@ -277,7 +287,7 @@ export class WasmArena {
       throw new WasmArenaError("bad_argument", "threads need an arena made with shared: true");
     }
     const n = threads - 1;
-    const ctrl = new Int32Array(new SharedArrayBuffer(ctrlBytes(n)));
+    const ctrl = new Int32Array(new SharedArrayBuffer(CTRL_BYTES));
     const workers: Worker[] = [];
     try {
       for (let i = 0; i < n; i++) {
@@ -294,7 +304,6 @@ export class WasmArena {
           module: kernelModule("shared"),
           memory: this.#memory,
           ctrl: ctrl.buffer,
-          index: i,
         });
         await ready;
       }
@@ -453,41 +462,43 @@ export class WasmArena {
       fn(w0, x0, b0, y0, outDim, inDim, T, s0, 0, c0);
       return;
     }
-    // Blocks of output rows (multiples of 8), the first for this thread: slices of w, b, s and y
-    // with y's full row stride. Which thread computes a row does not change its sums.
-    const rs = inDim * m.data.BYTES_PER_ELEMENT, ys = outDim * 4;
-    const per = Math.ceil(outDim / this.threads / 8) * 8;
-    this.#parallel(code, (i) => {
-      const r0 = Math.min(outDim, i * per), r1 = Math.min(outDim, r0 + per);
-      if (r1 <= r0) return null;
-      const b = b0 ? b0 + r0 * 4 : 0, s = s0 ? s0 + r0 * 4 : 0;
-      return [w0 + r0 * rs, x0, b, y0 + r0 * 4, r1 - r0, inDim, T, s, ys, c0];
-    });
+    // Blocks of output rows (multiples of 8; CHUNKS_PER_THREAD per thread): slices of w, b, s
+    // and y with y's full row stride. Which thread computes a row does not change its sums.
+    const per = Math.ceil(outDim / (this.threads * CHUNKS_PER_THREAD) / 8) * 8;
+    const rs = inDim * m.data.BYTES_PER_ELEMENT;
+    this.#parallel(code, Math.ceil(outDim / per), [
+      w0,
+      x0,
+      b0,
+      y0,
+      outDim,
+      inDim,
+      T,
+      s0,
+      outDim * 4,
+      c0,
+      rs,
+      per,
+    ]);
   }
 
   /**
-   * Run kernel `code` on every thread at once: thread i (0: this one) calls it with `args(i)`, or
-   * not at all for null. Returns when all are done.
+   * Run kernel `code` as `chunks` chunks (`chunkArgs` in threads.ts) on every thread: post the job,
+   * claim chunks here too, then wait for the chunks the workers claimed.
    */
-  #parallel(code: number, args: (i: number) => number[] | null): void {
-    const c = this.#ctrl!, n = this.threads;
-    let workers = 0;
-    for (let i = 1; i < n; i++) {
-      const at = threadSlot(i - 1), a = args(i);
-      c[at] = a ? 1 : 0;
-      if (a) { for (let j = 0; j < a.length; j++) c[at + 1 + j] = a[j]; }
-      workers++;
-    }
+  #parallel(code: number, chunks: number, args: readonly number[]): void {
+    const c = this.#ctrl!;
+    for (let j = 0; j < args.length; j++) c[CTRL.args + j] = args[j];
     c[CTRL.fn] = code;
-    Atomics.store(c, CTRL.done, 0);
+    Atomics.store(c, CTRL.finished, 0);
+    Atomics.store(c, CTRL.claim, chunks << 16);
     Atomics.add(c, CTRL.gen, 1);
     Atomics.notify(c, CTRL.gen);
-    const mine = args(0);
-    if (mine) (this.#all[code] as (...a: number[]) => void)(...mine);
+    runChunks(c, this.#all, this.#args);
     const t0 = performance.now();
-    for (let d; (d = Atomics.load(c, CTRL.done)) < workers;) {
+    for (let d; (d = Atomics.load(c, CTRL.finished)) < chunks;) {
       const waited = performance.now() - t0;
-      if (waited > 0.2) Atomics.wait(c, CTRL.done, d, 10);
+      if (waited > SPIN_MS) Atomics.wait(c, CTRL.finished, d, 1);
       // A worker that died (it cannot trap on checked arguments) must not hang the caller.
       if (waited > 30_000) {
         this.stopThreads();
@@ -533,12 +544,8 @@ export class WasmArena {
       this.#k.lightning(...(args(0, heads) as Parameters<KernelExports["lightning"]>));
       return;
     }
-    // Heads are independent (each has its own state, output columns and scores): split them.
-    const per = Math.ceil(heads / this.threads);
-    this.#parallel(LIGHTNING, (i) => {
-      const h0 = Math.min(heads, i * per), h1 = Math.min(heads, h0 + per);
-      return h1 > h0 ? args(h0, h1) : null;
-    });
+    // Heads are independent (each has its own state, output columns and scores): one a chunk.
+    this.#parallel(LIGHTNING, heads, args(0, heads));
   }
 
   #check(
