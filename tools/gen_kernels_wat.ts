@@ -11,11 +11,11 @@
  * @module
  */
 
+import { I8_BLOCK } from "../src/cpu/wasm/mod.ts";
+
 /** Path of the generated kernel source, relative to the repository root. */
 export const WAT_OUT_PATH = "src/cpu/wasm/kernels.wat";
 
-/** Columns per int8 block: one activation scale per token and block (a multiple of 8). */
-export const I8_BLOCK = 128;
 
 /** A stored float weight dtype: its name and element bytes. */
 interface Dt {

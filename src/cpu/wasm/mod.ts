@@ -14,10 +14,13 @@
  *   arena.linear(x, T, w, null, out, inDim, y);
  * }
  * ```
- * Numerics: the kernel multiplies and accumulates in f32 (4 lanes of partial sums per row, in an
- * order that does not depend on T), so it differs from the JS reference `linear` (f64
- * accumulation) by rounding only; 16-bit weights are widened exactly, int8 to ŵ = q·s (one
- * correctly rounded f32 product, as on the GPU).
+ * Numerics: float weights (16-bit widened exactly) are multiplied and accumulated in f32 with
+ * fused multiply-adds (`f32x4.relaxed_madd`: fused where the CPU has FMA, so fixed per machine),
+ * 4 lanes of partial sums per row in an order that does not depend on T, the tile or the thread:
+ * they differ from the JS reference `linear` (f64 accumulation) by rounding only. int8 weights
+ * multiply int16 activations (one scale per row and 128 columns: x̂ within half a step of 1/32767
+ * of the block's largest |x|) with exact integer sums per block, then the per-row scale: they
+ * differ from ŵ·x (ŵ = q·s, the GPU's int8) by that rounding of x.
  * @module
  */
 
@@ -79,7 +82,7 @@ interface KernelExports {
   quant_i16: (x: number, T: number, n: number, q: number, c: number) => void;
 }
 
-/** Columns per int8 block (one activation scale each): `I8_BLOCK` of the kernel generator. */
+/** Columns per int8 block: one activation scale per row and block (the generator uses it too). */
 export const I8_BLOCK = 128;
 
 /** Bytes of `quant_i16`'s output for T rows of `inDim`: int16 rows padded to 8, then scales. */
