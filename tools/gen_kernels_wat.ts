@@ -16,7 +16,6 @@ import { I8_BLOCK } from "../src/cpu/wasm/mod.ts";
 /** Path of the generated kernel source, relative to the repository root. */
 export const WAT_OUT_PATH = "src/cpu/wasm/kernels.wat";
 
-
 /** A stored float weight dtype: its name and element bytes. */
 interface Dt {
   name: "f32" | "bf16" | "f16";
@@ -697,7 +696,12 @@ ${eight((u) => `(local.set $a${u} (v128.const i64x2 0 0))`, I)}
               (local.set $i (i32.const 0))
               (loop $inter
                 (local.set $c (f32x4.splat (f32.mul (f32.load (i32.add (local.get $qt) (i32.shl (local.get $i) (i32.const 2)))) (local.get $d))))
-${eight((u) => `  (local.set $a${u} ${fma("(local.get $c)", `(v128.load offset=${16 * u} (local.get $p))`, `(local.get $a${u})`)})`, I)}
+${
+    eight((u) =>
+      `  (local.set $a${u} ${
+        fma("(local.get $c)", `(v128.load offset=${16 * u} (local.get $p))`, `(local.get $a${u})`)
+      })`, I)
+  }
                 (local.set $p (i32.add (local.get $p) (local.get $rowb)))
                 (local.set $i (i32.add (local.get $i) (i32.const 1)))
                 (br_if $inter (i32.lt_u (local.get $i) (local.get $dk))))
@@ -706,7 +710,12 @@ ${eight((u) => `  (local.set $a${u} ${fma("(local.get $c)", `(v128.load offset=$
               (local.set $j (i32.const 0))
               (loop $intra
                 (local.set $c (v128.load32_splat (i32.add (local.get $sch) (i32.shl (local.get $j) (i32.const 2)))))
-${eight((u) => `  (local.set $a${u} ${fma("(local.get $c)", `(v128.load offset=${16 * u} (local.get $p))`, `(local.get $a${u})`)})`, I)}
+${
+    eight((u) =>
+      `  (local.set $a${u} ${
+        fma("(local.get $c)", `(v128.load offset=${16 * u} (local.get $p))`, `(local.get $a${u})`)
+      })`, I)
+  }
                 (local.set $p (i32.add (local.get $p) (local.get $vs)))
                 (local.set $j (i32.add (local.get $j) (i32.const 1)))
                 (br_if $intra (i32.le_u (local.get $j) (local.get $t))))
@@ -723,14 +732,24 @@ ${eight((u) => `(v128.store offset=${16 * u} (local.get $p) (local.get $a${u}))`
             (local.set $jc (i32.const 0))
             (loop $schunks
               (local.set $p (i32.add (local.get $Sh) (i32.shl (i32.add (i32.mul (local.get $i) (local.get $dv)) (local.get $jc)) (i32.const 2))))
-${eight((u) => `(local.set $a${u} (f32x4.mul (v128.load offset=${16 * u} (local.get $p)) (f32x4.splat (local.get $d))))`, I)}
+${
+    eight((u) =>
+      `(local.set $a${u} (f32x4.mul (v128.load offset=${
+        16 * u
+      } (local.get $p)) (f32x4.splat (local.get $d))))`, I)
+  }
               (local.set $p2 (i32.add (i32.add (local.get $vh) (i32.mul (local.get $s0) (local.get $vs))) (i32.shl (local.get $jc) (i32.const 2))))
               (local.set $j (i32.const 0))
               (loop $upd
                 (local.set $c (f32x4.splat (f32.mul
                   (f32.load (i32.add (local.get $kh) (i32.shl (i32.add (i32.mul (i32.add (local.get $s0) (local.get $j)) (local.get $dk)) (local.get $i)) (i32.const 2))))
                   (f32.load (i32.add (local.get $ph) (i32.shl (i32.sub (i32.sub (local.get $m) (i32.const 1)) (local.get $j)) (i32.const 2)))))))
-${eight((u) => `  (local.set $a${u} ${fma("(local.get $c)", `(v128.load offset=${16 * u} (local.get $p2))`, `(local.get $a${u})`)})`, I)}
+${
+    eight((u) =>
+      `  (local.set $a${u} ${
+        fma("(local.get $c)", `(v128.load offset=${16 * u} (local.get $p2))`, `(local.get $a${u})`)
+      })`, I)
+  }
                 (local.set $p2 (i32.add (local.get $p2) (local.get $vs)))
                 (local.set $j (i32.add (local.get $j) (i32.const 1)))
                 (br_if $upd (i32.lt_u (local.get $j) (local.get $m))))
