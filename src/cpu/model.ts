@@ -32,8 +32,9 @@ export interface CpuModelOptions {
   chunk?: number;
   /**
    * Matrix kernels: "js" (f64 accumulation over weights widened to f32, the reference spec),
-   * "wasm" (WebAssembly SIMD, f32 accumulation, weights in their stored precision), or "auto"
-   * (default: wasm where supported).
+   * "wasm" (WebAssembly SIMD: f32 fused multiply-adds over weights in their stored precision, int8
+   * on integers with int16 activations; the attention prefill too), or "auto" (default: wasm
+   * where supported).
    */
   kernels?: "auto" | "js" | "wasm";
   /** Most sequences per decode call (sizes the wasm scratch). Default 256. */
