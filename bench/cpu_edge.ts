@@ -6,6 +6,7 @@
  * line; `deno run -A bench/run.ts --suite cpu` runs it for every row and writes the report.
  *
  *   deno run -A --v8-flags=--expose-gc bench/cpu_edge.ts --shape 385M --weights int8 [--threads 2]
+ *     [--repeat 3]   (each rate measured so many times: the best and the range are reported)
  *
  * Uses only `CpuBackend.load` and the `Backend` interface, so the same file measures an older
  * checkout of the backend (copy it there) in the same conditions.
@@ -36,15 +37,12 @@ async function time(tokens: number, f: () => Promise<unknown>): Promise<Timed> {
 /** Prefill of `n` random tokens into a fresh state (last logits), `repeats` runs summed. */
 async function prefill(b: CpuBackend, n: number, repeats: number): Promise<Timed> {
   const ids = Int32Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % (b.config.vocabSize - 3)));
-  const s = b.allocState();
-  await b.prefill(s, ids.subarray(0, 8), "last"); // warm-up
   const runs: Timed[] = [];
   for (let r = 0; r < repeats; r++) {
     const st = b.allocState();
     runs.push(await time(n, () => b.prefill(st, ids, "last")));
     b.releaseState(st);
   }
-  b.releaseState(s);
   return sum(runs);
 }
 
@@ -73,16 +71,25 @@ function sum(runs: Timed[]): Timed {
 
 /** Tokens per wall second, and per CPU second of the process (all its threads). */
 export interface Rate {
-  /** Tokens per wall-clock second. */
+  /** Tokens per wall-clock second: the best of the repeats. */
   tokensPerSecond: number;
-  /** Tokens per second of CPU time: less sensitive to other processes on a shared machine. */
+  /** Tokens per second of CPU time (best): less sensitive to other processes on a shared machine. */
   tokensPerCpuSecond: number;
+  /** Lowest and highest tokens per wall second over the repeats. */
+  range?: [number, number];
 }
 
-const rate = (t: Timed): Rate => ({
-  tokensPerSecond: t.tokens / t.wallS,
-  tokensPerCpuSecond: t.tokens / t.cpuS,
-});
+/** The best of `repeats` measurements and their range. */
+async function best(repeats: number, f: () => Promise<Timed>): Promise<Rate> {
+  const runs: Timed[] = [];
+  for (let r = 0; r < repeats; r++) runs.push(await f());
+  const wall = runs.map((t) => t.tokens / t.wallS), cpu = runs.map((t) => t.tokens / t.cpuS);
+  return {
+    tokensPerSecond: Math.max(...wall),
+    tokensPerCpuSecond: Math.max(...cpu),
+    range: [Math.min(...wall), Math.max(...wall)],
+  };
+}
 
 /** What one measurement reports. */
 export interface CpuEdgeRecord {
@@ -100,6 +107,8 @@ export interface CpuEdgeRecord {
   rssAfterLoad: number;
   /** Kernel threads asked for. */
   threads: number;
+  /** Times each rate was measured (the best is reported, with the range). */
+  repeats?: number;
   /** Prefill rates by prompt length. */
   prefill: Record<string, Rate>;
   /** Decode rates (all sequences) by "b<batch>". */
@@ -118,10 +127,11 @@ async function settle(): Promise<void> {
 
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
-    string: ["shape", "weights", "prefill", "threads"],
+    string: ["shape", "weights", "prefill", "threads", "repeat"],
     boolean: ["quick"],
   });
   const threads = Number(args.threads ?? 1);
+  const repeats = Number(args.repeat ?? 3);
   const loadavg = () => Deno.loadavg()[0];
   const load0 = loadavg();
   const shape = args.shape ?? "385M";
@@ -151,8 +161,11 @@ if (import.meta.main) {
   log(`load ${(loadMs / 1000).toFixed(1)} s, RSS ${(rssAfterLoad / 1e9).toFixed(3)} GB`);
   const small = shape === "default";
   const prefills: Record<string, Rate> = {};
+  const warm = backend.allocState();
+  await backend.prefill(warm, Int32Array.of(3, 4, 5, 6, 7, 8, 9, 10), "last"); // warm-up
+  backend.releaseState(warm);
   for (const n of prefillLengths) {
-    const r = rate(await prefill(backend, n, small ? 5 : n > 1024 ? 1 : 2));
+    const r = await best(repeats, () => prefill(backend, n, small ? 5 : 1));
     prefills[n] = r;
     log(
       `prefill ${n}: ${r.tokensPerSecond.toFixed(1)} tok/s (${
@@ -162,7 +175,7 @@ if (import.meta.main) {
   }
   const decodes: Record<string, Rate> = {};
   for (const batch of [1, 8]) {
-    const r = rate(await decode(backend, batch, small ? 200 : args.quick ? 8 : 24));
+    const r = await best(repeats, () => decode(backend, batch, small ? 200 : args.quick ? 8 : 24));
     decodes[`b${batch}`] = r;
     log(
       `decode b${batch}: ${r.tokensPerSecond.toFixed(1)} tok/s (${
@@ -178,6 +191,7 @@ if (import.meta.main) {
     rssBeforeLoad,
     rssAfterLoad,
     threads,
+    repeats,
     prefill: prefills,
     decode: decodes,
     loadavg: [load0, loadavg()],

@@ -8,13 +8,14 @@
  *
  *   deno run -A bench/run.ts [--suite default|gpu] [--shapes 385M,1B,7B] [--weights bf16,int8]
  *                            [--quick] [--merge]
- *   deno run -A bench/run.ts --suite cpu [--baseline BEFORE.jsonl] [--quick]
+ *   deno run -A bench/run.ts --suite cpu [--baseline BEFORE.jsonl] [--quick] [--repeat 3]
  *   deno run -A bench/run.ts --merge-from OTHER.json [--shapes 7B]
  *
  * `--suite cpu` measures the CPU backend at the edge (`bench/cpu_edge.ts`, one process per row:
  * the default model, and the 385M shape with random bf16 weights as bf16 and int8, 1 and 2
- * threads) into `bench/results/cpu_edge.json` and `.md`; `--baseline` adds the rows of an older
- * checkout measured with the same script (its JSON lines) as "before" columns.
+ * threads) into `bench/results/cpu_edge.json`, `.md` and `cpu_edge_prefill.svg`, each rate the best
+ * of `--repeat` runs with their range; `--baseline` adds the rows of an older checkout measured
+ * with the same script (its JSON lines) as "before" columns.
  *
  * `--merge` keeps the runs of other shapes (and weight types) already in the adapter's report;
  * `--merge-from` takes the runs (of the given shapes) of a report written elsewhere (another
@@ -42,7 +43,7 @@ import {
   randomIds,
 } from "./measure.ts";
 import { lineChart, markdownTable } from "./report.ts";
-import type { CpuEdgeRecord } from "./cpu_edge.ts";
+import type { CpuEdgeRecord, Rate } from "./cpu_edge.ts";
 
 const RESULTS = new URL("./results/", import.meta.url).pathname;
 const DEFAULT_MODEL = new URL("../models/tnl-shakespeare-6m/", import.meta.url).pathname;
@@ -540,7 +541,11 @@ async function cpuEdgeRow(argv: string[]): Promise<CpuEdgeRecord> {
 }
 
 /** The CPU edge rows, with the baseline's (an older checkout, same script) beside them. */
-async function cpuSuite(baselinePath: string | undefined, quick: boolean): Promise<void> {
+async function cpuSuite(
+  baselinePath: string | undefined,
+  quick: boolean,
+  repeat: string | undefined,
+): Promise<void> {
   const rows: string[][] = [
     ["--shape", "default"],
     ["--shape", "385M", "--weights", "bf16"],
@@ -549,23 +554,34 @@ async function cpuSuite(baselinePath: string | undefined, quick: boolean): Promi
     ["--shape", "385M", "--weights", "int8", "--threads", "2"],
   ];
   const runs: CpuEdgeRecord[] = [];
-  for (const r of rows) runs.push(await cpuEdgeRow([...r, ...(quick ? ["--quick"] : [])]));
+  const extra = [...(quick ? ["--quick"] : []), ...(repeat ? ["--repeat", repeat] : [])];
+  for (const r of rows) runs.push(await cpuEdgeRow([...r, ...extra]));
   const before: CpuEdgeRecord[] = baselinePath
     ? (await Deno.readTextFile(baselinePath)).trim().split("\n").map((l) => JSON.parse(l))
     : [];
   const f = (v: number | undefined, d = 1) => v === undefined ? "–" : v.toFixed(d);
   const cell = (
     r: CpuEdgeRecord | undefined,
-    get: (r: CpuEdgeRecord) => number | undefined,
+    get: (r: CpuEdgeRecord) => number | string | undefined,
     d = 1,
-  ) => r ? f(get(r), d) : "–";
-  const metrics: [string, (r: CpuEdgeRecord) => number | undefined, number][] = [
+  ) => {
+    const v = r ? get(r) : undefined;
+    return typeof v === "string" ? v : f(v, d);
+  };
+  // A rate measured several times: the best, then the range of the repeats.
+  const rated = (v: Rate | undefined) =>
+    v === undefined
+      ? "–"
+      : v.range && v.range[0] !== v.range[1]
+      ? `${f(v.tokensPerSecond)} (${f(v.range[0])}-${f(v.range[1])})`
+      : f(v.tokensPerSecond);
+  const metrics: [string, (r: CpuEdgeRecord) => number | string | undefined, number][] = [
     ["load s", (r) => r.loadMs / 1000, 1],
     ["RSS after load GB", (r) => r.rssAfterLoad / 1e9, 3],
-    ["prefill 256 tok/s", (r) => r.prefill["256"]?.tokensPerSecond, 1],
-    ["prefill 2048 tok/s", (r) => r.prefill["2048"]?.tokensPerSecond, 1],
-    ["decode b1 tok/s", (r) => r.decode.b1?.tokensPerSecond, 1],
-    ["decode b8 tok/s", (r) => r.decode.b8?.tokensPerSecond, 1],
+    ["prefill 256 tok/s", (r) => rated(r.prefill["256"]), 1],
+    ["prefill 2048 tok/s", (r) => rated(r.prefill["2048"]), 1],
+    ["decode b1 tok/s", (r) => rated(r.decode.b1), 1],
+    ["decode b8 tok/s", (r) => rated(r.decode.b8), 1],
     ["prefill 2048 tok/CPU-s", (r) => r.prefill["2048"]?.tokensPerCpuSecond, 1],
     ["decode b1 tok/CPU-s", (r) => r.decode.b1?.tokensPerCpuSecond, 1],
   ];
@@ -579,7 +595,8 @@ async function cpuSuite(baselinePath: string | undefined, quick: boolean): Promi
     "385M: random bf16 weights (`randomSource` fast mode; their generation is part of the load),",
     "int8 quantized at load. tok/CPU-s counts the CPU time of every thread of the process: the",
     "machine is shared with other processes (1-minute load average at each column's start:",
-    `${[...runs, ...before].map((r) => f(r.loadavg?.[0])).join(", ")}), so wall rates are noisy.`,
+    `${[...runs, ...before].map((r) => f(r.loadavg?.[0])).join(", ")}), so wall rates are noisy;`,
+    "each rate is the best of its repeats, their range in parentheses.",
     "",
     markdownTable(
       header,
@@ -597,12 +614,27 @@ async function cpuSuite(baselinePath: string | undefined, quick: boolean): Promi
     JSON.stringify({ date: new Date().toISOString(), runs, before }, null, 2) + "\n",
   );
   await Deno.writeTextFile(`${RESULTS}cpu_edge.md`, md);
+  const big = [...runs, ...before.map((r) => ({ ...r, weights: `${r.weights} before` }))]
+    .filter((r) => r.shape !== "default");
+  const label = (r: CpuEdgeRecord) => `${r.weights}, ${r.threads ?? 1} thr`;
+  await Deno.writeTextFile(
+    `${RESULTS}cpu_edge_prefill.svg`,
+    lineChart(
+      "CPU prefill, 385M (best of repeats)",
+      "prompt length (tokens)",
+      "tokens/s",
+      big.map((r) => ({
+        label: label(r),
+        points: Object.entries(r.prefill).map(([n, v]) => [Number(n), v.tokensPerSecond]),
+      })),
+    ),
+  );
   console.log(md);
 }
 
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
-    string: ["suite", "shapes", "weights", "merge-from", "baseline"],
+    string: ["suite", "shapes", "weights", "merge-from", "baseline", "repeat"],
     boolean: ["quick", "webgpu-only", "merge"],
   });
   const suite = args.suite ?? "default";
@@ -617,7 +649,7 @@ if (import.meta.main) {
     const taken = (runs as RunRecord[]).filter((r) => !only || only.includes(r.shape));
     await writeReport(adapter, taken, meta, true);
   } else if (suite === "cpu") {
-    await cpuSuite(args.baseline, Boolean(args.quick));
+    await cpuSuite(args.baseline, Boolean(args.quick), args.repeat);
   } else if (suite === "gpu") {
     const weights = String(args.weights ?? "bf16,int8").split(",");
     const bad = weights.filter((w) => w !== "bf16" && w !== "int8");

@@ -30,8 +30,8 @@ export function sharedVariant(text: string): string {
 }
 
 /**
- * Compile WebAssembly text (SIMD enabled; with `threads`, shared memory too; nothing else
- * post-MVP) to a validated binary.
+ * Compile WebAssembly text (SIMD and relaxed SIMD enabled; with `threads`, shared memory too;
+ * nothing else post-MVP) to a validated binary.
  */
 export async function compileWat(
   text: string,
@@ -39,11 +39,12 @@ export async function compileWat(
   threads = false,
 ): Promise<Uint8Array<ArrayBuffer>> {
   const wabt = await wabtInit();
-  const mod = wabt.parseWat(filename, text, { simd: true, threads });
+  const features = { simd: true, relaxed_simd: true, threads };
+  const mod = wabt.parseWat(filename, text, features);
   try {
     mod.resolveNames();
     // validate() takes the features again (the .d.ts omits its argument).
-    (mod.validate as (features: Record<string, boolean>) => void)({ simd: true, threads });
+    (mod.validate as (features: Record<string, boolean>) => void)(features);
     // Names are kept so that stack traces and profiles show `$f32_4x2` rather than an index.
     return new Uint8Array(mod.toBinary({ log: false, write_debug_names: true }).buffer);
   } finally {

@@ -18,7 +18,7 @@ import type { ModelState } from "../model/state.ts";
 import { decayPowers, lightningPrefill, recurrentStep } from "./attention.ts";
 import { activate, layerNorm, linear, simpleRmsNorm } from "./kernels.ts";
 import type { CpuWeights } from "./weights.ts";
-import { WasmArena } from "./wasm/mod.ts";
+import { int8ScratchBytes, WasmArena } from "./wasm/mod.ts";
 import { storedBytes, type StoredMatrix, widenMatrix, widenRow } from "./stored.ts";
 
 /** Which logits to return. */
@@ -32,8 +32,9 @@ export interface CpuModelOptions {
   chunk?: number;
   /**
    * Matrix kernels: "js" (f64 accumulation over weights widened to f32, the reference spec),
-   * "wasm" (WebAssembly SIMD, f32 accumulation, weights in their stored precision), or "auto"
-   * (default: wasm where supported).
+   * "wasm" (WebAssembly SIMD: f32 fused multiply-adds over weights in their stored precision, int8
+   * on integers with int16 activations; the attention prefill too), or "auto" (default: wasm
+   * where supported).
    */
   kernels?: "auto" | "js" | "wasm";
   /** Most sequences per decode call (sizes the wasm scratch). Default 256. */
@@ -44,6 +45,18 @@ export interface CpuModelOptions {
    * results are bit-identical for any count. Default 1. Threads live until `dispose()`.
    */
   threads?: number | "auto";
+}
+
+/**
+ * Arena bytes of the wasm attention (a layer's state, λ^n in f32, scores), or 0 where it does not
+ * apply (head widths that are not a multiple of 32 run the JS attention).
+ */
+function attnScratchBytes(config: ModelConfig, options: CpuModelOptions): number {
+  const { numHeads: nh, headDim: hd, numLayers: L } = config;
+  if (hd % 32 !== 0) return 0;
+  const block = options.block ?? 64;
+  const floats = (n: number) => Math.ceil((n * 4) / 64) * 64;
+  return floats(nh * 2 * hd * hd) + floats(L * nh * (block + 1)) + floats(nh * block);
 }
 
 /** The kernel threads `options` ask for, as this runtime allows them. */
@@ -103,6 +116,8 @@ export class CpuModel {
   #g2: Float32Array = new Float32Array(0);
   #acc: Float64Array;
   readonly #erow: Float32Array;
+  /** The wasm attention's arena buffers (null: the JS attention runs). */
+  #attn: { state: Float32Array; pw: Float32Array; scores: Float32Array } | null = null;
 
   /**
    * Arena bytes the wasm path's scratch takes for `options` (rows of a chunk or a batch); the
@@ -114,7 +129,8 @@ export class CpuModel {
     const floats = (n: number) => Math.ceil((n * 4) / 64) * 64;
     return floats(rows * D) + floats(rows * Math.max(D, H)) + floats(rows * 4 * H) +
       floats(rows * Math.max(H, D)) + floats(rows * Math.max(G, D)) + floats(rows * G) +
-      floats(Math.min(rows, 64) * V) + 2 * floats(rows * H * 2) + (1 << 16);
+      floats(Math.min(rows, 64) * V) + 2 * floats(rows * H * 2) +
+      int8ScratchBytes(rows, Math.max(D, H, G)) + attnScratchBytes(config, options) + (1 << 16);
   }
 
   /**
@@ -196,6 +212,17 @@ export class CpuModel {
     }
     this.#arena = arena;
     this.#rows = rows;
+    if (held.some((m) => m.dtype === "int8")) arena.reserveInt8Scratch(rows, Math.max(D, H, G));
+    if (attnScratchBytes(config, options) > 0) {
+      const { numHeads: nh, headDim: hd, numLayers: L } = config;
+      const pw = arena.allocF32(L * nh * (this.block + 1));
+      this.#pw.forEach((p, i) => pw.set(p, i * (this.block + 1)));
+      this.#attn = {
+        state: arena.allocF32(nh * 2 * hd * hd),
+        pw,
+        scores: arena.allocF32(nh * this.block),
+      };
+    }
     this.#x = arena.allocF32(rows * D);
     this.#a = arena.allocF32(rows * Math.max(D, H));
     this.#qkvu = arena.allocF32(rows * 4 * H);
@@ -286,29 +313,54 @@ export class CpuModel {
       this.#ensureRows(n);
       this.#embed(ids);
       const pos0 = state.position;
-      this.#layers(n, (l, h, dk, q, k) => {
-        const { headDim: hd, hiddenDim: H } = this.config;
-        lightningPrefill(
-          state.layers[l],
-          h * dk * hd,
-          dk,
-          hd,
-          n,
-          this.block,
-          this.#pw[l * this.config.numHeads + h],
-          q,
-          h * n * dk,
-          k,
-          h * n * dk,
-          dk,
-          this.#qkvu,
-          2 * H + h * hd,
-          4 * H,
-          this.#o,
-          h * hd,
-          H,
-          this.#acc,
-        );
+      this.#layers(n, (l, dk, q, k) => {
+        const { headDim: hd, hiddenDim: H, numHeads: nh } = this.config;
+        if (this.#attn) {
+          // The state through the arena (the kernel reads and writes it there).
+          const S = this.#attn.state.subarray(0, nh * dk * hd);
+          S.set(state.layers[l]);
+          this.#arena!.lightning({
+            S,
+            q,
+            k,
+            v: this.#qkvu.subarray(2 * H),
+            vStride: 4 * H,
+            o: this.#o,
+            oStride: H,
+            pw: this.#attn.pw.subarray(l * nh * (this.block + 1)),
+            scores: this.#attn.scores,
+            heads: nh,
+            T: n,
+            dk,
+            dv: hd,
+            block: this.block,
+          });
+          state.layers[l].set(S);
+          return;
+        }
+        for (let h = 0; h < nh; h++) {
+          lightningPrefill(
+            state.layers[l],
+            h * dk * hd,
+            dk,
+            hd,
+            n,
+            this.block,
+            this.#pw[l * this.config.numHeads + h],
+            q,
+            h * n * dk,
+            k,
+            h * n * dk,
+            dk,
+            this.#qkvu,
+            2 * H + h * hd,
+            4 * H,
+            this.#o,
+            h * hd,
+            H,
+            this.#acc,
+          );
+        }
       }, (t) => pos0 + t);
       state.position += n;
       if (mode === "all") this.#head(0, n, out, c * V);
@@ -327,25 +379,27 @@ export class CpuModel {
     this.#ensureRows(B);
     this.#embed(Array.from(tokens));
     const { headDim: hd, hiddenDim: H } = this.config;
-    this.#layers(B, (l, h, dk, q, k) => {
-      const lambda = this.#lambda[l][h];
-      for (let b = 0; b < B; b++) {
-        recurrentStep(
-          states[b].layers[l],
-          h * dk * hd,
-          dk,
-          hd,
-          lambda,
-          q,
-          (h * B + b) * dk,
-          k,
-          (h * B + b) * dk,
-          this.#qkvu,
-          b * 4 * H + 2 * H + h * hd,
-          this.#o,
-          b * H + h * hd,
-          this.#acc,
-        );
+    this.#layers(B, (l, dk, q, k) => {
+      for (let h = 0; h < this.config.numHeads; h++) {
+        const lambda = this.#lambda[l][h];
+        for (let b = 0; b < B; b++) {
+          recurrentStep(
+            states[b].layers[l],
+            h * dk * hd,
+            dk,
+            hd,
+            lambda,
+            q,
+            (h * B + b) * dk,
+            k,
+            (h * B + b) * dk,
+            this.#qkvu,
+            b * 4 * H + 2 * H + h * hd,
+            this.#o,
+            b * H + h * hd,
+            this.#acc,
+          );
+        }
       }
     }, (b) => states[b].position);
     for (const s of states) s.position++;
@@ -376,12 +430,12 @@ export class CpuModel {
   }
 
   /**
-   * The decoder stack over T rows. `attend(l, h, dk, q, k)` computes head h of layer l into #o
+   * The decoder stack over T rows. `attend(l, dk, q, k)` computes every head of layer l into #o
    * from head-major q/k ([h][T][dk]); `position(t)` is row t's absolute position (for LRPE).
    */
   #layers(
     T: number,
-    attend: (l: number, h: number, dk: number, q: Float32Array, k: Float32Array) => void,
+    attend: (l: number, dk: number, q: Float32Array, k: Float32Array) => void,
     position: (t: number) => number,
   ): void {
     const c = this.config;
@@ -417,8 +471,8 @@ export class CpuModel {
             }
           }
         }
-        attend(l, h, dk, q, k);
       }
+      attend(l, dk, q, k);
       // norm over the whole hidden width, then the u gate.
       this.#norm(o, T, H, w.mixerNorm, a);
       for (let t = 0; t < T; t++) {

@@ -93,7 +93,8 @@ function arenaBytes(source: TensorSource, spec: CheckpointSpec, q: WeightQuantiz
     if (!s) return;
     const n = s.shape[0] * s.shape[1];
     const dtype = storedDType(source.tensors.get(s.name)!.dtype, q);
-    bytes += line(storedBytes(dtype, n)) + (dtype === "int8" ? line(4 * s.shape[0]) : 0);
+    // int8: the arena's 8 bytes of slack after the matrix (allocI8), then the scales.
+    bytes += dtype === "int8" ? line(n + 8) + line(4 * s.shape[0]) : line(storedBytes(dtype, n));
   };
   const vector = (s: TensorSpec | undefined) => {
     if (s) bytes += line(4 * s.shape[0]);

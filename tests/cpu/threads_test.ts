@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { CpuBackend } from "../../src/cpu/mod.ts";
 import { cpuThreads } from "../../src/cpu/model.ts";
 import { WasmArena } from "../../src/cpu/wasm/mod.ts";
+import type { StoredMatrix } from "../../src/cpu/stored.ts";
 import { InputError } from "../../src/errors.ts";
 import { loadConfig, parseConfig } from "../../src/model/config.ts";
 import { randomSource } from "../../src/model/random_weights.ts";
@@ -112,4 +113,45 @@ Deno.test("cpu threads: arena thread rules; a stopped pool leaves a working sing
   y.fill(0);
   a.linear(x, T, w, null, out, inDim, y);
   assert.ok(sameBits(y, threaded));
+});
+
+Deno.test("cpu threads: threaded linears of every dtype at T = 1 and 3 (odd chunk ends) equal one thread", async () => {
+  const out = 1003, inDim = 611; // above the threading threshold at T = 1; 1003 rows end mid-chunk
+  const a = new WasmArena(out * inDim * 8 + (1 << 20), { shared: true });
+  const f32 = a.allocF32(out * inDim), u16 = a.allocU16(out * inDim);
+  const i8 = a.allocI8(out * inDim), sc = a.allocF32(out), bias = a.allocF32(out);
+  for (let i = 0; i < f32.length; i++) f32[i] = ((i * 7919) % 2003) / 1000 - 1;
+  for (let i = 0; i < u16.length; i++) u16[i] = 0x3c00 + (i % 97);
+  for (let i = 0; i < i8.length; i++) i8[i] = ((i * 31) % 255) - 127;
+  for (let o = 0; o < out; o++) [sc[o], bias[o]] = [1 / (o + 3), o / 100];
+  const mats: StoredMatrix[] = [
+    { dtype: "f32", rows: out, cols: inDim, data: f32 },
+    { dtype: "bf16", rows: out, cols: inDim, data: u16 },
+    { dtype: "f16", rows: out, cols: inDim, data: u16 },
+    { dtype: "int8", rows: out, cols: inDim, data: i8, scales: sc },
+  ];
+  const x = a.allocF32(3 * inDim), y = a.allocF32(3 * out);
+  for (let i = 0; i < x.length; i++) x[i] = ((i * 37) % 101) / 50 - 1;
+  const single = new Map<string, Float32Array>();
+  for (const m of mats) {
+    for (const T of [1, 3]) {
+      a.linear(x, T, m, bias, out, inDim, y);
+      single.set(`${m.dtype} ${T}`, y.slice(0, T * out));
+    }
+  }
+  assert.equal(await a.startThreads(2), 2);
+  try {
+    for (const m of mats) {
+      for (const T of [1, 3]) {
+        y.fill(NaN);
+        a.linear(x, T, m, bias, out, inDim, y);
+        assert.ok(
+          sameBits(y.subarray(0, T * out), single.get(`${m.dtype} ${T}`)!),
+          `${m.dtype} T ${T}`,
+        );
+      }
+    }
+  } finally {
+    a.stopThreads();
+  }
 });

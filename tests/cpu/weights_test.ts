@@ -13,7 +13,7 @@ import { randomSource } from "../../src/model/random_weights.ts";
 import { createState } from "../../src/model/state.ts";
 import { DTYPE_BYTES, toFloat32 } from "../../src/model/weights/dtype.ts";
 import type { TensorInfo, TensorSource } from "../../src/model/weights/source.ts";
-import { maxAbsDiff } from "../support/parity.ts";
+import { maxAbsDiff, relDiff, TOL } from "../support/parity.ts";
 
 const config = parseConfig({
   vocab_size: 300,
@@ -101,7 +101,7 @@ Deno.test("cpu weights: a 16-bit or int8 load never makes an f32 copy of a matri
   assert.ok(sizes.some((n) => n >= SMALLEST));
 });
 
-Deno.test("cpu weights: int8 runs exactly the f32 model of ŵ = q·s (the GPU's int8 semantics)", async () => {
+Deno.test("cpu weights: int8 runs the model of ŵ = q·s (the GPU's int8 semantics) within tolerance", async () => {
   const base = randomSource(config, { dtype: "BF16", std: 0.2 });
   const int8 = await CpuBackend.load(base, config, "int8", { quantize: "int8" });
   const deq = await CpuBackend.load(dequantizedSource(base), config, "deq");
@@ -111,14 +111,17 @@ Deno.test("cpu weights: int8 runs exactly the f32 model of ŵ = q·s (the GPU's 
   const la = await int8.forward(a, ids, "all");
   const lb = await deq.forward(b, ids, "all");
   const lc = await ref.forward(c, ids, "all");
-  assert.deepEqual(
-    new Uint32Array(la.buffer),
-    new Uint32Array(lb.buffer),
-    "int8 kernels and f32 kernels over ŵ: the same bits",
-  );
-  for (let l = 0; l < config.numLayers; l++) assert.deepEqual(a.layers[l], b.layers[l]);
-  // The f64 reference over ŵ: rounding only.
-  assert.ok(maxAbsDiff(la, lc) < 1e-4, `wasm int8 vs js int8: ${maxAbsDiff(la, lc)}`);
+  // The wasm int8 kernels round activations to int16 (per block of 128 columns): the GPU parity
+  // tolerances (tests/gpu/parity_test.ts) against the f32 kernels over ŵ and the f64 reference.
+  for (const [name, l, s] of [["f32 kernels over ŵ", lb, b], ["js reference", lc, c]] as const) {
+    assert.ok(maxAbsDiff(la, l) < TOL.logits, `wasm int8 vs ${name}: ${maxAbsDiff(la, l)}`);
+    for (let i = 0; i < config.numLayers; i++) {
+      const d = relDiff(a.layers[i], s.layers[i]);
+      assert.ok(d < TOL.state, `wasm int8 vs ${name}: state of layer ${i} differs by ${d}`);
+    }
+  }
+  // The f32 kernels over ŵ and the f64 reference: rounding only.
+  assert.ok(maxAbsDiff(lb, lc) < 1e-4, `wasm f32 over ŵ vs js int8: ${maxAbsDiff(lb, lc)}`);
 });
 
 Deno.test("cpu weights: non-finite f16 weights are a clear load error", async () => {

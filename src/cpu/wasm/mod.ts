@@ -14,17 +14,28 @@
  *   arena.linear(x, T, w, null, out, inDim, y);
  * }
  * ```
- * Numerics: the kernel multiplies and accumulates in f32 (4 lanes of partial sums per row, in an
- * order that does not depend on T), so it differs from the JS reference `linear` (f64
- * accumulation) by rounding only; 16-bit weights are widened exactly, int8 to ŵ = q·s (one
- * correctly rounded f32 product, as on the GPU).
+ * Numerics: float weights (16-bit widened exactly) are multiplied and accumulated in f32 with
+ * fused multiply-adds (`f32x4.relaxed_madd`: fused where the CPU has FMA, so fixed per machine),
+ * 4 lanes of partial sums per row in an order that does not depend on T, the tile or the thread:
+ * they differ from the JS reference `linear` (f64 accumulation) by rounding only. int8 weights
+ * multiply int16 activations (one scale per row and 128 columns: x̂ within half a step of 1/32767
+ * of the block's largest |x|) with exact integer sums per block, then the per-row scale: they
+ * differ from ŵ·x (ŵ = q·s, the GPU's int8) by that rounding of x.
  * @module
  */
 
 import { TnlError } from "../../errors.ts";
 import { KERNELS_SHARED_WASM_BASE64, KERNELS_WASM_BASE64 } from "./kernels_wasm.ts";
 import type { StoredMatrix } from "../stored.ts";
-import { CTRL, ctrlBytes, type LinearFn, THREAD_SLOT, threadSlot } from "./threads.ts";
+import {
+  CTRL,
+  CTRL_BYTES,
+  KERNELS,
+  LIGHTNING,
+  type LinearFn,
+  runChunks,
+  SPIN_MS,
+} from "./threads.ts";
 
 /** What went wrong with an arena call. */
 export type WasmArenaErrorReason = "out_of_memory" | "foreign_view" | "bad_argument";
@@ -49,6 +60,35 @@ interface KernelExports {
   linear_bf16: LinearFn;
   linear_f16: LinearFn;
   linear_i8: LinearFn;
+  /** Lightning Attention prefill of a range of heads (see {@link LightningArgs}). */
+  lightning: (
+    S: number,
+    q: number,
+    k: number,
+    v: number,
+    o: number,
+    pw: number,
+    h0: number,
+    h1: number,
+    T: number,
+    dk: number,
+    dv: number,
+    blk: number,
+    vs: number,
+    os: number,
+    sc: number,
+  ) => void;
+  /** int16 activations and block scales for linear_i8: `(x, T, in, q, c)`. */
+  quant_i16: (x: number, T: number, n: number, q: number, c: number) => void;
+}
+
+/** Columns per int8 block: one activation scale per row and block (the generator uses it too). */
+export const I8_BLOCK = 128;
+
+/** Bytes of `quant_i16`'s output for T rows of `inDim`: int16 rows padded to 8, then scales. */
+export function int8ScratchBytes(T: number, inDim: number): number {
+  const q = Math.ceil((T * ((inDim + 7) & ~7) * 2) / ALIGN) * ALIGN;
+  return q + T * Math.ceil(inDim / I8_BLOCK) * 4;
 }
 
 /** The two builds of the kernels: importing a plain memory, or a shared one (threads). */
@@ -72,8 +112,10 @@ function kernelModule(build: Build = "plain"): WebAssembly.Module {
 /** Matrix element counts × tokens below which a linear runs on the calling thread only. */
 const THREAD_MIN_MACS = 1 << 19;
 
-/** Kernel codes of the control block, by stored dtype. */
+/** Kernel codes of the control block (`KERNELS`), by stored dtype, and of the attention. */
 const FN_CODE = { f32: 0, bf16: 1, f16: 2, int8: 3 } as const;
+/** Chunks of rows per thread in a threaded linear (finer chunks balance a late thread better). */
+const CHUNKS_PER_THREAD = 4;
 
 /**
  * Round f32 values to bf16 (round to nearest even; NaN stays NaN), writing the raw u16 into `dst`
@@ -101,6 +143,41 @@ export function f32ToBf16(src: Float32Array, dst: Uint16Array): boolean {
   return exact;
 }
 
+/**
+ * Lightning Attention prefill of every head of one layer (`src/cpu/attention.ts` in f32); all
+ * views in the arena, strides in floats. dk and dv must be multiples of 32.
+ */
+export interface LightningArgs {
+  /** States [heads][dk][dv], updated in place. */
+  S: Float32Array;
+  /** Head-major [heads][T][dk]. */
+  q: Float32Array;
+  /** Head-major [heads][T][dk]. */
+  k: Float32Array;
+  /** v of head 0, token 0 (head h at h·dv, token t at t·vStride). */
+  v: Float32Array;
+  /** Floats between tokens in v. */
+  vStride: number;
+  /** Output of head 0, token 0 (laid out as v). */
+  o: Float32Array;
+  /** Floats between tokens in o. */
+  oStride: number;
+  /** [heads][block + 1] decay powers λ^n. */
+  pw: Float32Array;
+  /** [heads][block] scratch. */
+  scores: Float32Array;
+  /** Heads. */
+  heads: number;
+  /** Tokens (at least 1). */
+  T: number;
+  /** Key width. */
+  dk: number;
+  /** Value width. */
+  dv: number;
+  /** Tokens per block. */
+  block: number;
+}
+
 /** A fixed-size WebAssembly memory with a bump allocator and the SIMD kernels bound to it. */
 export class WasmArena {
   /** Capacity in bytes (a whole number of 64 KiB pages, at least the size asked for). */
@@ -109,8 +186,13 @@ export class WasmArena {
   readonly #buffer: ArrayBuffer;
   readonly #k: KernelExports;
   readonly #fns: LinearFn[];
+  /** Every kernel a thread may run, by code (`KERNELS` in threads.ts). */
+  readonly #all: ((...args: number[]) => void)[];
+  readonly #args: number[] = new Array(15).fill(0);
   readonly #shared: boolean;
   #top = ALIGN;
+  /** Where int8 linears put their int16 activations (grown on demand; see reserveInt8Scratch). */
+  #q8 = { at: 0, bytes: 0 };
   #workers: Worker[] = [];
   #ctrl: Int32Array | null = null;
 
@@ -180,6 +262,7 @@ export class WasmArena {
     this.#k = instance.exports as unknown as KernelExports;
     const k = this.#k;
     this.#fns = [k.linear_f32, k.linear_bf16, k.linear_f16, k.linear_i8];
+    this.#all = KERNELS.map((name) => k[name] as (...args: number[]) => void);
   }
 
   /** Whether the memory is shared (kernel threads can be started). */
@@ -207,7 +290,7 @@ export class WasmArena {
       throw new WasmArenaError("bad_argument", "threads need an arena made with shared: true");
     }
     const n = threads - 1;
-    const ctrl = new Int32Array(new SharedArrayBuffer(ctrlBytes(n)));
+    const ctrl = new Int32Array(new SharedArrayBuffer(CTRL_BYTES));
     const workers: Worker[] = [];
     try {
       for (let i = 0; i < n; i++) {
@@ -224,7 +307,6 @@ export class WasmArena {
           module: kernelModule("shared"),
           memory: this.#memory,
           ctrl: ctrl.buffer,
-          index: i,
         });
         await ready;
       }
@@ -286,9 +368,21 @@ export class WasmArena {
     return new Uint16Array(this.#buffer, this.#alloc(n * 2, `allocU16(${n})`), n);
   }
 
-  /** A zeroed, 64-byte aligned `Int8Array` of `n` values (int8 weights) inside the arena. */
+  /**
+   * A zeroed, 64-byte aligned `Int8Array` of `n` values (int8 weights) inside the arena, followed
+   * by 8 bytes of slack: the int8 kernels read a row's last group of 8 whole (times zeros).
+   */
   allocI8(n: number): Int8Array {
-    return new Int8Array(this.#buffer, this.#alloc(n, `allocI8(${n})`), n);
+    return new Int8Array(this.#buffer, this.#alloc(n + 8, `allocI8(${n})`), n);
+  }
+
+  /**
+   * Set aside the int16 activation scratch of int8 linears for up to `rows` rows of `maxIn`
+   * columns (`int8ScratchBytes`); a later linear that needs more allocates more.
+   */
+  reserveInt8Scratch(rows: number, maxIn: number): void {
+    const bytes = int8ScratchBytes(rows, maxIn);
+    if (bytes > this.#q8.bytes) this.#q8 = { at: this.#alloc(bytes, "int8 scratch"), bytes };
   }
 
   /** Whether `view` lies in this arena's memory. */
@@ -357,47 +451,104 @@ export class WasmArena {
     }
     const code = FN_CODE[m.dtype];
     const w0 = m.data.byteOffset, b0 = bias ? bias.byteOffset : 0;
-    const s0 = m.dtype === "int8" ? m.scales.byteOffset : 0;
-    const c = this.#ctrl;
-    if (!c || outDim * inDim * T < THREAD_MIN_MACS || outDim < 8 * this.threads) {
-      this.#fns[code](w0, x.byteOffset, b0, y0, outDim, inDim, T, s0, 0);
+    let s0 = 0, x0 = x.byteOffset, c0 = 0;
+    if (m.dtype === "int8") {
+      // x → int16 with block scales, once, on this thread (every thread reads the same copy).
+      this.reserveInt8Scratch(T, inDim);
+      s0 = m.scales.byteOffset;
+      x0 = this.#q8.at;
+      c0 = x0 + Math.ceil((T * ((inDim + 7) & ~7) * 2) / ALIGN) * ALIGN;
+      this.#k.quant_i16(x.byteOffset, T, inDim, x0, c0);
+    }
+    const fn = this.#fns[code];
+    if (!this.#ctrl || outDim * inDim * T < THREAD_MIN_MACS || outDim < 8 * this.threads) {
+      fn(w0, x0, b0, y0, outDim, inDim, T, s0, 0, c0);
       return;
     }
-    // Blocks of output rows (multiples of 4), the first for this thread: slices of w, b, s and y
-    // with y's full row stride. Which thread computes a row does not change its sums.
-    const n = this.threads, rs = inDim * m.data.BYTES_PER_ELEMENT;
-    const per = Math.ceil(outDim / n / 4) * 4;
-    const ys = outDim * 4;
-    for (let i = 1; i < n; i++) {
-      const r0 = Math.min(outDim, i * per), r1 = Math.min(outDim, r0 + per);
-      const at = threadSlot(i - 1);
-      c[at + THREAD_SLOT.active] = r1 > r0 ? 1 : 0;
-      c[at + THREAD_SLOT.w] = w0 + r0 * rs;
-      c[at + THREAD_SLOT.x] = x.byteOffset;
-      c[at + THREAD_SLOT.b] = b0 ? b0 + r0 * 4 : 0;
-      c[at + THREAD_SLOT.y] = y0 + r0 * 4;
-      c[at + THREAD_SLOT.out] = r1 - r0;
-      c[at + THREAD_SLOT.inp] = inDim;
-      c[at + THREAD_SLOT.T] = T;
-      c[at + THREAD_SLOT.s] = s0 ? s0 + r0 * 4 : 0;
-      c[at + THREAD_SLOT.ys] = ys;
-    }
+    // Blocks of output rows (multiples of 8; CHUNKS_PER_THREAD per thread): slices of w, b, s
+    // and y with y's full row stride. Which thread computes a row does not change its sums.
+    const per = Math.ceil(outDim / (this.threads * CHUNKS_PER_THREAD) / 8) * 8;
+    const rs = inDim * m.data.BYTES_PER_ELEMENT;
+    this.#parallel(code, Math.ceil(outDim / per), [
+      w0,
+      x0,
+      b0,
+      y0,
+      outDim,
+      inDim,
+      T,
+      s0,
+      outDim * 4,
+      c0,
+      rs,
+      per,
+    ]);
+  }
+
+  /**
+   * Run kernel `code` as `chunks` chunks (`chunkArgs` in threads.ts) on every thread: post the job,
+   * claim chunks here too, then wait for the chunks the workers claimed.
+   */
+  #parallel(code: number, chunks: number, args: readonly number[]): void {
+    const c = this.#ctrl!;
+    for (let j = 0; j < args.length; j++) c[CTRL.args + j] = args[j];
     c[CTRL.fn] = code;
-    Atomics.store(c, CTRL.done, 0);
+    Atomics.store(c, CTRL.finished, 0);
+    Atomics.store(c, CTRL.claim, chunks << 16);
     Atomics.add(c, CTRL.gen, 1);
     Atomics.notify(c, CTRL.gen);
-    this.#fns[code](w0, x.byteOffset, b0, y0, Math.min(per, outDim), inDim, T, s0, ys);
-    const workers = n - 1;
+    runChunks(c, this.#all, this.#args);
     const t0 = performance.now();
-    for (let d; (d = Atomics.load(c, CTRL.done)) < workers;) {
+    for (let d; (d = Atomics.load(c, CTRL.finished)) < chunks;) {
       const waited = performance.now() - t0;
-      if (waited > 0.2) Atomics.wait(c, CTRL.done, d, 10);
+      if (waited > SPIN_MS) Atomics.wait(c, CTRL.finished, d, 1);
       // A worker that died (it cannot trap on checked arguments) must not hang the caller.
       if (waited > 30_000) {
         this.stopThreads();
-        throw new WasmArenaError("bad_argument", "linear: a kernel thread stopped answering");
+        throw new WasmArenaError("bad_argument", "a kernel thread stopped answering");
       }
     }
+  }
+
+  /** Lightning Attention prefill of one layer's heads: {@link LightningArgs}. */
+  lightning(a: LightningArgs): void {
+    const { heads, T, dk, dv, block } = a;
+    if (T < 1 || dk % 32 !== 0 || dv % 32 !== 0 || block < 1) {
+      throw new WasmArenaError("bad_argument", "lightning: T ≥ 1, dk and dv multiples of 32");
+    }
+    const need: [string, Float32Array, number][] = [
+      ["S", a.S, heads * dk * dv],
+      ["q", a.q, heads * T * dk],
+      ["k", a.k, heads * T * dk],
+      ["v", a.v, (T - 1) * a.vStride + heads * dv],
+      ["o", a.o, (T - 1) * a.oStride + heads * dv],
+      ["pw", a.pw, heads * (block + 1)],
+      ["scores", a.scores, heads * block],
+    ];
+    for (const [name, v, n] of need) this.#check(name, v, n, Float32Array);
+    const args = (h0: number, h1: number) => [
+      a.S.byteOffset,
+      a.q.byteOffset,
+      a.k.byteOffset,
+      a.v.byteOffset,
+      a.o.byteOffset,
+      a.pw.byteOffset,
+      h0,
+      h1,
+      T,
+      dk,
+      dv,
+      block,
+      a.vStride * 4,
+      a.oStride * 4,
+      a.scores.byteOffset,
+    ];
+    if (!this.#ctrl || heads < 2) {
+      this.#k.lightning(...(args(0, heads) as Parameters<KernelExports["lightning"]>));
+      return;
+    }
+    // Heads are independent (each has its own state, output columns and scores): one a chunk.
+    this.#parallel(LIGHTNING, heads, args(0, heads));
   }
 
   #check(

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { linear } from "../../../src/cpu/kernels.ts";
-import { f32ToBf16, WasmArena, WasmArenaError } from "../../../src/cpu/wasm/mod.ts";
+import { f32ToBf16, I8_BLOCK, WasmArena, WasmArenaError } from "../../../src/cpu/wasm/mod.ts";
 import { type StoredMatrix, widenMatrix } from "../../../src/cpu/stored.ts";
 import { f32ToF16 } from "../../../src/model/weights/dtype.ts";
 import { dequantizeInt8, quantizeInt8 } from "../../../src/model/quantize.ts";
@@ -93,9 +93,38 @@ function sameBits(a: Float32Array, b: Float32Array): boolean {
   return ua.length === ub.length && ua.every((v, i) => v === ub[i]);
 }
 
+/** Round half to even, as f32.nearest does. */
+function roundEven(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * The activations the int8 kernels multiply by: per row and block of I8_BLOCK columns, q =
+ * round_even(x · f32(32767 / m)) (m = max |x|), times f32(m / 32767), the product kept exact.
+ */
+function int16Activations(x: Float32Array, T: number, n: number): Float64Array {
+  const out = new Float64Array(T * n);
+  for (let t = 0; t < T; t++) {
+    for (let j0 = 0; j0 < n; j0 += I8_BLOCK) {
+      const j1 = Math.min(n, j0 + I8_BLOCK);
+      let m = 0;
+      for (let j = j0; j < j1; j++) m = Math.max(m, Math.abs(x[t * n + j]));
+      const scale = Math.fround(m / 32767), inv = Math.fround(32767 / m);
+      for (let j = j0; j < j1; j++) {
+        const q = m === 0 ? 0 : roundEven(Math.fround(x[t * n + j] * inv));
+        out[t * n + j] = Math.max(-32767, Math.min(32767, q)) * scale;
+      }
+    }
+  }
+  return out;
+}
+
 /**
  * Every stored dtype (f32, bf16, f16, int8 + scales) against the JS reference over its widened
- * values, and bit-identical to the f32 kernel over those values (one summation order for all).
+ * values; the float dtypes bit-identical to the f32 kernel over those values (one summation order
+ * for all), int8 against the reference over its int16 activations, and within their rounding of
+ * the f32 result.
  */
 function runDtypes(out: number, inDim: number, T: number, withBias: boolean, seed: number): void {
   const r = rng(seed);
@@ -137,6 +166,29 @@ function runDtypes(out: number, inDim: number, T: number, withBias: boolean, see
     wf.set(wide);
     y.fill(NaN);
     a.linear(x, T, m, bias, out, inDim, y);
+    if (m.dtype === "int8") {
+      const xq = int16Activations(x, T, inDim);
+      const exact = Float32Array.from(xq);
+      for (let i = 0; i < xq.length; i++) {
+        assert.ok(Math.abs(xq[i] - x[i]) <= 1e-4 * Math.abs(x[i]) + 2e-5, `${label}: x rounding`);
+      }
+      linear(exact, T, wide, bias, out, inDim, want);
+      assertClose(y, want, exact, wide, bias, T, out, inDim, `int8 ${label} (int16 x)`);
+      // Against f32 x: the x rounding moves y by at most Σ |ŵ_i·(x_i - x̂_i)|.
+      linear(x, T, wide, bias, out, inDim, want);
+      for (let t = 0; t < T; t++) {
+        for (let o = 0; o < out; o++) {
+          let moved = 0, scale = bias ? Math.abs(bias[o]) : 0;
+          for (let i = 0; i < inDim; i++) {
+            moved += Math.abs(wide[o * inDim + i] * (x[t * inDim + i] - xq[t * inDim + i]));
+            scale += Math.abs(wide[o * inDim + i] * x[t * inDim + i]);
+          }
+          const d = Math.abs(y[t * out + o] - want[t * out + o]);
+          assert.ok(d <= moved + 1e-5 * scale + 1e-30, `int8 ${label} (f32 x): y[${t}, ${o}]`);
+        }
+      }
+      continue;
+    }
     linear(x, T, wide, bias, out, inDim, want);
     assertClose(y, want, x, wide, bias, T, out, inDim, `${m.dtype} ${label}`);
     a.linear(x, T, wf, bias, out, inDim, yf);
@@ -155,7 +207,7 @@ function runDtypes(out: number, inDim: number, T: number, withBias: boolean, see
 
 Deno.test("wasm linear: every stored dtype on odd shapes, one summation order", () => {
   let seed = 500;
-  for (const inDim of [1, 3, 4, 7, 8, 9, 12, 15, 16, 17, 33, 257]) {
+  for (const inDim of [1, 3, 4, 7, 8, 9, 12, 15, 16, 17, 33, 257, 300]) {
     for (const out of [1, 2, 3, 5, 8, 13]) {
       for (const T of [1, 2, 3, 5]) runDtypes(out, inDim, T, seed % 2 === 0, seed++);
     }
