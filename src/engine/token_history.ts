@@ -5,6 +5,7 @@
  */
 
 import { InputError } from "../errors.ts";
+import { isNonNegInt } from "./sampling_fields.ts";
 
 /** Plain (JSON / msgpack) form of a `TokenHistory`. */
 export interface TokenHistoryState {
@@ -12,11 +13,6 @@ export interface TokenHistoryState {
   seen: number[];
   /** `[token, count]` for each generated token, by increasing token id. */
   generated: [number, number][];
-}
-
-/** Whether `v` is a non-negative safe integer (a token id, a count, a seed). */
-export function isNonNegInt(v: unknown): v is number {
-  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 }
 
 /**
