@@ -10,9 +10,12 @@ import { parseArgs } from "@std/cli/parse-args";
 import {
   consoleProgress,
   DEFAULT_MODEL_DIR,
+  isStateEncoding,
   loadModel,
   SAMPLING_FIELDS,
   type SamplingParams,
+  STATE_ENCODINGS,
+  type StateEncoding,
   type TnlModel,
   WEIGHT_QUANTIZATIONS,
   type WeightQuantization,
@@ -63,6 +66,9 @@ serve:
   --host H             default 127.0.0.1 (this machine only); --host 0.0.0.0 serves every interface
   --store SPEC         memory (default) | fs:DIR | kv[:PATH] | redis://host:port
   --state-secret S     sign exported states with HMAC-SHA256 (or $TNL_STATE_SECRET)
+  --state-encoding E   how saved states are encoded unless a request asks (state_encoding):
+                       f32 (default, exact) | f32+deflate (exact) | bf16 | bf16+deflate |
+                       q8 | q8+deflate (lossy: smaller, resume approximately)
   --max-queue N        requests waiting before 429 (default 256)
   --max-batch N        sequences decoded together
   --max-body-bytes N   request body limit (default 64 MiB)
@@ -91,6 +97,7 @@ const FLAGS: Record<string, { string: string[]; boolean: string[] }> = {
       "host",
       "store",
       "state-secret",
+      "state-encoding",
       "max-body-bytes",
       "checkpoint-tokens",
       "lease-ms",
@@ -158,6 +165,14 @@ function num(args: Record<string, unknown>, name: string, fallback?: number): nu
     Deno.exit(2);
   }
   return n;
+}
+
+/** `--state-encoding`: absent (the default, f32), or one of `STATE_ENCODINGS`, else exit 2. */
+function stateEncodingFlag(v: unknown): StateEncoding | undefined {
+  if (v === undefined) return undefined;
+  if (isStateEncoding(v)) return v;
+  console.error(`--state-encoding: "${v}" is not one of ${STATE_ENCODINGS.join(", ")}`);
+  Deno.exit(2);
 }
 
 /** Load the model with a progress line on stderr. */
@@ -243,6 +258,7 @@ async function serve(args: Record<string, unknown>): Promise<void> {
     stateSecret: typeof args["state-secret"] === "string"
       ? args["state-secret"]
       : Deno.env.get("TNL_STATE_SECRET"),
+    stateEncoding: stateEncodingFlag(args["state-encoding"]),
     maxBodyBytes: num(args, "max-body-bytes"),
     checkpointTokens: num(args, "checkpoint-tokens"),
     leaseMs: num(args, "lease-ms"),

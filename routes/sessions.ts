@@ -2,7 +2,7 @@
  * Sessions: the resumable state of a conversation, kept in the session store. Mounted at
  * `/v1/sessions` (the paths inside are relative to it).
  *
- * - `POST /v1/sessions` `{id?, prompt? | messages?}`: create (a random id unless given; 409 if the
+ * - `POST /v1/sessions` `{id?, prompt? | messages?, state_encoding?}`: create (a random id unless given; 409 if the
  *   id exists); a prompt (text or token ids) or chat messages are prefilled (consumed without
  *   generating). 201 with the metadata.
  * - `GET /v1/sessions?limit=&after=`: the operator's listing (id, position, tokens, busy,
@@ -15,10 +15,15 @@
  *   `/v1/completions` (`prompt` optional: without one the session's text just goes on). Sampling
  *   fields left out keep the session's last values (the seed excepted); partial characters and
  *   partial stop matches at a `length` finish stay in the session for the next request.
- * - `GET /v1/sessions/:id/state`: the encoded state (`application/vnd.msgpack`), ETag = SHA-256.
+ * - `GET /v1/sessions/:id/state`: the encoded state (`application/vnd.msgpack`), ETag = SHA-256 of
+ *   the bytes sent. As stored, or in the encoding asked for by `Accept: application/vnd.msgpack;
+ *   encoding=q8+deflate` or `?encoding=q8+deflate` (decoded and encoded again when it differs from
+ *   the stored one); `X-State-Encoding` says which, `X-State-Lossy` the lossy encoding a state that
+ *   is not exact passed through.
  * - `PUT /v1/sessions/:id/state`: import a state (msgpack body); it must be valid for this model
  *   (400 malformed, 401 signature, 422 another model). The state's own id is rewritten to the URL's
- *   (so a state can be copied to a new id: a fork); 201 when created, 200 when replaced. Over an
+ *   (so a state can be copied to a new id: a fork); 201 when created, 200 when replaced. Every
+ *   encoding is accepted; it is stored in the server's default, still marked lossy if it was. Over an
  *   existing id only the session's own state at the stored generation or later is taken, or any
  *   state with `If-Match: <stored ETag>`; else 409 `state_replayed` (no rollback by replay). A
  *   stale `If-Match` is a 412.
@@ -32,6 +37,7 @@ import { badRequest } from "../src/http/errors.ts";
 import { type CallBase, prefillSession, respondOnSession } from "../src/http/generation.ts";
 import { adminOnly, type AppEnv } from "../src/http/middleware.ts";
 import { msgpackResponse, readMsgpackBody } from "../src/http/msgpack.ts";
+import { requestedStateEncoding } from "../src/http/state_encoding.ts";
 import {
   checkSessionId,
   checkSingleChoice,
@@ -44,6 +50,7 @@ import {
   etagOf,
   matchesEtag,
   promptText,
+  type StoredEncoding,
 } from "../src/sessions/mod.ts";
 
 /** The sessions sub-app (paths relative to its mount point). */
@@ -55,7 +62,7 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
     const body = await readJsonObject(c.req.raw, ctx.options.maxBodyBytes, { allowEmpty: true });
     const p = parseSessionCreate(body);
     const record = c.get("record");
-    const lease = await serving.sessions.create(p.id);
+    const lease = await serving.sessions.create(p.id, { encoding: p.stateEncoding });
     record.session = lease.session.id;
     try {
       let prompt: Int32Array | null = null;
@@ -65,12 +72,12 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
       if (prompt && prompt.length > 0) {
         record.promptTokens = await prefillSession(ctx, serving, lease, prompt);
       }
-      const { bytes, digest } = await lease.save();
-      c.header("etag", etagOf(digest));
+      const saved = await lease.save();
+      c.header("etag", etagOf(saved.digest));
       c.header("location", `/v1/sessions/${lease.session.id}`);
       // Released before the response goes out: not busy for whoever reads it.
       return c.json(
-        { ...serving.sessions.describe(lease.session, bytes.length), busy: false },
+        { ...serving.sessions.describe(lease.session, saved.bytes.length, saved), busy: false },
         201,
       );
     } finally {
@@ -141,11 +148,16 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
 
   app.get("/:id/state", async (c) => {
     const serving = ctx.require();
-    const { bytes, digest } = await serving.sessions.exportState(c.req.param("id"));
+    const encoding = requestedStateEncoding(c.req.raw);
+    const { bytes, digest, ...stored } = await serving.sessions.exportState(
+      c.req.param("id"),
+      encoding,
+    );
+    const headers = stateHeaders(stored);
     if (matchesEtag(c.req.header("if-none-match") ?? null, etagOf(digest))) {
-      return new Response(null, { status: 304, headers: { etag: etagOf(digest) } });
+      return new Response(null, { status: 304, headers: { ...headers, etag: etagOf(digest) } });
     }
-    return msgpackResponse(bytes, digest);
+    return msgpackResponse(bytes, digest, headers);
   });
 
   app.put("/:id/state", async (c) => {
@@ -162,4 +174,14 @@ export function sessionsRoutes(ctx: AppContext): Hono<AppEnv> {
   });
 
   return app;
+}
+
+/**
+ * The headers of a state download: its encoding (`X-State-Encoding`), the lossy encoding it passed
+ * through when it is not exact (`X-State-Lossy`), and `Vary: Accept` (the bytes follow it).
+ */
+function stateHeaders(s: StoredEncoding): Record<string, string> {
+  const h: Record<string, string> = { "x-state-encoding": s.encoding, vary: "Accept" };
+  if (s.lossy !== null) h["x-state-lossy"] = s.lossy;
+  return h;
 }

@@ -45,6 +45,24 @@ Deno.test("main: an unknown flag exits with status 2 before loading anything", a
   assert.ok(!/loaded|listening/.test(err));
 });
 
+Deno.test("main: --state-encoding takes the valid names and refuses others before loading", async () => {
+  const ok = parseCommandLine(["--state-encoding", "q8+deflate"]);
+  assert.ok(!("error" in ok) && ok.args["state-encoding"] === "q8+deflate");
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", "serve", "--state-encoding", "q4"],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 2);
+  const err = new TextDecoder().decode(out.stderr);
+  assert.match(
+    err,
+    /^--state-encoding: "q4" is not one of f32, f32\+deflate, bf16, bf16\+deflate, q8, q8\+deflate/,
+  );
+  assert.ok(!/loaded|listening/.test(err));
+});
+
 /** Lines Deno itself prints for `deno task` (the command) and on a first run (downloads). */
 const DENO_LINE = /^(Task start |Download https:\/\/)/;
 /** Our lines: the load line with the backend choice and the listening line. */

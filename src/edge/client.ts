@@ -24,7 +24,7 @@
 
 import type { SamplingParams } from "../engine/sampler.ts";
 import { SAMPLING_FIELDS } from "../engine/sampling_fields.ts";
-import { STATE_MEDIA_TYPE } from "../state/mod.ts";
+import { STATE_MEDIA_TYPE, type StateEncoding } from "../state/mod.ts";
 import { decodeEdgeResponse, encodeEdgeBody } from "./protocol.ts";
 
 /** Options of `continueSession`. */
@@ -41,6 +41,12 @@ export interface ContinueSessionOptions {
   session?: string;
   /** A new session: keep it in the handler's store (default: the handler decides). */
   store?: boolean;
+  /**
+   * How the handler encodes the session's state (sent with every request): `"f32"` or
+   * `"f32+deflate"` (exact), `"bf16"`, `"q8"` and their `+deflate` forms (lossy: `"q8+deflate"`
+   * carries a tenth of the bytes); default: the handler's (`TNL_STATE_ENCODING`, else f32).
+   */
+  stateEncoding?: StateEncoding;
   /** Wire format of requests and responses (default "msgpack": no base64). */
   format?: "msgpack" | "json";
   /** Extra request headers (authorization, ...). */
@@ -75,6 +81,10 @@ export interface SessionChunk {
   position: number;
   /** The new inline state (inline sessions). */
   state?: Uint8Array;
+  /** How the session's new state is encoded. */
+  stateEncoding: StateEncoding;
+  /** Null when the state resumes bit-exactly, else the lossy encoding it passed through. */
+  stateLossy: StateEncoding | null;
   /** Index of the request (0 first). */
   request: number;
 }
@@ -151,6 +161,7 @@ export async function* continueSession(
       max_tokens: remaining,
     };
     if (opts.stop?.length) body.stop = opts.stop;
+    if (opts.stateEncoding !== undefined) body.state_encoding = opts.stateEncoding;
     if (n === 0) {
       Object.assign(body, samplingFields(opts.sampling));
       if (opts.store !== undefined && !state && !session) body.store = opts.store;
@@ -208,6 +219,8 @@ export async function* continueSession(
       generation: Number(r.generation),
       position: Number(r.position),
       state: r.state instanceof Uint8Array ? r.state : undefined,
+      stateEncoding: r.state_encoding as StateEncoding,
+      stateLossy: (r.state_lossy ?? null) as StateEncoding | null,
       request: n,
     };
     if (chunk.state) state = chunk.state;

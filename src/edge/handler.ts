@@ -43,15 +43,23 @@ import {
   type SessionLease,
   SessionManager,
   sessionSampling,
+  type StoredEncoding,
 } from "../sessions/mod.ts";
 import { type BackendChoice, DEFAULT_MODEL_DIR, loadModel, type TnlModel } from "../load.ts";
-import type { SessionSnapshot } from "../model/snapshot.ts";
 import {
+  type DecodedSession,
   decodeSession,
   defaultMaxStateBytes,
   encodeSession,
   sessionDigest,
 } from "../state/codec.ts";
+import {
+  DEFAULT_STATE_ENCODING,
+  isStateEncoding,
+  lossyOrigin,
+  STATE_ENCODINGS,
+  type StateEncoding,
+} from "../state/encodings.ts";
 import { StoreConflictError } from "../state/errors.ts";
 import { openStore, type OpenStoreOptions } from "../state/mod.ts";
 import type { SessionStore } from "../state/store.ts";
@@ -88,6 +96,11 @@ export interface EdgeOptions {
   replayStore?: SessionStore;
   /** HMAC-SHA256 secret: states are signed, and only signed states are accepted. */
   stateSecret?: string;
+  /**
+   * How new states are encoded unless a request asks (`state_encoding`): default `"f32"`
+   * (exact); `"f32+deflate"` is exact too, `"bf16"`, `"q8"` and their `+deflate` forms lossy.
+   */
+  stateEncoding?: StateEncoding;
   /** Most tokens one request generates (default 64; 0 = no cap). */
   maxTokensPerRequest?: number;
   /** Largest `max_tokens` accepted (default 32 768). */
@@ -168,6 +181,7 @@ const ENV_KEYS = [
   "TNL_STORE_PREFIX",
   "TNL_STORE_TTL_MS",
   "TNL_STATE_SECRET",
+  "TNL_STATE_ENCODING",
   "TNL_MAX_TOKENS_PER_REQUEST",
   "TNL_MAX_TOKENS",
   "TNL_MAX_PROMPT_TOKENS",
@@ -182,7 +196,8 @@ const ENV_KEYS = [
  * Options from environment variables: `TNL_MODEL`, `TNL_BACKEND` (auto | cpu | webgpu),
  * `TNL_QUANTIZE` (none | int8),
  * `TNL_STORE` (kv | kv:PATH | redis://… | fs:DIR | memory; unset: inline sessions only),
- * `TNL_STORE_PREFIX`, `TNL_STORE_TTL_MS`, `TNL_STATE_SECRET`, `TNL_MAX_TOKENS_PER_REQUEST`,
+ * `TNL_STORE_PREFIX`, `TNL_STORE_TTL_MS`, `TNL_STATE_SECRET`, `TNL_STATE_ENCODING` (one of
+ * `STATE_ENCODINGS`; default f32), `TNL_MAX_TOKENS_PER_REQUEST`,
  * `TNL_MAX_TOKENS`, `TNL_MAX_PROMPT_TOKENS`, `TNL_MAX_BODY_BYTES`, `TNL_MAX_QUEUE`,
  * `TNL_CHECKPOINT_TOKENS`, `TNL_LEASE_MS`, `TNL_PREFIX_CACHE_BYTES` (0: no prefix cache).
  * Variables the process may not read (no env permission) are left at their defaults, without a
@@ -220,6 +235,12 @@ export function edgeOptionsFromEnv(
       `TNL_QUANTIZE: expected ${WEIGHT_QUANTIZATIONS.join(" or ")}, got ${quantize}`,
     );
   }
+  const stateEncoding = env.TNL_STATE_ENCODING;
+  if (stateEncoding !== undefined && !isStateEncoding(stateEncoding)) {
+    throw new TypeError(
+      `TNL_STATE_ENCODING: expected one of ${STATE_ENCODINGS.join(", ")}, got ${stateEncoding}`,
+    );
+  }
   return {
     model: env.TNL_MODEL,
     backend,
@@ -227,6 +248,7 @@ export function edgeOptionsFromEnv(
     store: env.TNL_STORE,
     storeOptions: { prefix: env.TNL_STORE_PREFIX, ttlMs: num("TNL_STORE_TTL_MS") },
     stateSecret: env.TNL_STATE_SECRET,
+    stateEncoding,
     maxTokensPerRequest: num("TNL_MAX_TOKENS_PER_REQUEST"),
     maxTokensLimit: num("TNL_MAX_TOKENS"),
     maxPromptTokens: num("TNL_MAX_PROMPT_TOKENS"),
@@ -267,6 +289,12 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
   }
   const backend = edgeBackend(opts.backend);
   const secret = opts.stateSecret || undefined;
+  const defaultEncoding = opts.stateEncoding ?? DEFAULT_STATE_ENCODING;
+  if (!isStateEncoding(defaultEncoding)) {
+    throw new TypeError(
+      `stateEncoding: expected one of ${STATE_ENCODINGS.join(", ")}, got ${defaultEncoding}`,
+    );
+  }
 
   const ready = lazy<Ready>(async () => {
     let model: TnlModel;
@@ -332,6 +360,7 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
         secret,
         cacheSize: 0,
         leaseMs: opts.leaseMs,
+        encoding: defaultEncoding,
       });
       managers.set(r.engine, m);
     }
@@ -415,6 +444,7 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
     session: Session,
     out: Awaited<ReturnType<typeof run>>,
     state: Uint8Array | undefined,
+    stored: StoredEncoding,
   ): Record<string, unknown> => {
     const body: EdgeGenerateResponse = {
       object: "tnl.generation",
@@ -427,6 +457,8 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
       session: session.id,
       generation: session.generation,
       position: session.state.position,
+      state_encoding: stored.encoding,
+      state_lossy: stored.lossy,
       usage: {
         prompt_tokens: out.promptTokens,
         completion_tokens: out.generated,
@@ -441,13 +473,14 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
   /** A stored session (by id, or a new one kept in the store). */
   const stored = async (r: Ready, p: EdgeGenerateRequest, signal: AbortSignal) => {
     const sessions = await manager(r);
+    const lopts = { encoding: p.stateEncoding };
     const lease = p.session !== undefined
-      ? await sessions.open(p.session)
-      : await sessions.create();
+      ? await sessions.open(p.session, lopts)
+      : await sessions.create(undefined, lopts);
     try {
       const out = await run(r, lease.session, p, lease.isNew, signal, lease);
-      await lease.save();
-      return reply(r, p, lease.session, out, undefined);
+      const saved = await lease.save();
+      return reply(r, p, lease.session, out, undefined, saved);
     } finally {
       await lease.release();
     }
@@ -456,7 +489,7 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
   /** An inline session (from `state`, or a new one returned inline). */
   const inline = async (r: Ready, p: EdgeGenerateRequest, signal: AbortSignal) => {
     const c = codec(r.model);
-    let snap: SessionSnapshot | null = null;
+    let snap: DecodedSession | null = null;
     let digest: string | null = null;
     if (p.state) {
       snap = await decodeSession(p.state, c);
@@ -499,7 +532,9 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
       }
       const out = await run(r, session, p, snap === null, signal, null);
       session.generation = (snap?.generation ?? 0) + 1;
-      const bytes = await encodeSession(session.toSnapshot(), c);
+      const encoding = p.stateEncoding ?? defaultEncoding;
+      const lossy = snap?.lossy ?? null;
+      const bytes = await encodeSession({ ...session.toSnapshot(), lossy }, { ...c, encoding });
       if (replay) {
         try {
           await replay.put(session.id, new TextEncoder().encode(await sessionDigest(bytes)), {
@@ -516,7 +551,10 @@ export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
           throw e;
         }
       }
-      return reply(r, p, session, out, bytes);
+      return reply(r, p, session, out, bytes, {
+        encoding,
+        lossy: lossyOrigin(encoding, lossy),
+      });
     } finally {
       if (leased) await replay!.leases!.release(session.id, owner).catch(() => {});
     }

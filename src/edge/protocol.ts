@@ -13,6 +13,7 @@
  * | `store` | boolean | a new session: keep it in the store (default: when a store is configured) |
  * | `max_tokens` | integer ≥ 0 | tokens to generate over the whole generation (default 16) |
  * | `stop` | string or strings | stop sequences (send them again with every continuation) |
+ * | `state_encoding` | string | how the new state is encoded: `f32` (exact, default unless the handler sets `TNL_STATE_ENCODING`), `f32+deflate` (exact), `bf16`, `bf16+deflate`, `q8`, `q8+deflate` (lossy) |
  * | `temperature`, `top_p`, `top_k`, `min_p`, `repetition_penalty`, `presence_penalty`, `frequency_penalty`, `logit_bias`, `seed` | | sampling, as `/v1/completions`; a continued session keeps the fields left out (not the seed) |
  *
  * Response (msgpack when the request's `Accept` asks for it, or the request body was msgpack and
@@ -28,6 +29,8 @@
  * | `remaining_tokens` | `max_tokens` minus the tokens generated |
  * | `session`, `generation`, `position` | the session id, its new generation and the tokens its state has consumed |
  * | `state` | the new inline state (inline sessions only) |
+ * | `state_encoding` | how the new state (inline or stored) is encoded |
+ * | `state_lossy` | null when the state resumes bit-exactly; else the lossy encoding it (or a state it continues from) was stored in |
  * | `usage` | `{prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details: {cached_tokens}}` |
  *
  * Errors are always JSON in the OpenAI shape (`{"error": {message, type, param, code}}`).
@@ -46,11 +49,13 @@ import {
   checkSessionId,
   optBool,
   optInt,
+  optStateEncoding,
   optString,
   parsePrompt,
   parseSampling,
 } from "../http/schemas.ts";
 import { isMsgMap, type MsgValue, readMsgpack } from "../state/msgpack.ts";
+import type { StateEncoding } from "../state/encodings.ts";
 
 /** Default `max_tokens` of a generate request. */
 export const EDGE_DEFAULT_MAX_TOKENS = 16;
@@ -74,6 +79,8 @@ export interface EdgeGenerateRequest {
   stop: string[];
   /** Sampling fields that were given. */
   sampling: SamplingParams;
+  /** How the new state is encoded (undefined: the handler's default). */
+  stateEncoding?: StateEncoding;
 }
 
 /** The body of a successful generate response. */
@@ -100,6 +107,10 @@ export interface EdgeGenerateResponse {
   position: number;
   /** The new state of an inline session. */
   state?: Uint8Array;
+  /** How the new state is encoded. */
+  state_encoding: StateEncoding;
+  /** Null when the state is exact, else the lossy encoding it passed through. */
+  state_lossy: StateEncoding | null;
   /** Token counts. */
   usage: {
     prompt_tokens: number;
@@ -223,6 +234,7 @@ export function parseGenerateRequest(
     maxTokens,
     stop,
     sampling: parseSampling(b, limits.vocabSize),
+    stateEncoding: optStateEncoding(b),
   };
 }
 

@@ -13,12 +13,17 @@ import {
   DEFAULT_LEASE_MS,
   DEFAULT_MAX_PROMPT_TOKENS,
   DEFAULT_PREFIX_CACHE_BYTES,
-  defaultCacheSize,
   loadChatTemplate,
   PrefixCache,
   SessionManager,
 } from "../sessions/mod.ts";
 import { CodecPool } from "../state/codec_pool.ts";
+import {
+  DEFAULT_STATE_ENCODING,
+  isStateEncoding,
+  STATE_ENCODINGS,
+  type StateEncoding,
+} from "../state/encodings.ts";
 import { DEFAULT_MAX_BODY_BYTES } from "./body.ts";
 import { notFound, unavailable } from "./errors.ts";
 import { jsonLogger, type Logger } from "./logger.ts";
@@ -71,6 +76,12 @@ export interface AppOptions {
    * session's prompt starts from the longest cached prefix (see `src/sessions/prefix_cache.ts`).
    */
   prefixCacheBytes?: number;
+  /**
+   * How saved session states are encoded unless a request asks otherwise (`state_encoding`):
+   * default `"f32"` (exact); `"f32+deflate"` is exact too, the others lossy (see
+   * `docs/state_format.md`). An unknown name throws a `TypeError` listing the valid ones.
+   */
+  stateEncoding?: StateEncoding;
 }
 
 /** Everything that exists once the model has loaded. */
@@ -162,7 +173,15 @@ export class AppContext {
       leaseMs: o.leaseMs ?? DEFAULT_LEASE_MS,
       codecWorkers: o.codecWorkers ?? 0,
       prefixCacheBytes: o.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES,
+      stateEncoding: o.stateEncoding ?? DEFAULT_STATE_ENCODING,
     };
+    if (!isStateEncoding(this.options.stateEncoding)) {
+      throw new TypeError(
+        `stateEncoding: ${JSON.stringify(this.options.stateEncoding)} is not one of ${
+          STATE_ENCODINGS.join(", ")
+        }`,
+      );
+    }
     this.codec = new CodecPool(this.options.codecWorkers);
     const mp = this.options.maxPromptTokens;
     if (!Number.isSafeInteger(mp) || mp < 0) {
@@ -198,6 +217,7 @@ export class AppContext {
       busy: this.busy,
       leaseMs: this.options.leaseMs,
       codec: this.codec,
+      encoding: this.options.stateEncoding,
     });
     const codec = {
       config: model.config,

@@ -19,6 +19,7 @@
 
 import type { FinishReason, GenerateEvent } from "../engine/engine.ts";
 import type { Session } from "../engine/session.ts";
+import type { StateEncoding } from "../state/encodings.ts";
 import type { SampledToken, SamplingParams } from "../engine/sampler.ts";
 import {
   generateOnSession,
@@ -225,18 +226,20 @@ export function effectiveSampling(
 type AbortCause = "client" | "timeout" | "shutdown" | "sibling";
 
 /**
- * Open a new session for each of `specs` and build its choice with `make` (prompt, echo, copy). A
- * failure releases the sessions opened so far.
+ * Open a new session for each of `specs` and build its choice with `make` (prompt, echo, copy);
+ * they save their states in `encoding` (default: the server's). A failure releases the sessions
+ * opened so far.
  */
 export async function newChoices<T>(
   serving: Serving,
   specs: readonly T[],
   make: (session: Session, spec: T) => Omit<ChoiceInput, "lease">,
+  encoding?: StateEncoding,
 ): Promise<ChoiceInput[]> {
   const out: ChoiceInput[] = [];
   try {
     for (const spec of specs) {
-      const lease = await serving.sessions.create();
+      const lease = await serving.sessions.create(undefined, { encoding });
       try {
         out.push({ ...make(lease.session, spec), lease });
       } catch (e) {
@@ -264,7 +267,7 @@ export async function respondOnSession(
   id: string,
   build: (session: Session) => Omit<ChoiceInput, "lease">,
 ): Promise<Response> {
-  const lease = await base.serving.sessions.open(id);
+  const lease = await base.serving.sessions.open(id, { encoding: base.params.stateEncoding });
   let input: Omit<ChoiceInput, "lease">;
   try {
     input = build(lease.session);
@@ -284,7 +287,7 @@ export async function respondOnNewSessions<T>(
   specs: readonly T[],
   build: (session: Session, spec: T) => Omit<ChoiceInput, "lease">,
 ): Promise<Response> {
-  const choices = await newChoices(base.serving, specs, build);
+  const choices = await newChoices(base.serving, specs, build, base.params.stateEncoding);
   return await respondWithGeneration({ ...base, ...choices[0], more: choices.slice(1) });
 }
 

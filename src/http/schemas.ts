@@ -24,6 +24,8 @@ import { InputError } from "../errors.ts";
 import { isValidSessionId } from "../model/snapshot.ts";
 import type { ChatMessageText } from "../sessions/chat_template.ts";
 import { badRequest, type HttpError, requestFieldName } from "./errors.ts";
+import type { StateEncoding } from "../state/encodings.ts";
+import { checkStateEncoding } from "./state_encoding.ts";
 
 /** Most top log-probabilities per token on `/v1/completions` (OpenAI's limit). */
 export const MAX_COMPLETION_LOGPROBS = 5;
@@ -101,6 +103,8 @@ export interface GenerationParams {
   session?: string;
   /** Keep the session in the store (OpenAI's `store`; default true). */
   store: boolean;
+  /** How the kept state is encoded (`state_encoding`; absent: the server's default). */
+  stateEncoding?: StateEncoding;
   /** Choices per prompt (OpenAI's `n`; default 1; 1 with a session). */
   n: number;
 }
@@ -129,6 +133,8 @@ export interface SessionCreateParams {
   prompt?: string | number[];
   /** Chat messages to prefill (rendered with the chat template, without the generation prompt). */
   messages?: ChatMessageText[];
+  /** How the state is encoded (`state_encoding`; absent: the server's default). */
+  stateEncoding?: StateEncoding;
 }
 
 type Body = Record<string, unknown>;
@@ -166,6 +172,13 @@ export function optString(b: Body, k: string): string | undefined {
   if (!present(b, k)) return undefined;
   if (typeof b[k] !== "string") throw wrongType(k, "a string", b[k]);
   return b[k] as string;
+}
+
+/** The optional `state_encoding` field (a 400 listing the valid names when unknown). */
+export function optStateEncoding(b: Body): StateEncoding | undefined {
+  return present(b, "state_encoding")
+    ? checkStateEncoding(b.state_encoding, "state_encoding")
+    : undefined;
 }
 
 /** An optional boolean field. */
@@ -323,8 +336,20 @@ function parseCommon(b: Body, limits: SchemaLimits, maxTokens: number): Generati
   const stop = parseStop(b);
   const session = checkSessionId(optString(b, "session"), "session");
   const store = optBool(b, "store") ?? true;
+  const stateEncoding = optStateEncoding(b);
   if (session !== undefined) checkSingleChoice({ n });
-  return { model, maxTokens, sampling, stop, stream, includeUsage, session, store, n };
+  return {
+    model,
+    maxTokens,
+    sampling,
+    stop,
+    stream,
+    includeUsage,
+    session,
+    store,
+    stateEncoding,
+    n,
+  };
 }
 
 /** Parse a completions request body. */
@@ -455,6 +480,8 @@ export function checkSessionId(value: string | undefined, field: string): string
 export function parseSessionCreate(b: Body): SessionCreateParams {
   const id = checkSessionId(optString(b, "id"), "id");
   const out: SessionCreateParams = { id };
+  const stateEncoding = optStateEncoding(b);
+  if (stateEncoding !== undefined) out.stateEncoding = stateEncoding;
   if (present(b, "prompt")) out.prompt = parsePrompt(b.prompt);
   if (present(b, "messages")) {
     if (out.prompt !== undefined) {

@@ -35,6 +35,12 @@ export interface SessionSnapshot {
   createdAt: number;
   /** Last update (ms since the epoch). */
   updatedAt: number;
+  /**
+   * The lossy encoding (`"q8+deflate"`, ...) a state this one continues from was stored in, or
+   * null (absent) when every state it descends from was exact: its values then only approximate
+   * those of an uninterrupted run, whatever encoding it is saved in next.
+   */
+  lossy?: string | null;
 }
 
 /** Session ids: 1-128 characters of letters, digits, '-' and '_'. */

@@ -28,6 +28,13 @@ import type { ModelConfig } from "../model/config.ts";
 import { isValidSessionId, type SessionSnapshot } from "../model/snapshot.ts";
 import { stateBytes } from "../model/state.ts";
 import { sessionSummary } from "../state/codec.ts";
+import {
+  DEFAULT_STATE_ENCODING,
+  encodingParts,
+  isExactEncoding,
+  lossyOrigin,
+  type StateEncoding,
+} from "../state/encodings.ts";
 import { CodecPool } from "../state/codec_pool.ts";
 import type { SessionStore } from "../state/store.ts";
 import { InputError, TnlError } from "../errors.ts";
@@ -59,6 +66,37 @@ export interface SessionInfo {
   busy: boolean;
   /** Size of the encoded state in the store, in bytes. */
   state_bytes: number;
+  /** How the stored state's layers are encoded (`"f32"`, `"q8+deflate"`, ...). */
+  state_encoding: StateEncoding;
+  /**
+   * Whether the state resumes bit-exactly: false when it is stored in a lossy encoding, or
+   * continues from a state that was (see `state_lossy`), whatever its own encoding.
+   */
+  state_exact: boolean;
+  /** The lossy encoding the state passed through, or null when it is exact. */
+  state_lossy: StateEncoding | null;
+}
+
+/** How a stored state is encoded, and whether it descends from a lossy one. */
+export interface StoredEncoding {
+  /** The layers' encoding. */
+  encoding: StateEncoding;
+  /** Null when exact, else the lossy encoding the state passed through. */
+  lossy: StateEncoding | null;
+}
+
+/** A saved state: its bytes, their SHA-256 and how it is encoded. */
+export interface SavedState extends StoredEncoding {
+  /** The encoded bytes, as stored. */
+  bytes: Uint8Array;
+  /** SHA-256 of `bytes`, hex (the ETag's value). */
+  digest: string;
+}
+
+/** Options of `SessionManager.open` and `create`. */
+export interface LeaseOptions {
+  /** How this request's saves (and checkpoints) encode the state (default: the manager's). */
+  encoding?: StateEncoding;
 }
 
 /** A page of sessions as `GET /v1/sessions` returns it (OpenAI's list shape). */
@@ -109,6 +147,11 @@ export interface SessionManagerOptions {
   leaseMs?: number;
   /** Where states are encoded and hashed (default: in the calling thread). */
   codec?: CodecPool;
+  /**
+   * How saved states are encoded unless a request asks otherwise (default `"f32"`, exact; an
+   * unknown name is a `TnlError` "invalid_input").
+   */
+  encoding?: StateEncoding;
 }
 
 /** Host memory the session cache may fill by default. */
@@ -128,11 +171,16 @@ export interface SessionLease {
   readonly session: Session;
   /** True when the session did not exist in the store before this request. */
   readonly isNew: boolean;
+  /** How saves encode the state (the request's choice, or the manager's default). */
+  readonly encoding: StateEncoding;
   /**
    * Save the session (generation + 1, encode, compare-and-set put); returns its bytes. Waits for a
-   * checkpoint being written; 409 when the store lease was lost to another process.
+   * checkpoint being written; 409 when the store lease was lost to another process. A session
+   * resumed from a lossy state stays marked lossy (`SavedState.lossy`) in any encoding; one saved
+   * in a lossy encoding leaves the cache, so its next request resumes from the stored bytes, as
+   * any other instance would.
    */
-  save(): Promise<{ bytes: Uint8Array; digest: string }>;
+  save(): Promise<SavedState>;
   /**
    * Store a snapshot taken mid-generation (`GenerateRequest.onCheckpoint`), in the background:
    * writes are sequential compare-and-set puts (generation + 1 each), a snapshot that arrives while
@@ -158,7 +206,7 @@ interface Claim {
   release(): Promise<void>;
 }
 
-interface CacheEntry {
+interface CacheEntry extends StoredEncoding {
   session: Session;
   generation: number;
   digest: string;
@@ -180,14 +228,22 @@ export class SessionManager {
   checkpointsWritten = 0;
   readonly #owner = "o_" + crypto.randomUUID();
   readonly #pool: CodecPool;
+  readonly #encoding: StateEncoding;
   #claims = 0;
 
   /** A manager over a model, its engine and a store. */
   constructor(o: SessionManagerOptions) {
     this.#o = o;
     this.#pool = o.codec ?? new CodecPool(0);
+    this.#encoding = o.encoding ?? DEFAULT_STATE_ENCODING;
+    encodingParts(this.#encoding);
     this.busy = o.busy ?? new Set();
     this.#cacheSize = o.cacheSize ?? defaultCacheSize(o.model.config);
+  }
+
+  /** How saved states are encoded unless a request asks otherwise. */
+  get encoding(): StateEncoding {
+    return this.#encoding;
   }
 
   /** The store. */
@@ -301,7 +357,7 @@ export class SessionManager {
   }
 
   /** Decode stored bytes (or take the cached live session when they are unchanged). */
-  async #load(id: string): Promise<{ session: Session; generation: number; size: number }> {
+  async #load(id: string): Promise<CacheEntry & { size: number }> {
     const entry = await this.#o.store.getEntry(id);
     if (!entry) {
       this.#cache.delete(id);
@@ -311,16 +367,32 @@ export class SessionManager {
     const hit = this.#cache.get(id);
     if (hit && hit.digest === digest && hit.generation === entry.generation) {
       this.#remember(id, hit);
-      return { session: hit.session, generation: entry.generation, size: entry.bytes.length };
+      return { ...hit, generation: entry.generation, size: entry.bytes.length };
     }
     const snap = await this.#pool.decode(entry.bytes, this.#codec());
     const session = Session.fromSnapshot(this.#o.model.config, snap);
-    this.#remember(id, { session, generation: entry.generation, digest });
-    return { session, generation: entry.generation, size: entry.bytes.length };
+    const e = {
+      session,
+      generation: entry.generation,
+      digest,
+      encoding: snap.encoding,
+      lossy: snap.lossy,
+    };
+    this.#remember(id, e);
+    return { ...e, size: entry.bytes.length };
   }
 
-  #lease(session: Session, stored: number | null, claim: Claim): SessionLease {
+  #lease(
+    session: Session,
+    stored: number | null,
+    claim: Claim,
+    inherited: StateEncoding | null,
+    opts: LeaseOptions,
+  ): SessionLease {
     const id = session.id;
+    const encoding = opts.encoding ?? this.#encoding;
+    // What a save writes in `lossy`: the lineage's, else this encoding's own when lossy.
+    const lossy = lossyOrigin(encoding, inherited);
     let released = false;
     let saved = false;
     let saving = false;
@@ -337,7 +409,10 @@ export class SessionManager {
     const writeCheckpoint = async (snap: SessionSnapshot) => {
       if (claim.lost) throw lostLease();
       const generation = Math.max(session.generation, expect ?? -1) + 1;
-      const { bytes } = await this.#pool.encode({ ...snap, generation }, this.#codec());
+      const { bytes } = await this.#pool.encode(
+        { ...snap, generation, lossy: inherited },
+        { ...this.#codec(), encoding },
+      );
       await this.#o.store.put(id, bytes, { generation, expectGeneration: expect });
       expect = generation;
       session.generation = generation;
@@ -362,6 +437,7 @@ export class SessionManager {
     return {
       session,
       isNew: stored === null,
+      encoding,
       checkpoints,
       checkpoint: (snap) => {
         if (released || saving || saved) return;
@@ -377,7 +453,10 @@ export class SessionManager {
           if (claim.lost) throw lostLease();
           const before = session.generation;
           session.generation = Math.max(session.generation, expect ?? -1) + 1;
-          const { bytes, digest } = await this.#pool.encode(session.toSnapshot(), this.#codec());
+          const { bytes, digest } = await this.#pool.encode(
+            { ...session.toSnapshot(), lossy: inherited },
+            { ...this.#codec(), encoding },
+          );
           try {
             await this.#o.store.put(id, bytes, {
               generation: session.generation,
@@ -389,11 +468,20 @@ export class SessionManager {
             throw e;
           }
           expect = session.generation;
-          this.#remember(id, { session, generation: session.generation, digest });
+          // A lossy save: the stored bytes (not this exact live state) are what comes next.
+          if (isExactEncoding(encoding)) {
+            this.#remember(id, {
+              session,
+              generation: session.generation,
+              digest,
+              encoding,
+              lossy,
+            });
+          } else this.#cache.delete(id);
           this.#track(id, bytes.length);
           this.bytesWritten += bytes.length;
           saved = true;
-          return { bytes, digest };
+          return { bytes, digest, encoding, lossy };
         } finally {
           saving = false;
         }
@@ -409,22 +497,30 @@ export class SessionManager {
     };
   }
 
-  /** Hold an existing session (`session_not_found`; `conflict` when busy). */
-  async open(id: string): Promise<SessionLease> {
+  /**
+   * Hold an existing session (`session_not_found`; `conflict` when busy); `opts.encoding`: how
+   * this request saves it.
+   */
+  async open(id: string, opts: LeaseOptions = {}): Promise<SessionLease> {
     if (!isValidSessionId(id)) throw noSession(id);
+    if (opts.encoding !== undefined) encodingParts(opts.encoding);
     const claim = await this.#claim(id);
     try {
-      const { session, generation } = await this.#load(id);
+      const { session, generation, lossy } = await this.#load(id);
       if (session.busy) throw new TnlError("conflict", `session ${id} is busy`);
-      return this.#lease(session, generation, claim);
+      return this.#lease(session, generation, claim, lossy, opts);
     } catch (e) {
       await claim.release();
       throw e;
     }
   }
 
-  /** Hold a new session (a random id, or `id`: 409 when it exists or is busy). */
-  async create(id?: string): Promise<SessionLease> {
+  /**
+   * Hold a new session (a random id, or `id`: 409 when it exists or is busy); `opts.encoding`: how
+   * this request saves it.
+   */
+  async create(id?: string, opts: LeaseOptions = {}): Promise<SessionLease> {
+    if (opts.encoding !== undefined) encodingParts(opts.encoding);
     const session = this.#o.engine.newSession(id);
     const claim = await this.#claim(session.id, id === undefined);
     try {
@@ -436,18 +532,18 @@ export class SessionManager {
       throw e;
     }
     this.#cache.delete(session.id);
-    return this.#lease(session, null, claim);
+    return this.#lease(session, null, claim, null, opts);
   }
 
   /** Metadata of a stored session (404 when absent). */
   async info(id: string): Promise<SessionInfo> {
     if (!isValidSessionId(id)) throw noSession(id);
-    const { session, size } = await this.#load(id);
-    return this.describe(session, size);
+    const { session, size, encoding, lossy } = await this.#load(id);
+    return this.describe(session, size, { encoding, lossy });
   }
 
-  /** Metadata of a live session. */
-  describe(s: Session, size: number): SessionInfo {
+  /** Metadata of a live session whose stored state is `size` bytes in `stored`'s encoding. */
+  describe(s: Session, size: number, stored: StoredEncoding): SessionInfo {
     return {
       id: s.id,
       object: "session",
@@ -460,15 +556,27 @@ export class SessionManager {
       updated: Math.floor(s.updatedAt / 1000),
       busy: this.busy.has(s.id),
       state_bytes: size,
+      ...stateFields(stored),
     };
   }
 
-  /** The stored bytes of a session and their digest (404 when absent). */
-  async exportState(id: string): Promise<{ bytes: Uint8Array; digest: string }> {
+  /**
+   * A session's state (404 when absent): the stored bytes, or, when `encoding` is given and differs
+   * from the stored one, the stored state decoded and encoded again in it (same generation; a
+   * state that was lossy stays marked so). The digest is of the bytes returned.
+   */
+  async exportState(id: string, encoding?: StateEncoding): Promise<SavedState> {
     if (!isValidSessionId(id)) throw noSession(id);
     const entry = await this.#o.store.getEntry(id);
     if (!entry) throw noSession(id);
-    return { bytes: entry.bytes, digest: await this.#pool.digest(entry.bytes) };
+    const stored = sessionSummary(entry.bytes);
+    if (encoding === undefined || encoding === stored.encoding) {
+      const { encoding, lossy } = stored;
+      return { bytes: entry.bytes, digest: await this.#pool.digest(entry.bytes), encoding, lossy };
+    }
+    const snap = await this.#pool.decode(entry.bytes, this.#codec());
+    const { bytes, digest } = await this.#pool.encode(snap, { ...this.#codec(), encoding });
+    return { bytes, digest, encoding, lossy: lossyOrigin(encoding, snap.lossy) };
   }
 
   /**
@@ -517,16 +625,23 @@ export class SessionManager {
       snap.id = id;
       if (existing) snap.generation = Math.max(snap.generation, existing.generation + 1);
       const session = Session.fromSnapshot(this.#o.model.config, snap);
-      const { bytes: out, digest } = await this.#pool.encode(session.toSnapshot(), this.#codec());
+      const encoding = this.#encoding;
+      const { bytes: out, digest } = await this.#pool.encode(
+        { ...session.toSnapshot(), lossy: snap.lossy },
+        { ...this.#codec(), encoding },
+      );
       await this.#o.store.put(id, out, {
         generation: session.generation,
         expectGeneration: existing ? existing.generation : null,
       });
-      this.#remember(id, { session, generation: session.generation, digest });
+      const lossy = lossyOrigin(encoding, snap.lossy);
+      if (isExactEncoding(encoding)) {
+        this.#remember(id, { session, generation: session.generation, digest, encoding, lossy });
+      } else this.#cache.delete(id);
       this.#track(id, out.length);
       this.bytesWritten += out.length;
       // The claim is this request's own: the imported session is not busy once it answers.
-      const info = { ...this.describe(session, out.length), busy: false };
+      const info = { ...this.describe(session, out.length, { encoding, lossy }), busy: false };
       return { info, digest, created: !existing };
     } catch (e) {
       this.#cache.delete(id);
@@ -569,6 +684,7 @@ export class SessionManager {
         updated: Math.floor(s.updatedAt / 1000),
         busy: this.busy.has(id),
         state_bytes: entry.bytes.length,
+        ...stateFields(s),
       });
     }
     return {
@@ -593,6 +709,13 @@ export class SessionManager {
       await claim.release();
     }
   }
+}
+
+/** The info fields of a stored state's encoding. */
+function stateFields(
+  s: StoredEncoding,
+): Pick<SessionInfo, "state_encoding" | "state_exact" | "state_lossy"> {
+  return { state_encoding: s.encoding, state_exact: s.lossy === null, state_lossy: s.lossy };
 }
 
 /** `session_not_found` (404) for `id`. */

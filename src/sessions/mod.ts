@@ -48,12 +48,15 @@ export { etagOf, matchesEtag } from "./etag.ts";
 export {
   DEFAULT_LEASE_MS,
   defaultCacheSize,
+  type LeaseOptions,
+  type SavedState,
   type SessionInfo,
   type SessionLease,
   type SessionList,
   SessionManager,
   type SessionManagerOptions,
   type SessionModel,
+  type StoredEncoding,
 } from "./manager.ts";
 export {
   DEFAULT_PREFIX_CACHE_BYTES,
@@ -79,6 +82,7 @@ export {
   sessionTail,
 } from "./prompt.ts";
 export {
+  type ExportOptions,
   type GenerateOptions,
   ModelSession,
   type ModelSessionHost,

@@ -10,6 +10,7 @@
  * const s = await model.session();
  * for await (const c of s.generate("ROMEO:", { maxTokens: 20, seed: 1 })) console.log(c.text);
  * const bytes = await s.export(); // msgpack, 918 KB for the default model whatever the length
+ * const small = await s.export({ encoding: "q8+deflate" }); // lossy and a fraction of that
  * const s2 = await model.session(bytes);
  * for await (const c of s2.generate("", { maxTokens: 20 })) console.log(c.text); // goes on
  * await model.dispose();
@@ -24,10 +25,13 @@ import { InputError } from "../errors.ts";
 import {
   type DecodeOptions,
   decodeSession,
+  DEFAULT_STATE_ENCODING,
   type EncodeOptions,
   encodeSession,
+  type StateEncoding,
   type StateSecret,
 } from "../state/mod.ts";
+import { encodingParts } from "../state/encodings.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import type { SessionModel } from "./manager.ts";
 import type { PrefixCache } from "./prefix_cache.ts";
@@ -61,6 +65,15 @@ export interface SessionOptions {
   secret?: StateSecret;
 }
 
+/** Options of `ModelSession.export`. */
+export interface ExportOptions {
+  /**
+   * How the layers are stored: `"f32"` (default) or `"f32+deflate"` resume bit-exactly; `"bf16"`,
+   * `"q8"` and their `+deflate` forms are smaller and lossy (the state then says so in `lossy`).
+   */
+  encoding?: StateEncoding;
+}
+
 /** What a `ModelSession` runs on. */
 export interface ModelSessionHost {
   /** The model (shape and fingerprints). */
@@ -80,15 +93,18 @@ export class ModelSession {
   readonly #host: ModelSessionHost;
   readonly #session: Session;
   readonly #codec: EncodeOptions & DecodeOptions;
+  readonly #lossy: StateEncoding | null;
 
   private constructor(
     host: ModelSessionHost,
     session: Session,
     codec: EncodeOptions & DecodeOptions,
+    lossy: StateEncoding | null,
   ) {
     this.#host = host;
     this.#session = session;
     this.#codec = codec;
+    this.#lossy = lossy;
   }
 
   /**
@@ -106,10 +122,17 @@ export class ModelSession {
       tokenizerFingerprint: host.model.tokenizer.fingerprint,
       secret: opts.secret,
     };
-    const session = from === undefined
-      ? host.engine.newSession()
-      : Session.fromSnapshot(host.model.config, await decodeSession(from, codec));
-    return new ModelSession(host, session, codec);
+    if (from === undefined) return new ModelSession(host, host.engine.newSession(), codec, null);
+    const snap = await decodeSession(from, codec);
+    return new ModelSession(host, Session.fromSnapshot(host.model.config, snap), codec, snap.lossy);
+  }
+
+  /**
+   * Null when the session resumes bit-exactly what an uninterrupted run would do; else the lossy
+   * encoding (`"q8+deflate"`, ...) of a state it was resumed from, which its exports keep saying.
+   */
+  get lossy(): StateEncoding | null {
+    return this.#lossy;
   }
 
   /** The session id (kept across export and resume). */
@@ -145,11 +168,19 @@ export class ModelSession {
     yield* textChunks(run.events);
   }
 
-  /** The session's state as portable msgpack bytes (signed when a secret was given). */
-  async export(): Promise<Uint8Array> {
+  /**
+   * The session's state as portable msgpack bytes (signed when a secret was given), in
+   * `opts.encoding` (default exact `"f32"`; an unknown name is a `TnlError` "invalid_input").
+   */
+  async export(opts: ExportOptions = {}): Promise<Uint8Array> {
     const s = this.#session;
+    const encoding = opts.encoding ?? DEFAULT_STATE_ENCODING;
+    encodingParts(encoding);
     s.generation++;
-    return await encodeSession(s.toSnapshot(), this.#codec);
+    return await encodeSession({ ...s.toSnapshot(), lossy: this.#lossy }, {
+      ...this.#codec,
+      encoding,
+    });
   }
 }
 

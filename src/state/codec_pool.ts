@@ -12,6 +12,7 @@ import type { SessionSnapshot } from "../model/snapshot.ts";
 import { buffersOf } from "../model/state.ts";
 import { type DecodedSession, type DecodeOptions, decodeSession } from "./decode.ts";
 import { sessionDigest } from "./digest.ts";
+import { stateByteSize } from "./format.ts";
 import { type EncodeOptions, encodeSession } from "./encode.ts";
 
 /** An encoded state and its SHA-256 (hex). */
@@ -53,8 +54,9 @@ export class CodecPool {
   readonly #minBytes: number;
 
   /**
-   * A pool of `size` workers (0: everything in the calling thread); decoding and hashing states
-   * smaller than `minWorkerBytes` (default 1 MiB) stay in the calling thread (not worth a copy).
+   * A pool of `size` workers (0: everything in the calling thread); hashing states smaller than
+   * `minWorkerBytes` (default 1 MiB), and decoding states whose bytes and decoded layers are both
+   * smaller, stay in the calling thread (not worth a copy).
    */
   constructor(size: number, minWorkerBytes = 1 << 20) {
     this.#size = Math.max(0, Math.floor(size));
@@ -136,10 +138,15 @@ export class CodecPool {
     return { bytes: r.bytes!, digest: r.digest };
   }
 
-  /** Decode and check a state (`decodeSession`); its layers come back transferred. */
+  /**
+   * Decode and check a state (`decodeSession`); its layers come back transferred. The work follows
+   * the decoded size, not the input's (a deflated q8 state is a tenth of its f32 layers), so a
+   * state goes to a worker when either reaches `minWorkerBytes`.
+   */
   async decode(bytes: Uint8Array, opts: DecodeOptions): Promise<DecodedSession> {
     const w = this.#worker();
-    if (!w || bytes.length < this.#minBytes) return await decodeSession(bytes, opts);
+    const work = Math.max(bytes.length, stateByteSize(opts.config));
+    if (!w || work < this.#minBytes) return await decodeSession(bytes, opts);
     return (await this.#post(w, { op: "decode", bytes, opts })).snapshot!;
   }
 

@@ -42,6 +42,10 @@ import {
   DTYPE_BYTES,
   encodingName,
   type EncodingParts,
+  isExactEncoding,
+  isStateEncoding,
+  lossyOrigin,
+  STATE_ENCODINGS,
   type StateEncoding,
 } from "./encodings.ts";
 import { unpackLayer } from "./layer_values.ts";
@@ -71,6 +75,12 @@ export interface DecodeOptions {
 export interface DecodedSession extends SessionSnapshot {
   /** The encoding of the layers in the bytes (version 1 states: `"f32"`). */
   encoding: StateEncoding;
+  /**
+   * Null when the values are those of an exact run; else the lossy encoding this state (or one it
+   * continues from) was stored in (version 3's `lossy`; before it, the layers' own encoding when
+   * lossy). Saving the session again keeps it, so a lossy state never passes for an exact one.
+   */
+  lossy: StateEncoding | null;
 }
 
 /** Limits of the payload read: its maps nest 4 deep (sampling values up to 6). */
@@ -99,6 +109,9 @@ const PAYLOAD_KEYS = [
   "layers",
 ] as const;
 
+/** Version 3 added `lossy`. */
+const PAYLOAD_KEYS_V3 = [...PAYLOAD_KEYS, "lossy"] as const;
+
 /**
  * Read and check a state against the loaded model. Refuses, with a `StateError` naming what is
  * wrong:
@@ -109,7 +122,7 @@ const PAYLOAD_KEYS = [
  *   signed state;
  * - 422 `state_mismatch`: another model or tokenizer fingerprint, layer count or layer shape.
  *
- * Reads format versions 1 and 2 and every layer encoding (`encoding` in the result says which);
+ * Reads format versions 1, 2 and 3 and every layer encoding (`encoding` in the result says which);
  * a deflated layer may inflate to exactly its shape's size, no more. Returned arrays (layers,
  * tokens, generated, pendingBytes) are fresh copies (layers 4-byte aligned), sharing nothing with
  * `bytes`.
@@ -150,7 +163,7 @@ async function checkPayload(
   if (p.version !== version) {
     invalid(`payload: version is ${describe(p.version)}, the envelope's is ${version}`);
   }
-  checkKeys(p, "payload", PAYLOAD_KEYS);
+  checkKeys(p, "payload", version >= 3 ? PAYLOAD_KEYS_V3 : PAYLOAD_KEYS);
 
   const modelFp = getString(p.modelFingerprint, "modelFingerprint");
   if (modelFp !== opts.modelFingerprint) {
@@ -199,6 +212,7 @@ async function checkPayload(
   const createdAt = getTime(p.createdAt, "createdAt");
   const updatedAt = getTime(p.updatedAt, "updatedAt");
   const { layers, encoding } = await readLayers(p.layers, config, version);
+  const lossy = version >= 3 ? readLossy(p.lossy, encoding) : lossyOrigin(encoding, null);
 
   return {
     id,
@@ -213,7 +227,29 @@ async function checkPayload(
     createdAt,
     updatedAt,
     encoding,
+    lossy,
   };
+}
+
+/**
+ * Version 3's `lossy`: nil, or a lossy encoding name; never nil when the layers are lossy (a state
+ * in `q8` that claimed to be exact would be imported as if it were).
+ */
+export function readLossy(v: MsgValue | undefined, encoding: StateEncoding): StateEncoding | null {
+  if (v === null) {
+    if (!isExactEncoding(encoding)) {
+      invalid(`lossy: nil, but the layers are ${encoding} (a lossy encoding)`);
+    }
+    return null;
+  }
+  if (!isStateEncoding(v) || isExactEncoding(v)) {
+    invalid(
+      `lossy: ${describe(v)}, expected nil or a lossy encoding (${
+        STATE_ENCODINGS.filter((e) => !isExactEncoding(e)).join(", ")
+      })`,
+    );
+  }
+  return v;
 }
 
 /** The token history and its generated flags, checked against `position` and `pending`. */

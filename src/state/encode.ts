@@ -16,8 +16,10 @@ import type { StateSecret } from "./hmac.ts";
 import { deflate } from "./deflate.ts";
 import {
   DEFAULT_STATE_ENCODING,
+  encodingName,
   type EncodingParts,
   encodingParts,
+  lossyOrigin,
   type StateEncoding,
 } from "./encodings.ts";
 import { leBytes } from "./le_bytes.ts";
@@ -48,8 +50,9 @@ export interface EncodeOptions {
  * sizes, non-finite state values, history inconsistent with `position` and `pending`) throws a
  * `TnlError` with code `internal`: it is a bug of the caller, not of a client. Signs the payload
  * with HMAC-SHA256 when `opts.secret` is given, and stores the layers in `opts.encoding` (exact
- * f32 unless asked; an unknown encoding is a `TnlError` "invalid_input"). Returns a fresh byte
- * array.
+ * f32 unless asked; an unknown encoding is a `TnlError` "invalid_input"). Its `lossy` field is
+ * the snapshot's `lossy`, or the encoding itself when that is lossy (see `lossyOrigin`). Returns a
+ * fresh byte array.
  * @example
  * ```ts ignore
  * const bytes = await encodeSession(session.toSnapshot(), {
@@ -67,6 +70,7 @@ export async function encodeSession(s: SessionSnapshot, opts: EncodeOptions): Pr
     modelFingerprint: opts.modelFingerprint,
     tokenizerFingerprint: opts.tokenizerFingerprint,
   });
+  const lossy = lossyOrigin(encodingName(encoding), s.lossy);
   const layers = [];
   for (let i = 0; i < s.state.layers.length; i++) {
     layers.push(await encodeLayer(s.state.layers[i], config, i, encoding));
@@ -89,6 +93,7 @@ export async function encodeSession(s: SessionSnapshot, opts: EncodeOptions): Pr
     text: { pendingBytes: s.text.pendingBytes, heldStop: s.text.heldStop },
     createdAt: s.createdAt,
     updatedAt: s.updatedAt,
+    lossy,
     layers,
   };
   return await writeEnvelope(new MsgParts().write(payload), opts.secret);

@@ -72,3 +72,25 @@ export function encodingName(parts: EncodingParts): StateEncoding {
 export function isExactEncoding(name: StateEncoding): boolean {
   return encodingParts(name).dtype === "f32";
 }
+
+/**
+ * The `lossy` field a state written in `encoding` carries (format version 3): the lossy encoding it
+ * already descends from (`inherited`), else `encoding` itself when that is lossy, else null (the
+ * values are those of an exact run). An `inherited` value that is not a lossy encoding name is a
+ * `TnlError` "internal" (a caller's bug).
+ */
+export function lossyOrigin(
+  encoding: StateEncoding,
+  inherited: string | null | undefined,
+): StateEncoding | null {
+  if (inherited !== null && inherited !== undefined) {
+    if (!isStateEncoding(inherited) || isExactEncoding(inherited)) {
+      throw new TnlError(
+        "internal",
+        `snapshot.lossy: ${JSON.stringify(inherited)} is not a lossy state encoding`,
+      );
+    }
+    return inherited;
+  }
+  return isExactEncoding(encoding) ? null : encoding;
+}

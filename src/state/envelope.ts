@@ -89,7 +89,7 @@ export async function openEnvelope(
   if (typeof version !== "number" || !STATE_READ_VERSIONS.includes(version)) {
     invalid(
       `envelope: unsupported version ${describe(version)} (this server reads versions ${
-        STATE_READ_VERSIONS.join(" and ")
+        STATE_READ_VERSIONS.join(", ")
       })`,
     );
   }

@@ -16,10 +16,13 @@ import { stateLayerSize } from "../model/config.ts";
 
 /** The `format` field of the envelope and the payload. */
 export const STATE_FORMAT = "tnl-edge-session";
-/** The wire format version this module writes (2: layers carry their encoding). */
-export const STATE_VERSION = 2;
-/** The versions this module reads: 1 (f32 layers only) and 2. */
-export const STATE_READ_VERSIONS: readonly number[] = [1, 2];
+/**
+ * The wire format version this module writes (2: layers carry their encoding; 3: `lossy`, the lossy
+ * encoding a state passed through).
+ */
+export const STATE_VERSION = 3;
+/** The versions this module reads: 1 (f32 layers only), 2 and 3. */
+export const STATE_READ_VERSIONS: readonly number[] = [1, 2, 3];
 /** The media type of an encoded state. */
 export const STATE_MEDIA_TYPE = "application/vnd.msgpack";
 

@@ -4,13 +4,18 @@
  * @module
  */
 
-import { PAYLOAD_LIMITS } from "./decode.ts";
+import { PAYLOAD_LIMITS, readLossy } from "./decode.ts";
 import { ENVELOPE_LIMITS } from "./envelope.ts";
 import { STATE_FORMAT } from "./format.ts";
 import { describe, getBin, getInt, getMap, getTime, invalid } from "./fields.ts";
 import { isValidSessionId } from "../model/snapshot.ts";
 import { isMsgMap, type MsgValue, readMsgpack } from "./msgpack.ts";
-import { DEFAULT_STATE_ENCODING, isStateEncoding, type StateEncoding } from "./encodings.ts";
+import {
+  DEFAULT_STATE_ENCODING,
+  isStateEncoding,
+  lossyOrigin,
+  type StateEncoding,
+} from "./encodings.ts";
 
 /** What `sessionSummary` reads from a state without decoding its layers. */
 export interface SessionSummary {
@@ -30,6 +35,8 @@ export interface SessionSummary {
   updatedAt: number;
   /** How the layers are stored (`"f32"` for version 1 states). */
   encoding: StateEncoding;
+  /** Null when the values are an exact run's, else the lossy encoding they passed through. */
+  lossy: StateEncoding | null;
 }
 
 /**
@@ -47,6 +54,7 @@ export function sessionSummary(bytes: Uint8Array): SessionSummary {
   const tokens = p.tokens === null
     ? 0
     : getInt(getMap(p.tokens, "tokens").count, "tokens.count", 0);
+  const encoding = layersEncoding(p.layers);
   return {
     id,
     generation: getInt(p.generation, "generation", 0),
@@ -55,7 +63,8 @@ export function sessionSummary(bytes: Uint8Array): SessionSummary {
     pending: getInt(p.pending, "pending", -1) >= 0,
     createdAt: getTime(p.createdAt, "createdAt"),
     updatedAt: getTime(p.updatedAt, "updatedAt"),
-    encoding: layersEncoding(p.layers),
+    encoding,
+    lossy: p.lossy === undefined ? lossyOrigin(encoding, null) : readLossy(p.lossy, encoding),
   };
 }
 

@@ -124,6 +124,11 @@ Deno.test("schemas: session creation", () => {
   assert.equal(param(() => parseSessionCreate({ id: "" })), "id");
   assert.equal(param(() => parseSessionCreate({ id: "x".repeat(129) })), "id");
   assert.equal(param(() => parseSessionCreate({ prompt: "a", messages: [] })), "messages");
+  assert.deepEqual(parseSessionCreate({ state_encoding: "q8+deflate" }), {
+    id: undefined,
+    stateEncoding: "q8+deflate",
+  });
+  assert.equal(param(() => parseSessionCreate({ state_encoding: "q9" })), "state_encoding");
 });
 
 Deno.test("schemas: chat messages need a known role and content (400 naming the field)", () => {

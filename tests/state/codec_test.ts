@@ -111,7 +111,7 @@ Deno.test("codec: output is portable msgpack (independent reader, no ext types)"
     assert.ok(env instanceof Map);
     for (const k of env.keys()) assert.equal(typeof k, "string");
     assert.equal(env.get("format"), "tnl-edge-session");
-    assert.equal(env.get("version"), 2);
+    assert.equal(env.get("version"), 3);
     assert.equal(env.get("alg"), secret ? "HS256" : "none");
     assert.equal(
       secret ? (env.get("sig") as Uint8Array).length : env.get("sig"),
@@ -417,7 +417,7 @@ Deno.test("codec: malformed payload fields are refused with a message (400)", as
     }, /createdAt/],
     ["payload version", (p) => {
       p.version = 1;
-    }, /payload: version is number 1, the envelope's is 2/],
+    }, /payload: version is number 1, the envelope's is 3/],
   ];
   for (const [name, mod, re] of cases) {
     const e = await rejects(decodeSession(await craft(mod), dec), "state_invalid", re).catch(
@@ -448,11 +448,11 @@ Deno.test("codec: malformed envelopes and bytes (400)", async () => {
   );
   await rejects(
     decodeSession(
-      pack({ format: "tnl-edge-session", version: 3, alg: "none", payload: new Uint8Array() }),
+      pack({ format: "tnl-edge-session", version: 4, alg: "none", payload: new Uint8Array() }),
       dec,
     ),
     "state_invalid",
-    /unsupported version number 3 \(this server reads versions 1 and 2\)/,
+    /unsupported version number 4 \(this server reads versions 1, 2, 3\)/,
   );
   await rejects(
     decodeSession(

@@ -65,7 +65,7 @@ Deno.test("state format: every documented field, read with @msgpack/msgpack", as
     const env = decode(bytes) as Record<string, unknown>;
     assert.deepEqual(Object.keys(env).sort(), tableKeys(doc, "## Envelope").sort());
     assert.equal(env.format, "tnl-edge-session");
-    assert.equal(env.version, 2);
+    assert.equal(env.version, 3);
     assert.equal(env.alg, "HS256");
     const payload = env.payload as Uint8Array;
     assert.ok(payload instanceof Uint8Array && env.sig instanceof Uint8Array);
@@ -91,7 +91,8 @@ Deno.test("state format: every documented field, read with @msgpack/msgpack", as
     const p = decode(payload) as Record<string, unknown>;
     assert.deepEqual(Object.keys(p).sort(), tableKeys(doc, "## Payload").sort());
     assert.equal(p.format, "tnl-edge-session");
-    assert.equal(p.version, 2);
+    assert.equal(p.version, 3);
+    assert.equal(p.lossy, null); // an exact run's f32 state
     assert.equal(p.modelFingerprint, model.fingerprint);
     assert.equal(p.tokenizerFingerprint, model.tokenizer.fingerprint);
     assert.match(p.modelFingerprint as string, /^[0-9a-f]{64}$/);
