@@ -12,12 +12,36 @@ import {
   DEFAULT_MODEL_DIR,
   isStateEncoding,
   loadModel,
+  SAMPLING_FIELDS,
+  type SamplingParams,
   STATE_ENCODINGS,
   type StateEncoding,
   type TnlModel,
   WEIGHT_QUANTIZATIONS,
   type WeightQuantization,
 } from "./mod.ts";
+
+/** The sampling fields with a CLI flag (`SAMPLING_FIELDS`): `[flag, field]`, `top_k` → `top-k`. */
+const SAMPLING_FLAGS = SAMPLING_FIELDS.flatMap((f) =>
+  f.cli === undefined ? [] : [[f.wire.replaceAll("_", "-"), f] as const]
+);
+/** `generate`'s defaults that differ from the engine's. */
+const GENERATE_DEFAULTS: SamplingParams = { temperature: 0.8 };
+
+/** The sampling flags after `--temperature` in the help (`--top-k N --top-p P ...`). */
+function samplingFlagsHelp(): string {
+  return SAMPLING_FLAGS.filter(([, f]) => f.key !== "temperature")
+    .map(([flag, f]) => `--${flag} ${f.cli}`).join(" ");
+}
+
+/** The sampling options of `generate` from its flags (a flag left out: undefined or its default). */
+function samplingOptions(args: Record<string, unknown>): SamplingParams {
+  const out: Record<string, unknown> = {};
+  for (const [flag, f] of SAMPLING_FLAGS) {
+    out[f.key] = num(args, flag, GENERATE_DEFAULTS[f.key] as number | undefined);
+  }
+  return out as SamplingParams;
+}
 
 const HELP = `tnl-edge: TransNormerLLM inference for Deno
 
@@ -35,7 +59,7 @@ generate:
   --prompt TEXT        the prompt (required)
   --max-tokens N       default 200
   --temperature T      default 0.8 (0 = greedy)
-  --top-k N --top-p P --min-p P --repetition-penalty R --seed S --stop STR
+  ${samplingFlagsHelp()} --stop STR
 
 serve:
   --port N             default 8000
@@ -88,12 +112,7 @@ const FLAGS: Record<string, { string: string[]; boolean: string[] }> = {
       ...MODEL_FLAGS,
       "prompt",
       "max-tokens",
-      "temperature",
-      "top-k",
-      "top-p",
-      "min-p",
-      "repetition-penalty",
-      "seed",
+      ...SAMPLING_FLAGS.map(([flag]) => flag),
       "stop",
     ],
     boolean: ["help"],
@@ -207,12 +226,7 @@ async function generate(args: Record<string, unknown>): Promise<void> {
   // Flags are checked before the model loads.
   const options = {
     maxTokens: num(args, "max-tokens", 200),
-    temperature: num(args, "temperature", 0.8),
-    topK: num(args, "top-k"),
-    topP: num(args, "top-p"),
-    minP: num(args, "min-p"),
-    repetitionPenalty: num(args, "repetition-penalty"),
-    seed: num(args, "seed"),
+    ...samplingOptions(args),
     stop: args.stop === undefined ? undefined : [String(args.stop)],
     signal: ac.signal,
   };

@@ -66,6 +66,8 @@ export {
 } from "./src/engine/engine.ts";
 export { Session } from "./src/engine/session.ts";
 export type { SamplingParams } from "./src/engine/sampler.ts";
+/** The table of sampling fields (engine and request names, ranges, defaults, CLI flags, GPU words). */
+export { SAMPLING_FIELDS, type SamplingField } from "./src/engine/sampling_fields.ts";
 export { newRngState, type RngState } from "./src/engine/rng.ts";
 export { type GpuInfo, hasWebGpu } from "./src/gpu/device.ts";
 export {

@@ -16,6 +16,7 @@ import {
   ROW,
   ROW_WORDS,
   SAMPLING,
+  SAMPLING_DEFINES,
   SAMPLING_WORDS,
 } from "../src/gpu/layout.ts";
 import { sampleDefines, sampleWorkgroupBytes } from "../src/gpu/sample_code.ts";
@@ -91,7 +92,7 @@ for (const B of [1, MAX_B]) {
       f[b * SAMPLING_WORDS + SAMPLING.repetition] = 1;
     }
     const spBuf = filled(new Uint8Array(sp));
-    const defines = { ...LAYOUT_DEFINES, SAMPLING_WORDS };
+    const defines = { ...LAYOUT_DEFINES, ...SAMPLING_DEFINES };
     const entries = (p: GPUComputePipeline, list: [number, GPUBuffer][]) =>
       dev.createBindGroup({
         layout: p.getBindGroupLayout(0),

@@ -128,10 +128,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let slot = seqs[r];
   let flags = seqs[r + 10u];
   let base = b * V;
-  let temp = sp[b * SW + 0u];
-  let top_k = bitcast<u32>(sp[b * SW + 1u]);
-  let top_p = sp[b * SW + 2u];
-  let min_p = sp[b * SW + 3u];
+  let temp = sp[b * SW + {{SAMPLING_TEMPERATURE}}u];
+  let top_k = bitcast<u32>(sp[b * SW + {{SAMPLING_TOPK}}u]);
+  let top_p = sp[b * SW + {{SAMPLING_TOPP}}u];
+  let min_p = sp[b * SW + {{SAMPLING_MINP}}u];
   let per = (V + WG - 1u) / WG;
   let lo = min(tid * per, V);
   let hi = min(lo + per, V);

@@ -47,10 +47,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let base = b * V;
   let lo = blk * BLOCK;
   let hi = min(lo + BLOCK, V);
-  let rep = sp[b * SW + 4u];
-  let pres = sp[b * SW + 5u];
-  let freq = sp[b * SW + 6u];
-  let nbias = bitcast<u32>(sp[b * SW + 7u]);
+  let rep = sp[b * SW + {{SAMPLING_REPETITION}}u];
+  let pres = sp[b * SW + {{SAMPLING_PRESENCE}}u];
+  let freq = sp[b * SW + {{SAMPLING_FREQUENCY}}u];
+  let nbias = bitcast<u32>(sp[b * SW + {{SAMPLING_BIASCOUNT}}u]);
   // Logit bias of this block's ids (one entry per id: the host merges duplicates).
   for (var i = tid; i < nbias; i += WG) {
     let e = (b * P.max_bias + i) * 2u;

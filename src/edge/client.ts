@@ -23,6 +23,7 @@
  */
 
 import type { SamplingParams } from "../engine/sampler.ts";
+import { SAMPLING_FIELDS } from "../engine/sampling_fields.ts";
 import { STATE_MEDIA_TYPE, type StateEncoding } from "../state/mod.ts";
 import { decodeEdgeResponse, encodeEdgeBody } from "./protocol.ts";
 
@@ -106,24 +107,16 @@ export class EdgeClientError extends Error {
   }
 }
 
-/** The request fields of sampling parameters (`topP` → `top_p`, ...). */
+/** The request fields of sampling parameters (`topP` → `top_p`, ...), from `SAMPLING_FIELDS`. */
 export function samplingFields(s: SamplingParams = {}): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  const names: [keyof SamplingParams, string][] = [
-    ["temperature", "temperature"],
-    ["topK", "top_k"],
-    ["topP", "top_p"],
-    ["minP", "min_p"],
-    ["repetitionPenalty", "repetition_penalty"],
-    ["presencePenalty", "presence_penalty"],
-    ["frequencyPenalty", "frequency_penalty"],
-    ["seed", "seed"],
-  ];
-  for (const [from, to] of names) if (s[from] !== undefined) out[to] = s[from];
-  if (s.logitBias !== undefined) {
-    out.logit_bias = s.logitBias instanceof Map
-      ? Object.fromEntries([...s.logitBias].map(([k, v]) => [String(k), v]))
-      : { ...s.logitBias };
+  for (const f of SAMPLING_FIELDS) {
+    const v = s[f.key];
+    if (v === undefined) continue;
+    if (f.type !== "bias") out[f.wire] = v;
+    else if (v instanceof Map) {
+      out[f.wire] = Object.fromEntries([...v].map(([k, b]) => [String(k), b]));
+    } else out[f.wire] = { ...(v as object) };
   }
   return out;
 }

@@ -20,7 +20,14 @@ import type { TensorSource } from "../model/weights/source.ts";
 import { newRngState } from "../engine/rng.ts";
 import { validateSamplingParams } from "../engine/sampler.ts";
 import { acquireDevice, type DeviceOptions, type GpuContext } from "./device.ts";
-import { MAX_LOGIT_BIAS, ROW, ROW_FLAGS, ROW_WORDS, SAMPLING, SAMPLING_WORDS } from "./layout.ts";
+import {
+  MAX_LOGIT_BIAS,
+  ROW,
+  ROW_FLAGS,
+  ROW_WORDS,
+  SAMPLING_WORD_FIELDS,
+  SAMPLING_WORDS,
+} from "./layout.ts";
 import type { Dispatch } from "./model.ts";
 import { seqsPerWorkgroup } from "./matvec_tiling.ts";
 import { GpuModel, type GpuModelOptions } from "./model.ts";
@@ -557,14 +564,13 @@ export class WebGpuBackend implements Backend {
         (r.penalties ? ROW_FLAGS.penalties : 0);
       const p = r.sampling;
       const q = b * SAMPLING_WORDS;
-      spf[q + SAMPLING.temperature] = p.temperature;
-      spu[q + SAMPLING.topK] = p.topK;
-      spf[q + SAMPLING.topP] = p.topP;
-      spf[q + SAMPLING.minP] = p.minP;
-      spf[q + SAMPLING.repetition] = p.repetitionPenalty;
-      spf[q + SAMPLING.presence] = p.presencePenalty;
-      spf[q + SAMPLING.frequency] = p.frequencyPenalty;
-      spu[q + SAMPLING.biasCount] = p.biasIds.length;
+      SAMPLING_WORD_FIELDS.forEach((f, i) => {
+        const v = f.type === "bias"
+          ? p.biasIds.length
+          : (p as unknown as Record<string, number>)[f.key];
+        if (f.gpu!.word === "u32") spu[q + i] = v;
+        else spf[q + i] = v;
+      });
       for (let i = 0; i < p.biasIds.length; i++) {
         bias[(b * MAX_LOGIT_BIAS + i) * 2] = p.biasIds[i];
         biasF[(b * MAX_LOGIT_BIAS + i) * 2 + 1] = p.biasValues[i];

@@ -4,6 +4,8 @@
  * @module
  */
 
+import { SAMPLING_FIELDS, type SamplingField } from "../engine/sampling_fields.ts";
+
 /** u32 words per sequence row in the `rows` buffer. */
 export const ROW_WORDS = 16;
 
@@ -36,20 +38,29 @@ export const ROW = {
 /** Row flag bits. */
 export const ROW_FLAGS = { stopAtEos: 1, penalties: 2 } as const;
 
-/** f32/u32 words of sampling parameters per row in the `sampling` buffer. */
-export const SAMPLING_WORDS = 8;
+/**
+ * The sampling fields stored on the GPU, in the order of their words in a `sampling` row: the rows
+ * of `SAMPLING_FIELDS` (`src/engine/sampling_fields.ts`, a plain data table) that have a GPU word.
+ */
+export const SAMPLING_WORD_FIELDS: readonly SamplingField[] = SAMPLING_FIELDS.filter((f) =>
+  f.gpu !== undefined
+);
 
-/** Offsets of the sampling parameters. */
-export const SAMPLING = {
-  temperature: 0,
-  topK: 1,
-  topP: 2,
-  minP: 3,
-  repetition: 4,
-  presence: 5,
-  frequency: 6,
-  biasCount: 7,
-} as const;
+/** f32/u32 words of sampling parameters per row in the `sampling` buffer. */
+export const SAMPLING_WORDS: number = SAMPLING_WORD_FIELDS.length;
+
+/** Offsets of the sampling parameters (`temperature`: 0, `topK`: 1, ..., `biasCount`: 7). */
+export const SAMPLING: Readonly<Record<string, number>> = Object.freeze(
+  Object.fromEntries(SAMPLING_WORD_FIELDS.map((f, i) => [f.gpu!.name, i])),
+);
+
+/** The sampling row as WGSL defines: `SAMPLING_WORDS` and the offsets (`SAMPLING_TOPK` = 1, ...). */
+export const SAMPLING_DEFINES: Readonly<Record<string, number>> = Object.freeze({
+  SAMPLING_WORDS,
+  ...Object.fromEntries(
+    SAMPLING_WORD_FIELDS.map((f, i) => [`SAMPLING_${f.gpu!.name.toUpperCase()}`, i]),
+  ),
+});
 
 /** Most logit-bias entries per row (OpenAI's limit is 300). */
 export const MAX_LOGIT_BIAS = 300;

@@ -24,6 +24,7 @@ import {
   MAX_LOGIT_BIAS,
   ROW,
   ROW_WORDS,
+  SAMPLING_DEFINES,
   SAMPLING_WORDS,
 } from "./layout.ts";
 import { matvecTiling, matvecTilingDefines } from "./matvec_tiling.ts";
@@ -518,7 +519,7 @@ export class GpuModel {
    * (`sample_prep`, wide), then per sequence the next token, ring append, counters, stop flags.
    */
   async samplePlan(): Promise<Dispatch[]> {
-    const defines = { ...LAYOUT_DEFINES, SAMPLING_WORDS };
+    const defines = { ...LAYOUT_DEFINES, ...SAMPLING_DEFINES };
     const [prep, pipe] = await Promise.all([
       this.pipelines.get("sample_prep", defines),
       this.pipelines.get("sample", {

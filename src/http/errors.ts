@@ -25,6 +25,7 @@
 
 import { InputError, TnlError, type TnlErrorCode } from "../errors.ts";
 import { StateError } from "../state/errors.ts";
+import { SAMPLING_FIELDS } from "../engine/sampling_fields.ts";
 
 /** The OpenAI error body. */
 export interface OpenAiErrorBody {
@@ -115,13 +116,7 @@ export function typeForStatus(status: number): string {
 
 /** Engine (camelCase) field names and the request fields they come from. */
 const REQUEST_FIELD: Readonly<Record<string, string>> = {
-  topK: "top_k",
-  topP: "top_p",
-  minP: "min_p",
-  repetitionPenalty: "repetition_penalty",
-  presencePenalty: "presence_penalty",
-  frequencyPenalty: "frequency_penalty",
-  logitBias: "logit_bias",
+  ...Object.fromEntries(SAMPLING_FIELDS.map((f) => [f.key, f.wire])),
   maxTokens: "max_tokens",
 };
 

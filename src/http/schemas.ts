@@ -11,12 +11,14 @@
  * conversation to continue) a request has exactly one choice.
  *
  * Sampling fields: `temperature`, `top_p`, `presence_penalty`, `frequency_penalty`, `logit_bias`,
- * `seed` (OpenAI) and the vLLM-style `top_k` (-1 or 0 = off), `min_p`, `repetition_penalty`.
+ * `seed` (OpenAI) and the vLLM-style `top_k` (-1 or 0 = off), `min_p`, `repetition_penalty`, all
+ * read by `parseSampling` from the table `SAMPLING_FIELDS` (`src/engine/sampling_fields.ts`).
  * @module
  */
 
 import type { SamplingParams } from "../engine/sampler.ts";
 import { MAX_TOP_LOGPROBS, validateSamplingParams } from "../engine/sampler.ts";
+import { SAMPLING_FIELDS } from "../engine/sampling_fields.ts";
 import { validateStopSequences } from "../engine/stop.ts";
 import { InputError } from "../errors.ts";
 import { isValidSessionId } from "../model/snapshot.ts";
@@ -266,42 +268,35 @@ function parseStop(b: Body): string[] {
   }
 }
 
-/** The sampling fields of a request, type-checked and range-checked against the vocabulary. */
+/**
+ * The sampling fields of a request (`SAMPLING_FIELDS`, by their wire names), type-checked and
+ * range-checked against the vocabulary.
+ */
 export function parseSampling(b: Body, vocabSize: number): SamplingParams {
-  const s: SamplingParams = {};
-  const t = optNumber(b, "temperature");
-  if (t !== undefined) s.temperature = t;
-  const topP = optNumber(b, "top_p");
-  if (topP !== undefined) s.topP = topP;
-  if (present(b, "top_k")) {
-    const k = optInt(b, "top_k", -1, Number.MAX_SAFE_INTEGER)!;
-    s.topK = k < 0 ? 0 : k;
-  }
-  const minP = optNumber(b, "min_p");
-  if (minP !== undefined) s.minP = minP;
-  const rp = optNumber(b, "repetition_penalty");
-  if (rp !== undefined) s.repetitionPenalty = rp;
-  const pp = optNumber(b, "presence_penalty");
-  if (pp !== undefined) s.presencePenalty = pp;
-  const fp = optNumber(b, "frequency_penalty");
-  if (fp !== undefined) s.frequencyPenalty = fp;
-  if (present(b, "logit_bias")) {
-    const lb = b.logit_bias;
-    if (typeof lb !== "object" || Array.isArray(lb)) {
-      throw wrongType("logit_bias", "an object mapping token ids to biases", lb);
+  const s: Record<string, unknown> = {};
+  for (const f of SAMPLING_FIELDS) {
+    if (!present(b, f.wire)) continue;
+    const v = b[f.wire];
+    if (f.type === "number") {
+      s[f.key] = optNumber(b, f.wire);
+    } else if (f.type === "integer") {
+      const k = optInt(b, f.wire, f.wireMin ?? 0, Number.MAX_SAFE_INTEGER)!;
+      s[f.key] = k < 0 ? 0 : k;
+    } else if (f.type === "bias") {
+      if (typeof v !== "object" || Array.isArray(v)) {
+        throw wrongType(f.wire, "an object mapping token ids to biases", v);
+      }
+      s[f.key] = v;
+    } else {
+      if (typeof v !== "number" || !Number.isSafeInteger(v)) {
+        throw wrongType(f.wire, "an integer", v);
+      }
+      if (v < 0) throw badRequest(f.wire, `${f.wire}: must be a non-negative integer, got ${v}`);
+      s[f.key] = v;
     }
-    s.logitBias = lb as Record<string, number>;
-  }
-  if (present(b, "seed")) {
-    const seed = b.seed;
-    if (typeof seed !== "number" || !Number.isSafeInteger(seed)) {
-      throw wrongType("seed", "an integer", seed);
-    }
-    if (seed < 0) throw badRequest("seed", `seed: must be a non-negative integer, got ${seed}`);
-    s.seed = seed;
   }
   checkSampling(s, vocabSize);
-  return s;
+  return s as SamplingParams;
 }
 
 /** Range-check sampling parameters; a failure is a 400 naming the request field. */

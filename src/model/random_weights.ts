@@ -43,7 +43,7 @@ function fastHalfBits(count: number, seed: number, dtype: "BF16" | "F16"): Uint1
 }
 
 /** Deterministic uniform generator (mulberry32) for weight synthesis. */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -7,19 +7,9 @@ import assert from "node:assert/strict";
 import { MemorySessionStore } from "../../src/state/memory_store.ts";
 import { testApp } from "../http/support.ts";
 import { envelope, pack, payloadObject } from "../state/support.ts";
+import { rng } from "../support/random.ts";
 
 const CASES_PER_ROUTE = 750;
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const { app, ctx } = await testApp({
   options: { maxTokensLimit: 2, requestTimeoutMs: 10_000, maxBodyBytes: 64 * 1024 },

@@ -17,9 +17,9 @@ import {
   makeSnapshot,
   pack,
   payloadObject,
-  rand,
   tinyConfig,
 } from "./support.ts";
+import { rng as rand } from "../support/random.ts";
 
 const config = tinyConfig();
 const SECRET = "fuzz secret";

@@ -17,6 +17,7 @@ import { isValidSessionId, type SessionSnapshot } from "../../src/model/snapshot
 import { createState } from "../../src/model/state.ts";
 import { TnlError } from "../../src/errors.ts";
 import { MAX_COUNTER, MAX_POSITION, STATE_VERSION } from "../../src/state/codec.ts";
+import { rng as rand } from "../support/random.ts";
 
 /** A 3-layer model with 2 heads of width 4, LRPE in layer 0: shapes [2,8,4], [2,4,4], [2,4,4]. */
 export function tinyConfig(overrides: Record<string, unknown> = {}): ModelConfig {
@@ -30,18 +31,6 @@ export function tinyConfig(overrides: Record<string, unknown> = {}): ModelConfig
     linear_use_lrpe_list: [1, 0, 0],
     ...overrides,
   }, "(tiny)");
-}
-
-/** Deterministic pseudo-random numbers in [0, 1). */
-export function rand(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A consistent snapshot with `n` history tokens (the last pending) and random state values. */

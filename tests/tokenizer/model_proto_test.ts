@@ -13,7 +13,6 @@ import {
   concat,
   modelBytes,
   pieceField,
-  rng,
   splitFields,
   stringField,
   tag,
@@ -22,6 +21,7 @@ import {
   withPieces,
   withTrainerFields,
 } from "./model_bytes.ts";
+import { rng } from "../support/random.ts";
 
 const BYTES = modelBytes();
 

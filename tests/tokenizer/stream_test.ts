@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { StreamDecoder, Tokenizer } from "../../src/tokenizer/mod.ts";
 import { fixtureTest } from "../fixtures.ts";
-import { MODEL_PATH, modelBytes, rng, withNormalizer } from "./model_bytes.ts";
+import { MODEL_PATH, modelBytes, withNormalizer } from "./model_bytes.ts";
+import { rng } from "../support/random.ts";
 
 const tok = await Tokenizer.load(MODEL_PATH);
 const B = (byte: number): number => 3 + byte; // the id of byte piece <0xNN> in the demo model

@@ -6,12 +6,12 @@ import { fixtureTest } from "../fixtures.ts";
 import {
   MODEL_PATH,
   modelBytes,
-  rng,
   stringField,
   withNormalizer,
   withPieces,
   withTrainerFields,
 } from "./model_bytes.ts";
+import { rng } from "../support/random.ts";
 import { type Reference, reference } from "./reference.ts";
 
 const BYTES = modelBytes();

@@ -6,17 +6,12 @@ import { f32ToBf16, I8_BLOCK, WasmArena, WasmArenaError } from "../../../src/cpu
 import { type StoredMatrix, widenMatrix } from "../../../src/cpu/stored.ts";
 import { f32ToF16 } from "../../../src/model/weights/dtype.ts";
 import { dequantizeInt8, quantizeInt8 } from "../../../src/model/quantize.ts";
+import { rng as uniform } from "../../support/random.ts";
 
 /** Deterministic uniform [-1, 1) values (mulberry32). */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
+  const u = uniform(seed);
+  return () => u() * 2 - 1;
 }
 
 /** bf16 bits back to f32 values. */

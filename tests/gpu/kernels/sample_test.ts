@@ -14,7 +14,7 @@ import {
   validateSamplingParams,
 } from "../../../src/engine/sampler.ts";
 import { BROKEN_LOGITS_TOKEN } from "../../../src/engine/backend.ts";
-import { ARGMAX_BLOCK } from "../../../src/gpu/layout.ts";
+import { ARGMAX_BLOCK, SAMPLING_DEFINES } from "../../../src/gpu/layout.ts";
 import {
   sampleDefines,
   type SampleShape,
@@ -72,7 +72,7 @@ async function gpuSample(
   logits.forEach((l, b) => all.set(l, b * V));
   const seenWords = Math.ceil(V / 32);
   const blocks = Math.ceil(V / ARGMAX_BLOCK);
-  const defines = { ROW_WORDS: RW, SAMPLING_WORDS: SW };
+  const defines = { ...SAMPLING_DEFINES, ROW_WORDS: RW, SAMPLING_WORDS: SW };
   const kernelParams = new Uint32Array([V, 4, 2, MAXB, seenWords, blocks, 0, 0]);
   // The two stages share every buffer, as in the decode loop.
   const shared = {

@@ -10,6 +10,7 @@ import { parseTorchPickle } from "../../../src/model/weights/torch.ts";
 import { openZip } from "../../../src/model/weights/zip.ts";
 import { fixtureTest } from "../../fixtures.ts";
 import { pickleStateDict, type PickleTensor } from "./torch_writer.ts";
+import { rng } from "../../support/random.ts";
 
 const enc = new TextEncoder();
 
@@ -190,18 +191,6 @@ Deno.test("pickle: tensor descriptions are validated", () => {
   const ok = parseTorchPickle(one({ shape: [0, 3], stride: [7, 7] }), "z.bin");
   assert.equal(ok[0].byteLength, 0);
 });
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Mutate a copy of `src`: flips, random bytes, insertions, deletions, truncation. */
 function mutate(src: Uint8Array, r: () => number): Uint8Array {

@@ -15,18 +15,9 @@ import {
   writeZip,
   type ZipInput,
 } from "./torch_writer.ts";
+import { bytes, rng } from "../../support/random.ts";
 
 const enc = new TextEncoder();
-
-function bytes(n: number, seed = 1): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.byteLength !== b.byteLength) return false;
@@ -331,18 +322,6 @@ Deno.test("torch: a compressed large storage is refused naming the entry", async
     );
   });
 });
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 fixtureTest("torch: corrupted data.pkl inside a real checkpoint (300 variants)", async (dir) => {
   const src = `${dir}r1-f32/pytorch_model.bin`;

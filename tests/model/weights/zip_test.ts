@@ -3,18 +3,9 @@ import { WeightsError } from "../../../src/errors.ts";
 import { crc32, MAX_INFLATE_BYTES, openZip } from "../../../src/model/weights/zip.ts";
 import { fixtureTest } from "../../fixtures.ts";
 import { writeSparseZip64, writeZip, type ZipInput, type ZipOptions } from "./torch_writer.ts";
+import { bytes } from "../../support/random.ts";
 
 const enc = new TextEncoder();
-
-function bytes(n: number, seed = 1): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
 
 async function withZip(
   inputs: ZipInput[],
