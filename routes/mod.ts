@@ -11,6 +11,17 @@
  * | `POST /v1/completions`                  | `completions.ts` |
  * | `POST /v1/chat/completions`             | `chat.ts`        |
  * | `/v1/sessions...`                       | `sessions.ts`    |
+ *
+ * @example The app without a listening socket (tests, or mounting under another Hono app)
+ * ```ts
+ * import { AppContext, createApp } from "./mod.ts";
+ * import { loadModel } from "../src/load.ts";
+ * import { openStore } from "../src/state/mod.ts";
+ *
+ * const app = createApp(new AppContext({ model: loadModel(), store: await openStore("memory") }));
+ * const res = await app.request("/v1/models");
+ * console.log((await res.json()).data[0].id);
+ * ```
  * @module
  */
 

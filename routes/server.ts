@@ -60,7 +60,24 @@ export interface ServerHandle {
   shutdown(graceMs?: number): Promise<void>;
 }
 
-/** Start serving `model` (or a promise of it); see the module doc. */
+/**
+ * Start serving `model` (or a promise of it); see the module doc.
+ *
+ * @example The OpenAI-compatible server on a port, in a Deno app
+ * ```ts
+ * import { startServer } from "./server.ts";
+ * import { loadModel } from "../src/load.ts";
+ *
+ * const server = await startServer(loadModel(), { port: 8000, store: "memory" });
+ * const res = await fetch(`${server.url}/v1/completions`, {
+ *   method: "POST",
+ *   headers: { "content-type": "application/json" },
+ *   body: JSON.stringify({ prompt: "ROMEO:", max_tokens: 16 }),
+ * });
+ * console.log((await res.json()).choices[0].text);
+ * await server.shutdown();
+ * ```
+ */
 export async function startServer(
   model: TnlModel | Promise<TnlModel>,
   opts: ServerOptions = {},

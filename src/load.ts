@@ -130,7 +130,20 @@ export function modelDirOf(url: URL): string {
   return /[\\/]$/.test(path) ? path : path + SEP;
 }
 
-/** Load a model from a directory, an https URL of a directory, or a Hugging Face repo id. */
+/**
+ * Load a model from a directory, an https URL of a directory, or a Hugging Face repo id.
+ *
+ * @example Stream text from the model shipped with the module
+ * ```ts
+ * import { loadModel } from "./load.ts";
+ *
+ * const model = await loadModel(); // the default model; `{ backend: "webgpu" }` for a GPU
+ * for await (const chunk of model.generate("ROMEO:", { maxTokens: 32 })) {
+ *   await Deno.stdout.write(new TextEncoder().encode(chunk.text));
+ * }
+ * await model.dispose();
+ * ```
+ */
 export async function loadModel(
   source: string = DEFAULT_MODEL_DIR,
   options: LoadModelOptions = {},

@@ -141,6 +141,17 @@ const sleep = (ms: number, signal?: AbortSignal) =>
  * `/v1/generate` URL), over as many requests as its per-request cap needs; yields what each request
  * produced. Throws `EdgeClientError` for a refused request (after retrying 429, 503 and a busy
  * 409 with `Retry-After`).
+ *
+ * @example Continue an inline session (its state travels with each request) across calls
+ * ```ts
+ * import { continueSession } from "./client.ts";
+ *
+ * let state: Uint8Array | undefined;
+ * for await (const c of continueSession("https://my-edge.example/", "ROMEO:", { maxTokens: 200 })) {
+ *   console.log(c.text);
+ *   state = c.state; // resume later with { state }
+ * }
+ * ```
  */
 export async function* continueSession(
   url: string | URL,

@@ -275,7 +275,16 @@ function lazy<T>(open: () => Promise<T>): () => Promise<T> {
 const LEASE_OWNER = "edge_" + crypto.randomUUID();
 let leaseCount = 0;
 
-/** Build the handler; nothing is loaded or opened until the first request needs it. */
+/**
+ * Build the handler; nothing is loaded or opened until the first request needs it.
+ *
+ * @example A stateless edge function (`deno serve`, Deno Deploy) with sessions in Deno KV
+ * ```ts
+ * import { createEdgeHandler } from "./handler.ts";
+ *
+ * Deno.serve(createEdgeHandler({ store: "kv", maxTokensPerRequest: 64 }));
+ * ```
+ */
 export function createEdgeHandler(opts: EdgeOptions = {}): EdgeHandler {
   const cap = opts.maxTokensPerRequest ?? 64;
   const maxTokensLimit = opts.maxTokensLimit ?? 32_768;

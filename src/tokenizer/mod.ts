@@ -7,6 +7,15 @@
  * const ids = tok.encode("ROMEO:", { bos: true });
  * const text = tok.decode(ids);
  * ```
+ *
+ * @example Encode and decode with the default model's tokenizer
+ * ```ts
+ * import { loadTokenizer } from "./mod.ts";
+ *
+ * const tok = await loadTokenizer("models/tnl-shakespeare-6m/tokenizer.model");
+ * const ids = tok.encode("ROMEO: But soft!");
+ * console.log(ids.length, tok.decode(ids));
+ * ```
  * @module
  */
 

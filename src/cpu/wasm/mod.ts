@@ -7,6 +7,7 @@
  * in their stored precision: f32, bf16 or f16 (u16 storage), or int8 with per-row scales.
  *
  * ```ts
+ * const T = 4, inDim = 256, out = 128; // tokens, input and output widths
  * if (WasmArena.supported()) {
  *   const arena = new WasmArena(64 << 20);
  *   const w = arena.allocF32(out * inDim); // fill in place: w.set(weights)
