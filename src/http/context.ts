@@ -54,7 +54,7 @@ export interface AppOptions {
   defaultChatMaxTokens?: number;
   /** CORS: true (any origin), an origin, or false (default: off). */
   cors?: boolean | string;
-  /** Live sessions kept in the in-process cache (default: 1 GiB of states, 16 to 1,024). */
+  /** Live sessions kept in the in-process cache (default: 16 on the CPU, else 1 GiB of states). */
   sessionCacheSize?: number;
   /** How often a non-streaming request checks whether its client went away, in ms (default 100). */
   disconnectPollMs?: number;

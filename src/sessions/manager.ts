@@ -136,9 +136,9 @@ export interface SessionManagerOptions {
   /** HMAC secret for states. */
   secret?: string;
   /**
-   * Live sessions kept in the in-process cache (0 = none). Default: as many as 1 GiB of states
-   * holds, at least 16 and at most 1,024 (80 at 385M): a session found here keeps its `Session`
-   * object, so the engine can start it from the state still resident on the backend.
+   * Live sessions kept in the in-process cache (0 = none). Default: 16 on the CPU backend; on a
+   * device backend as many as 1 GiB of states holds, 16 to 1,024 (80 at 385M): a session found here
+   * keeps its `Session` object, so the engine can start it from the state still resident there.
    */
   cacheSize?: number;
   /** The busy set (shared with the app context). */
@@ -157,8 +157,13 @@ export interface SessionManagerOptions {
 /** Host memory the session cache may fill by default. */
 const DEFAULT_CACHE_BYTES = 2 ** 30;
 
-/** Sessions in the default cache: 1 GiB of states, within [16, 1024]. */
-export function defaultCacheSize(config: ModelConfig): number {
+/**
+ * Sessions in the default cache: 16 on the CPU backend (edge hosts count memory); on a device
+ * backend, where a cached session can start from the state still resident on the device, 1 GiB of
+ * states within [16, 1024].
+ */
+export function defaultCacheSize(config: ModelConfig, backendKind?: string): number {
+  if (backendKind === "cpu") return 16;
   return Math.max(16, Math.min(1024, Math.floor(DEFAULT_CACHE_BYTES / stateBytes(config))));
 }
 
@@ -238,7 +243,7 @@ export class SessionManager {
     this.#encoding = o.encoding ?? DEFAULT_STATE_ENCODING;
     encodingParts(this.#encoding);
     this.busy = o.busy ?? new Set();
-    this.#cacheSize = o.cacheSize ?? defaultCacheSize(o.model.config);
+    this.#cacheSize = o.cacheSize ?? defaultCacheSize(o.model.config, o.engine.backend.kind);
   }
 
   /** How saved states are encoded unless a request asks otherwise. */
