@@ -322,6 +322,14 @@ function nonFinite(where: string): TnlError {
   );
 }
 
+/**
+ * Whether a read-back state holds only finite values; a backend worker marks the states it read
+ * (`ModelState.finite`), so the serving thread scans only unmarked ones.
+ */
+function finiteState(state: ModelState): boolean {
+  return state.finite ?? stateIsFinite(state);
+}
+
 /** Whether a row of logits has a NaN or no finite value at all. */
 function logitsBroken(row: Float32Array): boolean {
   let finite = false;
@@ -674,13 +682,7 @@ export class Engine {
     const short = pre.filter((s) => s.feed.length - 1 - s.fed <= R);
     let shortTokens = 0;
     if (short.length) {
-      const items = short.map((s) => ({
-        state: s.slot!,
-        tokens: s.feed.subarray(s.fed, s.feed.length - 1),
-      }));
-      shortTokens = items.reduce((a, it) => a + it.tokens.length, 0);
-      await this.backend.replayMany!(items);
-      for (const s of short) s.fed = s.feed.length - 1;
+      shortTokens = await this.#replayRemainders(short);
       pre = pre.filter((s) => !short.includes(s));
     }
     if (!pre.length) return [short.length, shortTokens];
@@ -729,20 +731,25 @@ export class Engine {
       const left = s.feed.length - 1 - s.fed;
       return left > 0 && left <= R;
     });
-    let tailTokens = 0;
-    if (tails.length) {
-      const items = tails.map((s) => ({
-        state: s.slot!,
-        tokens: s.feed.subarray(s.fed, s.feed.length - 1),
-      }));
-      tailTokens = items.reduce((a, it) => a + it.tokens.length, 0);
-      await this.backend.replayMany!(items);
-      for (const s of tails) s.fed = s.feed.length - 1;
-    }
+    const tailTokens = tails.length ? await this.#replayRemainders(tails) : 0;
     return [
       short.length + starts.size,
       shortTokens + tailTokens + calls.reduce((a, c) => a + c.tokens.length, 0),
     ];
+  }
+
+  /**
+   * Feed the rest of each sequence's prompt (all but its last token) through the batched decode
+   * path, all sequences together; returns the tokens fed.
+   */
+  async #replayRemainders(seqs: readonly Seq[]): Promise<number> {
+    const items = seqs.map((s) => ({
+      state: s.slot!,
+      tokens: s.feed.subarray(s.fed, s.feed.length - 1),
+    }));
+    await this.backend.replayMany!(items);
+    for (const s of seqs) s.fed = s.feed.length - 1;
+    return items.reduce((a, it) => a + it.tokens.length, 0);
   }
 
   /**
@@ -759,7 +766,7 @@ export class Engine {
       ? await this.backend.readStates(slots)
       : await Promise.all(slots.map((st) => this.backend.readState(st)));
     at.forEach((s, i) => {
-      if (!stateIsFinite(states[i])) return; // a broken state is never shared; the end reports it
+      if (!finiteState(states[i])) return; // a broken state is never shared; the end reports it
       try {
         s.req.onPrefixState!(states[i]);
       } catch {
@@ -987,7 +994,7 @@ export class Engine {
     if (seq.generated - seq.checkpointed < every || seq.fed !== 0 || seq.feed.length !== 1) return;
     seq.checkpointed = seq.generated;
     const state = await this.backend.readState(seq.slot);
-    if (!stateIsFinite(state)) return; // never checkpoint a broken state; the end reports it
+    if (!finiteState(state)) return; // never checkpoint a broken state; the end reports it
     const snap: SessionSnapshot = {
       ...seq.session.toSnapshot(),
       state,
@@ -1060,7 +1067,7 @@ export class Engine {
         reason = "error";
         error = readError ?? new TnlError("internal", "the final state was not read back");
         rollback = true;
-      } else if (state.finite === false || (state.finite === undefined && !stateIsFinite(state))) {
+      } else if (!finiteState(state)) {
         reason = "error";
         error = nonFinite(`state at position ${state.position}`);
         rollback = true;
