@@ -6,6 +6,7 @@
  *
  *   deno run -A bench/engine_rounds.ts [--shape 385m | --model DIR] [--streams 1,8,64]
  *     [--seconds 8] [--tokens 256] [--backend webgpu|cpu] [--show N (first N rounds of each level)]
+ *     [--worker (the CPU backend in a worker, as the server runs it)]
  * @module
  */
 
@@ -17,6 +18,7 @@ import { percentiles } from "./serve_stats.ts";
 
 const args = parseArgs(Deno.args, {
   string: ["shape", "model", "streams", "seconds", "tokens", "backend", "show"],
+  boolean: ["worker"],
   default: { streams: "1,8,64", seconds: "8", tokens: "256", backend: "webgpu" },
 });
 let dir = args.model ?? "";
@@ -27,6 +29,7 @@ if (!dir) {
 const rounds: RoundInfo[] = [];
 const model = await loadModel(dir, {
   backend: args.backend as "webgpu" | "cpu",
+  ...(args.worker ? { worker: true } : {}),
   engine: { onRound: (r) => rounds.push(r) },
 });
 const engine = model.engine();

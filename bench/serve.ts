@@ -5,7 +5,7 @@
  *   deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend auto|cpu|webgpu]
  *     [--streams 1,8,64,128,256] [--prompt short,long] [--store none,kept] [--tokens 256]
  *     [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args "..."] [--server-deno-flags "..."] [--label NAME]
- *     [--quantize none|int8] [--engine] [--no-backend]
+ *     [--quantize none|int8] [--engine] [--no-backend] [--pairs N]
  *
  * 1. Before the server starts, in this process: the backend's sampled decode at batch = streams
  *    (`measureDecode`, K = 64 device steps per readback as `bench:gpu`, T 0.8), its prefill of the
@@ -20,6 +20,9 @@
  *    the completion tokens of each request are counted from its `usage`. `kept`: each client
  *    continues its own stored session (`session`), deleted after the level; `none`: `store: false`.
  *    At the end of a level the clients abort what is in flight and the server drains.
+ *    `--pairs N`: each level runs N times, the in-process engine measured again before each server
+ *    run after the first (the machine's speed drifts; alternating keeps the ratio honest); the
+ *    row is the median run.
  * 3. Per level: served tok/s (tokens arriving inside the measured window), TTFT p50/p95/p99 of the
  *    requests started in it, inter-token latency p50/p99 (gaps between SSE chunk arrivals, client
  *    side), the HTTP thread's event-loop lag from `tnl_event_loop_lag_seconds` in `/metrics` (the
@@ -666,6 +669,7 @@ async function main(): Promise<void> {
       "server-deno-flags",
       "label",
       "quantize",
+      "pairs",
     ],
     boolean: ["engine", "no-backend", "help"],
   });
@@ -674,7 +678,7 @@ async function main(): Promise<void> {
       "deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend B]\n" +
         "  [--streams 1,8,64,128,256] [--prompt short,long] [--store none,kept] [--tokens 256]\n" +
         "  [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args '...'] [--server-deno-flags '...'] [--label NAME]\n" +
-        "  [--quantize none|int8] [--engine] [--no-backend]",
+        "  [--quantize none|int8] [--engine] [--no-backend] [--pairs N]",
     );
     return;
   }
@@ -696,6 +700,7 @@ async function main(): Promise<void> {
     return v;
   };
   const tokens = num("tokens", 256, 1);
+  const pairs = Math.floor(num("pairs", 1, 1));
   const seconds = num("seconds", 12, 1);
   const warmup = num("warmup", 2, 0);
   const backendChoice = String(args.backend ?? "auto");
@@ -745,50 +750,58 @@ async function main(): Promise<void> {
     let backendKind = "", device = "", maxBatch = 0;
     let backend: Awaited<ReturnType<typeof backendFigures>> | null = null;
     const engine: Awaited<ReturnType<typeof engineLevel>>[] = [];
-    {
-      console.error(`loading ${modelName} in-process (${backendChoice})`);
-      const model = await loadModel(modelDir, {
-        backend: backendChoice as "auto",
-        quantize: quantize as "none",
-      });
+    console.error(`loading ${modelName} in-process (${backendChoice})`);
+    const model = await loadModel(modelDir, {
+      backend: backendChoice as "auto",
+      quantize: quantize as "none",
+    });
+    const measureEngine = () => args.engine || model.backend.kind === "cpu";
+    /** `Engine.generate` in this process at a level's concurrency (the server then idles). */
+    const engineRun = async (level: Level) => {
+      const r = await engineLevel(model, { ...level, store: "none" }, settings, prompts);
+      console.error(
+        `engine ${level.streams} streams ${level.prompt}: ${
+          r.tokensPerSecond.toFixed(0)
+        } tok/s, TTFT p50 ${ms(r.ttftMs.p50)} ms`,
+      );
+      return r;
+    };
+    let modelLoaded = true;
+    const disposeModel = async () => {
+      if (modelLoaded) await model.dispose();
+      modelLoaded = false;
+    };
+    try {
       backendKind = model.backend.kind;
       device = model.backend.device;
       maxBatch = model.backend.maxBatch;
-      try {
-        if (!args["no-backend"]) {
-          backend = await backendFigures(
-            model.backend,
-            streams,
-            promptKinds.includes("long") ? prompts.longTokens : null,
-          );
-        }
-        if (args.engine || backendKind === "cpu") {
-          for (const prompt of promptKinds as Level["prompt"][]) {
-            for (const s of streams) {
-              const r = await engineLevel(
-                model,
-                { streams: s, prompt, store: "none" },
-                settings,
-                prompts,
-              );
-              console.error(
-                `engine ${s} streams ${prompt}: ${r.tokensPerSecond.toFixed(0)} tok/s, TTFT p50 ${
-                  ms(r.ttftMs.p50)
-                } ms`,
-              );
-              engine.push(r);
-            }
+      if (!args["no-backend"]) {
+        backend = await backendFigures(
+          model.backend,
+          streams,
+          promptKinds.includes("long") ? prompts.longTokens : null,
+        );
+      }
+      if (measureEngine()) {
+        for (const prompt of promptKinds as Level["prompt"][]) {
+          for (const s of streams) {
+            engine.push(await engineRun({ streams: s, prompt, store: "none" }));
           }
         }
-      } finally {
-        await model.dispose();
       }
+    } finally {
+      // With --pairs the model stays loaded: the engine is measured again between server levels.
+      if (pairs === 1 || !measureEngine()) await disposeModel();
     }
 
     const backendAt = (s: number) =>
       backend?.decode.find((d) => d.batch === Math.min(s, maxBatch))?.tokensPerSecond;
-    const engineAt = (l: Level) =>
-      engine.find((e) => e.streams === l.streams && e.prompt === l.prompt)?.tokensPerSecond;
+    /** The engine's figure at a level: the median of its runs (several with --pairs). */
+    const engineAt = (l: Level) => {
+      const v = engine.filter((e) => e.streams === l.streams && e.prompt === l.prompt)
+        .map((e) => e.tokensPerSecond).sort((a, b) => a - b);
+      return v.length ? v[(v.length - 1) >> 1] : undefined;
+    };
 
     // 2. The server.
     const serverArgs = [
@@ -812,30 +825,42 @@ async function main(): Promise<void> {
     const results = [];
     try {
       for (const level of levels) {
-        const r = await serverLevel(server.url, level, settings, prompts);
-        console.error(
-          `server ${level.streams} streams ${level.prompt} ${level.store}: ${
-            r.tokensPerSecond.toFixed(0)
-          } tok/s, TTFT p50 ${ms(r.ttftMs.p50)} p95 ${ms(r.ttftMs.p95)} ms, ITL p99 ${
-            ms(r.itlMs.p99)
-          } ms, lag p99 ${ms(r.eventLoopLagMs?.p99)} ms, /health p99 ${
-            ms(r.healthMs.p99)
-          } ms, client lag p99 ${ms(r.clientLagMs.p99)} ms, ${r.wallSeconds.toFixed(1)} s${
-            Object.keys(r.errors).length ? `, errors ${JSON.stringify(r.errors)}` : ""
-          }`,
-        );
+        const runs = [];
+        for (let pair = 0; pair < pairs; pair++) {
+          // --pairs: engine and server alternate, so a drift of the machine's speed hits both.
+          if (pair > 0 && modelLoaded && level.store === "none") {
+            engine.push(await engineRun(level));
+          }
+          const r = await serverLevel(server.url, level, settings, prompts);
+          console.error(
+            `server ${level.streams} streams ${level.prompt} ${level.store}: ${
+              r.tokensPerSecond.toFixed(0)
+            } tok/s, TTFT p50 ${ms(r.ttftMs.p50)} p95 ${ms(r.ttftMs.p95)} ms, ITL p99 ${
+              ms(r.itlMs.p99)
+            } ms, lag p99 ${ms(r.eventLoopLagMs?.p99)} ms, /health p99 ${
+              ms(r.healthMs.p99)
+            } ms, client lag p99 ${ms(r.clientLagMs.p99)} ms, ${r.wallSeconds.toFixed(1)} s${
+              Object.keys(r.errors).length ? `, errors ${JSON.stringify(r.errors)}` : ""
+            }`,
+          );
+          runs.push(r);
+        }
+        // The run with the median served figure stands for the level; every run is kept.
+        const sorted = [...runs].sort((a, b) => a.tokensPerSecond - b.tokensPerSecond);
+        const r = { ...sorted[(sorted.length - 1) >> 1], runs: runs.map((x) => x.tokensPerSecond) };
         const b = backendAt(level.streams), e = engineAt(level);
         if (b || e) {
           console.error(
             `  served/backend ${b ? (r.tokensPerSecond / b).toFixed(2) : "-"}, served/engine ${
               e ? (r.tokensPerSecond / e).toFixed(2) : "-"
-            }`,
+            }${pairs > 1 ? ` (medians of ${pairs} runs: served ${r.runs.join(", ")})` : ""}`,
           );
         }
         results.push(r);
       }
     } finally {
       await server.stop();
+      await disposeModel();
     }
 
     // 3. Report.
@@ -943,6 +968,24 @@ async function main(): Promise<void> {
         "",
       );
     }
+    if (pairs > 1) {
+      md.push(
+        `${pairs} runs per level, the engine (\`Engine.generate\` in this process) and the server ` +
+          `alternating; each row is the run with the median served figure and the median engine ` +
+          `figure. ` +
+          rows.map((r) =>
+            `${r.streams} streams ${r.prompt}/${r.store}: served ${r.runs.map(fmtNum).join(", ")}` +
+            (r.store === "none" &&
+                engine.some((e) => e.streams === r.streams && e.prompt === r.prompt)
+              ? `; engine ${
+                engine.filter((e) => e.streams === r.streams && e.prompt === r.prompt)
+                  .map((e) => fmtNum(e.tokensPerSecond)).join(", ")
+              }`
+              : "")
+          ).join("; ") + " tok/s.",
+        "",
+      );
+    }
     if (backend?.prefill) {
       md.push(
         `Backend prefill of ${backend.prefill.tokens} tokens in one call: ${
@@ -968,10 +1011,13 @@ async function main(): Promise<void> {
       });
     }
     for (const p of promptKinds) {
-      const pts = engine.filter((e) => e.prompt === p).map((e): [number, number] => [
-        e.streams,
-        e.tokensPerSecond,
-      ]);
+      const pts = streams.filter((n) => engine.some((e) => e.prompt === p && e.streams === n))
+        .map((
+          n,
+        ): [number, number] => [
+          n,
+          engineAt({ streams: n, prompt: p as Level["prompt"], store: "none" })!,
+        ]);
       if (pts.length) through.push({ label: `engine ${p}`, points: pts });
     }
     await Deno.writeTextFile(

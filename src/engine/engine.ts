@@ -37,6 +37,7 @@ import {
   toPlainSamplingParams,
   validateSamplingParams,
 } from "./sampler.ts";
+import { logitsBroken } from "./host_sampling.ts";
 import { ResidentStates } from "./resident.ts";
 import { Session } from "./session.ts";
 import { StopMatcher } from "./stop.ts";
@@ -158,8 +159,9 @@ export interface EngineOptions {
    */
   roundMs?: { busy: number; steady: number };
   /**
-   * Fixed cost of a device round, in ms, left out of the measured step time (default 15, measured
-   * on the H200: Deno's `mapAsync` polls the device every 10 ms, plus the worker round trip).
+   * Fixed cost of a device round, in ms, left out of the measured step time (default 15 on device
+   * backends, measured on the H200: Deno's `mapAsync` polls the device every 10 ms, plus the worker
+   * round trip; 1 on the CPU, the worker round trip alone).
    */
   readbackMs?: number;
   /**
@@ -330,17 +332,6 @@ function finiteState(state: ModelState): boolean {
   return state.finite ?? stateIsFinite(state);
 }
 
-/** Whether a row of logits has a NaN or no finite value at all. */
-function logitsBroken(row: Float32Array): boolean {
-  let finite = false;
-  for (let i = 0; i < row.length; i++) {
-    const v = row[i];
-    if (v !== v) return true;
-    if (!finite && v !== Infinity && v !== -Infinity) finite = true;
-  }
-  return !finite;
-}
-
 /** The scheduler over one backend. */
 export class Engine {
   /** The backend. */
@@ -394,7 +385,7 @@ export class Engine {
       stepsPerSync: Math.max(1, options.stepsPerSync ?? 128),
       recurrentPrefill: backend.replayMany ? Math.max(0, options.recurrentPrefill ?? 32) : 0,
       roundMs: options.roundMs ?? { busy: 50, steady: 200 },
-      readbackMs: options.readbackMs ?? 15,
+      readbackMs: options.readbackMs ?? (backend.kind === "cpu" ? 1 : 15),
       keepResident: options.keepResident ?? backend.kind !== "cpu",
       onRound: options.onRound ?? (() => {}),
     };

@@ -44,6 +44,7 @@ export {
   type GenerateRequest,
   type RoundInfo,
 } from "./engine.ts";
+export { HostSampling, logitsBroken } from "./host_sampling.ts";
 export { Session } from "./session.ts";
 export { Sampler, type SamplingParams, validateSamplingParams } from "./sampler.ts";
 export { SAMPLING_FIELDS, type SamplingField } from "./sampling_fields.ts";

@@ -10,6 +10,7 @@
 
 import type { Backend, BackendState, PrefillItem, SampledRow } from "../engine/backend.ts";
 import { CpuBackend } from "../cpu/backend.ts";
+import { HostSampling } from "../engine/host_sampling.ts";
 import { TnlError } from "../errors.ts";
 import { loadConfig } from "../model/config.ts";
 import { FingerprintingSource } from "../model/fingerprint.ts";
@@ -78,10 +79,14 @@ async function load(spec: WorkerLoadSpec): Promise<WorkerLoaded> {
   const kind = spec.kind ?? "webgpu";
   try {
     if (kind === "cpu") {
-      backend = await CpuBackend.load(weights, config, spec.dir, {
-        quantize: spec.quantize,
-        maxBatch: spec.options.maxBatch,
-      });
+      // Sampling next to the kernels: one message per round instead of logits out and a token
+      // back per step.
+      backend = new HostSampling(
+        await CpuBackend.load(weights, config, spec.dir, {
+          quantize: spec.quantize,
+          maxBatch: spec.options.maxBatch,
+        }),
+      );
     } else {
       const gpuBackend = await WebGpuBackend.load(weights, config, spec.dir, {
         ...spec.options,
