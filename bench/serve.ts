@@ -4,7 +4,7 @@
  *
  *   deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend auto|cpu|webgpu]
  *     [--streams 1,8,64,128,256] [--prompt short,long] [--store none,kept] [--tokens 256]
- *     [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args "..."] [--server-deno-flags "..."] [--label NAME]
+ *     [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args="..."] [--server-deno-flags="..."] [--label NAME]
  *     [--quantize none|int8] [--engine] [--no-backend] [--pairs N]
  *
  * 1. Before the server starts, in this process: the backend's sampled decode at batch = streams
@@ -818,6 +818,10 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     // Flags for the server's Deno (e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile the serving
     // thread under load).
+    // The value starts with "--": it must be given as `--server-deno-flags="--cpu-prof ..."`.
+    if (args["server-deno-flags"] === "") {
+      fail('--server-deno-flags: give its value after "=", e.g. --server-deno-flags="--cpu-prof"');
+    }
     const denoFlags = String(args["server-deno-flags"] ?? "").split(/\s+/).filter(Boolean);
     const server = await startServer(serverDir, serverArgs, 15 * 60_000, denoFlags);
     const startMs = performance.now() - t0;

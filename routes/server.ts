@@ -176,7 +176,9 @@ export async function startServer(
         shutdown().then(async () => {
           const m = ctx.serving?.model;
           if (m) await m.dispose().catch(() => {});
-          Deno.exit(0);
+          // End as a plain program does once nothing is left (so `--cpu-prof` profiles get
+          // written); whatever still holds the process is cut after a second.
+          Deno.unrefTimer(setTimeout(() => Deno.exit(0), 1000));
         });
       };
       try {

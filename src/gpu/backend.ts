@@ -15,7 +15,7 @@ import type {
 } from "../engine/backend.ts";
 import { InputError, TnlError } from "../errors.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { createState, type ModelState } from "../model/state.ts";
+import { type ModelState, stateOverBytes } from "../model/state.ts";
 import type { TensorSource } from "../model/weights/source.ts";
 import { newRngState } from "../engine/rng.ts";
 import { validateSamplingParams } from "../engine/sampler.ts";
@@ -32,6 +32,7 @@ import type { Dispatch } from "./model.ts";
 import { seqsPerWorkgroup } from "./matvec_tiling.ts";
 import { GpuModel, type GpuModelOptions } from "./model.ts";
 import { GpuPrefill } from "./prefill.ts";
+import { StagingPool } from "./staging.ts";
 
 /** Decode steps encoded per queue submission inside one `decodeSampled` call. */
 const STEPS_PER_SUBMIT = 4;
@@ -65,6 +66,8 @@ export class WebGpuBackend implements Backend {
   readonly model: GpuModel;
   readonly #free: number[];
   #disposed = false;
+  /** Readback buffers, reused. */
+  readonly #stagingPool: StagingPool;
 
   /** The prefill machinery. */
   readonly prefiller: GpuPrefill;
@@ -76,6 +79,7 @@ export class WebGpuBackend implements Backend {
     this.device = model.ctx.info.description;
     this.maxBatch = model.maxBatch;
     this.#free = Array.from({ length: model.maxSlots }, (_, i) => model.maxSlots - 1 - i);
+    this.#stagingPool = new StagingPool(model.ctx.device);
   }
 
   /** Acquire a device (unless given), upload the weights and build the backend. */
@@ -164,12 +168,16 @@ export class WebGpuBackend implements Backend {
     return this.#readWith(staging, bytes, (mapped) => mapped.slice(0));
   }
 
-  /** Map a staging buffer, let `use` copy what it needs out of the mapped bytes, destroy it. */
+  /**
+   * Map a staging buffer, let `use` copy what it needs out of the mapped bytes, give the buffer back
+   * to the pool (destroyed instead when the read failed).
+   */
   async #readWith<T>(
     staging: GPUBuffer,
     bytes: number,
     use: (mapped: ArrayBuffer) => T,
   ): Promise<T> {
+    let ok = false;
     try {
       await Promise.race([
         staging.mapAsync(GPUMapMode.READ, 0, bytes),
@@ -177,17 +185,16 @@ export class WebGpuBackend implements Backend {
       ]);
       const out = use(staging.getMappedRange(0, bytes));
       staging.unmap();
+      ok = true;
       return out;
     } finally {
-      staging.destroy();
+      if (ok && !this.#disposed) this.#stagingPool.give(staging);
+      else staging.destroy();
     }
   }
 
   #staging(bytes: number): GPUBuffer {
-    return this.model.ctx.device.createBuffer({
-      size: Math.ceil(bytes / 4) * 4,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
+    return this.#stagingPool.take(bytes);
   }
 
   #checkTokens(tokens: Int32Array): void {
@@ -343,19 +350,15 @@ export class WebGpuBackend implements Backend {
     }
   }
 
-  /** Host states from the bytes `#copyStates` wrote, at the given positions. */
+  /**
+   * Host states from the bytes `#copyStates` wrote, at the given positions: one copy per state out
+   * of the mapped range, its layers views of that copy (one buffer per state, transferable alone).
+   */
   #hostStates(bytes: ArrayBuffer, at: number, positions: number[]): ModelState[] {
-    const m = this.model;
-    let off = at;
-    return positions.map((position) => {
-      const host = createState(this.config);
-      host.position = position;
-      for (let l = 0; l < host.layers.length; l++) {
-        host.layers[l].set(new Float32Array(bytes, off, m.slotFloats[l]));
-        off += m.slotFloats[l] * 4;
-      }
-      return host;
-    });
+    const per = this.#stateBytes;
+    return positions.map((position, i) =>
+      stateOverBytes(this.config, position, bytes.slice(at + i * per, at + (i + 1) * per))
+    );
   }
 
   /** How many states fit one staging buffer (half the device's buffer limit, at least one). */
@@ -655,6 +658,7 @@ export class WebGpuBackend implements Backend {
     if (!this.#disposed) {
       this.#disposed = true;
       this.prefiller.destroy();
+      this.#stagingPool.destroy();
       this.model.destroy();
     }
     return Promise.resolve();

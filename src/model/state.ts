@@ -29,6 +29,28 @@ export function createState(config: ModelConfig): ModelState {
   };
 }
 
+/**
+ * A state at `position` whose layers are views of `bytes`, which holds them back to back in layer
+ * order (`stateBytes(config)` bytes): one buffer per state, so it transfers as one.
+ */
+export function stateOverBytes(
+  config: ModelConfig,
+  position: number,
+  bytes: ArrayBuffer,
+): ModelState {
+  if (bytes.byteLength !== stateBytes(config)) {
+    throw new RangeError(`a state needs ${stateBytes(config)} bytes, got ${bytes.byteLength}`);
+  }
+  let off = 0;
+  const layers = Array.from({ length: config.numLayers }, (_, l) => {
+    const n = stateLayerSize(config, l);
+    const view = new Float32Array(bytes, off, n);
+    off += n * 4;
+    return view;
+  });
+  return { position, layers };
+}
+
 /** A deep copy of `state`. */
 export function cloneState(state: ModelState): ModelState {
   return { position: state.position, layers: state.layers.map((l) => l.slice()) };

@@ -418,7 +418,7 @@ export class SessionManager {
         { ...snap, generation, lossy: inherited },
         { ...this.#codec(), encoding },
       );
-      await this.#o.store.put(id, bytes, { generation, expectGeneration: expect });
+      await this.#o.store.put(id, bytes, { generation, expectGeneration: expect, adopt: true });
       expect = generation;
       session.generation = generation;
       this.#cache.delete(id);
@@ -466,6 +466,7 @@ export class SessionManager {
             await this.#o.store.put(id, bytes, {
               generation: session.generation,
               expectGeneration: expect,
+              adopt: true,
             });
           } catch (e) {
             session.generation = before;
@@ -638,6 +639,7 @@ export class SessionManager {
       await this.#o.store.put(id, out, {
         generation: session.generation,
         expectGeneration: existing ? existing.generation : null,
+        adopt: true,
       });
       const lossy = lossyOrigin(encoding, snap.lossy);
       if (isExactEncoding(encoding)) {

@@ -85,7 +85,10 @@ export class MemorySessionStore extends StoreBase {
     return { bytes: e.bytes, generation: e.generation };
   }
 
-  /** Store a copy of `bytes`; evicts expired, then least recently used entries to fit the limits. */
+  /**
+   * Store a copy of `bytes` (or `bytes` itself with `adopt`); evicts expired, then least recently
+   * used entries to fit the limits.
+   */
   // deno-lint-ignore require-await
   async put(id: string, bytes: Uint8Array, opts?: PutOptions): Promise<void> {
     const { ttlMs, generation, expect } = this.checkPut(id, bytes, opts);
@@ -104,7 +107,7 @@ export class MemorySessionStore extends StoreBase {
     }
     if (old) this.#remove(id, old);
     this.#map.set(id, {
-      bytes: bytes.slice(),
+      bytes: opts?.adopt ? bytes : bytes.slice(),
       generation,
       expiresAt: ttlMs > 0 ? now + ttlMs : Infinity,
     });

@@ -44,6 +44,11 @@ export interface PutOptions {
    * exists); otherwise throw `StoreConflictError`. Absent: write unconditionally.
    */
   expectGeneration?: number | null;
+  /**
+   * The caller hands `bytes` over and never changes them afterwards: a store that keeps entries in
+   * memory may keep this array instead of a copy (13 MB per 385M state). Default false.
+   */
+  adopt?: boolean;
 }
 
 /** A stored entry with the generation it was written with. */

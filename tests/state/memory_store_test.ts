@@ -33,6 +33,17 @@ Deno.test("memory store: byte budget evicts the least recently used, refuses ove
   );
 });
 
+Deno.test("memory store: keeps a copy, or the caller's array when it hands it over (adopt)", async () => {
+  const s = new MemorySessionStore();
+  const copied = bytesOf(64, 1), adopted = bytesOf(64, 2);
+  await s.put("a", copied);
+  await s.put("b", adopted, { adopt: true });
+  copied[0] ^= 0xff;
+  assert.notEqual((await s.get("a"))![0], copied[0], "a later change of the caller's array");
+  assert.equal((await s.getEntry("b"))!.bytes, adopted);
+  await s.close();
+});
+
 Deno.test("memory store: bad options are refused", () => {
   assert.throws(() => new MemorySessionStore({ maxBytes: 0 }), StoreError);
   assert.throws(() => new MemorySessionStore({ ttlMs: -1 }), StoreError);
