@@ -15,7 +15,7 @@ import type {
 } from "../engine/backend.ts";
 import { InputError, TnlError } from "../errors.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { type ModelState, stateOverBytes } from "../model/state.ts";
+import { copyFinite, type ModelState, stateOverBytes } from "../model/state.ts";
 import type { TensorSource } from "../model/weights/source.ts";
 import { newRngState } from "../engine/rng.ts";
 import { validateSamplingParams } from "../engine/sampler.ts";
@@ -351,14 +351,20 @@ export class WebGpuBackend implements Backend {
   }
 
   /**
-   * Host states from the bytes `#copyStates` wrote, at the given positions: one copy per state out
-   * of the mapped range, its layers views of that copy (one buffer per state, transferable alone).
+   * Host states from the bytes `#copyStates` wrote, at the given positions: each copied once out of
+   * the mapped range into a buffer of its own (its layers are views of it, so it transfers as one),
+   * checked for non-finite values in the same pass (`ModelState.finite`).
    */
   #hostStates(bytes: ArrayBuffer, at: number, positions: number[]): ModelState[] {
     const per = this.#stateBytes;
-    return positions.map((position, i) =>
-      stateOverBytes(this.config, position, bytes.slice(at + i * per, at + (i + 1) * per))
-    );
+    return positions.map((position, i) => {
+      const copy = new ArrayBuffer(per);
+      const finite = copyFinite(
+        new Uint32Array(bytes, at + i * per, per / 4),
+        new Uint32Array(copy),
+      );
+      return { ...stateOverBytes(this.config, position, copy), finite };
+    });
   }
 
   /** How many states fit one staging buffer (half the device's buffer limit, at least one). */

@@ -58,9 +58,9 @@ function state(id: number): BackendState {
   return s;
 }
 
-/** Mark states as checked for non-finite values here, off the serving thread. */
+/** Mark states as checked for non-finite values here, off the serving thread (once). */
 function checked(states: ModelState[]): ModelState[] {
-  for (const s of states) s.finite = stateIsFinite(s);
+  for (const s of states) s.finite ??= stateIsFinite(s);
   return states;
 }
 
