@@ -58,7 +58,7 @@ export function callerTimes(p: Profile, name: string, depth = 4): Map<string, nu
 }
 
 if (import.meta.main) {
-  const args = parseArgs(Deno.args, { string: ["top"], collect: ["callers"] });
+  const args = parseArgs(Deno.args, { string: ["top", "callers"], collect: ["callers"] });
   const callers = (args.callers as string[] | undefined) ?? [];
   const top = Number(args.top ?? 30);
   const files: string[] = [];
@@ -80,6 +80,12 @@ if (import.meta.main) {
           (100 * v / total).toFixed(1).padStart(5)
         }%  ${k}`,
       );
+    }
+    for (const name of callers) {
+      const paths = [...callerTimes(profile, name)].sort((a, b) => b[1] - a[1]).slice(0, 6);
+      if (!paths.length) continue;
+      console.log(`  callers of ${name}:`);
+      for (const [k, v] of paths) console.log(`${(v / 1000).toFixed(1).padStart(11)} ms  ${k}`);
     }
   }
 }
