@@ -7,6 +7,7 @@
  *   deno run -A bench/engine_rounds.ts [--shape 385m | --model DIR] [--streams 1,8,64]
  *     [--seconds 8] [--tokens 256] [--backend webgpu|cpu] [--show N (first N rounds of each level)]
  *     [--worker (the CPU backend in a worker, as the server runs it)]
+ *     [--kept (each client continues its own session, its state kept: no store, no codec)]
  * @module
  */
 
@@ -18,7 +19,7 @@ import { percentiles } from "./serve_stats.ts";
 
 const args = parseArgs(Deno.args, {
   string: ["shape", "model", "streams", "seconds", "tokens", "backend", "show"],
-  boolean: ["worker"],
+  boolean: ["worker", "kept"],
   default: { streams: "1,8,64", seconds: "8", tokens: "256", backend: "webgpu" },
 });
 let dir = args.model ?? "";
@@ -43,6 +44,7 @@ for (const streams of args.streams.split(",").map(Number)) {
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   const client = async (c: number) => {
+    const own = engine.newSession();
     let n = 0;
     while (performance.now() < end) {
       const prompt = model.tokenizer.encode(words.slice(0, 8).join(" ") + ` ${c} ${n++}`);
@@ -50,12 +52,12 @@ for (const streams of args.streams.split(",").map(Number)) {
       let first = true;
       for await (
         const ev of engine.generate({
-          session: engine.newSession(),
+          session: args.kept ? own : engine.newSession(),
           prompt,
           maxTokens: tokens,
           sampling: { temperature: 0.8, seed: c * 1000 + n },
           stopAtEos: false,
-          keepState: false,
+          keepState: Boolean(args.kept),
         })
       ) {
         if (ev.type === "token" && ev.tokens.length) {

@@ -789,11 +789,13 @@ export class Engine {
     );
     if (b.decodeSampled && steps > 1 && batch.every((s) => s.req.logprobs === undefined)) {
       const t0 = performance.now();
-      await this.#decodeOnDevice(batch, steps);
-      // The readback also waits for prefill work submitted this round: learn only from rounds
-      // without it, or the estimate (and so K) would swing with the arrivals.
+      const captured = await this.#decodeOnDevice(batch, steps);
+      // The readback also waits for prefill work submitted this round, and states read back with
+      // the tokens cost their copies: learn only from rounds without either, or the estimate (and
+      // so K) would swing with arrivals and endings (64 states read back in one round once made
+      // the next rounds' K collapse to 2).
       const ms = performance.now() - t0 - this.#opts.readbackMs;
-      if (learn || !this.#stepMs.has(this.#bucket(batch.length))) {
+      if ((learn && !captured) || !this.#stepMs.has(this.#bucket(batch.length))) {
         this.#learnStep(batch.length, Math.max(0.02, ms / steps));
       }
     } else {
@@ -872,8 +874,9 @@ export class Engine {
    * has that state copied back in the same submission. A stop string is only seen here, in text:
    * such a row's state is snapshotted first and, when it stops early, restored and replayed
    * through the same kernels up to the kept token (bit-identical to a run that never overshot).
+   * Returns whether any state came back with the tokens.
    */
-  async #decodeOnDevice(batch: Seq[], steps: number): Promise<void> {
+  async #decodeOnDevice(batch: Seq[], steps: number): Promise<boolean> {
     const b = this.backend;
     const snaps = new Map<Seq, BackendState>();
     for (const seq of batch) {
@@ -886,7 +889,8 @@ export class Engine {
         if (!(e instanceof TnlError && e.code === "overloaded")) throw e;
         // No spare slot for a snapshot: decode this batch one step at a time instead.
         for (const s of snaps.values()) b.releaseState(s);
-        return await this.#decodeOnHost(batch);
+        await this.#decodeOnHost(batch);
+        return false;
       }
     }
     try {
@@ -931,6 +935,7 @@ export class Engine {
         seq.out = null;
         if (gathered.tokens.length) seq.push({ type: "token", ...gathered });
       }
+      return rows.some((r) => r.captured);
     } finally {
       for (const s of snaps.values()) b.releaseState(s);
     }
