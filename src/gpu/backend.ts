@@ -15,7 +15,7 @@ import type {
 } from "../engine/backend.ts";
 import { InputError, TnlError } from "../errors.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { copyFinite, type ModelState, stateOverBytes } from "../model/state.ts";
+import { type ModelState, stateOverBytes } from "../model/state.ts";
 import type { TensorSource } from "../model/weights/source.ts";
 import { newRngState } from "../engine/rng.ts";
 import { validateSamplingParams } from "../engine/sampler.ts";
@@ -33,6 +33,7 @@ import { seqsPerWorkgroup } from "./matvec_tiling.ts";
 import { GpuModel, type GpuModelOptions } from "./model.ts";
 import { GpuPrefill } from "./prefill.ts";
 import { StagingPool } from "./staging.ts";
+import { FiniteCheck } from "./finite_check.ts";
 
 /** Decode steps encoded per queue submission inside one `decodeSampled` call. */
 const STEPS_PER_SUBMIT = 4;
@@ -68,11 +69,14 @@ export class WebGpuBackend implements Backend {
   #disposed = false;
   /** Readback buffers, reused. */
   readonly #stagingPool: StagingPool;
+  /** The GPU's non-finite check of states read back. */
+  readonly #finite: FiniteCheck;
 
   /** The prefill machinery. */
   readonly prefiller: GpuPrefill;
 
-  private constructor(model: GpuModel, prefiller: GpuPrefill) {
+  private constructor(model: GpuModel, prefiller: GpuPrefill, finite: FiniteCheck) {
+    this.#finite = finite;
     this.model = model;
     this.prefiller = prefiller;
     this.config = model.config;
@@ -95,6 +99,7 @@ export class WebGpuBackend implements Backend {
     // and surface any validation error here rather than as wrong numbers later.
     ctx.device.pushErrorScope("validation");
     let prefiller: GpuPrefill | null = null;
+    let finite: FiniteCheck | null = null;
     let failure: unknown = null;
     try {
       prefiller = await GpuPrefill.create(model, options.prefillChunk);
@@ -103,17 +108,18 @@ export class WebGpuBackend implements Backend {
       for (let b = 1; b <= model.maxBatch; b++) tiles.add(seqsPerWorkgroup(b));
       await Promise.all([...tiles].map((t) => model.decodePlan(t)));
       await model.samplePlan();
+      finite = await FiniteCheck.create(model, model.maxSlots);
     } catch (e) {
       failure = e;
     }
     const err = await ctx.device.popErrorScope();
-    if (err || failure || !prefiller) {
+    if (err || failure || !prefiller || !finite) {
       prefiller?.destroy();
       model.destroy();
       if (failure) throw failure;
       throw new TnlError("backend_unavailable", `WebGPU setup failed validation: ${err?.message}`);
     }
-    const backend = new WebGpuBackend(model, prefiller);
+    const backend = new WebGpuBackend(model, prefiller, finite);
     await backend.#warmUp();
     return backend;
   }
@@ -337,10 +343,22 @@ export class WebGpuBackend implements Backend {
     return this.model.slotFloats.reduce((a, b) => a + b, 0) * 4;
   }
 
-  /** Encode copies of slots' states (all layers, slot after slot) into a staging buffer. */
+  /** Staging bytes of `n` states with their finiteness flags (see `#copyStates`). */
+  #statesBlockBytes(n: number): number {
+    return n * (4 + this.#stateBytes);
+  }
+
+  /**
+   * Encode the finiteness check of slots' states and copies of its flags (one u32 per slot) and of
+   * the states (all layers, slot after slot) into a staging buffer at `at`. Submit `enc` before
+   * encoding another copy (the check's slot list is written with `writeBuffer`).
+   */
   #copyStates(enc: GPUCommandEncoder, slots: GpuState[], staging: GPUBuffer, at: number): void {
+    if (slots.length === 0) return;
     const m = this.model;
-    let off = at;
+    this.#finite.encode(enc, slots.map((s) => s.slot));
+    enc.copyBufferToBuffer(this.#finite.flags, 0, staging, at, slots.length * 4);
+    let off = at + slots.length * 4;
     for (const s of slots) {
       for (let l = 0; l < m.states.length; l++) {
         const n = m.slotFloats[l] * 4;
@@ -351,26 +369,25 @@ export class WebGpuBackend implements Backend {
   }
 
   /**
-   * Host states from the bytes `#copyStates` wrote, at the given positions: each copied once out of
-   * the mapped range into a buffer of its own (its layers are views of it, so it transfers as one),
-   * checked for non-finite values in the same pass (`ModelState.finite`).
+   * Host states from the bytes `#copyStates` wrote at `at`, at the given positions: each copied
+   * once out of the mapped range into a buffer of its own (its layers are views of it, so it
+   * transfers as one), marked finite or not from the GPU's check (`ModelState.finite`).
    */
   #hostStates(bytes: ArrayBuffer, at: number, positions: number[]): ModelState[] {
     const per = this.#stateBytes;
-    return positions.map((position, i) => {
-      const copy = new ArrayBuffer(per);
-      const finite = copyFinite(
-        new Uint32Array(bytes, at + i * per, per / 4),
-        new Uint32Array(copy),
-      );
-      return { ...stateOverBytes(this.config, position, copy), finite };
-    });
+    const flags = new Uint32Array(bytes, at, positions.length);
+    const first = at + positions.length * 4;
+    return positions.map((position, i) => ({
+      ...stateOverBytes(this.config, position, bytes.slice(first + i * per, first + (i + 1) * per)),
+      finite: flags[i] === 0,
+    }));
   }
 
   /** How many states fit one staging buffer (half the device's buffer limit, at least one). */
   get #statesPerRead(): number {
     const limit = this.model.ctx.device.limits.maxBufferSize;
-    return Math.max(1, Math.floor(Math.min(limit / 2, 1 << 30) / this.#stateBytes));
+    const fit = Math.floor(Math.min(limit / 2, 1 << 30) / this.#statesBlockBytes(1));
+    return Math.max(1, Math.min(this.#finite.capacity, fit));
   }
 
   /** Copy several slots to the host with one readback per staging buffer. */
@@ -381,7 +398,7 @@ export class WebGpuBackend implements Backend {
     const per = this.#statesPerRead;
     for (let i = 0; i < own.length; i += per) {
       const group = own.slice(i, i + per);
-      const total = group.length * this.#stateBytes;
+      const total = this.#statesBlockBytes(group.length);
       const staging = this.#staging(total);
       const enc = this.model.ctx.device.createCommandEncoder();
       this.#copyStates(enc, group, staging, 0);
@@ -611,7 +628,7 @@ export class WebGpuBackend implements Backend {
     // Rows that asked for it have their states copied after the steps, in the same submission.
     const captured = own.filter((_, b) => rows[b].capture).slice(0, this.#statesPerRead);
     const stateAt = ringBytes + rowBytes;
-    const total = stateAt + captured.length * this.#stateBytes;
+    const total = stateAt + this.#statesBlockBytes(captured.length);
     const staging = this.#staging(total);
     enc.copyBufferToBuffer(m.ringBuffer, 0, staging, 0, ringBytes);
     enc.copyBufferToBuffer(m.rows, 0, staging, ringBytes, rowBytes);

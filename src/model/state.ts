@@ -76,22 +76,6 @@ export function firstNonFinite(a: Float32Array): number {
   return -1;
 }
 
-/**
- * Copy f32 bit patterns from `src` to `dst` (same length) and tell whether all were finite: one
- * pass over the values where a copy and a scan would take two.
- */
-export function copyFinite(src: Uint32Array, dst: Uint32Array): boolean {
-  // The largest exponent field seen: all ones (0x7f800000) only for ±Infinity and NaN.
-  let top = 0;
-  for (let i = 0; i < src.length; i++) {
-    const v = src[i];
-    dst[i] = v;
-    const e = v & 0x7f800000;
-    if (e > top) top = e;
-  }
-  return top !== 0x7f800000;
-}
-
 /** Whether every value of a state is finite. */
 export function stateIsFinite(state: ModelState): boolean {
   return state.layers.every((l) => firstNonFinite(l) < 0);
