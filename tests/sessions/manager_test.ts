@@ -16,7 +16,9 @@ Deno.test("session manager: two processes on one store never lose a write (compa
   const b = await testApp({ store });
   const s = await jsonOf(await post(a.app, "/v1/sessions", { prompt: "ROMEO:" }), 201);
   const id = s.id as string;
-  const slow = post(a.app, `/v1/sessions/${id}/completions`, { max_tokens: 40, temperature: 0 });
+  // A's request is long (400 tokens, hundreds of ms even on a fast machine) so that B's one-token
+  // request, started once A's is under way, saves first however loaded the machine is.
+  const slow = post(a.app, `/v1/sessions/${id}/completions`, { max_tokens: 400, temperature: 0 });
   await new Promise((r) => setTimeout(r, 50));
   // "Process" B (its own busy set) continues the same session meanwhile and saves first.
   await jsonOf(
