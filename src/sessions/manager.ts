@@ -233,6 +233,12 @@ export class SessionManager {
   checkpointsWritten = 0;
   readonly #owner = "o_" + crypto.randomUUID();
   readonly #pool: CodecPool;
+  /**
+   * Digests of encoded bytes this manager wrote: a store that keeps the very array it was given
+   * (the memory store) hands it back on the next request, whose digest is then not computed again
+   * (hashing 13 MB per 385M request, and copying it to a codec worker, was on every turn's path).
+   */
+  readonly #digests = new WeakMap<Uint8Array, string>();
   readonly #encoding: StateEncoding;
   #claims = 0;
 
@@ -361,6 +367,15 @@ export class SessionManager {
     };
   }
 
+  /** The digest of encoded bytes: remembered when this manager wrote this very array, else hashed. */
+  async #digestOf(bytes: Uint8Array): Promise<string> {
+    const known = this.#digests.get(bytes);
+    if (known !== undefined) return known;
+    const digest = await this.#pool.digest(bytes);
+    this.#digests.set(bytes, digest);
+    return digest;
+  }
+
   /** Decode stored bytes (or take the cached live session when they are unchanged). */
   async #load(id: string): Promise<CacheEntry & { size: number }> {
     const entry = await this.#o.store.getEntry(id);
@@ -368,7 +383,7 @@ export class SessionManager {
       this.#cache.delete(id);
       throw noSession(id);
     }
-    const digest = await this.#pool.digest(entry.bytes);
+    const digest = await this.#digestOf(entry.bytes);
     const hit = this.#cache.get(id);
     if (hit && hit.digest === digest && hit.generation === entry.generation) {
       this.#remember(id, hit);
@@ -414,10 +429,11 @@ export class SessionManager {
     const writeCheckpoint = async (snap: SessionSnapshot) => {
       if (claim.lost) throw lostLease();
       const generation = Math.max(session.generation, expect ?? -1) + 1;
-      const { bytes } = await this.#pool.encode(
+      const { bytes, digest } = await this.#pool.encode(
         { ...snap, generation, lossy: inherited },
         { ...this.#codec(), encoding },
       );
+      this.#digests.set(bytes, digest);
       await this.#o.store.put(id, bytes, { generation, expectGeneration: expect, adopt: true });
       expect = generation;
       session.generation = generation;
@@ -462,6 +478,7 @@ export class SessionManager {
             { ...session.toSnapshot(), lossy: inherited },
             { ...this.#codec(), encoding },
           );
+          this.#digests.set(bytes, digest);
           try {
             await this.#o.store.put(id, bytes, {
               generation: session.generation,
@@ -578,7 +595,7 @@ export class SessionManager {
     const stored = sessionSummary(entry.bytes);
     if (encoding === undefined || encoding === stored.encoding) {
       const { encoding, lossy } = stored;
-      return { bytes: entry.bytes, digest: await this.#pool.digest(entry.bytes), encoding, lossy };
+      return { bytes: entry.bytes, digest: await this.#digestOf(entry.bytes), encoding, lossy };
     }
     const snap = await this.#pool.decode(entry.bytes, this.#codec());
     const { bytes, digest } = await this.#pool.encode(snap, { ...this.#codec(), encoding });
@@ -607,7 +624,7 @@ export class SessionManager {
       const existing = await this.#o.store.getEntry(id);
       const ifMatch = opts.ifMatch ?? null;
       if (ifMatch !== null) {
-        const current = existing ? etagOf(await this.#pool.digest(existing.bytes)) : null;
+        const current = existing ? etagOf(await this.#digestOf(existing.bytes)) : null;
         if (current === null || !matchesEtag(ifMatch, current)) {
           throw new TnlError(
             "precondition_failed",
@@ -636,6 +653,7 @@ export class SessionManager {
         { ...session.toSnapshot(), lossy: snap.lossy },
         { ...this.#codec(), encoding },
       );
+      this.#digests.set(out, digest);
       await this.#o.store.put(id, out, {
         generation: session.generation,
         expectGeneration: existing ? existing.generation : null,

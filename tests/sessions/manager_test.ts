@@ -62,3 +62,34 @@ Deno.test("session manager: a cached live session is not used once another proce
   );
   assert.deepEqual(Array.from(snap.tokens!), Array.from(whole.tokens!));
 });
+
+Deno.test("session manager: bytes it wrote and a memory store kept are not hashed again", async () => {
+  const { app, ctx } = await testApp();
+  let hashed = 0;
+  const digest = ctx.codec.digest.bind(ctx.codec);
+  ctx.codec.digest = (b) => (hashed++, digest(b));
+  const s = await jsonOf(await post(app, "/v1/sessions", { prompt: "ROMEO:" }), 201);
+  for (let i = 0; i < 3; i++) {
+    await jsonOf(
+      await post(app, `/v1/sessions/${s.id}/completions`, { max_tokens: 2, temperature: 0 }),
+    );
+  }
+  const res = await app.request(`/v1/sessions/${s.id}/state`);
+  assert.equal(res.status, 200);
+  assert.ok(res.headers.get("etag"));
+  await res.arrayBuffer();
+  assert.equal(hashed, 0, "every digest was known from the write");
+  // Bytes the store copied (not the array this manager wrote) are hashed, once per array.
+  const { app: other, ctx: otherCtx } = await testApp({ store: new MemorySessionStore() });
+  let otherHashed = 0;
+  const d2 = otherCtx.codec.digest.bind(otherCtx.codec);
+  otherCtx.codec.digest = (b) => (otherHashed++, d2(b));
+  const bytes = new Uint8Array(
+    await (await app.request(`/v1/sessions/${s.id}/state`)).arrayBuffer(),
+  );
+  await otherCtx.store.put(s.id as string, bytes, { generation: 5 });
+  await jsonOf(
+    await post(other, `/v1/sessions/${s.id}/completions`, { max_tokens: 1, temperature: 0 }),
+  );
+  assert.equal(otherHashed, 1);
+});
