@@ -271,6 +271,7 @@ function makeModel(
     newState: () => createState(config),
     forward: (tokens, state, opts) => {
       const ids = Int32Array.from(tokens as ArrayLike<number>);
+      delete state.finite; // its values change: a backend's earlier check no longer holds
       return backend.forward(state, ids, opts?.logits ?? "last");
     },
     engine: getEngine,

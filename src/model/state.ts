@@ -12,8 +12,9 @@ export interface ModelState {
   /** Per layer, [heads, dk, dv] row-major (dk = 2·headDim in LRPE layers). */
   readonly layers: Float32Array<ArrayBuffer>[];
   /**
-   * Set by a backend that already checked every value when it read the state back (in a worker:
-   * the serving thread need not scan 13 MB again); absent when not checked.
+   * Set by a backend that already checked every value when it read the state back (on the GPU or
+   * in its worker: the serving thread and the codec need not scan 13 MB again); absent when not
+   * checked. Whoever changes the values in place deletes it.
    */
   finite?: boolean;
 }

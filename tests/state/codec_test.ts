@@ -494,6 +494,9 @@ Deno.test("codec: encode refuses snapshots that could never decode", async () =>
   const nan = makeSnapshot(config);
   nan.state.layers[2][5] = NaN;
   await assert.rejects(encodeSession(nan, enc), /layer 2: non-finite value NaN at index 5/);
+  // Only a backend's own mark skips the scan; an explicit false (or none) scans.
+  nan.state.finite = false;
+  await assert.rejects(encodeSession(nan, enc), /layer 2: non-finite value NaN at index 5/);
   await assert.rejects(encodeSession({ ...s, pending: 3 }, enc), /not the last history token/);
   await assert.rejects(
     encodeSession({ ...s, state: { ...s.state, position: 9 } }, enc),
