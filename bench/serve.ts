@@ -640,7 +640,13 @@ function fail(msg: string): never {
   Deno.exit(2);
 }
 
+/**
+ * The commit of a checkout; `TNL_BENCH_COMMIT` overrides it (a copy of the work tree on another
+ * machine may carry an older `.git`).
+ */
 async function gitCommit(dir: string): Promise<string | null> {
+  const given = Deno.env.get("TNL_BENCH_COMMIT");
+  if (given) return given;
   try {
     const out = await new Deno.Command("git", { args: ["rev-parse", "--short", "HEAD"], cwd: dir })
       .output();
