@@ -84,6 +84,20 @@ interface MatvecSpec {
   add: boolean;
 }
 
+/** Columns of a head's state per decode-attention workgroup (the kernel's CB). */
+function attentionColumns(headDim: number): number {
+  return headDim % 32 === 0 ? 32 : headDim % 16 === 0 ? 16 : 8;
+}
+
+/**
+ * Whether the decode plan folds the output projection into the attention dispatch: SimpleRMSNorm
+ * models (the gate's norm is a per-sequence factor) whose output weight is one binding in every
+ * layer.
+ */
+function fusesOutProjection(config: ModelConfig, weights: GpuWeights): boolean {
+  return config.normType !== "layernorm" && weights.layers.every((l) => l.out.chunks.length === 1);
+}
+
 /** The model resident on a device. */
 export class GpuModel {
   /** Model configuration. */
@@ -134,6 +148,8 @@ export class GpuModel {
   readonly #qkvu: GPUBuffer;
   readonly #o: GPUBuffer;
   readonly #g: GPUBuffer;
+  /** The fused output projection's scratch (null where the plan keeps it separate). */
+  readonly #outFused: { parts: GPUBuffer; sqs: GPUBuffer; count: GPUBuffer; nwg: number } | null;
   readonly #decay: GPUBuffer[];
   /** Per layer: [heads] decay rates (λ = exp(-rate)). */
   readonly rates: GPUBuffer[] = [];
@@ -175,6 +191,20 @@ export class GpuModel {
     this.#qkvu = buf("qkvu", B * 4 * H * 4);
     this.#o = buf("o", B * H * 4);
     this.#g = buf("g", B * G * 4);
+    this.#outFused = null;
+    const nwg = config.numHeads * (config.headDim / attentionColumns(config.headDim));
+    const partBytes = B * nwg * D * 4;
+    if (
+      fusesOutProjection(config, weights) &&
+      partBytes <= ctx.device.limits.maxStorageBufferBindingSize
+    ) {
+      this.#outFused = {
+        parts: buf("out-parts", partBytes),
+        sqs: buf("out-squares", B * nwg * 4),
+        count: buf("out-count", B * 4),
+        nwg,
+      };
+    }
     this.states = [];
     this.slotFloats = [];
     this.slotScratch = buf(
@@ -420,16 +450,26 @@ export class GpuModel {
         }, nb),
       );
       const dk = stateKeyDim(c, l);
-      const cb = hd % 32 === 0 ? 32 : hd % 16 === 0 ? 16 : 8;
+      const cb = attentionColumns(hd);
+      const fused = this.#outFused;
       const attPipe = await this.pipelines.get("attention_decode", {
         ...LAYOUT_DEFINES,
         ...this.#actDefines(),
         LRPE: c.lrpe[l],
         CB: cb,
         MAX_DK: 2 * hd,
+        ...(fused
+          ? {
+            OUT_PROJ: true,
+            NWG: fused.nwg,
+            RPT: Math.ceil(D / 256),
+            W_DTYPE: lw.out.dtype,
+            BIAS: Boolean(v.outBias),
+          }
+          : {}),
       });
       const attParams = this.res.uniform(
-        [nh, hd, dk, H, this.slotFloats[l], c.lrpe[l] ? 1 : 0, 0],
+        [nh, hd, dk, H, this.slotFloats[l], c.lrpe[l] ? 1 : 0, 0, D],
         "attention.params",
       );
       const attEntries: [number, GPUBuffer][] = [
@@ -438,12 +478,24 @@ export class GpuModel {
         [2, this.rows],
         [3, this.#qkvu],
         [4, this.states[l]],
-        [5, this.#o],
         [6, this.#decay[l]],
       ];
       if (c.lrpe[l]) attEntries.push([7, v.theta!]);
+      if (fused) {
+        attEntries.push(
+          [8, lw.out.chunks[0].buffer],
+          ...scaleEntries(9, lw.out),
+          [10, this.#x],
+          [11, fused.parts],
+          [12, fused.sqs],
+          [13, fused.count],
+        );
+        if (v.outBias) attEntries.push([14, v.outBias]);
+      } else {
+        attEntries.push([5, this.#o]);
+      }
       plan.push({
-        label: "attention",
+        label: fused ? "attention+out_proj" : "attention",
         pipeline: attPipe,
         bindGroup: this.res.bindGroup(attPipe, attEntries, "attention"),
         x: nh * (hd / cb),
@@ -458,18 +510,20 @@ export class GpuModel {
           }),
         );
       }
-      plan.push(
-        ...await this.#matvec({
-          label: "out_proj",
-          w: lw.out,
-          bias: v.outBias,
-          input: ln ? { buffer: this.#a, stride: H, off: 0 } : oIn,
-          gate: { buffer: this.#qkvu, stride: 4 * H, off: 3 * H },
-          out: { buffer: this.#x, stride: D, off: 0 },
-          rmsScale: !ln,
-          add: true,
-        }, nb),
-      );
+      if (!fused) {
+        plan.push(
+          ...await this.#matvec({
+            label: "out_proj",
+            w: lw.out,
+            bias: v.outBias,
+            input: ln ? { buffer: this.#a, stride: H, off: 0 } : oIn,
+            gate: { buffer: this.#qkvu, stride: 4 * H, off: 3 * H },
+            out: { buffer: this.#x, stride: D, off: 0 },
+            rmsScale: !ln,
+            add: true,
+          }, nb),
+        );
+      }
       if (ln) {
         plan.push(
           await this.#norm("channel_norm", D, xIn, aIn, { w: v.channelNormW!, b: v.channelNormB! }),
