@@ -27,6 +27,14 @@ import {
   SAMPLING_DEFINES,
   SAMPLING_WORDS,
 } from "./layout.ts";
+import {
+  GLU_DOWN_SEQS,
+  gluDownDefines,
+  gluDownFits,
+  gluDownScratch,
+  type GluDownTiling,
+  gluDownTiling,
+} from "./glu_down_tiling.ts";
 import { matvecTiling, matvecTilingDefines } from "./matvec_tiling.ts";
 import { GpuResources } from "./resources.ts";
 import { sampleDefines, sampleShape } from "./sample_code.ts";
@@ -150,6 +158,13 @@ export class GpuModel {
   readonly #g: GPUBuffer;
   /** The fused output projection's scratch (null where the plan keeps it separate). */
   readonly #outFused: { parts: GPUBuffer; sqs: GPUBuffer; count: GPUBuffer; nwg: number } | null;
+  /** The fused SGLU + down projection's layout and scratch (null where the plan keeps them apart). */
+  readonly #gluDown: {
+    tiling: GluDownTiling;
+    parts: GPUBuffer;
+    sums: GPUBuffer;
+    count: GPUBuffer;
+  } | null;
   readonly #decay: GPUBuffer[];
   /** Per layer: [heads] decay rates (λ = exp(-rate)). */
   readonly rates: GPUBuffer[] = [];
@@ -203,6 +218,21 @@ export class GpuModel {
         sqs: buf("out-squares", B * nwg * 4),
         count: buf("out-count", B * 4),
         nwg,
+      };
+    }
+    this.#gluDown = null;
+    const gd = gluDownTiling(D, G);
+    const gdBytes = gluDownScratch(gd, D, B);
+    if (
+      config.normType !== "layernorm" && gluDownFits(D, G) &&
+      weights.layers.every((l) => [l.l1, l.l2, l.l3].every((m) => m.chunks.length === 1)) &&
+      gdBytes.parts <= ctx.device.limits.maxStorageBufferBindingSize
+    ) {
+      this.#gluDown = {
+        tiling: gd,
+        parts: buf("glu-down-parts", gdBytes.parts),
+        sums: buf("glu-down-sums", gdBytes.sums),
+        count: buf("glu-down-count", gdBytes.counters),
       };
     }
     this.states = [];
@@ -380,6 +410,57 @@ export class GpuModel {
     };
   }
 
+  /** The fused SGLU + down projection of layer `l` (x += glu(srms(x))·W3ᵀ), for any batch. */
+  async #gluDownDispatch(l: number): Promise<Dispatch> {
+    const fused = this.#gluDown!;
+    const { embedDim: D, gluDim: G } = this.config;
+    const lw = this.weights.layers[l];
+    const v = lw.vectors;
+    const bias12 = Boolean(v.l1Bias || v.l2Bias);
+    const pipeline = await this.pipelines.get("glu_down", {
+      ...gluDownDefines(fused.tiling, D),
+      W1_DTYPE: lw.l1.dtype,
+      W2_DTYPE: lw.l2.dtype,
+      W3_DTYPE: lw.l3.dtype,
+      BIAS12: bias12,
+      BIAS3: Boolean(v.l3Bias),
+    });
+    const entries: [number, GPUBuffer][] = [
+      [0, this.res.uniform([D, G], "glu_down.params")],
+      [1, this.ctl],
+      [2, this.#x],
+      [3, lw.l1.chunks[0].buffer],
+      [5, lw.l2.chunks[0].buffer],
+      [7, lw.l3.chunks[0].buffer],
+      ...scaleEntries(4, lw.l1),
+      ...scaleEntries(6, lw.l2),
+      ...scaleEntries(8, lw.l3),
+      [12, fused.parts],
+      [13, fused.sums],
+      [14, fused.count],
+    ];
+    if (bias12) {
+      entries.push([9, v.l1Bias ?? this.#zeros(G)], [10, v.l2Bias ?? this.#zeros(G)]);
+    }
+    if (v.l3Bias) entries.push([11, v.l3Bias]);
+    return {
+      label: "glu+down_proj",
+      pipeline,
+      bindGroup: this.res.bindGroup(pipeline, entries, "glu_down"),
+      x: fused.tiling.workgroups,
+      y: (batch) => Math.ceil(batch / GLU_DOWN_SEQS),
+    };
+  }
+
+  #zeroVector: GPUBuffer | null = null;
+  /** A zero vector of at least `n` floats (a missing bias next to a present one). */
+  #zeros(n: number): GPUBuffer {
+    if (!this.#zeroVector || this.#zeroVector.size < n * 4) {
+      this.#zeroVector = this.res.storage("zeros", n * 4);
+    }
+    return this.#zeroVector;
+  }
+
   /** The dispatches of one decode step for batches handled `nb` sequences per workgroup. */
   decodePlan(nb: number): Promise<Dispatch[]> {
     let p = this.#plans.get(nb);
@@ -528,6 +609,10 @@ export class GpuModel {
         plan.push(
           await this.#norm("channel_norm", D, xIn, aIn, { w: v.channelNormW!, b: v.channelNormB! }),
         );
+      }
+      if (this.#gluDown) {
+        plan.push(await this.#gluDownDispatch(l));
+        continue;
       }
       plan.push(
         ...await this.#matvec({
