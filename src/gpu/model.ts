@@ -27,14 +27,6 @@ import {
   SAMPLING_DEFINES,
   SAMPLING_WORDS,
 } from "./layout.ts";
-import {
-  GLU_DOWN_SEQS,
-  gluDownDefines,
-  gluDownFits,
-  gluDownScratch,
-  type GluDownTiling,
-  gluDownTiling,
-} from "./glu_down_tiling.ts";
 import { matvecTiling, matvecTilingDefines } from "./matvec_tiling.ts";
 import { GpuResources } from "./resources.ts";
 import { sampleDefines, sampleShape } from "./sample_code.ts";
@@ -92,20 +84,6 @@ interface MatvecSpec {
   add: boolean;
 }
 
-/** Columns of a head's state per decode-attention workgroup (the kernel's CB). */
-function attentionColumns(headDim: number): number {
-  return headDim % 32 === 0 ? 32 : headDim % 16 === 0 ? 16 : 8;
-}
-
-/**
- * Whether the decode plan folds the output projection into the attention dispatch: SimpleRMSNorm
- * models (the gate's norm is a per-sequence factor) whose output weight is one binding in every
- * layer.
- */
-function fusesOutProjection(config: ModelConfig, weights: GpuWeights): boolean {
-  return config.normType !== "layernorm" && weights.layers.every((l) => l.out.chunks.length === 1);
-}
-
 /** The model resident on a device. */
 export class GpuModel {
   /** Model configuration. */
@@ -156,15 +134,6 @@ export class GpuModel {
   readonly #qkvu: GPUBuffer;
   readonly #o: GPUBuffer;
   readonly #g: GPUBuffer;
-  /** The fused output projection's scratch (null where the plan keeps it separate). */
-  readonly #outFused: { parts: GPUBuffer; sqs: GPUBuffer; count: GPUBuffer; nwg: number } | null;
-  /** The fused SGLU + down projection's layout and scratch (null where the plan keeps them apart). */
-  readonly #gluDown: {
-    tiling: GluDownTiling;
-    parts: GPUBuffer;
-    sums: GPUBuffer;
-    count: GPUBuffer;
-  } | null;
   readonly #decay: GPUBuffer[];
   /** Per layer: [heads] decay rates (λ = exp(-rate)). */
   readonly rates: GPUBuffer[] = [];
@@ -206,35 +175,6 @@ export class GpuModel {
     this.#qkvu = buf("qkvu", B * 4 * H * 4);
     this.#o = buf("o", B * H * 4);
     this.#g = buf("g", B * G * 4);
-    this.#outFused = null;
-    const nwg = config.numHeads * (config.headDim / attentionColumns(config.headDim));
-    const partBytes = B * nwg * D * 4;
-    if (
-      fusesOutProjection(config, weights) &&
-      partBytes <= ctx.device.limits.maxStorageBufferBindingSize
-    ) {
-      this.#outFused = {
-        parts: buf("out-parts", partBytes),
-        sqs: buf("out-squares", B * nwg * 4),
-        count: buf("out-count", B * 4),
-        nwg,
-      };
-    }
-    this.#gluDown = null;
-    const gd = gluDownTiling(D, G);
-    const gdBytes = gluDownScratch(gd, D, B);
-    if (
-      config.normType !== "layernorm" && gluDownFits(D, G) &&
-      weights.layers.every((l) => [l.l1, l.l2, l.l3].every((m) => m.chunks.length === 1)) &&
-      gdBytes.parts <= ctx.device.limits.maxStorageBufferBindingSize
-    ) {
-      this.#gluDown = {
-        tiling: gd,
-        parts: buf("glu-down-parts", gdBytes.parts),
-        sums: buf("glu-down-sums", gdBytes.sums),
-        count: buf("glu-down-count", gdBytes.counters),
-      };
-    }
     this.states = [];
     this.slotFloats = [];
     this.slotScratch = buf(
@@ -410,57 +350,6 @@ export class GpuModel {
     };
   }
 
-  /** The fused SGLU + down projection of layer `l` (x += glu(srms(x))·W3ᵀ), for any batch. */
-  async #gluDownDispatch(l: number): Promise<Dispatch> {
-    const fused = this.#gluDown!;
-    const { embedDim: D, gluDim: G } = this.config;
-    const lw = this.weights.layers[l];
-    const v = lw.vectors;
-    const bias12 = Boolean(v.l1Bias || v.l2Bias);
-    const pipeline = await this.pipelines.get("glu_down", {
-      ...gluDownDefines(fused.tiling, D),
-      W1_DTYPE: lw.l1.dtype,
-      W2_DTYPE: lw.l2.dtype,
-      W3_DTYPE: lw.l3.dtype,
-      BIAS12: bias12,
-      BIAS3: Boolean(v.l3Bias),
-    });
-    const entries: [number, GPUBuffer][] = [
-      [0, this.res.uniform([D, G], "glu_down.params")],
-      [1, this.ctl],
-      [2, this.#x],
-      [3, lw.l1.chunks[0].buffer],
-      [5, lw.l2.chunks[0].buffer],
-      [7, lw.l3.chunks[0].buffer],
-      ...scaleEntries(4, lw.l1),
-      ...scaleEntries(6, lw.l2),
-      ...scaleEntries(8, lw.l3),
-      [12, fused.parts],
-      [13, fused.sums],
-      [14, fused.count],
-    ];
-    if (bias12) {
-      entries.push([9, v.l1Bias ?? this.#zeros(G)], [10, v.l2Bias ?? this.#zeros(G)]);
-    }
-    if (v.l3Bias) entries.push([11, v.l3Bias]);
-    return {
-      label: "glu+down_proj",
-      pipeline,
-      bindGroup: this.res.bindGroup(pipeline, entries, "glu_down"),
-      x: fused.tiling.workgroups,
-      y: (batch) => Math.ceil(batch / GLU_DOWN_SEQS),
-    };
-  }
-
-  #zeroVector: GPUBuffer | null = null;
-  /** A zero vector of at least `n` floats (a missing bias next to a present one). */
-  #zeros(n: number): GPUBuffer {
-    if (!this.#zeroVector || this.#zeroVector.size < n * 4) {
-      this.#zeroVector = this.res.storage("zeros", n * 4);
-    }
-    return this.#zeroVector;
-  }
-
   /** The dispatches of one decode step for batches handled `nb` sequences per workgroup. */
   decodePlan(nb: number): Promise<Dispatch[]> {
     let p = this.#plans.get(nb);
@@ -531,26 +420,16 @@ export class GpuModel {
         }, nb),
       );
       const dk = stateKeyDim(c, l);
-      const cb = attentionColumns(hd);
-      const fused = this.#outFused;
+      const cb = hd % 32 === 0 ? 32 : hd % 16 === 0 ? 16 : 8;
       const attPipe = await this.pipelines.get("attention_decode", {
         ...LAYOUT_DEFINES,
         ...this.#actDefines(),
         LRPE: c.lrpe[l],
         CB: cb,
         MAX_DK: 2 * hd,
-        ...(fused
-          ? {
-            OUT_PROJ: true,
-            NWG: fused.nwg,
-            RPT: Math.ceil(D / 256),
-            W_DTYPE: lw.out.dtype,
-            BIAS: Boolean(v.outBias),
-          }
-          : {}),
       });
       const attParams = this.res.uniform(
-        [nh, hd, dk, H, this.slotFloats[l], c.lrpe[l] ? 1 : 0, 0, D],
+        [nh, hd, dk, H, this.slotFloats[l], c.lrpe[l] ? 1 : 0, 0],
         "attention.params",
       );
       const attEntries: [number, GPUBuffer][] = [
@@ -559,24 +438,12 @@ export class GpuModel {
         [2, this.rows],
         [3, this.#qkvu],
         [4, this.states[l]],
+        [5, this.#o],
         [6, this.#decay[l]],
       ];
       if (c.lrpe[l]) attEntries.push([7, v.theta!]);
-      if (fused) {
-        attEntries.push(
-          [8, lw.out.chunks[0].buffer],
-          ...scaleEntries(9, lw.out),
-          [10, this.#x],
-          [11, fused.parts],
-          [12, fused.sqs],
-          [13, fused.count],
-        );
-        if (v.outBias) attEntries.push([14, v.outBias]);
-      } else {
-        attEntries.push([5, this.#o]);
-      }
       plan.push({
-        label: fused ? "attention+out_proj" : "attention",
+        label: "attention",
         pipeline: attPipe,
         bindGroup: this.res.bindGroup(attPipe, attEntries, "attention"),
         x: nh * (hd / cb),
@@ -591,28 +458,22 @@ export class GpuModel {
           }),
         );
       }
-      if (!fused) {
-        plan.push(
-          ...await this.#matvec({
-            label: "out_proj",
-            w: lw.out,
-            bias: v.outBias,
-            input: ln ? { buffer: this.#a, stride: H, off: 0 } : oIn,
-            gate: { buffer: this.#qkvu, stride: 4 * H, off: 3 * H },
-            out: { buffer: this.#x, stride: D, off: 0 },
-            rmsScale: !ln,
-            add: true,
-          }, nb),
-        );
-      }
+      plan.push(
+        ...await this.#matvec({
+          label: "out_proj",
+          w: lw.out,
+          bias: v.outBias,
+          input: ln ? { buffer: this.#a, stride: H, off: 0 } : oIn,
+          gate: { buffer: this.#qkvu, stride: 4 * H, off: 3 * H },
+          out: { buffer: this.#x, stride: D, off: 0 },
+          rmsScale: !ln,
+          add: true,
+        }, nb),
+      );
       if (ln) {
         plan.push(
           await this.#norm("channel_norm", D, xIn, aIn, { w: v.channelNormW!, b: v.channelNormB! }),
         );
-      }
-      if (this.#gluDown) {
-        plan.push(await this.#gluDownDispatch(l));
-        continue;
       }
       plan.push(
         ...await this.#matvec({
