@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { CpuBackend } from "../../src/cpu/mod.ts";
 import type { Backend } from "../../src/engine/backend.ts";
-import { Engine, type GenerateEvent, type GenerateRequest } from "../../src/engine/engine.ts";
+import { Engine, type GenerateEvent } from "../../src/engine/engine.ts";
 import { Session } from "../../src/engine/session.ts";
 import { TnlError } from "../../src/errors.ts";
 import { WebGpuBackend } from "../../src/gpu/backend.ts";
@@ -17,6 +17,7 @@ import { openSafetensors } from "../../src/model/weights/safetensors.ts";
 import { Tokenizer } from "../../src/tokenizer/tokenizer.ts";
 import { gpuContext } from "../gpu/support.ts";
 import { DEFAULT_MODEL_DIR } from "../fixtures.ts";
+import { runRequest } from "../support/engine.ts";
 
 const config = await loadConfig(DEFAULT_MODEL_DIR + "config.json");
 const tokenizer = await Tokenizer.load(DEFAULT_MODEL_DIR + "tokenizer.model");
@@ -40,22 +41,7 @@ async function makeBackend(kind: "cpu" | "webgpu" | "worker"): Promise<Backend> 
   }
 }
 
-/** Run one request to the end; returns the generated tokens, text and finish reason. */
-async function run(engine: Engine, req: GenerateRequest) {
-  const tokens: number[] = [];
-  let text = "";
-  let done: Extract<GenerateEvent, { type: "done" }> | null = null;
-  for await (const e of engine.generate(req)) {
-    if (e.type === "token") {
-      tokens.push(...e.tokens);
-      text += e.text;
-    } else {
-      text += e.text;
-      done = e;
-    }
-  }
-  return { tokens, text, done: done! };
-}
+const run = runRequest;
 
 const prompt = (s: string) => tokenizer.encode(s);
 const hasGpu = (await gpuContext()) !== null;

@@ -9,13 +9,14 @@ import assert from "node:assert/strict";
 import { CpuBackend } from "../../src/cpu/mod.ts";
 import { BROKEN_LOGITS_TOKEN, type SampledRow } from "../../src/engine/backend.ts";
 import { validateSamplingParams } from "../../src/engine/sampling_params.ts";
-import { Engine, type GenerateEvent, type GenerateRequest } from "../../src/engine/engine.ts";
+import { Engine, type GenerateRequest } from "../../src/engine/engine.ts";
 import { HostSampling, logitsBroken } from "../../src/engine/host_sampling.ts";
 import type { Session } from "../../src/engine/session.ts";
 import { loadConfig } from "../../src/model/config.ts";
 import { openSafetensors } from "../../src/model/weights/safetensors.ts";
 import { Tokenizer } from "../../src/tokenizer/tokenizer.ts";
 import { DEFAULT_MODEL_DIR } from "../fixtures.ts";
+import { runRequest } from "../support/engine.ts";
 
 const config = await loadConfig(DEFAULT_MODEL_DIR + "config.json");
 const tokenizer = await Tokenizer.load(DEFAULT_MODEL_DIR + "tokenizer.model");
@@ -29,19 +30,7 @@ async function cpuBackend(): Promise<CpuBackend> {
   }
 }
 
-/** Run one request to the end: its tokens, text and final event. */
-async function run(engine: Engine, req: GenerateRequest) {
-  const tokens: number[] = [];
-  let text = "";
-  let done: Extract<GenerateEvent, { type: "done" }> | null = null;
-  for await (const e of engine.generate(req)) {
-    if (e.type === "token") {
-      tokens.push(...e.tokens);
-      text += e.text;
-    } else done = e;
-  }
-  return { tokens, text, finish: done!.finishReason, error: done!.error };
-}
+const run = runRequest;
 
 /** The requests both engines run: one per sampling feature. */
 function requests(session: () => Session): GenerateRequest[] {
@@ -126,8 +115,8 @@ Deno.test({
       );
       assert.ok(rounds.device * 2 < rounds.host, `rounds: ${JSON.stringify(rounds)}`);
       assert.equal(
-        want.find((w) => w.finish === "stop" && w.tokens.at(-1) !== config.eosTokenId)
-          ?.finish,
+        want.find((w) => w.done.finishReason === "stop" && w.tokens.at(-1) !== config.eosTokenId)
+          ?.done.finishReason,
         "stop",
         "a stop string ended a request",
       );
@@ -135,7 +124,7 @@ Deno.test({
       for (let i = 0; i < want.length; i++) {
         assert.deepEqual(got[i].tokens, want[i].tokens, `request ${i}: tokens`);
         assert.equal(got[i].text, want[i].text, `request ${i}: text`);
-        assert.equal(got[i].finish, want[i].finish, `request ${i}: finish`);
+        assert.equal(got[i].done.finishReason, want[i].done.finishReason, `request ${i}: finish`);
         const a = devSessions[i], b = hostSessions[i];
         assert.equal(a.position, b.position, `request ${i}: position`);
         // Sessions of unseeded requests draw their own seeds: the streams advanced alike.

@@ -25,6 +25,7 @@ import { openSafetensors } from "../../src/model/weights/safetensors.ts";
 import { Tokenizer } from "../../src/tokenizer/tokenizer.ts";
 import { gpuContext } from "../gpu/support.ts";
 import { DEFAULT_MODEL_DIR } from "../fixtures.ts";
+import { runRequest } from "../support/engine.ts";
 
 const config = await loadConfig(DEFAULT_MODEL_DIR + "config.json");
 const tokenizer = await Tokenizer.load(DEFAULT_MODEL_DIR + "tokenizer.model");
@@ -52,16 +53,7 @@ function workerBackend(kind: "webgpu" | "cpu" = "webgpu", maxBatch = 8): Promise
   );
 }
 
-/** Run one request to the end. */
-async function run(engine: Engine, req: GenerateRequest) {
-  const tokens: number[] = [];
-  let done: Extract<GenerateEvent, { type: "done" }> | null = null;
-  for await (const e of engine.generate(req)) {
-    if (e.type === "token") tokens.push(...e.tokens);
-    else done = e;
-  }
-  return { tokens, done: done! };
-}
+const run = runRequest;
 
 const seeded = (engine: Engine, i: number, maxTokens: number): GenerateRequest => ({
   session: engine.newSession(),
