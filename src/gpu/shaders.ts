@@ -5,7 +5,7 @@
  * - `//#include name`            the text of `wgsl/name.wgsl`
  * - `//#weights NAME BINDING SCALES`  a weight binding `NAME` in the dtype chosen by define
  *                                `NAME_DTYPE` (f32 | bf16 | f16 | q8; q8's row scales at binding
- *                                SCALES) with the accessors of `weightAccessors`
+ *                                SCALES) with its accessors, from `wgsl/weights_<dtype>.wgsl`
  * - `//#if FLAG` / `//#else` / `//#endif`   kept when define FLAG is truthy
  * and `{{NAME}}` is replaced by the define's value.
  * @module
@@ -33,73 +33,34 @@ export function readKernelSource(name: string): Promise<string> {
   return p;
 }
 
+/** Weight dtypes with accessors in `wgsl/weights_<dtype>.wgsl`. */
+const WEIGHT_DTYPES = ["f32", "bf16", "f16", "q8"];
+
 /**
- * Declarations and accessors of one weight binding in the given dtype: `NAME_scale(row)` (the row's
- * f32 scale for `q8`, 1 otherwise; `row` is the global row), `NAME_get(e, s)` (element e, times s
- * for `q8`) and `NAME_get8(i, s)` (elements 8i..8i+7). `q8` reads its scales at `scaleBinding`.
+ * Declarations and accessors of one weight binding in the given dtype, from
+ * `wgsl/weights_<dtype>.wgsl`: `NAME_scale(row)` (the row's f32 scale for `q8`, 1 otherwise; `row`
+ * is the global row), `NAME_get(e, s)` (element e, times s for `q8`) and `NAME_get8(i, s)` (elements
+ * 8i..8i+7). `q8` reads its scales at `scaleBinding`.
  */
-export function weightAccessors(
+export async function weightAccessors(
   name: string,
   binding: number,
   dtype: string,
   scaleBinding?: number,
-): string {
-  const decl = (t: string) =>
-    `@group(0) @binding(${binding}) var<storage, read> ${name}: array<${t}>;`;
-  const unit = `fn ${name}_scale(row: u32) -> f32 { return 1.0; }`;
-  switch (dtype) {
-    case "f32":
-      return `${decl("vec4<f32>")}
-${unit}
-fn ${name}_get(e: u32, s: f32) -> f32 { return ${name}[e >> 2u][e & 3u]; }
-fn ${name}_get8(i: u32, s: f32) -> array<vec4<f32>, 2> { return array<vec4<f32>, 2>(${name}[2u * i], ${name}[2u * i + 1u]); }`;
-    case "bf16":
-      return `${decl("vec4<u32>")}
-${unit}
-fn ${name}_get(e: u32, s: f32) -> f32 {
-  let w = ${name}[e >> 3u][(e >> 1u) & 3u];
-  return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (e & 1u) == 1u));
-}
-fn ${name}_get8(i: u32, s: f32) -> array<vec4<f32>, 2> {
-  let w = ${name}[i];
-  let lo = bitcast<vec4<f32>>(w << vec4<u32>(16u));
-  let hi = bitcast<vec4<f32>>(w & vec4<u32>(0xffff0000u));
-  return array<vec4<f32>, 2>(vec4<f32>(lo.x, hi.x, lo.y, hi.y), vec4<f32>(lo.z, hi.z, lo.w, hi.w));
-}`;
-    case "f16":
-      return `${decl("vec4<u32>")}
-${unit}
-fn ${name}_get(e: u32, s: f32) -> f32 {
-  let w = unpack2x16float(${name}[e >> 3u][(e >> 1u) & 3u]);
-  return select(w.x, w.y, (e & 1u) == 1u);
-}
-fn ${name}_get8(i: u32, s: f32) -> array<vec4<f32>, 2> {
-  let w = ${name}[i];
-  let a = unpack2x16float(w.x); let b = unpack2x16float(w.y);
-  let c = unpack2x16float(w.z); let d = unpack2x16float(w.w);
-  return array<vec4<f32>, 2>(vec4<f32>(a, b), vec4<f32>(c, d));
-}`;
-    case "q8":
-      if (scaleBinding === undefined) throw new Error(`q8 weights ${name} need a scale binding`);
-      // Little-endian bytes: element k of a word is byte k; shifting it to the top and back
-      // (arithmetic shift) sign-extends it. q·s is one correctly rounded f32 product.
-      return `${decl("vec2<u32>")}
-@group(0) @binding(${scaleBinding}) var<storage, read> ${name}_scales: array<f32>;
-fn ${name}_scale(row: u32) -> f32 { return ${name}_scales[row]; }
-fn ${name}_bytes(w: u32) -> vec4<f32> {
-  return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
-}
-fn ${name}_get(e: u32, s: f32) -> f32 {
-  let w = ${name}[e >> 3u][(e >> 2u) & 1u];
-  return f32(bitcast<i32>(w << (24u - 8u * (e & 3u))) >> 24u) * s;
-}
-fn ${name}_get8(i: u32, s: f32) -> array<vec4<f32>, 2> {
-  let w = ${name}[i];
-  return array<vec4<f32>, 2>(${name}_bytes(w.x) * s, ${name}_bytes(w.y) * s);
-}`;
-    default:
-      throw new Error(`unknown weight dtype ${dtype}`);
+): Promise<string> {
+  if (!WEIGHT_DTYPES.includes(dtype)) throw new Error(`unknown weight dtype ${dtype}`);
+  if (dtype === "q8" && scaleBinding === undefined) {
+    throw new Error(`q8 weights ${name} need a scale binding`);
   }
+  const values: Record<string, string> = {
+    W: name,
+    BINDING: String(binding),
+    SCALES: String(scaleBinding),
+  };
+  const text = await readKernelSource(`weights_${dtype}`);
+  // The template's leading comment lines stay in the file, not in every kernel.
+  return text.split("\n").filter((l) => !l.startsWith("//")).join("\n").trimEnd()
+    .replace(/\{\{(W|BINDING|SCALES)\}\}/g, (_, k: string) => values[k]);
 }
 
 /** Expand directives and `{{NAME}}` placeholders. */
@@ -139,7 +100,7 @@ export async function preprocess(name: string, defines: Defines, depth = 0): Pro
       const dtype = defines[`${wname}_DTYPE`];
       if (typeof dtype !== "string") throw new Error(`${name}: define ${wname}_DTYPE missing`);
       out.push(
-        weightAccessors(
+        await weightAccessors(
           wname,
           Number(binding),
           dtype,
