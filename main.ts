@@ -72,7 +72,7 @@ serve:
   --max-queue N        requests waiting before 429 (default 256)
   --max-batch N        sequences decoded together
   --max-body-bytes N   request body limit (default 64 MiB)
-  --checkpoint-tokens N  store kept sessions every N generated tokens mid-generation
+  --checkpoint-tokens N  store kept sessions mid-generation once N tokens were generated since the last store
                        (default 64 on redis and kv stores, else 0 = only at the end)
   --lease-ms N         session lease TTL on redis and kv stores (default 10000)
   --max-prompt-tokens N  longest prompt in tokens, else a 400 (default 32768; 0 = no limit)

@@ -59,8 +59,9 @@ export interface AppOptions {
   /** How often a non-streaming request checks whether its client went away, in ms (default 100). */
   disconnectPollMs?: number;
   /**
-   * Store a kept session every this many generated tokens during a generation (and at its end, as
-   * always), so another instance can resume from there if this one dies. 0 = only at the end.
+   * Store a kept session during a generation each time at least this many tokens were generated
+   * since the last store (at the end of that decode round), and at its end as always, so another
+   * instance can resume from there if this one dies. 0 = only at the end.
    * Default: 64 on stores shared between processes (with leases: Redis, Deno KV), else 0.
    */
   checkpointTokens?: number;

@@ -189,9 +189,11 @@ stest(
     const reader = res.body!.getReader();
     const dec = new TextDecoder();
     let buf = "";
-    while (received < 30) {
+    // Generation has begun once text arrives (a chunk may carry several tokens: one per stream
+    // per decode round).
+    while (received < 1) {
       const { done, value } = await reader.read();
-      assert.ok(!done, "the stream ended before 30 tokens");
+      assert.ok(!done, "the stream ended before any text");
       buf += dec.decode(value, { stream: true });
       let i;
       while ((i = buf.indexOf("\n\n")) >= 0) {
@@ -221,8 +223,9 @@ stest(
     // The last checkpoint is in Redis: a complete, valid state (decoded and checked here).
     const saved = await stateOf(B.url, id);
     const done = saved.tokens!.length - promptLen;
+    // A checkpoint is written at the end of a decode round once at least CHECKPOINT tokens were
+    // generated since the last one (a round may decode several steps).
     assert.ok(done >= CHECKPOINT && done < TOTAL, `checkpointed at ${done} generated tokens`);
-    assert.equal(done % CHECKPOINT, 0);
     assert.deepEqual(
       Array.from(saved.tokens!),
       Array.from(reference.tokens!.subarray(0, saved.tokens!.length)),
