@@ -35,6 +35,8 @@ const fma = (a: string, b: string, c: string) => `(f32x4.relaxed_madd ${a} ${b} 
 const bump = (v: string, n: number | string) =>
   set(v, `(i32.add ${g(v)} ${typeof n === "number" ? `(i32.const ${n})` : n})`);
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+/** Steps of 8 columns an int8 tile takes per pass of its inner loop (the block allowing). */
+const I8_UNROLL = 4;
 
 /** f16 bits in the low halves of 4 i32 lanes → exact f32 (finite values; the loader rejects ±inf/NaN). */
 const f16x4 = (e: string) => `(call $f16x4 ${e})`;
@@ -259,22 +261,38 @@ function tileI8(R: number, NT: number): string {
   for (const r of RR) {
     for (const t of T) L.push(`        ${set(ia(r, t), "(v128.const i64x2 0 0)")}`);
   }
-  L.push("        (loop $steps");
-  for (const t of T) L.push(`          ${set(`xv${t}`, `(v128.load ${g(`x${t}`)})`)}`);
-  for (const r of RR) {
-    L.push(`          ${set("wv", `(v128.load8x8_s ${g(`w${r}`)})`)}`);
-    for (const t of T) {
-      L.push(
-        `          ${
-          set(ia(r, t), `(i32x4.add ${g(ia(r, t))} (i32x4.dot_i16x8_s ${g("wv")} ${g(`xv${t}`)}))`)
-        }`,
-      );
+  /** One step of 8 columns at byte offset 8·u of the weight rows (16·u of the activations). */
+  const step = (u: number, ind: string) => {
+    const off = (n: number) => (n ? ` offset=${n}` : "");
+    for (const t of T) L.push(`${ind}${set(`xv${t}`, `(v128.load${off(16 * u)} ${g(`x${t}`)})`)}`);
+    for (const r of RR) {
+      L.push(`${ind}${set("wv", `(v128.load8x8_s${off(8 * u)} ${g(`w${r}`)})`)}`);
+      for (const t of T) {
+        const dot = `(i32x4.dot_i16x8_s ${g("wv")} ${g(`xv${t}`)})`;
+        L.push(`${ind}${set(ia(r, t), `(i32x4.add ${g(ia(r, t))} ${dot})`)}`);
+      }
     }
-  }
-  for (const r of RR) L.push(`          ${bump(`w${r}`, 8)}`);
-  for (const t of T) L.push(`          ${bump(`x${t}`, 16)}`);
-  L.push(`          ${bump("col", 8)}`);
-  L.push(`          (br_if $steps (i32.lt_u ${g("col")} ${g("bend")})))`);
+  };
+  // Steps of I8_UNROLL·8 columns while they fit in the block (one pointer bump per row for all),
+  // then single steps; the i32 sums are exact, so the grouping never changes a result.
+  const wide = 8 * I8_UNROLL;
+  const fits = `(i32.le_u (i32.add ${g("col")} (i32.const ${wide})) ${g("bend")})`;
+  L.push(`        (if ${fits}`);
+  L.push("          (then");
+  L.push("            (loop $wide");
+  for (let u = 0; u < I8_UNROLL; u++) step(u, "              ");
+  for (const r of RR) L.push(`              ${bump(`w${r}`, wide)}`);
+  for (const t of T) L.push(`              ${bump(`x${t}`, 2 * wide)}`);
+  L.push(`              ${bump("col", wide)}`);
+  L.push(`              (br_if $wide ${fits}))))`);
+  L.push("        (block $stepped");
+  L.push(`          (br_if $stepped (i32.ge_u ${g("col")} ${g("bend")}))`);
+  L.push("          (loop $steps");
+  step(0, "            ");
+  for (const r of RR) L.push(`            ${bump(`w${r}`, 8)}`);
+  for (const t of T) L.push(`            ${bump(`x${t}`, 16)}`);
+  L.push(`            ${bump("col", 8)}`);
+  L.push(`            (br_if $steps (i32.lt_u ${g("col")} ${g("bend")}))))`);
   for (const k of G) {
     for (const t of T) {
       const sums = range(4).map((i) => g(ia(4 * k + i, t))).join(" ");
