@@ -782,6 +782,72 @@ ${eight((u) => `(v128.store offset=${16 * u} (local.get $p) (local.get $a${u}))`
         (br $heads))))`;
 }
 
+/**
+ * The decode recurrence of one sequence (src/cpu/attention.ts `recurrentStep`, in f32 with fused
+ * multiply-adds) for heads [$h0, $h1), 32 output columns at a time (8 vector accumulators):
+ *   S[i, j] ← fma(k_i, v_j, f32(λ·S[i, j]));  o_j = Σ_i q_i·S[i, j] (new S), i in order
+ * Every output is one fixed chain, whatever the thread or the batch. dk and dv: multiples of 32.
+ */
+function recurrent(): string {
+  const I = "              ";
+  return `
+  ;; Decode step of heads [$h0, $h1) of one sequence: S ← λ·S + kᵀ·v;  o = q·S
+  ;; $S [h][dk][dv] states; q and k of head h at $q + h·$qs, $k + h·$qs (dk floats);
+  ;; v and o of head h at $v + 4·h·dv, $o + 4·h·dv; $lam [h] λ in f32.
+  (func (export "recurrent")
+    (param $S i32) (param $q i32) (param $k i32) (param $v i32) (param $o i32) (param $lam i32)
+    (param $h0 i32) (param $h1 i32) (param $dk i32) (param $dv i32) (param $qs i32)
+    (local $h i32) (local $Sh i32) (local $qh i32) (local $kh i32) (local $vh i32) (local $oh i32)
+    (local $jc i32) (local $i i32) (local $p i32) (local $rowb i32) (local $end i32) (local $vc i32)
+    (local $l v128) (local $kc v128) (local $qc v128) (local $n v128)
+    ${range(8).map((u) => `(local $a${u} v128)`).join(" ")}
+    (local.set $rowb (i32.shl (local.get $dv) (i32.const 2)))
+    (local.set $h (local.get $h0))
+    (block $heads_done
+      (loop $heads
+        (br_if $heads_done (i32.ge_u (local.get $h) (local.get $h1)))
+        (local.set $Sh (i32.add (local.get $S) (i32.mul (local.get $h) (i32.mul (local.get $dk) (local.get $rowb)))))
+        (local.set $qh (i32.add (local.get $q) (i32.mul (local.get $h) (local.get $qs))))
+        (local.set $kh (i32.add (local.get $k) (i32.mul (local.get $h) (local.get $qs))))
+        (local.set $vh (i32.add (local.get $v) (i32.mul (local.get $h) (local.get $rowb))))
+        (local.set $oh (i32.add (local.get $o) (i32.mul (local.get $h) (local.get $rowb))))
+        (local.set $l (v128.load32_splat (i32.add (local.get $lam) (i32.shl (local.get $h) (i32.const 2)))))
+        (local.set $end (i32.shl (local.get $dk) (i32.const 2)))
+        (local.set $jc (i32.const 0))
+        (loop $chunks
+${eight((u) => `(local.set $a${u} (v128.const i64x2 0 0))`, I.slice(4))}
+          (local.set $p (i32.add (local.get $Sh) (i32.shl (local.get $jc) (i32.const 2))))
+          (local.set $vc (i32.add (local.get $vh) (i32.shl (local.get $jc) (i32.const 2))))
+          (local.set $i (i32.const 0))
+          (loop $rows
+            (local.set $kc (v128.load32_splat (i32.add (local.get $kh) (local.get $i))))
+            (local.set $qc (v128.load32_splat (i32.add (local.get $qh) (local.get $i))))
+${
+    eight(
+      (u) =>
+        `(local.set $n ${
+          fma(
+            "(local.get $kc)",
+            `(v128.load offset=${16 * u} (local.get $vc))`,
+            `(f32x4.mul (local.get $l) (v128.load offset=${16 * u} (local.get $p)))`,
+          )
+        })
+${I}(v128.store offset=${16 * u} (local.get $p) (local.get $n))
+${I}(local.set $a${u} ${fma("(local.get $qc)", "(local.get $n)", `(local.get $a${u})`)})`,
+      I,
+    )
+  }
+            (local.set $p (i32.add (local.get $p) (local.get $rowb)))
+            (local.set $i (i32.add (local.get $i) (i32.const 4)))
+            (br_if $rows (i32.lt_u (local.get $i) (local.get $end))))
+          (local.set $p (i32.add (local.get $oh) (i32.shl (local.get $jc) (i32.const 2))))
+${eight((u) => `(v128.store offset=${16 * u} (local.get $p) (local.get $a${u}))`, I.slice(4))}
+          (local.set $jc (i32.add (local.get $jc) (i32.const 32)))
+          (br_if $chunks (i32.lt_u (local.get $jc) (local.get $dv))))
+        (local.set $h (i32.add (local.get $h) (i32.const 1)))
+        (br $heads))))`;
+}
+
 /** The whole kernel source. */
 export function generateWat(): string {
   const parts = [HEADER];
@@ -795,7 +861,7 @@ export function generateWat(): string {
   }
   const i8 = KINDS.find((k) => k.name === "i8")!;
   parts.push(tileI8(4, 2), "", tileI8(4, 1), "", tileI8(8, 1), tokens(i8), driver(i8), "");
-  parts.push(lightning(), "");
+  parts.push(lightning(), "", recurrent(), "");
   return parts.join("\n").trimEnd() + ")\n";
 }
 

@@ -34,6 +34,7 @@ import {
   KERNELS,
   LIGHTNING,
   type LinearFn,
+  RECURRENT,
   runChunks,
   SPIN_MS,
 } from "./threads.ts";
@@ -78,6 +79,20 @@ interface KernelExports {
     vs: number,
     os: number,
     sc: number,
+  ) => void;
+  /** The decode step of a range of heads of one sequence (see {@link RecurrentArgs}). */
+  recurrent: (
+    S: number,
+    q: number,
+    k: number,
+    v: number,
+    o: number,
+    lam: number,
+    h0: number,
+    h1: number,
+    dk: number,
+    dv: number,
+    qs: number,
   ) => void;
   /** int16 activations and block scales for linear_i8: `(x, T, in, q, c)`. */
   quant_i16: (x: number, T: number, n: number, q: number, c: number) => void;
@@ -178,6 +193,37 @@ export interface LightningArgs {
   /** Tokens per block. */
   block: number;
 }
+
+/**
+ * One decode step of every head of one layer of one sequence (`recurrentStep` of
+ * `src/cpu/attention.ts` in f32: S ← λ·S + kᵀ·v, o = q·S); all views in the arena. dk and dv
+ * must be multiples of 32.
+ */
+export interface RecurrentArgs {
+  /** States [heads][dk][dv], updated in place. */
+  S: Float32Array;
+  /** q of head 0 (dk floats; head h at h·qkStride). */
+  q: Float32Array;
+  /** k of head 0, laid out as q. */
+  k: Float32Array;
+  /** Floats between heads in q and k. */
+  qkStride: number;
+  /** v of head 0 (head h at h·dv). */
+  v: Float32Array;
+  /** Output of head 0 (head h at h·dv). */
+  o: Float32Array;
+  /** [heads] decay λ. */
+  lambda: Float32Array;
+  /** Heads. */
+  heads: number;
+  /** Key width. */
+  dk: number;
+  /** Value width. */
+  dv: number;
+}
+
+/** Heads × dk × dv of a decode step below which it runs on the calling thread only. */
+const THREAD_MIN_STATE = 1 << 16;
 
 /** A fixed-size WebAssembly memory with a bump allocator and the SIMD kernels bound to it. */
 export class WasmArena {
@@ -550,6 +596,48 @@ export class WasmArena {
     }
     // Heads are independent (each has its own state, output columns and scores): one a chunk.
     this.#parallel(LIGHTNING, heads, args(0, heads));
+  }
+
+  /** The decode step of one layer's heads of one sequence: {@link RecurrentArgs}. */
+  recurrent(a: RecurrentArgs): void {
+    const { heads, dk, dv, qkStride } = a;
+    if (heads < 1 || dk < 32 || dv < 32 || dk % 32 !== 0 || dv % 32 !== 0 || qkStride < dk) {
+      throw new WasmArenaError("bad_argument", "recurrent: dk and dv multiples of 32, heads ≥ 1");
+    }
+    const need: [string, Float32Array, number][] = [
+      ["S", a.S, heads * dk * dv],
+      ["q", a.q, (heads - 1) * qkStride + dk],
+      ["k", a.k, (heads - 1) * qkStride + dk],
+      ["v", a.v, heads * dv],
+      ["o", a.o, heads * dv],
+      ["lambda", a.lambda, heads],
+    ];
+    for (const [name, v, n] of need) this.#check(name, v, n, Float32Array);
+    const o0 = a.o.byteOffset, o1 = o0 + heads * dv * 4;
+    for (const [name, v, n] of need) {
+      if (name !== "o" && v.byteOffset < o1 && o0 < v.byteOffset + 4 * n) {
+        throw new WasmArenaError("bad_argument", `recurrent: o overlaps ${name}`);
+      }
+    }
+    const args = [
+      a.S.byteOffset,
+      a.q.byteOffset,
+      a.k.byteOffset,
+      a.v.byteOffset,
+      o0,
+      a.lambda.byteOffset,
+      0,
+      heads,
+      dk,
+      dv,
+      qkStride * 4,
+    ] as const;
+    if (!this.#ctrl || heads < 2 || heads * dk * dv < THREAD_MIN_STATE) {
+      this.#k.recurrent(...args);
+      return;
+    }
+    // Heads are independent (each has its own state and output columns): one a chunk.
+    this.#parallel(RECURRENT, heads, args);
   }
 
   #check(
