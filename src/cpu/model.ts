@@ -18,7 +18,7 @@ import type { ModelState } from "../model/state.ts";
 import { decayPowers, lightningPrefill, recurrentStep } from "./attention.ts";
 import { activate, layerNorm, linear, simpleRmsNorm } from "./kernels.ts";
 import type { CpuWeights } from "./weights.ts";
-import { int8ScratchBytes, WasmArena } from "./wasm/mod.ts";
+import { I8_SLACK, int8ScratchBytes, WasmArena } from "./wasm/mod.ts";
 import { storedBytes, type StoredMatrix, widenMatrix, widenRow } from "./stored.ts";
 
 /** Which logits to return. */
@@ -190,7 +190,9 @@ export class CpuModel {
       const mats = weights.layers.flatMap((l) => [l.qkvu, l.out, l.l1, l.l2, l.l3]);
       mats.push(weights.head);
       let bytes = scratch + 64;
-      for (const m of mats) bytes += storedBytes(m.dtype, m.rows * m.cols) + 4 * m.rows + 128;
+      for (const m of mats) {
+        bytes += storedBytes(m.dtype, m.rows * m.cols) + 4 * m.rows + 128 + I8_SLACK;
+      }
       for (const l of weights.layers) {
         for (const v of [l.qkvuBias, l.outBias, l.l1Bias, l.l2Bias, l.l3Bias]) {
           if (v) bytes += v.length * 4 + 64;

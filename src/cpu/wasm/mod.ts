@@ -20,8 +20,9 @@
  * 4 lanes of partial sums per row in an order that does not depend on T, the tile or the thread:
  * they differ from the JS reference `linear` (f64 accumulation) by rounding only. int8 weights
  * multiply int16 activations (one scale per row and 128 columns: x̂ within half a step of 1/32767
- * of the block's largest |x|) with exact integer sums per block, then the per-row scale: they
- * differ from ŵ·x (ŵ = q·s, the GPU's int8) by that rounding of x.
+ * of the block's largest |x|; held as three 7-bit digits for relaxed SIMD's integer dot product)
+ * with exact integer sums per block, then the per-row scale: they differ from ŵ·x (ŵ = q·s, the
+ * GPU's int8) by that rounding of x.
  * @module
  */
 
@@ -94,16 +95,22 @@ interface KernelExports {
     dv: number,
     qs: number,
   ) => void;
-  /** int16 activations and block scales for linear_i8: `(x, T, in, q, c)`. */
-  quant_i16: (x: number, T: number, n: number, q: number, c: number) => void;
+  /** int16 activations (three 7-bit digits) and block scales for linear_i8: `(x, T, in, q, c)`. */
+  quant_x: (x: number, T: number, n: number, q: number, c: number) => void;
 }
 
 /** Columns per int8 block: one activation scale per row and block (the generator uses it too). */
 export const I8_BLOCK = 128;
 
-/** Bytes of `quant_i16`'s output for T rows of `inDim`: int16 rows padded to 8, then scales. */
+/**
+ * Bytes after an int8 matrix the kernels may read (times activations of 0, which cancel exactly):
+ * they read a row's last 16 columns whole.
+ */
+export const I8_SLACK = 16;
+
+/** Bytes of `quant_x`'s output for T rows of `inDim`: digit rows padded to 16, then scales. */
 export function int8ScratchBytes(T: number, inDim: number): number {
-  const q = Math.ceil((T * ((inDim + 7) & ~7) * 2) / ALIGN) * ALIGN;
+  const q = Math.ceil((T * ((inDim + 15) & ~15) * 3) / ALIGN) * ALIGN;
   return q + T * Math.ceil(inDim / I8_BLOCK) * 4;
 }
 
@@ -238,7 +245,7 @@ export class WasmArena {
   readonly #args: number[] = new Array(15).fill(0);
   readonly #shared: boolean;
   #top = ALIGN;
-  /** Where int8 linears put their int16 activations (grown on demand; see reserveInt8Scratch). */
+  /** Where int8 linears put their digit activations (grown on demand; see reserveInt8Scratch). */
   #q8 = { at: 0, bytes: 0 };
   #workers: Worker[] = [];
   #ctrl: Int32Array | null = null;
@@ -417,14 +424,14 @@ export class WasmArena {
 
   /**
    * A zeroed, 64-byte aligned `Int8Array` of `n` values (int8 weights) inside the arena, followed
-   * by 8 bytes of slack: the int8 kernels read a row's last group of 8 whole (times zeros).
+   * by {@link I8_SLACK} bytes of slack: the int8 kernels read a row's last 16 columns whole.
    */
   allocI8(n: number): Int8Array {
-    return new Int8Array(this.#buffer, this.#alloc(n + 8, `allocI8(${n})`), n);
+    return new Int8Array(this.#buffer, this.#alloc(n + I8_SLACK, `allocI8(${n})`), n);
   }
 
   /**
-   * Set aside the int16 activation scratch of int8 linears for up to `rows` rows of `maxIn`
+   * Set aside the digit activation scratch of int8 linears for up to `rows` rows of `maxIn`
    * columns (`int8ScratchBytes`); a later linear that needs more allocates more.
    */
   reserveInt8Scratch(rows: number, maxIn: number): void {
@@ -500,12 +507,12 @@ export class WasmArena {
     const w0 = m.data.byteOffset, b0 = bias ? bias.byteOffset : 0;
     let s0 = 0, x0 = x.byteOffset, c0 = 0;
     if (m.dtype === "int8") {
-      // x → int16 with block scales, once, on this thread (every thread reads the same copy).
+      // x → 7-bit digits with block scales, once, on this thread (every thread reads them).
       this.reserveInt8Scratch(T, inDim);
       s0 = m.scales.byteOffset;
       x0 = this.#q8.at;
-      c0 = x0 + Math.ceil((T * ((inDim + 7) & ~7) * 2) / ALIGN) * ALIGN;
-      this.#k.quant_i16(x.byteOffset, T, inDim, x0, c0);
+      c0 = x0 + Math.ceil((T * ((inDim + 15) & ~15) * 3) / ALIGN) * ALIGN;
+      this.#k.quant_x(x.byteOffset, T, inDim, x0, c0);
     }
     const fn = this.#fns[code];
     if (!this.#ctrl || outDim * inDim * T < THREAD_MIN_MACS || outDim < 8 * this.threads) {

@@ -9,7 +9,7 @@
 
 /**
  * A kernel export: `(w, x, b, y, out, in, T, scales, yStride, xScales)`, byte addresses and sizes
- * (int8: x is `quant_i16`'s int16 rows and xScales their block scales; unused by the others).
+ * (int8: x is `quant_x`'s digit rows and xScales their block scales; unused by the others).
  */
 export type LinearFn = (
   w: number,
