@@ -35,8 +35,10 @@ const fma = (a: string, b: string, c: string) => `(f32x4.relaxed_madd ${a} ${b} 
 const bump = (v: string, n: number | string) =>
   set(v, `(i32.add ${g(v)} ${typeof n === "number" ? `(i32.const ${n})` : n})`);
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-/** 16-column steps an int8 pass takes per iteration (the block allowing). */
+/** 16-column steps an int8 digit pass takes per iteration (the block allowing). */
 const I8_UNROLL = 4;
+/** 8-column steps an int8 multiply-add tile takes per pass of its inner loop (the block allowing). */
+const I8_MAC_UNROLL = 4;
 
 /** f16 bits in the low halves of 4 i32 lanes → exact f32 (finite values; the loader rejects ±inf/NaN). */
 const f16x4 = (e: string) => `(call $f16x4 ${e})`;
@@ -219,8 +221,8 @@ function tileF(dt: Dt, R: number, NT: number): string {
 }
 
 /**
- * An int8 tile: 4 weight rows × NT tokens (1 or 2) on integers. The int16 activations x_q (see
- * `quant_x`) come as three 7-bit digit planes, x_q + 32768 = 16384·d2 + 128·d1 + d0 (d2 in [0, 3]),
+ * An int8 tile for T = 1 (decode of one sequence): 4 weight rows × NT tokens on integers. The
+ * int16 activations x_q (see `quant_x`) come as three 7-bit digit planes, x_q + 32768 = 16384·d2 + 128·d1 + d0 (d2 in [0, 3]),
  * each the unsigned operand of `i32x4.relaxed_dot_i8x16_i7x16_add_s` (16 products of int8
  * weights, exact on every CPU: the result is only implementation-defined for operands ≥ 128).
  * Per block of I8_BLOCK columns, in 16-column steps (Horner, x_q = 128·(128·(d2 - 2) + d1) + d0):
@@ -235,7 +237,7 @@ function tileF(dt: Dt, R: number, NT: number): string {
  * the last step of a row reads up to 15 bytes past it (the next row, or the arena's slack after
  * an int8 matrix): those weights cancel exactly.
  */
-function tileI8(NT: number): string {
+function tileI8Digits(NT: number): string {
   const R = 4;
   const T = range(NT), RR = range(R);
   const ia = (r: number, t: number) => `i${r}_${t}`;
@@ -292,8 +294,8 @@ function tileI8(NT: number): string {
       ));
   const shift7 = (r: number, t: number) =>
     set(ia(r, t), `(i32x4.shl ${g(ia(r, t))} (i32.const 7))`);
-  L.push(`  ;; int8 weights, ${R} rows x ${NT} token${NT > 1 ? "s" : ""}.`);
-  L.push(`  (func $i8_${R}x${NT}`);
+  L.push(`  ;; int8 weights, ${R} rows x ${NT} token${NT > 1 ? "s" : ""}, digit activations.`);
+  L.push(`  (func $i8d_${R}x${NT}`);
   for (const p of TILE_PARAMS) L.push(`    ${p}`);
   L.push("    (param $s0 i32) (param $c0 i32) (param $cs i32)");
   L.push(`    ${RR.slice(1).map((r) => `(local $w${r} i32) (local $s${r} i32)`).join(" ")}`);
@@ -387,6 +389,116 @@ function tileI8(NT: number): string {
   return L.join("\n");
 }
 
+/**
+ * An int8 tile for T ≥ 2 (prefill, batched decode): R weight rows (4 or 8) × NT tokens (1 or 2)
+ * on integers, int8 × int16 multiply-adds (`quant_i16` activations). Per block of I8_BLOCK
+ * columns, Σ q_w·q_x is exact in i32 (|q_w| ≤ 127, |q_x| ≤ 32767, 128 columns: < 2^29), so its
+ * order is free; the float part is one fixed chain per output whatever the tile:
+ *   acc = fma(f32(Σ_block q_w·q_x), s_x[block], acc)   for each block in order
+ *   y = acc · s_w + b
+ * The activation rows are zero-padded to a multiple of 8 columns, so the last step of a row
+ * reads up to 7 bytes past it (the next row, or the arena's slack after an int8 matrix) times 0.
+ */
+function tileI8Mac(R: number, NT: number): string {
+  const T = range(NT), RR = range(R), G = range(R / 4);
+  const ia = (r: number, t: number) => `i${r}_${t}`;
+  const fa = (k: number, t: number) => `f${k}_${t}`;
+  const L: string[] = [];
+  L.push(`  ;; int8 weights, ${R} rows x ${NT} token${NT > 1 ? "s" : ""}.`);
+  L.push(`  (func $i8_${R}x${NT}`);
+  for (const p of TILE_PARAMS) L.push(`    ${p}`);
+  L.push("    (param $s0 i32) (param $c0 i32) (param $cs i32)");
+  L.push(`    ${RR.slice(1).map((r) => `(local $w${r} i32) (local $s${r} i32)`).join(" ")}`);
+  L.push("    (local $x1 i32) (local $c1 i32) (local $col i32) (local $bend i32) (local $wv v128)");
+  L.push(`    ${T.map((t) => `(local $xv${t} v128)`).join(" ")}`);
+  L.push(`    ${RR.map((r) => T.map((t) => `(local $${ia(r, t)} v128)`).join(" ")).join(" ")}`);
+  L.push(`    ${G.map((k) => T.map((t) => `(local $${fa(k, t)} v128)`).join(" ")).join(" ")}`);
+  for (const s of rowPointers("w", "rs", R)) L.push(`    ${s}`);
+  for (const s of rowPointers("s", "ls", R)) L.push(`    ${s}`);
+  L.push(`    ${set("x1", `(i32.add ${g("x0")} ${g("xs")})`)}`);
+  L.push(`    ${set("c1", `(i32.add ${g("c0")} ${g("cs")})`)}`);
+  L.push("    (block $done");
+  L.push(`      (br_if $done (i32.eqz ${g("n")}))`);
+  L.push("      (loop $blocks");
+  L.push(
+    `        ${
+      set(
+        "bend",
+        `(select (i32.add ${g("col")} (i32.const ${I8_BLOCK})) ${g("n")} (i32.lt_u (i32.add ${
+          g("col")
+        } (i32.const ${I8_BLOCK})) ${g("n")}))`,
+      )
+    }`,
+  );
+  for (const r of RR) {
+    for (const t of T) L.push(`        ${set(ia(r, t), "(v128.const i64x2 0 0)")}`);
+  }
+  /** One step of 8 columns at byte offset 8·u of the weight rows (16·u of the activations). */
+  const step = (u: number, ind: string) => {
+    const off = (n: number) => (n ? ` offset=${n}` : "");
+    for (const t of T) L.push(`${ind}${set(`xv${t}`, `(v128.load${off(16 * u)} ${g(`x${t}`)})`)}`);
+    for (const r of RR) {
+      L.push(`${ind}${set("wv", `(v128.load8x8_s${off(8 * u)} ${g(`w${r}`)})`)}`);
+      for (const t of T) {
+        const dot = `(i32x4.dot_i16x8_s ${g("wv")} ${g(`xv${t}`)})`;
+        L.push(`${ind}${set(ia(r, t), `(i32x4.add ${g(ia(r, t))} ${dot})`)}`);
+      }
+    }
+  };
+  // Steps of I8_MAC_UNROLL·8 columns while they fit in the block (one pointer bump per row for all),
+  // then single steps; the i32 sums are exact, so the grouping never changes a result.
+  const wide = 8 * I8_MAC_UNROLL;
+  const fits = `(i32.le_u (i32.add ${g("col")} (i32.const ${wide})) ${g("bend")})`;
+  L.push(`        (if ${fits}`);
+  L.push("          (then");
+  L.push("            (loop $wide");
+  for (let u = 0; u < I8_MAC_UNROLL; u++) step(u, "              ");
+  for (const r of RR) L.push(`              ${bump(`w${r}`, wide)}`);
+  for (const t of T) L.push(`              ${bump(`x${t}`, 2 * wide)}`);
+  L.push(`              ${bump("col", wide)}`);
+  L.push(`              (br_if $wide ${fits}))))`);
+  L.push("        (block $stepped");
+  L.push(`          (br_if $stepped (i32.ge_u ${g("col")} ${g("bend")}))`);
+  L.push("          (loop $steps");
+  step(0, "            ");
+  for (const r of RR) L.push(`            ${bump(`w${r}`, 8)}`);
+  for (const t of T) L.push(`            ${bump(`x${t}`, 16)}`);
+  L.push(`            ${bump("col", 8)}`);
+  L.push(`            (br_if $steps (i32.lt_u ${g("col")} ${g("bend")}))))`);
+  for (const k of G) {
+    for (const t of T) {
+      const sums = range(4).map((i) => g(ia(4 * k + i, t))).join(" ");
+      L.push(
+        `        ${
+          set(
+            fa(k, t),
+            fma(
+              `(f32x4.convert_i32x4_s (call $ireduce4 ${sums}))`,
+              `(v128.load32_splat ${g(`c${t}`)})`,
+              g(fa(k, t)),
+            ),
+          )
+        }`,
+      );
+    }
+  }
+  for (const t of T) L.push(`        ${bump(`c${t}`, 4)}`);
+  L.push(`        (br_if $blocks (i32.lt_u ${g("col")} ${g("n")}))))`);
+  for (const k of G) {
+    const sc = range(4).map((i) => `s${4 * k + i}`);
+    const scales =
+      `(f32x4.replace_lane 3 (f32x4.replace_lane 2 (f32x4.replace_lane 1 (v128.load32_splat ${
+        g(sc[0])
+      }) (f32.load ${g(sc[1])})) (f32.load ${g(sc[2])})) (f32.load ${g(sc[3])}))`;
+    L.push(`    ${set("wv", scales)}`);
+    for (const t of T) {
+      L.push(`    ${storeGroup(R, k, t, `(f32x4.mul ${g(fa(k, t))} ${g("wv")})`)}`);
+    }
+  }
+  L[L.length - 1] += ")";
+  return L.join("\n");
+}
+
 const HEADER = `;; GENERATED by tools/gen_kernels_wat.ts. Do not edit; regenerate with
 ;;   deno run -A tools/gen_kernels_wat.ts && deno run -A tools/build_wasm.ts
 ;;
@@ -396,7 +508,8 @@ const HEADER = `;; GENERATED by tools/gen_kernels_wat.ts. Do not edit; regenerat
 ;;   w  [out, in]  row-major weights in their stored dtype:
 ;;                 f32; bf16 (u16, the top half of an f32); f16 (IEEE half, finite);
 ;;                 int8 q with one f32 scale s per row (w_hat = q * s, src/model/quantize.ts)
-;;   x  [T, in]    f32 inputs; for int8 the int16 digit rows and block scales of quant_x
+;;   x  [T, in]    f32 inputs; for int8 the int16 rows and block scales of quant_i16 (T = 1:
+;;                 their digits, quant_x)
 ;;   b  [out]      f32 bias, or the null pointer 0 for none (the arena never hands out address 0)
 ;;   y  [T, out]   f32 outputs (must not overlap x, w or b)
 ;; All pointers are byte addresses into the imported memory; no alignment is required.
@@ -406,7 +519,7 @@ const HEADER = `;; GENERATED by tools/gen_kernels_wat.ts. Do not edit; regenerat
 ;; uses whenever it does; a multiply and an add elsewhere; fixed per machine) in one order per
 ;; output that does not depend on T, on the tile or on the thread computing it (see $f32_4x2):
 ;; batched decode is bit-identical to batch 1, threads to one thread. int8 multiplies int8
-;; weights by int16 activations (quant_x: one scale per token and block of ${I8_BLOCK} columns,
+;; weights by int16 activations (quant_i16: one scale per token and block of ${I8_BLOCK} columns,
 ;; round to nearest) with exact i32 sums per block, then scales in f32 (see $i8_4x2). The JS
 ;; reference (f64 accumulation over w_hat and x) differs by rounding, and for int8 by the int16
 ;; rounding of x.
@@ -500,6 +613,55 @@ const HEADER = `;; GENERATED by tools/gen_kernels_wat.ts. Do not edit; regenerat
           (f32x4.extract_lane 3 (local.get $r))))))
 
   ;; int16 activations for the int8 kernels: per row t of x [T, n] and block of ${I8_BLOCK} columns,
+  ;; scale c = m / 32767 with m = max |x| (NaN if any x is), q = round_nearest_even(x * (32767 / m))
+  ;; clamped to +-32767 (0 where m = 0). q rows are n rounded up to 8 long (zero-padded), at $q
+  ;; with 2 * pad8(n) bytes per row; scales at $c with 4 * ceil(n / ${I8_BLOCK}) bytes per row.
+  (func (export "quant_i16") (param $x i32) (param $T i32) (param $n i32) (param $q i32) (param $c i32)
+    (local $t i32) (local $j i32) (local $j0 i32) (local $j1 i32) (local $m f32) (local $inv f32)
+    (local $pad i32)
+    (local.set $pad (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8)))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $t) (local.get $T)))
+        (local.set $j0 (i32.const 0))
+        (block $blocks_done
+          (loop $blocks
+            (br_if $blocks_done (i32.ge_u (local.get $j0) (local.get $n)))
+            (local.set $j1 (i32.add (local.get $j0) (i32.const ${I8_BLOCK})))
+            (if (i32.gt_u (local.get $j1) (local.get $n)) (then (local.set $j1 (local.get $n))))
+            (local.set $m (f32.const 0))
+            (local.set $j (local.get $j0))
+            (loop $max
+              (local.set $m (f32.max (local.get $m)
+                (f32.abs (f32.load (i32.add (local.get $x) (i32.shl (local.get $j) (i32.const 2)))))))
+              (local.set $j (i32.add (local.get $j) (i32.const 1)))
+              (br_if $max (i32.lt_u (local.get $j) (local.get $j1))))
+            (f32.store (local.get $c) (f32.div (local.get $m) (f32.const 32767)))
+            (local.set $c (i32.add (local.get $c) (i32.const 4)))
+            (local.set $inv (f32.div (f32.const 32767) (local.get $m)))
+            (local.set $j (local.get $j0))
+            (loop $quant
+              (i32.store16 (i32.add (local.get $q) (i32.shl (local.get $j) (i32.const 1)))
+                (i32.trunc_sat_f32_s (f32.nearest (f32.min (f32.const 32767) (f32.max (f32.const -32767)
+                  (f32.mul (local.get $inv)
+                    (f32.load (i32.add (local.get $x) (i32.shl (local.get $j) (i32.const 2))))))))))
+              (local.set $j (i32.add (local.get $j) (i32.const 1)))
+              (br_if $quant (i32.lt_u (local.get $j) (local.get $j1))))
+            (local.set $j0 (local.get $j1))
+            (br $blocks)))
+        (local.set $j (local.get $n))
+        (block $pad_done
+          (loop $zero
+            (br_if $pad_done (i32.ge_u (local.get $j) (local.get $pad)))
+            (i32.store16 (i32.add (local.get $q) (i32.shl (local.get $j) (i32.const 1))) (i32.const 0))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $zero)))
+        (local.set $x (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+        (local.set $q (i32.add (local.get $q) (i32.shl (local.get $pad) (i32.const 1))))
+        (local.set $t (i32.add (local.get $t) (i32.const 1)))
+        (br $rows))))
+
+  ;; The same int16 activations for the int8 kernels at T = 1: per row t of x [T, n] and block of ${I8_BLOCK} columns,
   ;; scale c = m / 32767 with m = max |x| (NaN if any x is), x_q = round_nearest_even(x * (32767 / m))
   ;; clamped to +-32767 (0 where m = 0), stored as three 7-bit digits of x_q + 32768 =
   ;; 16384·d2 + 128·d1 + d0 in planes of P = pad16(n) bytes (n rounded up to 16, x_q = 0): a row
@@ -598,7 +760,11 @@ function tokens(k: Kind): string {
     ? "\n        (local.set $c (i32.add (local.get $c) (i32.shl (local.get $cs) (i32.const 1))))"
     : "";
   return `
-  ;; All tokens of one ${k.name} group of 4 rows: pairs of tokens, then the odd one.
+  ;; All tokens of one ${k.name} group of 4 rows: pairs of tokens, then the odd one${
+    k.name === "i8"
+      ? "\n  ;; (T = 1: the digit tile over quant_x's activations, else quant_i16's)"
+      : ""
+  }.
   (func $tokens_${k.name}
     (param $w0 i32) (param $rs i32) (param $x i32) (param $xs i32) (param $n i32)
     (param $y i32) (param $ls i32) (param $ys i32) (param $nr i32) (param $b i32)${k.extraParams}
@@ -613,7 +779,13 @@ function tokens(k: Kind): string {
         (local.set $t (i32.add (local.get $t) (i32.const 2)))
         (br $pairs)))
     (if (i32.lt_u (local.get $t) (local.get $T))
-      (then (call $${k.name}_4x1 ${args}))))`;
+      (then ${
+    k.name === "i8"
+      ? `(if (i32.eq (local.get $T) (i32.const 1))
+        (then (call $i8d_4x1 ${args}))
+        (else (call $i8_4x1 ${args}))))))`
+      : `(call $${k.name}_4x1 ${args}))))`
+  }`;
 }
 
 /** The driver and export of one dtype. */
@@ -666,8 +838,8 @@ function driver(k: Kind): string {
     }${cr.s} (local.get $T))`;
   const setup = i8
     ? `
-    ;; x is quant_x's output: rows of pad16(in) digit triples, block scales at $c.
-    (local.set $xs (i32.mul (i32.and (i32.add (local.get $in) (i32.const 15)) (i32.const -16)) (i32.const 3)))
+    ;; x is quant_i16's output: rows of pad8(in) int16, block scales at $c (T = 1: quant_x's).
+    (local.set $xs (i32.shl (i32.and (i32.add (local.get $in) (i32.const 7)) (i32.const -8)) (i32.const 1)))
     (local.set $cs (i32.shl (i32.div_u (i32.add (local.get $in) (i32.const ${
       I8_BLOCK - 1
     })) (i32.const ${I8_BLOCK})) (i32.const 2)))`
@@ -676,7 +848,7 @@ function driver(k: Kind): string {
   return `
   ;; y = x . W^T + b with ${k.name} weights${
     i8
-      ? " (x: quant_x's digit rows and block scales at $c), per-row f32 scales at $s"
+      ? " (x: quant_i16's rows, or quant_x's when T = 1, and block scales at $c), per-row\n  ;; f32 scales at $s"
       : " ($s, $c unused)"
   };
   ;; output rows $ys bytes apart (0: 4 out). A block of rows is a call on slices of w, b, s and y
@@ -940,7 +1112,8 @@ export function generateWat(): string {
     );
   }
   const i8 = KINDS.find((k) => k.name === "i8")!;
-  parts.push(tileI8(2), "", tileI8(1), tokens(i8), driver(i8), "");
+  parts.push(tileI8Mac(4, 2), "", tileI8Mac(4, 1), "", tileI8Digits(1));
+  parts.push(tokens(i8), driver(i8), "");
   parts.push(lightning(), "", recurrent(), "");
   return parts.join("\n").trimEnd() + ")\n";
 }

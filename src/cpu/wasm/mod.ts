@@ -95,7 +95,9 @@ interface KernelExports {
     dv: number,
     qs: number,
   ) => void;
-  /** int16 activations (three 7-bit digits) and block scales for linear_i8: `(x, T, in, q, c)`. */
+  /** int16 activations and block scales for linear_i8 at T ≥ 2: `(x, T, in, q, c)`. */
+  quant_i16: (x: number, T: number, n: number, q: number, c: number) => void;
+  /** The same as three 7-bit digit planes, for linear_i8 at T = 1: `(x, 1, in, q, c)`. */
   quant_x: (x: number, T: number, n: number, q: number, c: number) => void;
 }
 
@@ -108,10 +110,19 @@ export const I8_BLOCK = 128;
  */
 export const I8_SLACK = 16;
 
-/** Bytes of `quant_x`'s output for T rows of `inDim`: digit rows padded to 16, then scales. */
+/**
+ * Bytes of the int8 activations for T rows of `inDim`: `quant_i16`'s int16 rows padded to 8 (or
+ * at T = 1 `quant_x`'s digit planes padded to 16), then the block scales.
+ */
 export function int8ScratchBytes(T: number, inDim: number): number {
-  const q = Math.ceil((T * ((inDim + 15) & ~15) * 3) / ALIGN) * ALIGN;
+  const q = activationBytes(T, inDim);
   return q + T * Math.ceil(inDim / I8_BLOCK) * 4;
+}
+
+/** Bytes of the int8 activations themselves (before their scales), aligned. */
+function activationBytes(T: number, inDim: number): number {
+  const bytes = T === 1 ? ((inDim + 15) & ~15) * 3 : T * ((inDim + 7) & ~7) * 2;
+  return Math.ceil(bytes / ALIGN) * ALIGN;
 }
 
 /** The two builds of the kernels: importing a plain memory, or a shared one (threads). */
@@ -507,12 +518,13 @@ export class WasmArena {
     const w0 = m.data.byteOffset, b0 = bias ? bias.byteOffset : 0;
     let s0 = 0, x0 = x.byteOffset, c0 = 0;
     if (m.dtype === "int8") {
-      // x → 7-bit digits with block scales, once, on this thread (every thread reads them).
+      // x → int16 (T = 1: their 7-bit digits) with block scales, once, on this thread (every
+      // thread reads them).
       this.reserveInt8Scratch(T, inDim);
       s0 = m.scales.byteOffset;
       x0 = this.#q8.at;
-      c0 = x0 + Math.ceil((T * ((inDim + 15) & ~15) * 3) / ALIGN) * ALIGN;
-      this.#k.quant_x(x.byteOffset, T, inDim, x0, c0);
+      c0 = x0 + activationBytes(T, inDim);
+      (T === 1 ? this.#k.quant_x : this.#k.quant_i16)(x.byteOffset, T, inDim, x0, c0);
     }
     const fn = this.#fns[code];
     if (!this.#ctrl || outDim * inDim * T < THREAD_MIN_MACS || outDim < 8 * this.threads) {
