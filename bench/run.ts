@@ -9,13 +9,16 @@
  *   deno run -A bench/run.ts [--suite default|gpu] [--shapes 385M,1B,7B] [--weights bf16,int8]
  *                            [--quick] [--merge]
  *   deno run -A bench/run.ts --suite cpu [--baseline BEFORE.jsonl] [--quick] [--repeat 3]
+ *                            [--runs NOW.jsonl]
  *   deno run -A bench/run.ts --merge-from OTHER.json [--shapes 7B]
  *
  * `--suite cpu` measures the CPU backend at the edge (`bench/cpu_edge.ts`, one process per row:
  * the default model, and the 385M shape with random bf16 weights as bf16 and int8, 1 and 2
  * threads) into `bench/results/cpu_edge.json`, `.md` and `cpu_edge_prefill.svg`, each rate the best
  * of `--repeat` runs with their range; `--baseline` adds the rows of an older checkout measured
- * with the same script (its JSON lines) as "before" columns.
+ * with the same script (its JSON lines) as "before" columns; `--runs` takes the "now" rows from
+ * such a file instead of measuring them (rows measured elsewhere, e.g. interleaved with the
+ * baseline's, one process each).
  *
  * `--merge` keeps the runs of other shapes (and weight types) already in the adapter's report;
  * `--merge-from` takes the runs (of the given shapes) of a report written elsewhere (another
@@ -545,6 +548,7 @@ async function cpuSuite(
   baselinePath: string | undefined,
   quick: boolean,
   repeat: string | undefined,
+  runsPath?: string,
 ): Promise<void> {
   const rows: string[][] = [
     ["--shape", "default"],
@@ -553,12 +557,12 @@ async function cpuSuite(
     ["--shape", "385M", "--weights", "int8"],
     ["--shape", "385M", "--weights", "int8", "--threads", "2"],
   ];
-  const runs: CpuEdgeRecord[] = [];
+  const records = async (path: string): Promise<CpuEdgeRecord[]> =>
+    (await Deno.readTextFile(path)).trim().split("\n").map((l) => JSON.parse(l));
+  const runs: CpuEdgeRecord[] = runsPath ? await records(runsPath) : [];
   const extra = [...(quick ? ["--quick"] : []), ...(repeat ? ["--repeat", repeat] : [])];
-  for (const r of rows) runs.push(await cpuEdgeRow([...r, ...extra]));
-  const before: CpuEdgeRecord[] = baselinePath
-    ? (await Deno.readTextFile(baselinePath)).trim().split("\n").map((l) => JSON.parse(l))
-    : [];
+  if (!runsPath) { for (const r of rows) runs.push(await cpuEdgeRow([...r, ...extra])); }
+  const before: CpuEdgeRecord[] = baselinePath ? await records(baselinePath) : [];
   const f = (v: number | undefined, d = 1) => v === undefined ? "–" : v.toFixed(d);
   const cell = (
     r: CpuEdgeRecord | undefined,
@@ -634,7 +638,7 @@ async function cpuSuite(
 
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
-    string: ["suite", "shapes", "weights", "merge-from", "baseline", "repeat"],
+    string: ["suite", "shapes", "weights", "merge-from", "baseline", "repeat", "runs"],
     boolean: ["quick", "webgpu-only", "merge"],
   });
   const suite = args.suite ?? "default";
@@ -649,7 +653,7 @@ if (import.meta.main) {
     const taken = (runs as RunRecord[]).filter((r) => !only || only.includes(r.shape));
     await writeReport(adapter, taken, meta, true);
   } else if (suite === "cpu") {
-    await cpuSuite(args.baseline, Boolean(args.quick), args.repeat);
+    await cpuSuite(args.baseline, Boolean(args.quick), args.repeat, args.runs);
   } else if (suite === "gpu") {
     const weights = String(args.weights ?? "bf16,int8").split(",");
     const bad = weights.filter((w) => w !== "bf16" && w !== "int8");

@@ -18,7 +18,7 @@ import type { ModelState } from "../model/state.ts";
 import { decayPowers, lightningPrefill, recurrentStep } from "./attention.ts";
 import { activate, layerNorm, linear, simpleRmsNorm } from "./kernels.ts";
 import type { CpuWeights } from "./weights.ts";
-import { int8ScratchBytes, WasmArena } from "./wasm/mod.ts";
+import { I8_SLACK, int8ScratchBytes, WasmArena } from "./wasm/mod.ts";
 import { storedBytes, type StoredMatrix, widenMatrix, widenRow } from "./stored.ts";
 
 /** Which logits to return. */
@@ -33,7 +33,7 @@ export interface CpuModelOptions {
   /**
    * Matrix kernels: "js" (f64 accumulation over weights widened to f32, the reference spec),
    * "wasm" (WebAssembly SIMD: f32 fused multiply-adds over weights in their stored precision, int8
-   * on integers with int16 activations; the attention prefill too), or "auto" (default: wasm
+   * on integers with int16 activations; the attention, prefill and decode, too, in f32), or "auto" (default: wasm
    * where supported).
    */
   kernels?: "auto" | "js" | "wasm";
@@ -56,7 +56,8 @@ function attnScratchBytes(config: ModelConfig, options: CpuModelOptions): number
   if (hd % 32 !== 0) return 0;
   const block = options.block ?? 64;
   const floats = (n: number) => Math.ceil((n * 4) / 64) * 64;
-  return floats(nh * 2 * hd * hd) + floats(L * nh * (block + 1)) + floats(nh * block);
+  return floats(nh * 2 * hd * hd) + floats(L * nh * (block + 1)) + floats(nh * block) +
+    floats(L * nh);
 }
 
 /** The kernel threads `options` ask for, as this runtime allows them. */
@@ -117,7 +118,9 @@ export class CpuModel {
   #acc: Float64Array;
   readonly #erow: Float32Array;
   /** The wasm attention's arena buffers (null: the JS attention runs). */
-  #attn: { state: Float32Array; pw: Float32Array; scores: Float32Array } | null = null;
+  #attn:
+    | { state: Float32Array; pw: Float32Array; scores: Float32Array; lambda: Float32Array }
+    | null = null;
 
   /**
    * Arena bytes the wasm path's scratch takes for `options` (rows of a chunk or a batch); the
@@ -187,7 +190,9 @@ export class CpuModel {
       const mats = weights.layers.flatMap((l) => [l.qkvu, l.out, l.l1, l.l2, l.l3]);
       mats.push(weights.head);
       let bytes = scratch + 64;
-      for (const m of mats) bytes += storedBytes(m.dtype, m.rows * m.cols) + 4 * m.rows + 128;
+      for (const m of mats) {
+        bytes += storedBytes(m.dtype, m.rows * m.cols) + 4 * m.rows + 128 + I8_SLACK;
+      }
       for (const l of weights.layers) {
         for (const v of [l.qkvuBias, l.outBias, l.l1Bias, l.l2Bias, l.l3Bias]) {
           if (v) bytes += v.length * 4 + 64;
@@ -217,10 +222,13 @@ export class CpuModel {
       const { numHeads: nh, headDim: hd, numLayers: L } = config;
       const pw = arena.allocF32(L * nh * (this.block + 1));
       this.#pw.forEach((p, i) => pw.set(p, i * (this.block + 1)));
+      const lambda = arena.allocF32(L * nh);
+      this.#lambda.forEach((ls, l) => lambda.set(ls, l * nh));
       this.#attn = {
         state: arena.allocF32(nh * 2 * hd * hd),
         pw,
         scores: arena.allocF32(nh * this.block),
+        lambda,
       };
     }
     this.#x = arena.allocF32(rows * D);
@@ -380,7 +388,30 @@ export class CpuModel {
     this.#embed(Array.from(tokens));
     const { headDim: hd, hiddenDim: H } = this.config;
     this.#layers(B, (l, dk, q, k) => {
-      for (let h = 0; h < this.config.numHeads; h++) {
+      const nh = this.config.numHeads;
+      if (this.#attn) {
+        // Each sequence's layer state through the arena (the kernel updates it there).
+        const S = this.#attn.state.subarray(0, nh * dk * hd);
+        const lambda = this.#attn.lambda.subarray(l * nh);
+        for (let b = 0; b < B; b++) {
+          S.set(states[b].layers[l]);
+          this.#arena!.recurrent({
+            S,
+            q: q.subarray(b * dk),
+            k: k.subarray(b * dk),
+            qkStride: B * dk,
+            v: this.#qkvu.subarray(b * 4 * H + 2 * H),
+            o: this.#o.subarray(b * H),
+            lambda,
+            heads: nh,
+            dk,
+            dv: hd,
+          });
+          states[b].layers[l].set(S);
+        }
+        return;
+      }
+      for (let h = 0; h < nh; h++) {
         const lambda = this.#lambda[l][h];
         for (let b = 0; b < B; b++) {
           recurrentStep(

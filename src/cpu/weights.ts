@@ -19,7 +19,7 @@ import type { TensorSource } from "../model/weights/source.ts";
 import { DTYPE_BYTES, toFloat32 } from "../model/weights/dtype.ts";
 import { quantizeRowInto, type WeightQuantization } from "../model/quantize.ts";
 import { HEAP_ALLOCATOR, type MatrixAllocator, storedBytes, type StoredMatrix } from "./stored.ts";
-import { WasmArena } from "./wasm/mod.ts";
+import { I8_SLACK, WasmArena } from "./wasm/mod.ts";
 
 /** One decoder layer's weights (biases and norm weights null when the config has none). */
 export interface CpuLayerWeights {
@@ -93,8 +93,10 @@ function arenaBytes(source: TensorSource, spec: CheckpointSpec, q: WeightQuantiz
     if (!s) return;
     const n = s.shape[0] * s.shape[1];
     const dtype = storedDType(source.tensors.get(s.name)!.dtype, q);
-    // int8: the arena's 8 bytes of slack after the matrix (allocI8), then the scales.
-    bytes += dtype === "int8" ? line(n + 8) + line(4 * s.shape[0]) : line(storedBytes(dtype, n));
+    // int8: the arena's slack after the matrix (allocI8), then the scales.
+    bytes += dtype === "int8"
+      ? line(n + I8_SLACK) + line(4 * s.shape[0])
+      : line(storedBytes(dtype, n));
   };
   const vector = (s: TensorSpec | undefined) => {
     if (s) bytes += line(4 * s.shape[0]);

@@ -20,8 +20,9 @@
  * 4 lanes of partial sums per row in an order that does not depend on T, the tile or the thread:
  * they differ from the JS reference `linear` (f64 accumulation) by rounding only. int8 weights
  * multiply int16 activations (one scale per row and 128 columns: x̂ within half a step of 1/32767
- * of the block's largest |x|) with exact integer sums per block, then the per-row scale: they
- * differ from ŵ·x (ŵ = q·s, the GPU's int8) by that rounding of x.
+ * of the block's largest |x|; held as three 7-bit digits for relaxed SIMD's integer dot product)
+ * with exact integer sums per block, then the per-row scale: they differ from ŵ·x (ŵ = q·s, the
+ * GPU's int8) by that rounding of x.
  * @module
  */
 
@@ -34,6 +35,7 @@ import {
   KERNELS,
   LIGHTNING,
   type LinearFn,
+  RECURRENT,
   runChunks,
   SPIN_MS,
 } from "./threads.ts";
@@ -79,17 +81,48 @@ interface KernelExports {
     os: number,
     sc: number,
   ) => void;
-  /** int16 activations and block scales for linear_i8: `(x, T, in, q, c)`. */
+  /** The decode step of a range of heads of one sequence (see {@link RecurrentArgs}). */
+  recurrent: (
+    S: number,
+    q: number,
+    k: number,
+    v: number,
+    o: number,
+    lam: number,
+    h0: number,
+    h1: number,
+    dk: number,
+    dv: number,
+    qs: number,
+  ) => void;
+  /** int16 activations and block scales for linear_i8 at T ≥ 2: `(x, T, in, q, c)`. */
   quant_i16: (x: number, T: number, n: number, q: number, c: number) => void;
+  /** The same as three 7-bit digit planes, for linear_i8 at T = 1: `(x, 1, in, q, c)`. */
+  quant_x: (x: number, T: number, n: number, q: number, c: number) => void;
 }
 
 /** Columns per int8 block: one activation scale per row and block (the generator uses it too). */
 export const I8_BLOCK = 128;
 
-/** Bytes of `quant_i16`'s output for T rows of `inDim`: int16 rows padded to 8, then scales. */
+/**
+ * Bytes after an int8 matrix the kernels may read (times activations of 0, which cancel exactly):
+ * they read a row's last 16 columns whole.
+ */
+export const I8_SLACK = 16;
+
+/**
+ * Bytes of the int8 activations for T rows of `inDim`: `quant_i16`'s int16 rows padded to 8 (or
+ * at T = 1 `quant_x`'s digit planes padded to 16), then the block scales.
+ */
 export function int8ScratchBytes(T: number, inDim: number): number {
-  const q = Math.ceil((T * ((inDim + 7) & ~7) * 2) / ALIGN) * ALIGN;
+  const q = activationBytes(T, inDim);
   return q + T * Math.ceil(inDim / I8_BLOCK) * 4;
+}
+
+/** Bytes of the int8 activations themselves (before their scales), aligned. */
+function activationBytes(T: number, inDim: number): number {
+  const bytes = T === 1 ? ((inDim + 15) & ~15) * 3 : T * ((inDim + 7) & ~7) * 2;
+  return Math.ceil(bytes / ALIGN) * ALIGN;
 }
 
 /** The two builds of the kernels: importing a plain memory, or a shared one (threads). */
@@ -179,6 +212,37 @@ export interface LightningArgs {
   block: number;
 }
 
+/**
+ * One decode step of every head of one layer of one sequence (`recurrentStep` of
+ * `src/cpu/attention.ts` in f32: S ← λ·S + kᵀ·v, o = q·S); all views in the arena. dk and dv
+ * must be multiples of 32.
+ */
+export interface RecurrentArgs {
+  /** States [heads][dk][dv], updated in place. */
+  S: Float32Array;
+  /** q of head 0 (dk floats; head h at h·qkStride). */
+  q: Float32Array;
+  /** k of head 0, laid out as q. */
+  k: Float32Array;
+  /** Floats between heads in q and k. */
+  qkStride: number;
+  /** v of head 0 (head h at h·dv). */
+  v: Float32Array;
+  /** Output of head 0 (head h at h·dv). */
+  o: Float32Array;
+  /** [heads] decay λ. */
+  lambda: Float32Array;
+  /** Heads. */
+  heads: number;
+  /** Key width. */
+  dk: number;
+  /** Value width. */
+  dv: number;
+}
+
+/** Heads × dk × dv of a decode step below which it runs on the calling thread only. */
+const THREAD_MIN_STATE = 1 << 16;
+
 /** A fixed-size WebAssembly memory with a bump allocator and the SIMD kernels bound to it. */
 export class WasmArena {
   /** Capacity in bytes (a whole number of 64 KiB pages, at least the size asked for). */
@@ -192,7 +256,7 @@ export class WasmArena {
   readonly #args: number[] = new Array(15).fill(0);
   readonly #shared: boolean;
   #top = ALIGN;
-  /** Where int8 linears put their int16 activations (grown on demand; see reserveInt8Scratch). */
+  /** Where int8 linears put their digit activations (grown on demand; see reserveInt8Scratch). */
   #q8 = { at: 0, bytes: 0 };
   #workers: Worker[] = [];
   #ctrl: Int32Array | null = null;
@@ -371,14 +435,14 @@ export class WasmArena {
 
   /**
    * A zeroed, 64-byte aligned `Int8Array` of `n` values (int8 weights) inside the arena, followed
-   * by 8 bytes of slack: the int8 kernels read a row's last group of 8 whole (times zeros).
+   * by {@link I8_SLACK} bytes of slack: the int8 kernels read a row's last 16 columns whole.
    */
   allocI8(n: number): Int8Array {
-    return new Int8Array(this.#buffer, this.#alloc(n + 8, `allocI8(${n})`), n);
+    return new Int8Array(this.#buffer, this.#alloc(n + I8_SLACK, `allocI8(${n})`), n);
   }
 
   /**
-   * Set aside the int16 activation scratch of int8 linears for up to `rows` rows of `maxIn`
+   * Set aside the digit activation scratch of int8 linears for up to `rows` rows of `maxIn`
    * columns (`int8ScratchBytes`); a later linear that needs more allocates more.
    */
   reserveInt8Scratch(rows: number, maxIn: number): void {
@@ -454,12 +518,13 @@ export class WasmArena {
     const w0 = m.data.byteOffset, b0 = bias ? bias.byteOffset : 0;
     let s0 = 0, x0 = x.byteOffset, c0 = 0;
     if (m.dtype === "int8") {
-      // x → int16 with block scales, once, on this thread (every thread reads the same copy).
+      // x → int16 (T = 1: their 7-bit digits) with block scales, once, on this thread (every
+      // thread reads them).
       this.reserveInt8Scratch(T, inDim);
       s0 = m.scales.byteOffset;
       x0 = this.#q8.at;
-      c0 = x0 + Math.ceil((T * ((inDim + 7) & ~7) * 2) / ALIGN) * ALIGN;
-      this.#k.quant_i16(x.byteOffset, T, inDim, x0, c0);
+      c0 = x0 + activationBytes(T, inDim);
+      (T === 1 ? this.#k.quant_x : this.#k.quant_i16)(x.byteOffset, T, inDim, x0, c0);
     }
     const fn = this.#fns[code];
     if (!this.#ctrl || outDim * inDim * T < THREAD_MIN_MACS || outDim < 8 * this.threads) {
@@ -550,6 +615,48 @@ export class WasmArena {
     }
     // Heads are independent (each has its own state, output columns and scores): one a chunk.
     this.#parallel(LIGHTNING, heads, args(0, heads));
+  }
+
+  /** The decode step of one layer's heads of one sequence: {@link RecurrentArgs}. */
+  recurrent(a: RecurrentArgs): void {
+    const { heads, dk, dv, qkStride } = a;
+    if (heads < 1 || dk < 32 || dv < 32 || dk % 32 !== 0 || dv % 32 !== 0 || qkStride < dk) {
+      throw new WasmArenaError("bad_argument", "recurrent: dk and dv multiples of 32, heads ≥ 1");
+    }
+    const need: [string, Float32Array, number][] = [
+      ["S", a.S, heads * dk * dv],
+      ["q", a.q, (heads - 1) * qkStride + dk],
+      ["k", a.k, (heads - 1) * qkStride + dk],
+      ["v", a.v, heads * dv],
+      ["o", a.o, heads * dv],
+      ["lambda", a.lambda, heads],
+    ];
+    for (const [name, v, n] of need) this.#check(name, v, n, Float32Array);
+    const o0 = a.o.byteOffset, o1 = o0 + heads * dv * 4;
+    for (const [name, v, n] of need) {
+      if (name !== "o" && v.byteOffset < o1 && o0 < v.byteOffset + 4 * n) {
+        throw new WasmArenaError("bad_argument", `recurrent: o overlaps ${name}`);
+      }
+    }
+    const args = [
+      a.S.byteOffset,
+      a.q.byteOffset,
+      a.k.byteOffset,
+      a.v.byteOffset,
+      o0,
+      a.lambda.byteOffset,
+      0,
+      heads,
+      dk,
+      dv,
+      qkStride * 4,
+    ] as const;
+    if (!this.#ctrl || heads < 2 || heads * dk * dv < THREAD_MIN_STATE) {
+      this.#k.recurrent(...args);
+      return;
+    }
+    // Heads are independent (each has its own state and output columns): one a chunk.
+    this.#parallel(RECURRENT, heads, args);
   }
 
   #check(

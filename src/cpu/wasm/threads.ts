@@ -9,7 +9,7 @@
 
 /**
  * A kernel export: `(w, x, b, y, out, in, T, scales, yStride, xScales)`, byte addresses and sizes
- * (int8: x is `quant_i16`'s int16 rows and xScales their block scales; unused by the others).
+ * (int8: x is `quant_x`'s digit rows and xScales their block scales; unused by the others).
  */
 export type LinearFn = (
   w: number,
@@ -24,17 +24,24 @@ export type LinearFn = (
   c: number,
 ) => void;
 
-/** Kernels the threads run, by code: the four linears (f32, bf16, f16, int8), then attention. */
+/**
+ * Kernels the threads run, by code: the four linears (f32, bf16, f16, int8), then the attention
+ * kernels (prefill, decode step), whose arguments 6 and 7 are their range of heads.
+ */
 export const KERNELS = [
   "linear_f32",
   "linear_bf16",
   "linear_f16",
   "linear_i8",
   "lightning",
+  "recurrent",
 ] as const;
 
-/** Code of the attention kernel in {@link KERNELS}. */
+/** Code of the prefill attention kernel in {@link KERNELS} (the first attention kernel). */
 export const LIGHTNING = 4;
+
+/** Code of the decode attention kernel in {@link KERNELS}. */
+export const RECURRENT = 5;
 
 /** Int32 indices of the control block. */
 export const CTRL = {
@@ -67,11 +74,12 @@ export const SPIN_MS = 0.05;
 /**
  * The kernel arguments of chunk `i` (into `out`). Linears: job arguments `(w, x, b, y, out, in, T,
  * s, ys, c, rowBytes, rowsPerChunk)`, a chunk is a block of rows (slices of w, b, s, y with y's
- * full row stride). Attention: the kernel's own arguments with heads [0, n), a chunk is a head.
+ * full row stride). Attention (prefill or decode): the kernel's own arguments with heads [0, n), a
+ * chunk is a head.
  */
 export function chunkArgs(c: Int32Array, fn: number, i: number, out: number[]): void {
   const a = CTRL.args;
-  if (fn === LIGHTNING) {
+  if (fn >= LIGHTNING) {
     for (let j = 0; j < 15; j++) out[j] = c[a + j];
     out[6] = i;
     out[7] = i + 1;

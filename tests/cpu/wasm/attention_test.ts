@@ -1,7 +1,10 @@
-/** The WebAssembly Lightning Attention prefill against the JS reference (`src/cpu/attention.ts`). */
+/**
+ * The WebAssembly attention kernels (Lightning prefill, decode step) against the JS reference
+ * (`src/cpu/attention.ts`).
+ */
 
 import assert from "node:assert/strict";
-import { decayPowers, lightningPrefill } from "../../../src/cpu/attention.ts";
+import { decayPowers, lightningPrefill, recurrentStep } from "../../../src/cpu/attention.ts";
 import { WasmArena } from "../../../src/cpu/wasm/mod.ts";
 
 /** Deterministic uniform [-0.5, 0.5) values. */
@@ -101,4 +104,78 @@ Deno.test("wasm lightning: rejects widths that are not multiples of 32", () => {
       dv: 48,
       block: 4,
     }), /multiples of 32/);
+});
+
+/**
+ * Decode steps of several heads (strided q and k, as the batched decode lays them out): the wasm
+ * step (f32) and the JS step (f64 accumulation) agree to f32 rounding, step after step.
+ */
+function runStep(heads: number, dk: number, dv: number, steps: number, seed: number) {
+  const r = rnd(seed);
+  const qkStride = dk * 3;
+  const a = new WasmArena(
+    4 * (heads * dk * dv + 4 * heads * qkStride + 4 * heads * dv) + (1 << 16),
+  );
+  const S = a.allocF32(heads * dk * dv), q = a.allocF32(heads * qkStride);
+  const k = a.allocF32(heads * qkStride), v = a.allocF32(heads * dv);
+  const o = a.allocF32(heads * dv), lambda = a.allocF32(heads);
+  for (let i = 0; i < S.length; i++) S[i] = r();
+  const lam = Array.from({ length: heads }, (_, h) => Math.exp(-(0.02 + 0.3 * h)));
+  lambda.set(lam);
+  const Sr = Float32Array.from(S), orf = new Float32Array(o.length), acc = new Float64Array(dv);
+  const label = `heads ${heads}, dk ${dk}, dv ${dv}`;
+  for (let step = 0; step < steps; step++) {
+    for (const x of [q, k, v]) for (let i = 0; i < x.length; i++) x[i] = r();
+    o.fill(NaN);
+    a.recurrent({ S, q, k, qkStride, v, o, lambda, heads, dk, dv });
+    for (let h = 0; h < heads; h++) {
+      // λ as the kernel sees it (f32), so that only the arithmetic differs.
+      const l = Math.fround(lam[h]);
+      recurrentStep(
+        Sr,
+        h * dk * dv,
+        dk,
+        dv,
+        l,
+        q,
+        h * qkStride,
+        k,
+        h * qkStride,
+        v,
+        h * dv,
+        orf,
+        h * dv,
+        acc,
+      );
+    }
+    for (const [got, want, what] of [[o, orf, "o"], [S, Sr, "S"]] as const) {
+      let scale = 0;
+      for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
+      for (let i = 0; i < want.length; i++) {
+        assert.ok(
+          Math.abs(got[i] - want[i]) <= 1e-5 * scale,
+          `${label}, step ${step}: ${what}[${i}]`,
+        );
+      }
+    }
+  }
+}
+
+Deno.test("wasm recurrent: equals the JS decode step (heads, widths, strided q and k)", () => {
+  let seed = 71;
+  for (const [heads, dk, dv] of [[1, 32, 32], [3, 64, 32], [2, 256, 128], [5, 96, 160]]) {
+    runStep(heads, dk, dv, 4, seed++);
+  }
+});
+
+Deno.test("wasm recurrent: rejects widths that are not multiples of 32 and overlaps", () => {
+  const a = new WasmArena(1 << 18);
+  const f = a.allocF32(64 * 64);
+  const o = a.allocF32(64);
+  const args = { S: f, q: f, k: f, qkStride: 48, v: f, o, lambda: f, heads: 1, dk: 48, dv: 48 };
+  assert.throws(() => a.recurrent(args), /multiples of 32/);
+  assert.throws(
+    () => a.recurrent({ ...args, dk: 32, dv: 32, qkStride: 32, o: f.subarray(64) }),
+    /overlaps/,
+  );
 });

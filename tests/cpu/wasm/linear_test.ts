@@ -209,6 +209,8 @@ Deno.test("wasm linear: every stored dtype on odd shapes, one summation order", 
   }
   runDtypes(1024, 256, 3, true, seed++);
   runDtypes(37, 704, 4, false, seed++);
+  // int8: whole unrolled steps, single steps and a partial step in one block, many blocks.
+  for (const inDim of [40, 100, 1100]) runDtypes(19, inDim, 3, true, seed++);
 });
 
 Deno.test("wasm linear: supported on this runtime", () => {
