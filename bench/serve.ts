@@ -863,7 +863,13 @@ async function main(): Promise<void> {
           console.error(
             `  served/backend ${b ? (r.tokensPerSecond / b).toFixed(2) : "-"}, served/engine ${
               e ? (r.tokensPerSecond / e).toFixed(2) : "-"
-            }${pairs > 1 ? ` (medians of ${pairs} runs: served ${r.runs.join(", ")})` : ""}`,
+            }${
+              pairs > 1
+                ? ` (medians of ${pairs} runs: served ${
+                  r.runs.map((x) => x.toFixed(0)).join(", ")
+                })`
+                : ""
+            }`,
           );
         }
         results.push(r);
