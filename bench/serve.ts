@@ -22,7 +22,8 @@
  *    At the end of a level the clients abort what is in flight and the server drains.
  *    `--pairs N`: each level runs N times, the in-process engine measured again before each server
  *    run after the first (the machine's speed drifts; alternating keeps the ratio honest); the
- *    row is the median run.
+ *    row is the median run, and each server run over the engine run just before it (a pair
+ *    ratio) is reported with the pairs' median.
  * 3. Per level: served tok/s (tokens arriving inside the measured window), TTFT p50/p95/p99 of the
  *    requests started in it, inter-token latency p50/p99 (gaps between SSE chunk arrivals, client
  *    side), the HTTP thread's event-loop lag from `tnl_event_loop_lag_seconds` in `/metrics` (the
@@ -46,6 +47,7 @@ import {
   histogramDelta,
   histogramQuantile,
   parsePromHistogram,
+  percentile,
   percentiles,
 } from "./serve_stats.ts";
 import { SseParser } from "../src/http/sse.ts";
@@ -800,6 +802,15 @@ async function main(): Promise<void> {
       if (pairs === 1 || !measureEngine()) await disposeModel();
     }
 
+    /**
+     * With --pairs: each server run over the engine run just before it (the first over the run
+     * before the server started), so a drift of the shared machine's speed cancels in each ratio.
+     */
+    const pairRatios = (l: Level & { runs?: number[] }) => {
+      const e = engine.filter((x) => x.streams === l.streams && x.prompt === l.prompt);
+      if (l.store !== "none" || !l.runs || e.length < l.runs.length) return [];
+      return l.runs.map((s, i) => s / e[i].tokensPerSecond);
+    };
     const backendAt = (s: number) =>
       backend?.decode.find((d) => d.batch === Math.min(s, maxBatch))?.tokensPerSecond;
     /** The engine's figure at a level: the median of its runs (several with --pairs). */
@@ -867,7 +878,7 @@ async function main(): Promise<void> {
               pairs > 1
                 ? ` (medians of ${pairs} runs: served ${
                   r.runs.map((x) => x.toFixed(0)).join(", ")
-                })`
+                }; pair ratios ${pairRatios(r).map((x) => x.toFixed(2)).join(", ")})`
                 : ""
             }`,
           );
@@ -885,10 +896,13 @@ async function main(): Promise<void> {
     const name = `serve_${adapter}_${modelName.toLowerCase()}${suffix}`;
     const rows = results.map((r) => {
       const b = backendAt(r.streams), e = engineAt(r);
+      const ratios = pairRatios(r);
       return {
         ...r,
         servedOverBackend: b ? r.tokensPerSecond / b : null,
         servedOverEngine: e ? r.tokensPerSecond / e : null,
+        pairRatios: ratios,
+        medianPairRatio: ratios.length ? percentile(ratios, 50) : null,
       };
     });
     const date = new Date().toISOString();
@@ -964,7 +978,8 @@ async function main(): Promise<void> {
           backendAt(r.streams) ?? "-",
           r.servedOverBackend === null ? "-" : r.servedOverBackend.toFixed(2),
           engineAt(r) ?? "-",
-          r.servedOverEngine === null ? "-" : r.servedOverEngine.toFixed(2),
+          (r.servedOverEngine === null ? "-" : r.servedOverEngine.toFixed(2)) +
+          (r.medianPairRatio === null ? "" : ` (pairs: ${r.medianPairRatio.toFixed(2)})`),
           `${ms(r.ttftMs.p50)} / ${ms(r.ttftMs.p95)} / ${ms(r.ttftMs.p99)}`,
           `${ms(r.itlMs.p50)} / ${ms(r.itlMs.p99)}`,
           r.eventLoopLagMs ? `${ms(r.eventLoopLagMs.p50)} / ${ms(r.eventLoopLagMs.p99)}` : "n/a",
@@ -988,7 +1003,8 @@ async function main(): Promise<void> {
       md.push(
         `${pairs} runs per level, the engine (\`Engine.generate\` in this process) and the server ` +
           `alternating; each row is the run with the median served figure and the median engine ` +
-          `figure. ` +
+          `figure; each server run over the engine run just before it (pair ratios, with their ` +
+          `median) cancels a drift of the machine's speed. ` +
           rows.map((r) =>
             `${r.streams} streams ${r.prompt}/${r.store}: served ${r.runs.map(fmtNum).join(", ")}` +
             (r.store === "none" &&
@@ -996,9 +1012,11 @@ async function main(): Promise<void> {
               ? `; engine ${
                 engine.filter((e) => e.streams === r.streams && e.prompt === r.prompt)
                   .map((e) => fmtNum(e.tokensPerSecond)).join(", ")
+              } tok/s; pair ratios ${r.pairRatios.map((x) => x.toFixed(2)).join(", ")}${
+                r.medianPairRatio === null ? "" : ` (median ${r.medianPairRatio.toFixed(2)})`
               }`
-              : "")
-          ).join("; ") + " tok/s.",
+              : " tok/s")
+          ).join("; ") + ".",
         "",
       );
     }
@@ -1064,6 +1082,9 @@ async function main(): Promise<void> {
           : "") +
         (head.servedOverEngine !== null
           ? `, ${head.servedOverEngine.toFixed(2)} of the engine`
+          : "") +
+        (head.medianPairRatio !== null
+          ? ` (${head.medianPairRatio.toFixed(2)}: median of the pairs)`
           : "") +
         `, TTFT p50 ${ms(head.ttftMs.p50)} ms p95 ${ms(head.ttftMs.p95)} ms` +
         ` → bench/results/${name}.{json,md}`,
