@@ -6,6 +6,7 @@
  *
  *   deno run -A bench/engine_rounds.ts [--shape 385m | --model DIR] [--streams 1,8,64]
  *     [--seconds 8] [--tokens 256] [--backend webgpu|cpu] [--show N (first N rounds of each level)]
+ *     [--show-last N (its last N rounds: the steady state)]
  *     [--worker (the CPU backend in a worker, as the server runs it)]
  *     [--kept (each client continues its own session, its state kept: no store, no codec)]
  * @module
@@ -18,7 +19,7 @@ import { writeShapeModel } from "./serve_model.ts";
 import { percentiles } from "./serve_stats.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["shape", "model", "streams", "seconds", "tokens", "backend", "show"],
+  string: ["shape", "model", "streams", "seconds", "tokens", "backend", "show", "show-last"],
   boolean: ["worker", "kept"],
   default: { streams: "1,8,64", seconds: "8", tokens: "256", backend: "webgpu" },
 });
@@ -85,7 +86,12 @@ for (const streams of args.streams.split(",").map(Number)) {
         mean((r) => r.ms.settle).toFixed(2)
       } ms`,
   );
-  for (const r of rounds.slice(0, Number(args.show ?? 0))) {
+  const last = Number(args["show-last"] ?? 0);
+  const shown = [
+    ...rounds.slice(0, Number(args.show ?? 0)),
+    ...(last > 0 ? rounds.slice(-last) : []),
+  ];
+  for (const r of shown) {
     console.log(
       `  round: +${r.admitted} admitted, prefill ${r.prefillSeqs} seqs ${r.prefillTokens} tok ` +
         `${r.ms.prefill.toFixed(1)} ms, decode b${r.batch} × ${r.steps} ${
