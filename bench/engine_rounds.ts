@@ -7,6 +7,7 @@
  *   deno run -A bench/engine_rounds.ts [--shape 385m | --model DIR] [--streams 1,8,64]
  *     [--seconds 8] [--tokens 256] [--backend webgpu|cpu] [--show N (first N rounds of each level)]
  *     [--show-last N (its last N rounds: the steady state)]
+ *     [--round-ms BUSY,STEADY (the engine's round targets; default: the engine's own)]
  *     [--worker (the CPU backend in a worker, as the server runs it)]
  *     [--kept (each client continues its own session, its state kept: no store, no codec)]
  * @module
@@ -19,7 +20,17 @@ import { writeShapeModel } from "./serve_model.ts";
 import { percentiles } from "./serve_stats.ts";
 
 const args = parseArgs(Deno.args, {
-  string: ["shape", "model", "streams", "seconds", "tokens", "backend", "show", "show-last"],
+  string: [
+    "shape",
+    "model",
+    "streams",
+    "seconds",
+    "tokens",
+    "backend",
+    "show",
+    "show-last",
+    "round-ms",
+  ],
   boolean: ["worker", "kept"],
   default: { streams: "1,8,64", seconds: "8", tokens: "256", backend: "webgpu" },
 });
@@ -32,7 +43,17 @@ const rounds: RoundInfo[] = [];
 const model = await loadModel(dir, {
   backend: args.backend as "webgpu" | "cpu",
   ...(args.worker ? { worker: true } : {}),
-  engine: { onRound: (r) => rounds.push(r) },
+  engine: {
+    onRound: (r) => rounds.push(r),
+    ...(args["round-ms"]
+      ? {
+        roundMs: {
+          busy: Number(args["round-ms"].split(",")[0]),
+          steady: Number(args["round-ms"].split(",")[1]),
+        },
+      }
+      : {}),
+  },
 });
 const engine = model.engine();
 const words = "the king is dead and long live the new king of all".split(" ");

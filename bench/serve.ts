@@ -5,7 +5,7 @@
  *   deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend auto|cpu|webgpu]
  *     [--streams 1,8,64,128,256] [--prompt short,long] [--store none,kept] [--tokens 256]
  *     [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args="..."] [--server-deno-flags="..."] [--label NAME]
- *     [--quantize none|int8] [--engine] [--no-backend] [--pairs N]
+ *     [--quantize none|int8] [--engine] [--no-backend] [--pairs N [--restart]]
  *
  * 1. Before the server starts, in this process: the backend's sampled decode at batch = streams
  *    (`measureDecode`, K = 64 device steps per readback as `bench:gpu`, T 0.8), its prefill of the
@@ -23,7 +23,11 @@
  *    `--pairs N`: each level runs N times, the in-process engine measured again before each server
  *    run after the first (the machine's speed drifts; alternating keeps the ratio honest); the
  *    row is the median run, and each server run over the engine run just before it (a pair
- *    ratio) is reported with the pairs' median.
+ *    ratio) is reported with the pairs' median. `--restart`: each pair after the first reloads
+ *    the in-process model and starts a new server process, so the speed a process happens to get
+ *    (where its memory landed; on a shared 2-core machine one server process ran at 1,007 and
+ *    another at 1,710 tok/s with its backend worker busy 100% in both) is sampled N times on
+ *    both sides instead of once.
  * 3. Per level: served tok/s (tokens arriving inside the measured window), TTFT p50/p95/p99 of the
  *    requests started in it, inter-token latency p50/p99 (gaps between SSE chunk arrivals, client
  *    side), the HTTP thread's event-loop lag from `tnl_event_loop_lag_seconds` in `/metrics` (the
@@ -679,14 +683,14 @@ async function main(): Promise<void> {
       "quantize",
       "pairs",
     ],
-    boolean: ["engine", "no-backend", "help"],
+    boolean: ["engine", "no-backend", "help", "restart"],
   });
   if (args.help) {
     console.log(
       "deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend B]\n" +
         "  [--streams 1,8,64,128,256] [--prompt short,long] [--store none,kept] [--tokens 256]\n" +
         "  [--seconds 12] [--warmup 2] [--server-dir PATH] [--server-args '...'] [--server-deno-flags '...'] [--label NAME]\n" +
-        "  [--quantize none|int8] [--engine] [--no-backend] [--pairs N]",
+        "  [--quantize none|int8] [--engine] [--no-backend] [--pairs N [--restart]]",
     );
     return;
   }
@@ -759,10 +763,9 @@ async function main(): Promise<void> {
     let backend: Awaited<ReturnType<typeof backendFigures>> | null = null;
     const engine: Awaited<ReturnType<typeof engineLevel>>[] = [];
     console.error(`loading ${modelName} in-process (${backendChoice})`);
-    const model = await loadModel(modelDir, {
-      backend: backendChoice as "auto",
-      quantize: quantize as "none",
-    });
+    const load = () =>
+      loadModel(modelDir, { backend: backendChoice as "auto", quantize: quantize as "none" });
+    let model = await load();
     const measureEngine = () => args.engine || model.backend.kind === "cpu";
     /** `Engine.generate` in this process at a level's concurrency (the server then idles). */
     const engineRun = async (level: Level) => {
@@ -840,7 +843,8 @@ async function main(): Promise<void> {
       fail('--server-deno-flags: give its value after "=", e.g. --server-deno-flags="--cpu-prof"');
     }
     const denoFlags = String(args["server-deno-flags"] ?? "").split(/\s+/).filter(Boolean);
-    const server = await startServer(serverDir, serverArgs, 15 * 60_000, denoFlags);
+    const launch = () => startServer(serverDir, serverArgs, 15 * 60_000, denoFlags);
+    let server = await launch();
     const startMs = performance.now() - t0;
     const health = await (await fetch(`${server.url}/health`)).json();
     const results = [];
@@ -849,9 +853,18 @@ async function main(): Promise<void> {
         const runs = [];
         for (let pair = 0; pair < pairs; pair++) {
           // --pairs: engine and server alternate, so a drift of the machine's speed hits both.
+          if (pair > 0 && args.restart) {
+            // Fresh processes' luck on both sides: a new server, a newly loaded model.
+            await server.stop();
+            if (modelLoaded) {
+              await model.dispose();
+              model = await load();
+            }
+          }
           if (pair > 0 && modelLoaded && level.store === "none") {
             engine.push(await engineRun(level));
           }
+          if (pair > 0 && args.restart) server = await launch();
           const r = await serverLevel(server.url, level, settings, prompts);
           console.error(
             `server ${level.streams} streams ${level.prompt} ${level.store}: ${
@@ -1005,6 +1018,10 @@ async function main(): Promise<void> {
           `alternating; each row is the run with the median served figure and the median engine ` +
           `figure; each server run over the engine run just before it (pair ratios, with their ` +
           `median) cancels a drift of the machine's speed. ` +
+          (args.restart
+            ? "Each pair after the first ran in new processes (the server restarted, the " +
+              "in-process model loaded again). "
+            : "") +
           rows.map((r) =>
             `${r.streams} streams ${r.prompt}/${r.store}: served ${r.runs.map(fmtNum).join(", ")}` +
             (r.store === "none" &&
