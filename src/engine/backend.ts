@@ -125,9 +125,17 @@ export interface Backend {
    * or (when asked) at end-of-sequence, and its state then holds exactly what it consumed: every
    * returned token but the last (the new pending one). Positions advance accordingly. A row whose
    * logits were broken (a NaN, or no finite maximum) ends with `BROKEN_LOGITS_TOKEN` instead of a
-   * sampled token, and its state is then not to be trusted.
+   * sampled token, and its state is then not to be trusted. A call may also end for every row
+   * before `steps` (`interruptRound`; a host-sampling backend ends it at the step where a row
+   * ends, so that row's reply goes out at once): callers take the tokens that came.
    */
   decodeSampled?(rows: readonly SampledRow[], steps: number): Promise<Int32Array[]>;
+  /**
+   * Ask the `decodeSampled` call in flight to return after its current step (a request arrived
+   * that could join the batch). Where a round is one device submission there is nothing to cut:
+   * absent. Each row's tokens so far come back; what a row computes never depends on it.
+   */
+  interruptRound?(): void;
   /** Give a resident state's penalty bookkeeping its history (prompt and generated tokens). */
   setTokenHistory?(
     state: BackendState,

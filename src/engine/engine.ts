@@ -349,6 +349,8 @@ export class Engine {
   readonly #sampler: Sampler;
   #loop: Promise<void> | null = null;
   #closed = false;
+  /** Whether a `decodeSampled` round is in flight. */
+  #decoding = false;
   /** Measured ms per device decode step (readback included), by batch-size bucket. */
   readonly #stepMs = new Map<number, number>();
   readonly #resident: ResidentStates;
@@ -490,6 +492,11 @@ export class Engine {
     this.#stats.requests++;
     this.#queue.push(seq);
     this.#kick();
+    // A round that can end at any step (host sampling in a worker) ends now: the request gets
+    // its slot after one step instead of after the round.
+    if (this.#decoding && this.#running.length < this.#opts.maxBatch) {
+      this.backend.interruptRound?.();
+    }
     return channel.drain();
   }
 
@@ -789,20 +796,21 @@ export class Engine {
     );
     if (b.decodeSampled && steps > 1 && batch.every((s) => s.req.logprobs === undefined)) {
       const t0 = performance.now();
-      const captured = await this.#decodeOnDevice(batch, steps);
+      const [captured, done] = await this.#decodeOnDevice(batch, steps);
       // The readback also waits for prefill work submitted this round, and states read back with
       // the tokens cost their copies: learn only from rounds without either, or the estimate (and
       // so K) would swing with arrivals and endings (64 states read back in one round once made
       // the next rounds' K collapse to 2).
       const ms = performance.now() - t0 - this.#opts.readbackMs;
       if ((learn && !captured) || !this.#stepMs.has(this.#bucket(batch.length))) {
-        this.#learnStep(batch.length, Math.max(0.02, ms / steps));
+        this.#learnStep(batch.length, Math.max(0.02, ms / done));
       }
-    } else {
-      await this.#decodeOnHost(batch);
+      for (const seq of batch) await this.#checkpoint(seq);
+      return [batch.length, done];
     }
+    await this.#decodeOnHost(batch);
     for (const seq of batch) await this.#checkpoint(seq);
-    return [batch.length, steps];
+    return [batch.length, 1];
   }
 
   /** Batch-size bucket of the step-time estimate (powers of two). */
@@ -874,9 +882,10 @@ export class Engine {
    * has that state copied back in the same submission. A stop string is only seen here, in text:
    * such a row's state is snapshotted first and, when it stops early, restored and replayed
    * through the same kernels up to the kept token (bit-identical to a run that never overshot).
-   * Returns whether any state came back with the tokens.
+   * Returns whether any state came back with the tokens, and the steps run (fewer than `steps`
+   * when the backend ended the round early: `Backend.interruptRound`, a host-sampling row's end).
    */
-  async #decodeOnDevice(batch: Seq[], steps: number): Promise<boolean> {
+  async #decodeOnDevice(batch: Seq[], steps: number): Promise<[boolean, number]> {
     const b = this.backend;
     const snaps = new Map<Seq, BackendState>();
     for (const seq of batch) {
@@ -890,7 +899,7 @@ export class Engine {
         // No spare slot for a snapshot: decode this batch one step at a time instead.
         for (const s of snaps.values()) b.releaseState(s);
         await this.#decodeOnHost(batch);
-        return false;
+        return [false, 1];
       }
     }
     try {
@@ -906,9 +915,16 @@ export class Engine {
         penalties: hasPenalties(seq.params),
         capture: seq.req.keepState !== false && seq.req.maxTokens - seq.generated <= steps,
       }));
-      const out = await b.decodeSampled!(rows, steps);
-      this.#stats.lastSteps = steps;
-      this.#count(out.reduce((a, t) => a + t.length, 0), batch.length, steps);
+      let out: Int32Array[];
+      this.#decoding = true;
+      try {
+        out = await b.decodeSampled!(rows, steps);
+      } finally {
+        this.#decoding = false;
+      }
+      const done = Math.max(1, ...out.map((t) => t.length));
+      this.#stats.lastSteps = done;
+      this.#count(out.reduce((a, t) => a + t.length, 0), batch.length, done);
       for (let i = 0; i < batch.length; i++) {
         const seq = batch[i];
         const toks = out[i];
@@ -935,7 +951,7 @@ export class Engine {
         seq.out = null;
         if (gathered.tokens.length) seq.push({ type: "token", ...gathered });
       }
-      return rows.some((r) => r.captured);
+      return [rows.some((r) => r.captured), done];
     } finally {
       for (const s of snaps.values()) b.releaseState(s);
     }

@@ -48,12 +48,28 @@ export class HostSampling implements Backend {
   readonly #sampler: Sampler;
   /** Penalty history of the states that were given one (`setTokenHistory`). */
   readonly #histories = new Map<BackendState, TokenHistory>();
+  /** Word 0 ≠ 0: the round in flight returns after its current step. */
+  readonly #interrupt: Int32Array;
+  /** Whether `decodeSampled` clears the flag itself (it is not shared with a caller's thread). */
+  readonly #ownsFlag: boolean;
 
-  /** Wrap `inner` (which has no `decodeSampled` of its own); `maxSteps` bounds one call. */
-  constructor(inner: Backend, maxSteps = 128) {
+  /**
+   * Wrap `inner` (which has no `decodeSampled` of its own); `maxSteps` bounds one call.
+   * `interrupt`: a flag in shared memory that another thread sets to end the round in flight
+   * (`WorkerBackend.interruptRound`) and clears before each call; without it the flag is this
+   * object's own, set by `interruptRound` and cleared at each call's start.
+   */
+  constructor(inner: Backend, maxSteps = 128, interrupt?: Int32Array) {
     this.inner = inner;
     this.maxSampledSteps = maxSteps;
     this.#sampler = new Sampler(inner.config.vocabSize);
+    this.#ownsFlag = !interrupt;
+    this.#interrupt = interrupt ?? new Int32Array(1);
+  }
+
+  /** End the `decodeSampled` call in flight after its current step. */
+  interruptRound(): void {
+    Atomics.store(this.#interrupt, 0, 1);
   }
 
   /** The wrapped backend's kind. */
@@ -146,15 +162,21 @@ export class HostSampling implements Backend {
   /**
    * Up to `steps` decode steps of every row: each step decodes the rows still going in one batch,
    * samples each row's next token from its logits, and feeds it at the next step. A row stops at
-   * its budget, at end-of-sequence when asked, or at broken logits (`BROKEN_LOGITS_TOKEN`).
+   * its budget, at end-of-sequence when asked, or at broken logits (`BROKEN_LOGITS_TOKEN`). The
+   * round ends at the step where a row stops (its reply need not wait for the others' steps, and
+   * its slot frees) or after the step during which `interruptRound` was called; the rows that go
+   * on continue in the next call with the same numbers, since each row's step is computed alone.
    */
   async decodeSampled(rows: readonly SampledRow[], steps: number): Promise<Int32Array[]> {
     const V = this.config.vocabSize;
     const eos = this.config.eosTokenId;
     const out = rows.map(() => [] as number[]);
     const pending = rows.map((r) => r.token);
+    const ended = new Set<number>();
     let live = rows.map((_, i) => i).filter((i) => rows[i].budget > 0);
+    if (this.#ownsFlag) Atomics.store(this.#interrupt, 0, 0);
     for (let step = 0; step < steps && live.length; step++) {
+      if (step > 0 && (ended.size || Atomics.load(this.#interrupt, 0) !== 0)) break;
       const logits = await this.inner.decode(
         live.map((i) => rows[i].state),
         Int32Array.from(live, (i) => pending[i]),
@@ -163,19 +185,25 @@ export class HostSampling implements Backend {
       live.forEach((i, b) => {
         const row = rows[i];
         const z = logits.subarray(b * V, (b + 1) * V);
-        if (logitsBroken(z)) return void out[i].push(BROKEN_LOGITS_TOKEN);
+        if (logitsBroken(z)) {
+          out[i].push(BROKEN_LOGITS_TOKEN);
+          return void ended.add(i);
+        }
         const history = row.penalties ? this.#histories.get(row.state) ?? null : null;
         const token = this.#sampler.sample(z, row.sampling, history, row.rng);
         history?.addGenerated(token);
         out[i].push(token);
         pending[i] = token;
-        const ended = out[i].length >= row.budget || (row.stopAtEos && token === eos);
-        if (!ended) next.push(i);
+        if (out[i].length >= row.budget || (row.stopAtEos && token === eos)) ended.add(i);
+        else next.push(i);
       });
       live = next;
     }
-    for (const row of rows) {
-      if (row.capture) row.captured = await this.inner.readState(row.state);
+    // States of the rows that ended (the caller asks for those whose budget may end here).
+    for (const i of ended) {
+      if (rows[i].capture && out[i].at(-1) !== BROKEN_LOGITS_TOKEN) {
+        rows[i].captured = await this.inner.readState(rows[i].state);
+      }
     }
     return out.map((t) => Int32Array.from(t));
   }

@@ -56,7 +56,7 @@ export class WorkerBackend implements Backend {
   readonly maxSampledSteps?: number;
   /** Prefill tokens per submission. */
   readonly preferredPrefillChunk?: number;
-  /** Several decode steps per row with sampling in the worker's device loop (WebGPU only). */
+  /** Several decode steps per row with sampling in the worker (the device loop, or host sampling). */
   readonly decodeSampled?: (rows: readonly SampledRow[], steps: number) => Promise<Int32Array[]>;
   /** Feed several sequences through the decode path (WebGPU only). */
   readonly replayMany?: (items: readonly PrefillItem[]) => Promise<void>;
@@ -68,6 +68,8 @@ export class WorkerBackend implements Backend {
   ) => Promise<void>;
   /** Feed tokens one decode step at a time (WebGPU only). */
   readonly replay?: (state: BackendState, tokens: Int32Array) => Promise<void>;
+  /** End the worker's host-sampling round after its current step (the CPU backend only). */
+  readonly interruptRound?: () => void;
   /** SHA-256 over the config and the weights, as the worker loaded them. */
   readonly fingerprint: string;
   /** Times the worker was started again after dying. */
@@ -75,6 +77,8 @@ export class WorkerBackend implements Backend {
 
   readonly #spec: WorkerLoadSpec;
   readonly #maxSlots: number;
+  /** The shared flag of `interruptRound` (CPU worker), cleared before each round. */
+  readonly #interrupt: Int32Array | null = null;
   #worker: Worker;
   #epoch = 0;
   #nextId = 1;
@@ -104,6 +108,12 @@ export class WorkerBackend implements Backend {
     this.#maxSlots = info.maxSlots;
     const has = new Set(info.capabilities);
     if (has.has("decodeSampled")) this.decodeSampled = (r, k) => this.#decodeSampled(r, k);
+    if (has.has("decodeSampled") && info.kind === "cpu" && spec.interrupt) {
+      // Host sampling steps one at a time in the worker: a round can end at any step.
+      const flag = new Int32Array(spec.interrupt);
+      this.#interrupt = flag;
+      this.interruptRound = () => Atomics.store(flag, 0, 1);
+    }
     if (has.has("replayMany")) this.replayMany = (items) => this.#replayMany(items);
     if (has.has("setTokenHistory")) {
       this.setTokenHistory = (st, seen, gen) => this.#setTokenHistory(st, seen, gen);
@@ -124,6 +134,7 @@ export class WorkerBackend implements Backend {
     config: ModelConfig,
     onProgress?: WorkerProgress,
   ): Promise<WorkerBackend> {
+    spec = { ...spec, interrupt: spec.interrupt ?? new SharedArrayBuffer(4) };
     const { worker, info } = await WorkerBackend.#start(spec, onProgress);
     return new WorkerBackend(worker, spec, config, info);
   }
@@ -370,6 +381,7 @@ export class WorkerBackend implements Backend {
   async #decodeSampled(rows: readonly SampledRow[], steps: number): Promise<Int32Array[]> {
     const own = rows.map((r) => this.#own(r.state));
     const plain = rows.map((r, i) => ({ ...r, state: undefined, id: own[i].id }));
+    if (this.#interrupt) Atomics.store(this.#interrupt, 0, 0);
     const out = await this.#call<
       { tokens: Int32Array[]; rng: number[]; captured: (ModelState | null)[] }
     >("decodeSampled", [plain, steps]);

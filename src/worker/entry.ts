@@ -86,6 +86,8 @@ async function load(spec: WorkerLoadSpec): Promise<WorkerLoaded> {
           quantize: spec.quantize,
           maxBatch: spec.options.maxBatch,
         }),
+        undefined,
+        spec.interrupt ? new Int32Array(spec.interrupt) : undefined,
       );
     } else {
       const gpuBackend = await WebGpuBackend.load(weights, config, spec.dir, {

@@ -17,6 +17,11 @@ export interface WorkerLoadSpec {
   dir: string;
   /** Weight quantization. */
   quantize: WeightQuantization;
+  /**
+   * A 4-byte flag in shared memory: the serving thread sets it to end a host-sampling round
+   * (`HostSampling.decodeSampled`) after its current step, and clears it before each round.
+   */
+  interrupt?: SharedArrayBuffer;
   /** WebGPU options that are plain data (batch, slots, ring, limits). */
   options: {
     maxBatch?: number;

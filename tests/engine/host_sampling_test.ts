@@ -163,13 +163,70 @@ Deno.test({
         { state: bad, token: 5, budget: 8, sampling, rng: { seed: 2, counter: 0 } },
       ].map((r) => ({ ...r, stopAtEos: true, penalties: false, capture: true }));
       const out = await b.decodeSampled(rows, 8);
-      assert.equal(out[0].length, 3, "stops at its budget");
-      assert.equal(good.position, 3, "consumed the pending token and two sampled ones");
-      assert.equal(rows[0].captured?.position, 3);
       assert.deepEqual([...out[1]], [BROKEN_LOGITS_TOKEN]);
+      assert.equal(out[0].length, 1, "the round ends at the step where a row ends");
+      assert.equal(rows[0].captured, undefined, "a row that goes on is not captured");
+      const rest = await b.decodeSampled([{ ...rows[0], token: out[0][0], budget: 2 }], 8);
+      assert.equal(rest[0].length, 2, "stops at its budget");
+      assert.equal(good.position, 3, "consumed the pending token and two sampled ones");
       assert.ok(logitsBroken(Float32Array.of(1, NaN)));
       assert.ok(logitsBroken(Float32Array.of(-Infinity, -Infinity)));
       assert.ok(!logitsBroken(Float32Array.of(-Infinity, 0)));
+    } finally {
+      await b.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "host sampling: rounds cut by a row's end or an interrupt give the same tokens as one",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const flag = new Int32Array(new SharedArrayBuffer(4));
+    const b = new HostSampling(await cpuBackend(), 64, flag);
+    try {
+      const sampling = validateSamplingParams({ temperature: 0.9, seed: 3 }, config.vocabSize);
+      const make = (): SampledRow[] =>
+        [5, 9].map((token, i) => ({
+          state: b.allocState(),
+          token,
+          budget: [6, 12][i],
+          sampling,
+          rng: { seed: 11 + i, counter: 0 },
+          stopAtEos: false,
+          penalties: false,
+          capture: true,
+        }));
+      // One call: the round ends when the first row reaches its budget (6 steps).
+      const whole = make();
+      const first = await b.decodeSampled(whole, 12);
+      assert.deepEqual(first.map((t) => t.length), [6, 6]);
+      assert.equal(whole[0].captured?.position, 6, "the row that ended is captured");
+      assert.equal(whole[1].captured, undefined);
+      const second = await b.decodeSampled([{ ...whole[1], token: first[1][5], budget: 6 }], 12);
+      const want = [[...first[0]], [...first[1], ...second[0]]];
+      // The same rows, the flag set: every call returns after one step; the flag's owner clears it.
+      const cut = make();
+      const got: number[][] = [[], []];
+      let live = [0, 1];
+      while (live.length) {
+        Atomics.store(flag, 0, 1);
+        const rows = live.map((i) => ({
+          ...cut[i],
+          token: got[i].at(-1) ?? cut[i].token,
+          budget: cut[i].budget - got[i].length,
+        }));
+        const out = await b.decodeSampled(rows, 12);
+        rows.forEach((r, k) => {
+          assert.equal(out[k].length, 1, "one step, then the interrupt ends the round");
+          got[live[k]].push(...out[k]);
+          cut[live[k]].rng = r.rng;
+        });
+        live = live.filter((i) => got[i].length < cut[i].budget);
+      }
+      assert.deepEqual(got, want);
+      assert.equal(Atomics.load(flag, 0), 1, "a shared flag is cleared by its owner only");
     } finally {
       await b.dispose();
     }

@@ -130,6 +130,36 @@ for (const kind of ["cpu", "cpu-worker", "worker"] as const) {
   );
 }
 
+withEngine(
+  "a request that arrives during a long round is admitted after a step, not after the round",
+  "cpu-worker",
+  { stepsPerSync: 128, roundMs: { busy: 60_000, steady: 60_000 } },
+  async (engine, rounds) => {
+    let aTokens = 0; // A's tokens received so far
+    const a = (async () => {
+      for await (const e of engine.generate(seeded(engine, 0, 2000))) {
+        if (e.type === "token") aTokens += e.tokens.length;
+      }
+    })();
+    // Rounds of 128 steps by now (the step time is known).
+    while (!rounds.some((r) => r.steps === 128)) await new Promise((r) => setTimeout(r, 2));
+    // Arrive inside a round: after a chunk of A's, then a pause shorter than a round.
+    const chunks = aTokens;
+    while (aTokens === chunks) await new Promise((r) => setTimeout(r, 1));
+    await new Promise((r) => setTimeout(r, 10));
+    const at = rounds.length; // the round in flight is rounds[at] once it ends
+    let firstAt = -1;
+    for await (const e of engine.generate(seeded(engine, 1, 4))) {
+      if (e.type === "token" && e.tokens.length && firstAt < 0) firstAt = rounds.length;
+    }
+    await a;
+    // The round in flight ends after its current step (not after 128), and the next admits B
+    // and gives its first token.
+    assert.ok(rounds[at].steps < 128, `the round in flight ran all ${rounds[at].steps} steps`);
+    assert.ok(firstAt - at <= 2, `first token after ${firstAt - at} rounds`);
+  },
+);
+
 for (const [kind, keepState] of [["cpu", true], ["worker", true], ["worker", false]] as const) {
   withEngine(
     `a non-finite step fails its own request only (${keepState ? "kept" : "store: false"})`,
