@@ -9,7 +9,7 @@ import type { Backend, BackendState, SampledRow } from "../src/engine/backend.ts
 import { validateSamplingParams } from "../src/engine/sampler.ts";
 import type { WebGpuBackend } from "../src/gpu/backend.ts";
 import { seqsPerWorkgroup } from "../src/gpu/matvec_tiling.ts";
-import { GpuModel } from "../src/gpu/model.ts";
+import { encodeOps } from "../src/gpu/ops/mod.ts";
 import { SAMPLING, SAMPLING_WORDS } from "../src/gpu/layout.ts";
 import { timePasses } from "../src/gpu/timing.ts";
 
@@ -212,7 +212,7 @@ export async function profileDecodeStep(
       const ns = await timePasses(
         dev,
         plan.length,
-        (pass, i) => GpuModel.encode(pass, [plan[i]], batch, { pipeline: null }),
+        (pass, i) => encodeOps(pass, [plan[i]], batch),
       );
       if (r === 0) continue;
       plan.forEach((d, i) => {
@@ -248,7 +248,7 @@ export async function measureEncode(
   for (let r = 0; r < repeats; r++) {
     const enc = dev.createCommandEncoder();
     const pass = enc.beginComputePass();
-    GpuModel.encode(pass, plan, batch, { pipeline: null });
+    encodeOps(pass, plan, batch);
     pass.end();
     dev.queue.submit([enc.finish()]);
   }

@@ -28,7 +28,7 @@ import {
   SAMPLING_WORD_FIELDS,
   SAMPLING_WORDS,
 } from "./layout.ts";
-import type { Dispatch } from "./model.ts";
+import { encodeOps, type Op } from "./ops/mod.ts";
 import { seqsPerWorkgroup } from "./matvec_tiling.ts";
 import { GpuModel, type GpuModelOptions } from "./model.ts";
 import { GpuPrefill } from "./prefill.ts";
@@ -245,7 +245,7 @@ export class WebGpuBackend implements Backend {
       dev.queue.writeBuffer(m.rows, 0, rowsData);
       const enc = dev.createCommandEncoder();
       const pass = enc.beginComputePass();
-      GpuModel.encode(pass, plan, B, { pipeline: null });
+      encodeOps(pass, plan, B);
       pass.end();
       if (staging && (logits === "each" || s === steps - 1)) {
         enc.copyBufferToBuffer(
@@ -544,7 +544,7 @@ export class WebGpuBackend implements Backend {
     }
   }
 
-  #sample: Dispatch[] | null = null;
+  #sample: Op[] | null = null;
 
   /** Several decode steps per row with sampling on the GPU; one readback at the end. */
   async decodeSampled(rows: readonly SampledRow[], steps: number): Promise<Int32Array[]> {
@@ -619,8 +619,8 @@ export class WebGpuBackend implements Backend {
       const last = { pipeline: null as GPUComputePipeline | null };
       const until = s0 === 0 ? 1 : Math.min(steps, s0 + STEPS_PER_SUBMIT);
       for (let s = s0; s < until; s++) {
-        GpuModel.encode(pass, plan, B, last);
-        GpuModel.encode(pass, this.#sample, B, last);
+        encodeOps(pass, plan, B, last);
+        encodeOps(pass, this.#sample, B, last);
       }
       pass.end();
     }

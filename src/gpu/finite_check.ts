@@ -6,6 +6,7 @@
  */
 
 import type { GpuModel } from "./model.ts";
+import { bindKernel, loadKernel, paramWords } from "./ops/mod.ts";
 
 /** Workgroups per slot and layer (each thread strides over the layer's values). */
 const GROUPS = 16;
@@ -22,26 +23,39 @@ export class FiniteCheck {
   /** Most slots one `encode` checks. */
   readonly capacity: number;
 
-  private constructor(model: GpuModel, pipeline: GPUComputePipeline, capacity: number) {
+  private constructor(
+    model: GpuModel,
+    pipeline: GPUComputePipeline,
+    groups: GPUBindGroup[],
+    slots: GPUBuffer,
+    flags: GPUBuffer,
+    capacity: number,
+  ) {
     this.#model = model;
     this.#pipeline = pipeline;
+    this.#groups = groups;
+    this.#slots = slots;
+    this.flags = flags;
     this.capacity = capacity;
-    this.#slots = model.res.storage("finite-check slots", capacity * 4);
-    this.flags = model.res.storage("finite-check flags", capacity * 4);
-    this.#groups = model.states.map((state, l) =>
-      model.res.bindGroup(pipeline, [
-        [0, model.res.uniform([model.slotFloats[l], GROUPS, 0, 0], `finite-check ${l}`)],
-        [1, state],
-        [2, this.#slots],
-        [3, this.flags],
-      ], `finite-check ${l}`)
-    );
   }
 
   /** Build the check for `model` (its pipeline compiled now), for `capacity` slots at a time. */
   static async create(model: GpuModel, capacity: number): Promise<FiniteCheck> {
-    const pipeline = await model.pipelines.get("finite_check", {});
-    return new FiniteCheck(model, pipeline, capacity);
+    const k = await loadKernel(model.pipelines, "finite_check", {});
+    const res = model.res;
+    const slots = res.storage("finite-check slots", capacity * 4);
+    const flags = res.storage("finite-check flags", capacity * 4);
+    const groups = await Promise.all(model.states.map((state, l) => {
+      const label = `finite-check ${l}`;
+      const words = paramWords(k, {
+        per_slot: model.slotFloats[l],
+        groups: GROUPS,
+        _pad0: 0,
+        _pad1: 0,
+      }, label);
+      return bindKernel(res, k, { P: res.uniform(words, label), state, slots, flags }, label);
+    }));
+    return new FiniteCheck(model, k.pipeline, groups, slots, flags, capacity);
   }
 
   /**

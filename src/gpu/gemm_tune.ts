@@ -9,17 +9,12 @@
  */
 
 import type { GpuContext } from "./device.ts";
-import {
-  GEMM_TILES,
-  gemmGroups,
-  type GemmTile,
-  gemmTileDefines,
-  gemmTilesFor,
-  gemmVectorized,
-} from "./gemm_tiling.ts";
+import { GEMM_TILES, type GemmTile, gemmTilesFor } from "./gemm_tiling.ts";
 import type { PipelineCache } from "./shaders.ts";
 import { timePasses } from "./timing.ts";
-import { dtypeBytes, type GpuDType } from "./weights.ts";
+import { dtypeBytes, type GpuDType, type GpuMatrix } from "./weights.ts";
+import { GpuResources } from "./resources.ts";
+import { encodeOps, gemmOps, type Op } from "./ops/mod.ts";
 
 /** A product to tune for: `tokens` × [rows, cols] weights of a dtype. */
 export interface GemmShape {
@@ -87,41 +82,38 @@ export async function tuneGemm(
   });
   const scales = dev.createBuffer({ size: Math.max(16, rows * 4), usage });
   const y = dev.createBuffer({ size: Math.max(16, tokens * rows * 4), usage });
-  const params = dev.createBuffer({
-    size: 32,
-    usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-  });
-  dev.queue.writeBuffer(params, 0, new Uint32Array([rows, cols, 0, tokens, cols, 0, rows, 0]));
+  // The tune's own resources: uniform blocks and bind groups of the candidate ops.
+  const res = new GpuResources(dev);
+  const matrix: GpuMatrix = {
+    dtype,
+    rows,
+    cols,
+    chunks: [{ buffer: w, rowBase: 0, rows }],
+    scales: dtype === "q8" ? scales : null,
+  };
   try {
     const tiles = gemmTilesFor(dev.limits);
-    const vec = gemmVectorized(cols, cols);
-    const runs: { pipeline: GPUComputePipeline; group: GPUBindGroup; tile: GemmTile }[] = [];
+    // `ctl` is not read by the GEMM; any buffer stands for it.
+    const t = { m: { pipelines, ctx, ctl: y }, res };
+    const runs: { op: Op; tile: GemmTile }[] = [];
     for (const tile of tiles) {
-      const pipeline = await pipelines.get("gemm", {
-        ...gemmTileDefines(tile, vec),
-        W_DTYPE: dtype,
-        BIAS: false,
-        OUT_ADD: false,
-        OUT_MUL: false,
+      const [op] = await gemmOps(t, {
+        label: "gemm.tune",
+        w: matrix,
+        input: { buffer: a, stride: cols },
+        out: { buffer: y, stride: rows },
+        tile,
       });
-      const entries: GPUBindGroupEntry[] = [
-        { binding: 0, resource: { buffer: params } },
-        { binding: 2, resource: { buffer: a } },
-        { binding: 4, resource: { buffer: y } },
-        { binding: 5, resource: { buffer: w } },
-      ];
-      if (dtype === "q8") entries.push({ binding: 9, resource: { buffer: scales } });
-      const group = dev.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
-      runs.push({ pipeline, group, tile });
+      res.writeUniform(op.params, op.words(tokens, 0, 0));
+      runs.push({ op, tile });
     }
     // Rounds interleave the tiles so clocks and caches treat them alike; the first is a warm-up.
     const n = runs.length * (rounds + 1);
-    const ns = await timePasses(dev, n, (pass, i) => {
-      const r = runs[i % runs.length];
-      pass.setPipeline(r.pipeline);
-      pass.setBindGroup(0, r.group);
-      pass.dispatchWorkgroups(...gemmGroups(r.tile, rows, tokens));
-    });
+    const ns = await timePasses(
+      dev,
+      n,
+      (pass, i) => encodeOps(pass, [runs[i % runs.length].op], tokens),
+    );
     const times = runs.map((r, j) => {
       let best = Infinity;
       for (let k = 1; k <= rounds; k++) best = Math.min(best, ns[k * runs.length + j] / 1000);
@@ -132,6 +124,7 @@ export async function tuneGemm(
     cache.set(key, result);
     return result;
   } finally {
-    for (const b of [a, w, scales, y, params]) b.destroy();
+    for (const b of [a, w, scales, y]) b.destroy();
+    res.destroy();
   }
 }

@@ -1,8 +1,8 @@
 /**
  * The model on the GPU: weights, the state pool (one buffer per layer, `maxSlots` slots), the
  * activation buffers for up to `maxBatch` sequences, and the dispatch plans. A plan is the fixed
- * list of dispatches of one decode step, built once (pipelines and bind groups included) and
- * encoded again and again without any allocation.
+ * list of ops of one decode step (`./ops/`), built once (pipelines and bind groups included) and
+ * encoded again and again (`encodeOps`) without any allocation.
  * @module
  */
 
@@ -20,25 +20,25 @@ import type { GpuContext } from "./device.ts";
 import {
   ARGMAX_BLOCK,
   CTL_WORDS,
-  LAYOUT_DEFINES,
   MAX_LOGIT_BIAS,
   ROW,
   ROW_WORDS,
-  SAMPLING_DEFINES,
   SAMPLING_WORDS,
 } from "./layout.ts";
-import { matvecTiling, matvecTilingDefines } from "./matvec_tiling.ts";
 import { GpuResources } from "./resources.ts";
-import { sampleDefines, sampleShape } from "./sample_code.ts";
-import { type Defines, PipelineCache } from "./shaders.ts";
+import { PipelineCache } from "./shaders.ts";
+import { destroyWeights, type GpuWeights, uploadF32, uploadWeights } from "./weights.ts";
 import {
-  destroyWeights,
-  type GpuMatrix,
-  type GpuWeights,
-  scaleEntries,
-  uploadF32,
-  uploadWeights,
-} from "./weights.ts";
+  activationDefine,
+  attentionDecodeOp,
+  embedOps,
+  matvecOps,
+  normOp,
+  type NormSpec,
+  type Op,
+  type Rows,
+  sampleOps,
+} from "./ops/mod.ts";
 
 /** Options of the GPU model. */
 export interface GpuModelOptions {
@@ -54,34 +54,6 @@ export interface GpuModelOptions {
   onTensor?: (name: string, bytes: number) => void;
   /** Matrix weights as stored (default) or int8 with per-row scales (src/model/quantize.ts). */
   quantize?: WeightQuantization;
-}
-
-/** One recorded dispatch: workgroups along y may depend on the batch size. */
-export interface Dispatch {
-  /** Kernel name, for timing. */
-  readonly label: string;
-  /** Pipeline. */
-  readonly pipeline: GPUComputePipeline;
-  /** Its bind group. */
-  readonly bindGroup: GPUBindGroup;
-  /** Workgroups along x. */
-  readonly x: number;
-  /** Workgroups along y for a batch of B sequences. */
-  readonly y: (batch: number) => number;
-}
-
-/** Kind of input a matrix-vector dispatch reads. */
-interface MatvecSpec {
-  label: string;
-  w: GpuMatrix;
-  w2?: GpuMatrix;
-  bias?: GPUBuffer;
-  bias2?: GPUBuffer;
-  input: { buffer: GPUBuffer; stride: number; off: number };
-  gate?: { buffer: GPUBuffer; stride: number; off: number };
-  out: { buffer: GPUBuffer; stride: number; off: number };
-  rmsScale: boolean;
-  add: boolean;
 }
 
 /** The model resident on a device. */
@@ -139,7 +111,7 @@ export class GpuModel {
   readonly rates: GPUBuffer[] = [];
   /** Buffers owned by the model (weights excluded). */
   readonly res: GpuResources;
-  readonly #plans = new Map<number, Promise<Dispatch[]>>();
+  readonly #plans = new Map<number, Promise<Op[]>>();
 
   private constructor(
     ctx: GpuContext,
@@ -234,124 +206,8 @@ export class GpuModel {
     });
   }
 
-  /** Defines of the q/k activation. */
-  #actDefines(): Defines {
-    const key = {
-      silu: "ACT_SILU",
-      relu: "ACT_RELU",
-      elu: "ACT_ELU",
-      "1+elu": "ACT_1ELU",
-      "2+elu": "ACT_2ELU",
-      sigmoid: "ACT_SIGMOID",
-      gelu: "ACT_GELU",
-      none: "ACT_NONE",
-    }[this.config.activation];
-    return { [key]: true };
-  }
-
-  async #matvec(s: MatvecSpec, nb: number): Promise<Dispatch[]> {
-    const out: Dispatch[] = [];
-    const vec8 = s.w.cols % 8 === 0;
-    const tiling = matvecTiling(
-      s.w.rows,
-      s.w.cols,
-      nb,
-      this.ctx.info.fallback,
-      Boolean(s.w2),
-      this.ctx.device.limits.maxComputeWorkgroupStorageSize,
-      undefined,
-      this.ctx.info.subgroupSize,
-    );
-    nb = tiling.nb;
-    const x4 = vec8 && [s.input.stride, s.input.off, s.gate?.stride ?? 0, s.gate?.off ?? 0]
-      .every((v) => v % 4 === 0);
-    const variant = { glu: Boolean(s.w2), gate: Boolean(s.gate), x4 };
-    const defines: Defines = {
-      ...LAYOUT_DEFINES,
-      ...matvecTilingDefines(tiling, s.w.cols, variant),
-      X4: x4,
-      VEC8: vec8,
-      W_DTYPE: s.w.dtype,
-      W2_DTYPE: s.w2?.dtype ?? "",
-      GLU: variant.glu,
-      GATE: variant.gate,
-      RMS_SCALE: s.rmsScale,
-      OUT_ADD: s.add,
-      BIAS: Boolean(s.bias),
-    };
-    const pipeline = await this.pipelines.get("matvec", defines);
-    for (let c = 0; c < s.w.chunks.length; c++) {
-      const chunk = s.w.chunks[c];
-      const params = this.res.uniform([
-        chunk.rows,
-        s.w.cols,
-        chunk.rowBase,
-        s.input.stride,
-        s.input.off,
-        s.gate?.stride ?? 0,
-        s.gate?.off ?? 0,
-        s.out.stride,
-        s.out.off,
-        0,
-      ], `${s.label}.params`);
-      const entries: [number, GPUBuffer][] = [
-        [0, params],
-        [1, this.ctl],
-        [2, s.input.buffer],
-        [4, s.out.buffer],
-        [5, chunk.buffer],
-      ];
-      if (s.gate) entries.push([3, s.gate.buffer]);
-      if (s.w2) entries.push([6, s.w2.chunks[c].buffer]);
-      if (s.bias) entries.push([7, s.bias]);
-      if (s.bias && s.w2) entries.push([8, s.bias2!]);
-      entries.push(...scaleEntries(9, s.w), ...scaleEntries(10, s.w2));
-      out.push({
-        label: s.label,
-        pipeline,
-        bindGroup: this.res.bindGroup(pipeline, entries, s.label),
-        x: Math.ceil(chunk.rows / tiling.rowsPerWorkgroup),
-        y: (batch) => Math.ceil(batch / nb),
-      });
-    }
-    return out;
-  }
-
-  async #norm(
-    label: string,
-    dim: number,
-    input: { buffer: GPUBuffer; stride: number; off: number },
-    output: { buffer: GPUBuffer; stride: number; off: number },
-    ln: { w: GPUBuffer; b: GPUBuffer } | null,
-  ): Promise<Dispatch> {
-    const pipeline = await this.pipelines.get("norm", { LAYER_NORM: Boolean(ln) });
-    const params = this.res.uniform([
-      dim,
-      input.stride,
-      input.off,
-      output.stride,
-      output.off,
-      1,
-      0,
-      0,
-      0,
-    ], `${label}.params`);
-    const entries: [number, GPUBuffer][] = [[0, params], [1, this.ctl], [2, input.buffer], [
-      3,
-      output.buffer,
-    ]];
-    if (ln) entries.push([4, ln.w], [5, ln.b]);
-    return {
-      label,
-      pipeline,
-      bindGroup: this.res.bindGroup(pipeline, entries, label),
-      x: 0,
-      y: () => 1,
-    };
-  }
-
   /** The dispatches of one decode step for batches handled `nb` sequences per workgroup. */
-  decodePlan(nb: number): Promise<Dispatch[]> {
+  decodePlan(nb: number): Promise<Op[]> {
     let p = this.#plans.get(nb);
     if (!p) {
       p = this.#buildDecodePlan(nb);
@@ -361,152 +217,111 @@ export class GpuModel {
     return p;
   }
 
-  async #buildDecodePlan(nb: number): Promise<Dispatch[]> {
+  async #buildDecodePlan(nb: number): Promise<Op[]> {
     const c = this.config;
     const { embedDim: D, hiddenDim: H, gluDim: G, vocabSize: V, numHeads: nh, headDim: hd } = c;
     const w = this.weights;
     const ln = c.normType === "layernorm";
-    const plan: Dispatch[] = [];
-    // Embedding gather (one dispatch per row chunk of the table).
-    const embedPipe = await this.pipelines.get("embed", {
-      ...LAYOUT_DEFINES,
-      E_DTYPE: w.embed.dtype,
+    const t = { m: this, res: this.res };
+    const activation = activationDefine(c.activation);
+    const plan: Op[] = await embedOps(t, {
+      table: w.embed,
+      scale: c.embedScale,
+      x: this.#x,
+      tokens: { buffer: this.rows, stride: ROW_WORDS, off: ROW.token },
+      rows: "ctl",
     });
-    for (const chunk of w.embed.chunks) {
-      const params = this.res.uniform([
-        D,
-        chunk.rowBase,
-        chunk.rows,
-        { f32: c.embedScale },
-        ROW_WORDS,
-        ROW.token,
-        1,
-        0,
-      ], "embed.params");
-      plan.push({
-        label: "embed",
-        pipeline: embedPipe,
-        bindGroup: this.res.bindGroup(embedPipe, [
-          [0, params],
-          [1, this.ctl],
-          [2, this.rows],
-          [3, this.#x],
-          [4, chunk.buffer],
-          ...scaleEntries(5, w.embed),
-        ], "embed"),
-        x: 0,
-        y: () => 1,
-      });
-    }
-    const xIn = { buffer: this.#x, stride: D, off: 0 };
-    const aIn = { buffer: this.#a, stride: D, off: 0 };
+    const xIn = { buffer: this.#x, stride: D };
+    const aIn = { buffer: this.#a, stride: D };
+    const norm = (label: string, dim: number, input: Rows, output: Rows, lnw: NormSpec["ln"]) =>
+      normOp(t, { label, dim, input, output, ln: lnw, rows: "ctl" });
     for (let l = 0; l < c.numLayers; l++) {
       const lw = w.layers[l];
       const v = lw.vectors;
       if (ln) {
-        plan.push(
-          await this.#norm("token_norm", D, xIn, aIn, { w: v.tokenNormW!, b: v.tokenNormB! }),
-        );
+        plan.push(await norm("token_norm", D, xIn, aIn, { w: v.tokenNormW!, b: v.tokenNormB! }));
       }
       plan.push(
-        ...await this.#matvec({
+        ...await matvecOps(t, {
           label: "qkvu",
           w: lw.qkvu,
           bias: v.qkvuBias,
           input: ln ? aIn : xIn,
-          out: { buffer: this.#qkvu, stride: 4 * H, off: 0 },
+          out: { buffer: this.#qkvu, stride: 4 * H },
           rmsScale: !ln,
           add: false,
         }, nb),
       );
-      const dk = stateKeyDim(c, l);
-      const cb = hd % 32 === 0 ? 32 : hd % 16 === 0 ? 16 : 8;
-      const attPipe = await this.pipelines.get("attention_decode", {
-        ...LAYOUT_DEFINES,
-        ...this.#actDefines(),
-        LRPE: c.lrpe[l],
-        CB: cb,
-        MAX_DK: 2 * hd,
-      });
-      const attParams = this.res.uniform(
-        [nh, hd, dk, H, this.slotFloats[l], c.lrpe[l] ? 1 : 0, 0],
-        "attention.params",
+      plan.push(
+        await attentionDecodeOp(t, {
+          heads: nh,
+          headDim: hd,
+          dk: stateKeyDim(c, l),
+          hidden: H,
+          slotFloats: this.slotFloats[l],
+          theta: c.lrpe[l] ? v.theta! : undefined,
+          activation,
+          rows: this.rows,
+          qkvu: this.#qkvu,
+          state: this.states[l],
+          o: this.#o,
+          decay: this.#decay[l],
+        }),
       );
-      const attEntries: [number, GPUBuffer][] = [
-        [0, attParams],
-        [1, this.ctl],
-        [2, this.rows],
-        [3, this.#qkvu],
-        [4, this.states[l]],
-        [5, this.#o],
-        [6, this.#decay[l]],
-      ];
-      if (c.lrpe[l]) attEntries.push([7, v.theta!]);
-      plan.push({
-        label: "attention",
-        pipeline: attPipe,
-        bindGroup: this.res.bindGroup(attPipe, attEntries, "attention"),
-        x: nh * (hd / cb),
-        y: (b) => b,
-      });
-      const oIn = { buffer: this.#o, stride: H, off: 0 };
+      const oIn = { buffer: this.#o, stride: H };
+      const hA = { buffer: this.#a, stride: H };
       if (ln) {
-        plan.push(
-          await this.#norm("mixer_norm", H, oIn, { buffer: this.#a, stride: H, off: 0 }, {
-            w: v.mixerNormW!,
-            b: v.mixerNormB!,
-          }),
-        );
+        plan.push(await norm("mixer_norm", H, oIn, hA, { w: v.mixerNormW!, b: v.mixerNormB! }));
       }
       plan.push(
-        ...await this.#matvec({
+        ...await matvecOps(t, {
           label: "out_proj",
           w: lw.out,
           bias: v.outBias,
-          input: ln ? { buffer: this.#a, stride: H, off: 0 } : oIn,
+          input: ln ? hA : oIn,
           gate: { buffer: this.#qkvu, stride: 4 * H, off: 3 * H },
-          out: { buffer: this.#x, stride: D, off: 0 },
+          out: xIn,
           rmsScale: !ln,
           add: true,
         }, nb),
       );
       if (ln) {
         plan.push(
-          await this.#norm("channel_norm", D, xIn, aIn, { w: v.channelNormW!, b: v.channelNormB! }),
+          await norm("channel_norm", D, xIn, aIn, { w: v.channelNormW!, b: v.channelNormB! }),
         );
       }
       plan.push(
-        ...await this.#matvec({
+        ...await matvecOps(t, {
           label: "glu",
           w: lw.l1,
           w2: lw.l2,
           bias: v.l1Bias,
           bias2: v.l2Bias,
           input: ln ? aIn : xIn,
-          out: { buffer: this.#g, stride: G, off: 0 },
+          out: { buffer: this.#g, stride: G },
           rmsScale: !ln,
           add: false,
         }, nb),
       );
       plan.push(
-        ...await this.#matvec({
+        ...await matvecOps(t, {
           label: "down_proj",
           w: lw.l3,
           bias: v.l3Bias,
-          input: { buffer: this.#g, stride: G, off: 0 },
-          out: { buffer: this.#x, stride: D, off: 0 },
+          input: { buffer: this.#g, stride: G },
+          out: xIn,
           rmsScale: false,
           add: true,
         }, nb),
       );
     }
-    if (ln) plan.push(await this.#norm("final_norm", D, xIn, aIn, w.finalNorm));
+    if (ln) plan.push(await norm("final_norm", D, xIn, aIn, w.finalNorm));
     plan.push(
-      ...await this.#matvec({
+      ...await matvecOps(t, {
         label: "head",
         w: w.head,
         input: ln ? aIn : xIn,
-        out: { buffer: this.logits, stride: V, off: 0 },
+        out: { buffer: this.logits, stride: V },
         rmsScale: !ln,
         add: false,
       }, nb),
@@ -518,68 +333,23 @@ export class GpuModel {
    * The sampling dispatches: bias, penalties and block arg-maxes over the whole vocabulary
    * (`sample_prep`, wide), then per sequence the next token, ring append, counters, stop flags.
    */
-  async samplePlan(): Promise<Dispatch[]> {
-    const defines = { ...LAYOUT_DEFINES, ...SAMPLING_DEFINES };
-    const [prep, pipe] = await Promise.all([
-      this.pipelines.get("sample_prep", defines),
-      this.pipelines.get("sample", {
-        ...defines,
-        ...sampleDefines(sampleShape(this.ctx.info.limits)),
-      }),
-    ]);
-    const params = this.res.uniform(
-      [
-        this.config.vocabSize,
-        this.ring,
-        this.config.eosTokenId,
-        MAX_LOGIT_BIAS,
-        this.seenWords,
-        this.argmaxBlocks,
-      ],
-      "sample.params",
-    );
-    const common: [number, GPUBuffer][] = [
-      [0, params],
-      [1, this.ctl],
-      [2, this.rows],
-      [3, this.logits],
-      [5, this.sampling],
-      [7, this.counts],
-      [8, this.seen],
-      [9, this.argmaxBest],
-    ];
-    return [{
-      label: "sample",
-      pipeline: prep,
-      bindGroup: this.res.bindGroup(prep, [...common, [6, this.bias]], "sample_prep"),
-      x: this.argmaxBlocks,
-      y: (batch) => batch,
-    }, {
-      label: "sample",
-      pipeline: pipe,
-      bindGroup: this.res.bindGroup(pipe, [...common, [4, this.ringBuffer]], "sample"),
-      x: 0,
-      y: () => 1,
-    }];
-  }
-
-  /** Encode dispatches for a batch of `batch` sequences into an open compute pass. */
-  static encode(
-    pass: GPUComputePassEncoder,
-    plan: readonly Dispatch[],
-    batch: number,
-    last: { pipeline: GPUComputePipeline | null },
-  ): void {
-    for (const d of plan) {
-      if (last.pipeline !== d.pipeline) {
-        pass.setPipeline(d.pipeline);
-        last.pipeline = d.pipeline;
-      }
-      pass.setBindGroup(0, d.bindGroup);
-      // x = 0 marks "one workgroup per sequence along x".
-      if (d.x === 0) pass.dispatchWorkgroups(batch, d.y(batch));
-      else pass.dispatchWorkgroups(d.x, d.y(batch));
-    }
+  samplePlan(): Promise<Op[]> {
+    return sampleOps({ m: this, res: this.res }, {
+      vocab: this.config.vocabSize,
+      ring: this.ring,
+      eos: this.config.eosTokenId,
+      maxBias: MAX_LOGIT_BIAS,
+      seenWords: this.seenWords,
+      blocks: this.argmaxBlocks,
+      rows: this.rows,
+      logits: this.logits,
+      ringBuffer: this.ringBuffer,
+      sampling: this.sampling,
+      bias: this.bias,
+      counts: this.counts,
+      seen: this.seen,
+      best: this.argmaxBest,
+    });
   }
 
   /** Free every buffer. */

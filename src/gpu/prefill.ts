@@ -11,17 +11,22 @@ import { timePasses } from "./timing.ts";
 import type { LogitsMode } from "../engine/backend.ts";
 import { stateKeyDim } from "../model/config.ts";
 import type { GpuModel } from "./model.ts";
-import { GpuResources, type UniformWord } from "./resources.ts";
-import type { Defines } from "./shaders.ts";
-import { type GpuMatrix, scaleEntries } from "./weights.ts";
-import {
-  GEMM_TILES,
-  gemmGroups,
-  type GemmTile,
-  gemmTileDefines,
-  gemmVectorized,
-} from "./gemm_tiling.ts";
+import { GpuResources } from "./resources.ts";
+import type { GpuMatrix } from "./weights.ts";
+import { GEMM_TILES, type GemmTile } from "./gemm_tiling.ts";
 import { gemmTileFor } from "./gemm_tune.ts";
+import {
+  activationDefine,
+  embedOps,
+  encodeOps,
+  gemmOps,
+  type GemmSpec,
+  lightningBlock,
+  lightningOps,
+  normOp,
+  type NormSpec,
+  type Op,
+} from "./ops/mod.ts";
 
 /**
  * Tokens per prefill submission unless asked otherwise: on the H200 at 385M (`bench:gpu`, 2026-12-04)
@@ -29,23 +34,6 @@ import { gemmTileFor } from "./gemm_tune.ts";
  * only with enough rows).
  */
 const DEFAULT_CAPACITY = 2048;
-
-/** Tokens per Lightning block on the GPU. */
-function blockSize(headDim: number): number {
-  return headDim <= 128 ? 32 : 16;
-}
-
-/** One dispatch site: pipeline, bind group, its uniform block and how to size it. */
-interface Site {
-  label: string;
-  pipeline: GPUComputePipeline;
-  bindGroup: GPUBindGroup;
-  params: GPUBuffer;
-  /** Uniform words for a chunk of T tokens at pos0 in `slot`. */
-  words: (T: number, pos0: number, slot: number) => UniformWord[];
-  /** Workgroups for a chunk of T tokens. */
-  groups: (T: number) => [number, number, number];
-}
 
 /** The prefill machinery of one model. */
 export class GpuPrefill {
@@ -60,11 +48,11 @@ export class GpuPrefill {
   readonly #tokens: GPUBuffer;
   readonly #tokHost: Uint32Array<ArrayBuffer>;
   readonly #logits: GPUBuffer;
-  #layers: Site[] = [];
-  #headLast: Site[] = [];
-  #headAll: Site[] = [];
-  #embed: Site[] = [];
-  #finalNorm: Site | null = null;
+  #layers: Op[] = [];
+  #headLast: Op[] = [];
+  #headAll: Op[] = [];
+  #embed: Op[] = [];
+  #finalNorm: Op | null = null;
 
   private constructor(m: GpuModel, capacity: number, logitRows: number) {
     this.#m = m;
@@ -79,7 +67,7 @@ export class GpuPrefill {
   /** Chunk capacity that keeps every prefill buffer within the binding limit. */
   static chooseCapacity(m: GpuModel, wanted = DEFAULT_CAPACITY): number {
     const c = m.config;
-    const blk = blockSize(c.headDim);
+    const blk = lightningBlock(c.headDim);
     const limit = m.ctx.device.limits.maxStorageBufferBindingSize;
     const dkMax = 2 * c.headDim;
     let T = wanted;
@@ -105,112 +93,46 @@ export class GpuPrefill {
     return p;
   }
 
-  async #site(
-    label: string,
-    kernel: string,
-    defines: Defines,
-    entries: [number, GPUBuffer][],
-    words: Site["words"],
-    groups: Site["groups"],
-  ): Promise<Site> {
-    const pipeline = await this.#m.pipelines.get(kernel, defines);
-    const params = this.#res.uniform(words(1, 0, 0), `${label}.params`);
-    const bindGroup = this.#res.bindGroup(pipeline, [[0, params], ...entries], label);
-    return { label, pipeline, bindGroup, params, words, groups };
-  }
-
-  async #gemm(
-    label: string,
-    w: GpuMatrix,
-    input: { buffer: GPUBuffer; stride: number },
-    out: { buffer: GPUBuffer; stride: number },
-    opts: {
-      bias?: GPUBuffer;
-      add?: boolean;
-      mul?: boolean;
-      inOff?: (T: number) => number;
-      tokens?: (T: number) => number;
-      /** The tile (default: tuned for this weight shape at the chunk capacity). */
-      tile?: GemmTile;
-    } = {},
-  ): Promise<Site[]> {
-    const tile = opts.tile ?? await gemmTileFor(this.#m.ctx, this.#m.pipelines, {
+  /** The GEMM ops of a projection, with the tile tuned for its shape at the chunk capacity. */
+  async #gemm(spec: Omit<GemmSpec, "tile"> & { tile?: GemmTile }): Promise<Op[]> {
+    const w: GpuMatrix = spec.w;
+    const tile = spec.tile ?? await gemmTileFor(this.#m.ctx, this.#m.pipelines, {
       rows: w.chunks[0].rows,
       cols: w.cols,
       dtype: w.dtype,
       tokens: this.capacity,
     });
-    this.tiles.set(label, tile);
-    const defines: Defines = {
-      ...gemmTileDefines(tile, gemmVectorized(w.cols, input.stride)),
-      W_DTYPE: w.dtype,
-      BIAS: Boolean(opts.bias),
-      OUT_ADD: Boolean(opts.add),
-      OUT_MUL: Boolean(opts.mul),
-    };
-    const sites: Site[] = [];
-    for (let c = 0; c < w.chunks.length; c++) {
-      const chunk = w.chunks[c];
-      const entries: [number, GPUBuffer][] = [[2, input.buffer], [4, out.buffer], [
-        5,
-        chunk.buffer,
-      ]];
-      if (opts.bias) entries.push([7, opts.bias]);
-      entries.push(...scaleEntries(9, w));
-      const tokens = opts.tokens ?? ((T: number) => T);
-      sites.push(
-        await this.#site(
-          label,
-          "gemm",
-          defines,
-          entries,
-          (
-            T,
-          ) => [
-            chunk.rows,
-            w.cols,
-            chunk.rowBase,
-            tokens(T),
-            input.stride,
-            opts.inOff?.(T) ?? 0,
-            out.stride,
-            0,
-          ],
-          (T) => gemmGroups(tile, chunk.rows, tokens(T)),
-        ),
-      );
-    }
-    return sites;
+    this.tiles.set(spec.label, tile);
+    return await gemmOps({ m: this.#m, res: this.#res }, { ...spec, tile });
   }
 
-  async #norm(
+  #norm(
     label: string,
     dim: number,
     input: { buffer: GPUBuffer; stride: number },
-    out: { buffer: GPUBuffer; stride: number },
-    ln: { w: GPUBuffer; b: GPUBuffer } | null,
-    gate?: { buffer: GPUBuffer; stride: number; off: number },
-  ): Promise<Site> {
-    const entries: [number, GPUBuffer][] = [[1, this.#m.ctl], [2, input.buffer], [3, out.buffer]];
-    if (ln) entries.push([4, ln.w], [5, ln.b]);
-    if (gate) entries.push([6, gate.buffer]);
-    return await this.#site(
+    output: { buffer: GPUBuffer; stride: number },
+    ln: NormSpec["ln"],
+    gate?: NormSpec["gate"],
+  ): Promise<Op> {
+    return normOp({ m: this.#m, res: this.#res }, {
       label,
-      "norm",
-      { LAYER_NORM: Boolean(ln), GATE: Boolean(gate) },
-      entries,
-      (T) => [dim, input.stride, 0, out.stride, 0, 0, T, gate?.stride ?? 0, gate?.off ?? 0],
-      (T) => [Math.min(T, 65535), Math.ceil(T / 65535), 1],
-    );
+      dim,
+      input,
+      output,
+      ln,
+      gate,
+      rows: "n",
+    });
   }
 
   async #build(): Promise<void> {
     const m = this.#m;
     const c = m.config;
-    const { embedDim: D, hiddenDim: H, gluDim: G, numHeads: nh, headDim: hd, vocabSize: V } = c;
+    const { embedDim: D, hiddenDim: H, gluDim: G, numHeads: nh, headDim: hd } = c;
     const Tc = this.capacity;
-    const blk = blockSize(hd);
+    const blk = lightningBlock(hd);
     const res = this.#res;
+    const t = { m, res };
     const x = res.storage("prefill.x", Tc * D * 4);
     const a = res.storage("prefill.a", Tc * Math.max(D, H) * 4);
     const qkvu = res.storage("prefill.qkvu", Tc * 4 * H * 4);
@@ -222,36 +144,20 @@ export class GpuPrefill {
     const ln = c.normType === "layernorm";
     const w = m.weights;
 
-    for (const chunk of w.embed.chunks) {
-      this.#embed.push(
-        await this.#site(
-          "embed",
-          "embed",
-          { E_DTYPE: w.embed.dtype },
-          [[1, m.ctl], [2, this.#tokens], [3, x], [4, chunk.buffer], ...scaleEntries(5, w.embed)],
-          (T) => [D, chunk.rowBase, chunk.rows, { f32: c.embedScale }, 1, 0, 0, T],
-          (T) => [Math.min(T, 65535), Math.ceil(T / 65535), 1],
-        ),
-      );
-    }
-    const act = {
-      silu: "ACT_SILU",
-      relu: "ACT_RELU",
-      elu: "ACT_ELU",
-      "1+elu": "ACT_1ELU",
-      "2+elu": "ACT_2ELU",
-      sigmoid: "ACT_SIGMOID",
-      gelu: "ACT_GELU",
-      none: "ACT_NONE",
-    }[c.activation];
+    this.#embed = await embedOps(t, {
+      table: w.embed,
+      scale: c.embedScale,
+      x,
+      tokens: { buffer: this.#tokens, stride: 1, off: 0 },
+      rows: "n",
+    });
+    const activation = activationDefine(c.activation);
     const xs = { buffer: x, stride: D }, as = { buffer: a, stride: D };
     for (let l = 0; l < c.numLayers; l++) {
       const lw = w.layers[l];
       const v = lw.vectors;
-      const dk = stateKeyDim(c, l);
-      const slotFloats = m.slotFloats[l];
-      const sites: Site[] = [];
-      sites.push(
+      const ops: Op[] = [];
+      ops.push(
         await this.#norm(
           "token_norm",
           D,
@@ -260,78 +166,34 @@ export class GpuPrefill {
           ln ? { w: v.tokenNormW!, b: v.tokenNormB! } : null,
         ),
       );
-      sites.push(
-        ...await this.#gemm("qkvu", lw.qkvu, as, { buffer: qkvu, stride: 4 * H }, {
+      ops.push(
+        ...await this.#gemm({
+          label: "qkvu",
+          w: lw.qkvu,
+          input: as,
+          out: { buffer: qkvu, stride: 4 * H },
           bias: v.qkvuBias,
         }),
       );
-      const lDefines: Defines = {
-        [act]: true,
-        LRPE: c.lrpe[l],
-        BLK: blk,
-        BLK2_4: (blk * blk) / 4,
-      };
-      const lwords = (T: number, pos0: number, slot: number): UniformWord[] => [
-        T,
-        nh,
-        hd,
-        dk,
-        H,
-        pos0,
-        slot * slotFloats,
-        Math.ceil(T / blk),
-        c.lrpe[l] ? 1 : 0,
-      ];
-      const rates = m.rates[l];
-      const prepEntries: [number, GPUBuffer][] = [[2, qkvu], [3, qp], [4, kp]];
-      if (c.lrpe[l]) prepEntries.push([5, v.theta!]);
-      sites.push(
-        await this.#site(
-          "lightning.prep",
-          "lightning",
-          { ...lDefines, STAGE_PREP: true },
-          prepEntries,
-          lwords,
-          (T) => {
-            const n = Math.ceil((T * H) / 256);
-            return [Math.min(n, 65535), Math.ceil(n / 65535), 1];
-          },
-        ),
+      ops.push(
+        ...await lightningOps(t, {
+          heads: nh,
+          headDim: hd,
+          dk: stateKeyDim(c, l),
+          hidden: H,
+          slotFloats: m.slotFloats[l],
+          activation,
+          theta: c.lrpe[l] ? v.theta! : undefined,
+          rates: m.rates[l],
+          qkvu,
+          qp,
+          kp,
+          kvs,
+          state: m.states[l],
+          o,
+        }),
       );
-      sites.push(
-        await this.#site(
-          "lightning.kv",
-          "lightning",
-          { ...lDefines, STAGE_KV: true },
-          [[1, rates], [2, qkvu], [4, kp], [6, kvs]],
-          lwords,
-          (T) => [Math.ceil(dk / 64), Math.ceil(T / blk), nh],
-        ),
-      );
-      sites.push(
-        await this.#site(
-          "lightning.scan",
-          "lightning",
-          { ...lDefines, STAGE_SCAN: true },
-          [[1, rates], [6, kvs], [7, m.states[l]]],
-          lwords,
-          () => {
-            const n = Math.ceil((nh * dk * hd) / 256);
-            return [Math.min(n, 65535), Math.ceil(n / 65535), 1];
-          },
-        ),
-      );
-      sites.push(
-        await this.#site(
-          "lightning.out",
-          "lightning",
-          { ...lDefines, STAGE_OUT: true },
-          [[1, rates], [2, qkvu], [3, qp], [4, kp], [6, kvs], [8, o]],
-          lwords,
-          (T) => [Math.ceil(T / blk), nh, 1],
-        ),
-      );
-      sites.push(
+      ops.push(
         await this.#norm(
           "mixer_norm",
           H,
@@ -341,13 +203,17 @@ export class GpuPrefill {
           { buffer: qkvu, stride: 4 * H, off: 3 * H },
         ),
       );
-      sites.push(
-        ...await this.#gemm("out_proj", lw.out, { buffer: a, stride: H }, xs, {
+      ops.push(
+        ...await this.#gemm({
+          label: "out_proj",
+          w: lw.out,
+          input: { buffer: a, stride: H },
+          out: xs,
           bias: v.outBias,
           add: true,
         }),
       );
-      sites.push(
+      ops.push(
         await this.#norm(
           "channel_norm",
           D,
@@ -356,44 +222,56 @@ export class GpuPrefill {
           ln ? { w: v.channelNormW!, b: v.channelNormB! } : null,
         ),
       );
-      sites.push(
+      ops.push(
         // SGLU: g = a·W1ᵀ, then g ⊙= a·W2ᵀ.
-        ...await this.#gemm("glu", lw.l1, as, { buffer: g, stride: G }, { bias: v.l1Bias }),
-        ...await this.#gemm("glu", lw.l2, as, { buffer: g, stride: G }, {
+        ...await this.#gemm({
+          label: "glu",
+          w: lw.l1,
+          input: as,
+          out: { buffer: g, stride: G },
+          bias: v.l1Bias,
+        }),
+        ...await this.#gemm({
+          label: "glu",
+          w: lw.l2,
+          input: as,
+          out: { buffer: g, stride: G },
           bias: v.l2Bias,
           mul: true,
         }),
       );
-      sites.push(
-        ...await this.#gemm("down_proj", lw.l3, { buffer: g, stride: G }, xs, {
+      ops.push(
+        ...await this.#gemm({
+          label: "down_proj",
+          w: lw.l3,
+          input: { buffer: g, stride: G },
+          out: xs,
           bias: v.l3Bias,
           add: true,
         }),
       );
-      this.#layers.push(...sites);
+      this.#layers.push(...ops);
     }
     this.#finalNorm = await this.#norm("final_norm", D, xs, as, w.finalNorm);
-    const logitsOut = { buffer: this.#logits, stride: V };
-    this.#headLast = await this.#gemm("head.last", w.head, as, logitsOut, {
-      inOff: (T) => (T - 1) * D,
+    const logitsOut = { buffer: this.#logits, stride: c.vocabSize };
+    this.#headLast = await this.#gemm({
+      label: "head.last",
+      w: w.head,
+      input: as,
+      out: logitsOut,
+      inOff: (n) => (n - 1) * D,
       tokens: () => 1,
       tile: GEMM_TILES[0],
     });
-    // "All positions": rows [r0, r0 + n) per pass; the words are rewritten per pass (see #runHead).
-    this.#headAll = await this.#gemm("head.all", w.head, as, logitsOut, { tile: GEMM_TILES[0] });
-  }
-
-  #encode(pass: GPUComputePassEncoder, sites: readonly Site[], T: number): void {
-    let last: GPUComputePipeline | null = null;
-    for (const s of sites) {
-      if (s.pipeline !== last) {
-        pass.setPipeline(s.pipeline);
-        last = s.pipeline;
-      }
-      pass.setBindGroup(0, s.bindGroup);
-      const [gx, gy, gz] = s.groups(T);
-      pass.dispatchWorkgroups(gx, gy, gz);
-    }
+    // "All positions": rows [r0, r0 + n) per pass, r0 given where a chunk gives its position.
+    this.#headAll = await this.#gemm({
+      label: "head.all",
+      w: w.head,
+      input: as,
+      out: logitsOut,
+      inOff: (_n, r0) => r0 * D,
+      tile: GEMM_TILES[0],
+    });
   }
 
   /**
@@ -420,12 +298,12 @@ export class GpuPrefill {
     for (const s of main) this.#res.writeUniform(s.params, s.words(T, pos0, slot));
     const enc = dev.createCommandEncoder();
     const pass = enc.beginComputePass();
-    this.#encode(pass, main, T);
+    encodeOps(pass, main, T);
     let staging: GPUBuffer | null = null;
     let bytes = 0;
     if (logits === "last") {
       for (const s of this.#headLast) this.#res.writeUniform(s.params, s.words(T, pos0, slot));
-      this.#encode(pass, this.#headLast, T);
+      encodeOps(pass, this.#headLast, T);
       pass.end();
       bytes = V * 4;
       staging = dev.createBuffer({
@@ -444,14 +322,10 @@ export class GpuPrefill {
       });
       for (let r0 = 0; r0 < T; r0 += this.logitRows) {
         const n = Math.min(this.logitRows, T - r0);
-        for (const s of this.#headAll) {
-          const words = s.words(n, pos0, slot);
-          words[5] = r0 * m.config.embedDim; // in_off: first row of this pass
-          this.#res.writeUniform(s.params, words);
-        }
+        for (const s of this.#headAll) this.#res.writeUniform(s.params, s.words(n, r0, slot));
         const e2 = dev.createCommandEncoder();
         const p2 = e2.beginComputePass();
-        this.#encode(p2, this.#headAll, n);
+        encodeOps(p2, this.#headAll, n);
         p2.end();
         e2.copyBufferToBuffer(this.#logits, 0, staging, r0 * V * 4, n * V * 4);
         dev.queue.submit([e2.finish()]);
@@ -481,7 +355,7 @@ export class GpuPrefill {
     dev.queue.writeBuffer(this.#tokens, 0, this.#tokHost, 0, T);
     const sites = [...this.#embed, ...this.#layers, this.#finalNorm!, ...this.#headLast];
     for (const s of sites) this.#res.writeUniform(s.params, s.words(T, pos0, slot));
-    const ns = await timePasses(dev, sites.length, (pass, i) => this.#encode(pass, [sites[i]], T));
+    const ns = await timePasses(dev, sites.length, (pass, i) => encodeOps(pass, [sites[i]], T));
     const sums = new Map<string, { us: number; n: number }>();
     sites.forEach((site, i) => {
       const e = sums.get(site.label) ?? { us: 0, n: 0 };

@@ -21,6 +21,11 @@ export class GpuResources {
     this.#device = device;
   }
 
+  /** The device the resources live on. */
+  get device(): GPUDevice {
+    return this.#device;
+  }
+
   /** A zeroed storage buffer of at least `bytes` (16-byte multiple). */
   storage(label: string, bytes: number, usage: number = STORAGE_USAGE): GPUBuffer {
     const b = this.#device.createBuffer({

@@ -134,10 +134,16 @@ export class PipelineCache {
   readonly #cache = new Map<string, Promise<GPUComputePipeline>>();
   /** Every WGSL text compiled, by key (for tests and debugging). */
   readonly sources: Map<string, string> = new Map();
+  readonly #sourceOf = new WeakMap<GPUComputePipeline, string>();
 
   /** Bind to a device. */
   constructor(device: GPUDevice) {
     this.#device = device;
+  }
+
+  /** The expanded WGSL a pipeline of this cache was compiled from. */
+  sourceOf(pipeline: GPUComputePipeline): string | undefined {
+    return this.#sourceOf.get(pipeline);
   }
 
   /** The pipeline of `wgsl/<name>.wgsl` under `defines` (entry point `main`). */
@@ -166,6 +172,7 @@ export class PipelineCache {
         });
         const err = await this.#device.popErrorScope();
         if (err) throw new Error(`pipeline ${name}: ${err.message}`);
+        this.#sourceOf.set(pipeline, code);
         return pipeline;
       })();
       this.#cache.set(key, p);

@@ -1,0 +1,76 @@
+/**
+ * Sampling on the device, two ops per step: `sample_prep` (logit bias, penalties and block
+ * arg-maxes over the whole vocabulary, wide) and `sample` (per sequence: the next token, the ring
+ * append, counters and stop flags; `../sample_code.ts` sizes it for the device).
+ * @module
+ */
+
+import { LAYOUT_DEFINES, SAMPLING_DEFINES } from "../layout.ts";
+import { sampleDefines, sampleShape } from "../sample_code.ts";
+import type { OpTarget } from "./context.ts";
+import { loadKernel, makeOp, type Op } from "./kernel.ts";
+
+/** The buffers and sizes of the sampling ops. */
+export interface SampleSpec {
+  vocab: number;
+  /** Ring capacity per sequence. */
+  ring: number;
+  eos: number;
+  /** Logit-bias entries per sequence. */
+  maxBias: number;
+  /** u32 words per slot of the seen bitset. */
+  seenWords: number;
+  /** Arg-max blocks per row of the first stage. */
+  blocks: number;
+  rows: GPUBuffer;
+  logits: GPUBuffer;
+  ringBuffer: GPUBuffer;
+  sampling: GPUBuffer;
+  bias: GPUBuffer;
+  counts: GPUBuffer;
+  seen: GPUBuffer;
+  best: GPUBuffer;
+}
+
+/** The two sampling ops of a decode step. */
+export async function sampleOps(t: OpTarget, s: SampleSpec): Promise<Op[]> {
+  const defines = { ...LAYOUT_DEFINES, ...SAMPLING_DEFINES };
+  const [prep, pick] = await Promise.all([
+    loadKernel(t.m.pipelines, "sample_prep", defines),
+    loadKernel(t.m.pipelines, "sample", {
+      ...defines,
+      ...sampleDefines(sampleShape(t.m.ctx.info.limits)),
+    }),
+  ]);
+  const values = () => ({
+    vocab: s.vocab,
+    ring: s.ring,
+    eos: s.eos,
+    max_bias: s.maxBias,
+    seen_words: s.seenWords,
+    blocks: s.blocks,
+  });
+  const common = {
+    ctl: t.m.ctl,
+    seqs: s.rows,
+    logits: s.logits,
+    sp: s.sampling,
+    counts: s.counts,
+    seen: s.seen,
+    best: s.best,
+  };
+  return [
+    await makeOp(t.res, prep, {
+      label: "sample",
+      buffers: { ...common, bias: s.bias },
+      values,
+      groups: (n) => [s.blocks, n, 1],
+    }),
+    await makeOp(t.res, pick, {
+      label: "sample",
+      buffers: { ...common, ring: s.ringBuffer },
+      values,
+      groups: (n) => [n, 1, 1],
+    }),
+  ];
+}
