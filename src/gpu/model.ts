@@ -265,16 +265,15 @@ export class GpuModel {
     nb = tiling.nb;
     const x4 = vec8 && [s.input.stride, s.input.off, s.gate?.stride ?? 0, s.gate?.off ?? 0]
       .every((v) => v % 4 === 0);
-    const variant = { glu: Boolean(s.w2), gate: Boolean(s.gate), x4 };
     const defines: Defines = {
       ...LAYOUT_DEFINES,
-      ...matvecTilingDefines(tiling, s.w.cols, variant),
+      ...matvecTilingDefines(tiling, s.w.cols),
       X4: x4,
       VEC8: vec8,
       W_DTYPE: s.w.dtype,
       W2_DTYPE: s.w2?.dtype ?? "",
-      GLU: variant.glu,
-      GATE: variant.gate,
+      GLU: Boolean(s.w2),
+      GATE: Boolean(s.gate),
       RMS_SCALE: s.rmsScale,
       OUT_ADD: s.add,
       BIAS: Boolean(s.bias),
