@@ -7,13 +7,14 @@
 // the inputs straight from memory (cached; no staging, so the loop has no barriers), then the partial
 // sums go through workgroup memory (ROUND sums at a time) and one fixed tree over the lanes: pairs
 // (l, l + s) for s = LANES/2, ..., 1. With few sums the lanes step through the tree together; with
-// many (SERIAL) each thread reduces whole sums with the same additions (lane_tree), which needs no
-// barrier per level; where the lanes of a group fit in one subgroup (SUBGROUP tilings), each lane
-// adds lane l + s's value by a subgroup shuffle: the same additions once more. Each (row, sequence)
-// sum therefore depends on LANES only (a function of the matrix shape), never on NB, RPG, ROUND or
-// SERIAL: decode is batch-invariant.
-// The loops over the accumulators (rows R, sequences J, rounds RD, tree levels L) are unrolled as
-// text by //#for (src/gpu/shaders.ts); the numbers come from the tiling (src/gpu/matvec_tiling.ts).
+// many (SERIAL) each thread reduces whole sums with the same additions written out as one
+// expression, which needs no barrier per level; where the lanes of a group fit in one subgroup
+// (SUBGROUP tilings), each lane adds lane l + s's value by a subgroup shuffle: the same additions
+// once more. Each (row, sequence) sum therefore depends on LANES only (a function of the matrix
+// shape), never on NB, RPG, ROUND or SERIAL: decode is batch-invariant.
+// The loops over the accumulators (rows R, sequences J) are unrolled as text by //#for
+// (src/gpu/shaders.ts); the numbers come from the tiling (src/gpu/matvec_tiling.ts), which also
+// generates the reduction (ROUNDS, below).
 // Input transforms (fused so no separate normalization pass is needed):
 //   RMS_SCALE: scale_b = 1/sqrt(mean(in_b²) + 1e-6)   (SimpleRMSNorm of the input, eq. srms;
 //              srms(x)·W = scale·(x·W), so the norm is a per-sequence factor; every lane group sums
@@ -79,45 +80,6 @@ const PS: u32 = WG + GROUPS;
 var<workgroup> parts: array<f32, {{PARTS}}>;
 // Reduced sums, [SUMS][GROUPS].
 var<workgroup> red: array<f32, SUMS * GROUPS>;
-
-//#if SUBGROUP
-// Lane 0's value after the lane tree over the group's lanes by subgroup shuffles: lane l adds lane
-// l + s's value for s = LANES/2, ..., 1 (LOG_LANES steps), the very additions of the tree. Lanes
-// past the group's end read values lane 0 never uses.
-fn shuffle_tree(x: f32) -> f32 {
-  var v = x;
-//#for L in 1..=LOG_LANES
-  v = v + subgroupShuffleDown(v, LANES >> {{L}}u);
-//#endfor
-  return v;
-}
-
-// Lane 0 of group g keeps reduced sum k.
-fn reduced(k: u32, lane: u32, g: u32, v: f32) {
-  if (lane == 0u) { red[k * GROUPS + g] = v; }
-}
-//#else
-// Sum k of this thread to workgroup memory, if it is one of the n sums of the round from r0.
-// (Every argument but v is a constant where it is called: the test folds away.)
-fn stash(k: u32, r0: u32, n: u32, slot: u32, v: f32) {
-  if (k >= r0 && k < r0 + n) { parts[(k - r0) * PS + slot] = v; }
-}
-//#endif
-//#if SERIAL
-// The lane tree in one thread, over the LANES partial sums of one sum of one group at parts[q + l]
-// with the very additions of the lanes' tree (so the same bits), and no barrier per level.
-// treeN(q, s) reduces the N values at q, q + s, ..., q + (N - 1)·s as N lanes would, pairs
-// (l, l + s') for s' = N/2·s, ..., s: the even ones and the odd ones, then their two sums.
-fn tree2(q: u32, s: u32) -> f32 { return parts[q] + parts[q + s]; }
-fn tree4(q: u32, s: u32) -> f32 { return tree2(q, 2u * s) + tree2(q + s, 2u * s); }
-fn tree8(q: u32, s: u32) -> f32 { return tree4(q, 2u * s) + tree4(q + s, 2u * s); }
-fn tree16(q: u32, s: u32) -> f32 { return tree8(q, 2u * s) + tree8(q + s, 2u * s); }
-fn tree32(q: u32, s: u32) -> f32 { return tree16(q, 2u * s) + tree16(q + s, 2u * s); }
-fn tree64(q: u32, s: u32) -> f32 { return tree32(q, 2u * s) + tree32(q + s, 2u * s); }
-fn tree128(q: u32, s: u32) -> f32 { return tree64(q, 2u * s) + tree64(q + s, 2u * s); }
-fn tree256(q: u32, s: u32) -> f32 { return tree128(q, 2u * s) + tree128(q + s, 2u * s); }
-fn lane_tree(q: u32) -> f32 { return tree{{LANES}}(q, 1u); }
-//#endif
 
 //#if X4
 //#else
@@ -240,75 +202,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
 //#endif
-  // Each sum is reduced over the lanes of its group into red[k·GROUPS + group]; k in kernel order:
-  // a_R_J at R·NB + J, g_R_J at OUTS + R·NB + J, s_J at SUMS - NB + J.
+  // Each sum is reduced over the lanes of its group into red[k·GROUPS + grp]; k in kernel order:
+  // a_R_J at R·NB + J, g_R_J at OUTS + R·NB + J, s_J at SUMS - NB + J. ROUNDS is generated
+  // (src/gpu/matvec_tiling.ts), the unrolled form of
+  //   for (r0 = 0; r0 < SUMS; r0 += ROUND) {              // n = min(ROUND, SUMS - r0) sums
+  //     for (k < n) { parts[k·PS + slot] = sum[r0 + k]; }
+  //     workgroupBarrier();
+  //     SERIAL: for (t = tid; t < n·GROUPS; t += WG) {    // (k, g) = (t / GROUPS, t % GROUPS)
+  //               red[(r0 + k)·GROUPS + g] = the tree over parts[k·PS + g·(LANES + 1) + l], l < LANES
+  //             }                                        // (one expression: laneTreeExpression)
+  //     else:   for (s = LANES/2; s > 0; s /= 2) { lanes l < s: parts[k·PS + slot] += parts[.. + s];
+  //                                                 workgroupBarrier(); }
+  //             lane 0: red[(r0 + k)·GROUPS + grp] = parts[k·PS + slot]   (k < n)
+  //     workgroupBarrier();
+  //   }
+  // or, SUBGROUP: for each k, v = sum[k]; for (s = LANES/2; s > 0; s /= 2) { v += shuffleDown(v, s); }
+  //   lane 0: red[k·GROUPS + grp] = v; then one workgroupBarrier().
+  // It stays generated: sum[r0 + k] names a scalar (a private array indexed in a loop can end up
+  // in local memory), and which round a sum falls in depends on ROUND, which //#for cannot compute.
+  // The same additions written as WGSL helpers (stash(k, r0, n, ...) with constant arguments, the
+  // tree as functions treeN(q, s) = tree(N/2)(q, 2s) + tree(N/2)(q + s, 2s)) gave the same bits on
+  // llvmpipe but change what the H200's compiler is given, and could not be measured there yet.
   let slot = grp * (LANES + 1u) + lane;
-//#if SUBGROUP
-  // Lanes of a group are consecutive invocations of one subgroup (checked when the device is
-  // acquired: src/gpu/device.ts). Every lane takes part in every shuffle (uniform control flow).
-//#for R in 0..RPG
-//#for J in 0..NB
-  reduced({{R}}u * NB + {{J}}u, lane, grp, shuffle_tree(a_{{R}}_{{J}}));
-//#endfor
-//#endfor
-//#if GLU
-//#for R in 0..RPG
-//#for J in 0..NB
-  reduced(OUTS + {{R}}u * NB + {{J}}u, lane, grp, shuffle_tree(g_{{R}}_{{J}}));
-//#endfor
-//#endfor
-//#endif
-//#for J in 0..NB
-  reduced(SUMS - NB + {{J}}u, lane, grp, shuffle_tree(s_{{J}}));
-//#endfor
-  workgroupBarrier();
-//#else
-  // In rounds of ROUND sums through workgroup memory (ROUNDS = ceil(SUMS / ROUND) of them).
-//#for RD in 0..ROUNDS
-  {
-    let r0 = {{RD}}u * ROUND;
-    let n = min(ROUND, SUMS - r0);
-//#for R in 0..RPG
-//#for J in 0..NB
-    stash({{R}}u * NB + {{J}}u, r0, n, slot, a_{{R}}_{{J}});
-//#endfor
-//#endfor
-//#if GLU
-//#for R in 0..RPG
-//#for J in 0..NB
-    stash(OUTS + {{R}}u * NB + {{J}}u, r0, n, slot, g_{{R}}_{{J}});
-//#endfor
-//#endfor
-//#endif
-//#for J in 0..NB
-    stash(SUMS - NB + {{J}}u, r0, n, slot, s_{{J}});
-//#endfor
-    workgroupBarrier();
-//#if SERIAL
-    // Thread t reduces sum k of group g, (k, g) = (t / GROUPS, t % GROUPS), on its own.
-    for (var t = tid; t < n * GROUPS; t += WG) {
-      let k = t / GROUPS;
-      let g = t % GROUPS;
-      red[(r0 + k) * GROUPS + g] = lane_tree(k * PS + g * (LANES + 1u));
-    }
-//#else
-    // The lanes step through the tree together, a barrier per level.
-    for (var s = LANES / 2u; s > 0u; s = s / 2u) {
-      if (lane < s) {
-        for (var k = 0u; k < n; k++) {
-          parts[k * PS + slot] = parts[k * PS + slot] + parts[k * PS + slot + s];
-        }
-      }
-      workgroupBarrier();
-    }
-    if (lane == 0u) {
-      for (var k = 0u; k < n; k++) { red[(r0 + k) * GROUPS + grp] = parts[k * PS + slot]; }
-    }
-//#endif
-    workgroupBarrier();
-  }
-//#endfor
-//#endif
+{{ROUNDS}}
   // Lane o of the group writes output o = (rr, j).
   for (var o = lane; o < OUTS; o += LANES) {
     let rr = o / NB;

@@ -30,8 +30,22 @@ export function lanesFor(rows: number, cols: number, maxLanes = WG): number {
   return Math.max(32, Math.min(maxLanes, forWorkgroups, pow2(Math.ceil(cols / 8))));
 }
 
+/**
+ * The lane tree as one WGSL expression over `parts[q + l]`, l < lanes: the value that the
+ * stride-halving tree (pairs (l, l + s) for s = lanes/2, ..., 1) leaves in lane 0, with the very
+ * same additions, so one thread can reduce a sum without barriers and get the same bits.
+ *   V_lanes[l] = p(l);  V_s[l] = V_2s[l] + V_2s[l + s];  result = V_1[0].
+ */
+export function laneTreeExpression(lanes: number): string {
+  const expr = (l: number, s: number): string =>
+    s === lanes ? `parts[q + ${l}u]` : `(${expr(l, 2 * s)} + ${expr(l + s, 2 * s)})`;
+  return expr(0, 1);
+}
+
 /** How a matrix-vector dispatch is laid out (see wgsl/matvec.wgsl). */
 export interface MatvecTiling {
+  /** Products of W and of W2 (SGLU): two sums per output. */
+  glu: boolean;
   /** Threads per row (sets the summation order: from the matrix shape only). */
   lanes: number;
   /** Sequences per workgroup. */
@@ -40,11 +54,9 @@ export interface MatvecTiling {
   rpg: number;
   /** Partial sums reduced per round through workgroup memory. */
   round: number;
-  /** Rounds through workgroup memory: ceil(sums per lane group / round). */
-  rounds: number;
   /**
-   * Reduce each sum in one thread (`lane_tree`: the tree's additions; for many sums per round)
-   * instead of all lanes stepping through the tree together (for few sums). Same bits either way.
+   * Reduce each sum in one thread (the tree as an expression; for many sums per round) instead of
+   * all lanes stepping through the tree together (for few sums). Same bits either way.
    */
   serial: boolean;
   /**
@@ -97,14 +109,15 @@ export function matvecTiling(
   if (maxRound < 1) {
     throw new Error(`matvec: ${storageBytes} bytes of workgroup memory cannot hold ${sums} sums`);
   }
-  const round = Math.ceil(sums / Math.ceil(sums / Math.min(sums, maxRound)));
+  const rounds = Math.ceil(sums / Math.min(sums, maxRound));
+  const round = Math.ceil(sums / rounds);
   const serial = !fallback && round * groups >= 32;
   return {
+    glu,
     lanes,
     nb: n,
     rpg,
     round,
-    rounds: Math.ceil(sums / round),
     serial,
     subgroup: !serial && subgroupSize >= lanes,
     parts: round * stride,
@@ -113,20 +126,74 @@ export function matvecTiling(
 }
 
 /**
- * The kernel defines of a tiling for a matrix of `cols` columns: the layout constants that
- * `wgsl/matvec.wgsl` unrolls its loops over rows, sequences, rounds and tree levels by.
+ * The kernel defines of a tiling for a matrix of `cols` columns: the layout constants (the kernel
+ * unrolls its loops over rows and sequences by NB and RPG) and the generated reduction (ROUNDS:
+ * the loop over rounds and sums written out, see wgsl/matvec.wgsl). The additions are the ones the
+ * loops would make, in the same order.
  */
 export function matvecTilingDefines(t: MatvecTiling, cols: number): Defines {
+  const { nb: NB, rpg: RPG, round: ROUND } = t;
+  const rows = [...Array(RPG).keys()], seqs = [...Array(NB).keys()];
+  const pairs = rows.flatMap((r) => seqs.map((j) => [r, j] as const));
+  // Every sum in kernel order: products of W (o = r·NB + j), of W2, then squares of each input.
+  const sums = [
+    ...pairs.map(([r, j]) => `a_${r}_${j}`),
+    ...(t.glu ? pairs.map(([r, j]) => `g_${r}_${j}`) : []),
+    ...seqs.map((j) => `s_${j}`),
+  ];
+
+  const rounds: string[] = [];
+  if (t.subgroup) {
+    // Lanes of a group are consecutive invocations of one subgroup (checked when the device is
+    // acquired: src/gpu/device.ts); lane 0 ends with the tree's value. Every lane takes part in
+    // every shuffle (uniform control flow); lanes past the group's end read values lane 0 never uses.
+    for (let k = 0; k < sums.length; k++) {
+      rounds.push(`  {`, `    var v = ${sums[k]};`);
+      for (let s = t.lanes >> 1; s > 0; s >>= 1) {
+        rounds.push(`    v = v + subgroupShuffleDown(v, ${s}u);`);
+      }
+      rounds.push(`    if (lane == 0u) { red[${k}u * GROUPS + grp] = v; }`, `  }`);
+    }
+    rounds.push(`  workgroupBarrier();`);
+  }
+  for (let r0 = 0; r0 < (t.subgroup ? 0 : sums.length); r0 += ROUND) {
+    const n = Math.min(ROUND, sums.length - r0);
+    for (let k = 0; k < n; k++) rounds.push(`  parts[${k}u * PS + slot] = ${sums[r0 + k]};`);
+    rounds.push(`  workgroupBarrier();`);
+    if (t.serial) {
+      rounds.push(
+        `  for (var t = tid; t < ${n}u * GROUPS; t += WG) {`,
+        `    let k = t / GROUPS;`,
+        `    let g = t % GROUPS;`,
+        `    let q = k * PS + g * (LANES + 1u);`,
+        `    red[(${r0}u + k) * GROUPS + g] = ${laneTreeExpression(t.lanes)};`,
+        `  }`,
+      );
+    } else {
+      rounds.push(
+        `  for (var s = LANES / 2u; s > 0u; s = s / 2u) {`,
+        `    if (lane < s) {`,
+        `      for (var k = 0u; k < ${n}u; k++) {`,
+        `        parts[k * PS + slot] = parts[k * PS + slot] + parts[k * PS + slot + s];`,
+        `      }`,
+        `    }`,
+        `    workgroupBarrier();`,
+        `  }`,
+        `  if (lane == 0u) {`,
+        `    for (var k = 0u; k < ${n}u; k++) { red[(${r0}u + k) * GROUPS + grp] = parts[k * PS + slot]; }`,
+        `  }`,
+      );
+    }
+    rounds.push(`  workgroupBarrier();`);
+  }
+
   return {
     LANES: t.lanes,
-    LOG_LANES: Math.log2(t.lanes),
-    NB: t.nb,
-    RPG: t.rpg,
-    ROUND: t.round,
-    ROUNDS: t.rounds,
-    SERIAL: t.serial,
-    SUBGROUP: t.subgroup,
+    NB,
+    RPG,
+    ROUND,
     PARTS: t.parts,
     CHUNKS: Math.ceil(cols / (8 * t.lanes)),
+    ROUNDS: rounds.join("\n"),
   };
 }

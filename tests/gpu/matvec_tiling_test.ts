@@ -1,7 +1,12 @@
-/** Matvec tiling: the lane tree of `wgsl/matvec.wgsl` in one thread, and the layout rules (no GPU). */
+/** Matvec tiling: the lane tree written as one expression, and the layout rules (no GPU needed). */
 
 import assert from "node:assert/strict";
-import { lanesFor, matvecTiling, matvecTilingDefines } from "../../src/gpu/matvec_tiling.ts";
+import {
+  lanesFor,
+  laneTreeExpression,
+  matvecTiling,
+  matvecTilingDefines,
+} from "../../src/gpu/matvec_tiling.ts";
 import { preprocess } from "../../src/gpu/shaders.ts";
 
 /** The stride-halving tree as the lanes run it together, in f32. */
@@ -13,50 +18,44 @@ function parallelTree(values: Float32Array): number {
   return a[0];
 }
 
-/**
- * The kernel's one-thread lane tree (`treeN(q, s)` of wgsl/matvec.wgsl, SERIAL tilings) read from
- * its text and evaluated on `values` at parts[q + l], rounding every sum to f32.
- */
-function kernelTree(wgsl: string, values: Float32Array): number {
-  const body = new Map<number, string>();
-  for (const m of wgsl.matchAll(/^fn tree(\d+)\(q: u32, s: u32\) -> f32 \{ return (.*); \}$/gm)) {
-    body.set(Number(m[1]), m[2]);
-  }
-  const tree = (n: number, q: number, s: number): number => {
-    const b = body.get(n);
-    if (n === 2) {
-      assert.equal(b, "parts[q] + parts[q + s]");
-      return Math.fround(values[q] + values[q + s]);
-    }
-    assert.equal(b, `tree${n / 2}(q, 2u * s) + tree${n / 2}(q + s, 2u * s)`);
-    return Math.fround(tree(n / 2, q, 2 * s) + tree(n / 2, q + s, 2 * s));
+/** Evaluate the WGSL expression, `parts[q + Lu]` read from `values`, rounding every sum to f32. */
+function evalExpression(expr: string, values: Float32Array): number {
+  const tokens = expr.match(/parts\[q \+ \d+u\]|[()+]/g)!;
+  let at = 0;
+  const term = (): number => {
+    const t = tokens[at++];
+    if (t !== "(") return values[Number(t.match(/\d+/)![0])];
+    const a = term();
+    assert.equal(tokens[at++], "+");
+    const b = term();
+    assert.equal(tokens[at++], ")");
+    return Math.fround(a + b);
   };
-  const top = wgsl.match(/^fn lane_tree\(q: u32\) -> f32 \{ return tree(\d+)\(q, 1u\); \}$/m);
-  assert.equal(Number(top?.[1]), values.length, "lane_tree starts at the lanes' count");
-  return tree(values.length, 0, 1);
+  const v = term();
+  assert.equal(at, tokens.length, "the whole expression was read");
+  return v;
 }
 
-Deno.test("matvec.wgsl lane_tree: the same additions as the lanes' tree, bit for bit", async () => {
+Deno.test("laneTreeExpression: the same additions as the lanes' tree, bit for bit", () => {
   let seed = 12345;
   const rand = () =>
     ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32 - 0.5) * 2 ** (seed % 20);
-  for (const lanes of [32, 64, 128, 256]) {
-    const t = { ...matvecTiling(4096, 1024, 64, false, false, 49152), lanes, serial: true };
-    const wgsl = await preprocess("matvec", {
-      ...matvecTilingDefines(t, 1024),
-      SUBGROUP: false,
-      X4: true,
-      VEC8: true,
-      W_DTYPE: "bf16",
-    });
+  for (const lanes of [2, 4, 32, 128, 256]) {
+    const expr = laneTreeExpression(lanes);
+    assert.equal(expr.match(/parts\[/g)!.length, lanes, "every lane is read once");
+    assert.equal(expr.match(/\+ parts|\) \+ /g)!.length, lanes - 1, "lanes - 1 additions");
     for (let trial = 0; trial < 50; trial++) {
       const v = Float32Array.from({ length: lanes }, rand);
-      assert.equal(kernelTree(wgsl, v), parallelTree(v), `lanes ${lanes}, trial ${trial}`);
+      assert.equal(evalExpression(expr, v), parallelTree(v), `lanes ${lanes}, trial ${trial}`);
     }
   }
+  assert.equal(
+    laneTreeExpression(4),
+    "((parts[q + 0u] + parts[q + 2u]) + (parts[q + 1u] + parts[q + 3u]))",
+  );
 });
 
-Deno.test("matvecTiling: lanes from the shape only; registers and workgroup memory bounded", () => {
+Deno.test("matvecTiling: lanes from the shape only; registers and workgroup memory bounded", async () => {
   for (const [rows, cols] of [[4096, 1024], [1024, 1024], [1024, 2816], [64000, 1024], [45, 96]]) {
     for (const glu of [false, true]) {
       for (const storage of [16384, 32768, 49152]) {
@@ -74,9 +73,20 @@ Deno.test("matvecTiling: lanes from the shape only; registers and workgroup memo
           assert.equal(t.rowsPerWorkgroup, groups * t.rpg);
           const d = matvecTilingDefines(t, cols);
           assert.equal(d.CHUNKS, Math.ceil(cols / (8 * t.lanes)));
-          // The rounds hold every sum.
-          assert.equal(d.ROUNDS, Math.ceil(sums / t.round));
-          assert.ok((t.rounds - 1) * t.round < sums && sums <= t.rounds * t.round);
+          // Every sum is declared once (the kernel's //#for loops) and stored once for the
+          // reduction (the generated ROUNDS).
+          const wgsl = await preprocess("matvec", {
+            ...d,
+            X4: true,
+            VEC8: true,
+            GLU: glu,
+            GATE: true,
+            W_DTYPE: "bf16",
+            W2_DTYPE: "bf16",
+          });
+          const decls = wgsl.match(/var [ags]_[\d_]+ = 0\.0;/g)!.length;
+          assert.equal(decls, sums);
+          assert.equal(String(d.ROUNDS).match(/parts\[\d+u \* PS \+ slot\] = /g)!.length, sums);
         }
       }
     }
