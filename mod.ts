@@ -35,41 +35,76 @@ export {
   ModelSession,
   type SessionOptions,
   type TextChunk,
-} from "./src/sessions/model_session.ts";
-export { loadTokenizer, StreamDecoder, Tokenizer } from "./src/tokenizer/mod.ts";
-export { type Activation, loadConfig, type ModelConfig, parseConfig } from "./src/model/config.ts";
-export { cloneState, createState, type ModelState, stateBytes } from "./src/model/state.ts";
+} from "./src/sessions/mod.ts";
 export {
+  loadTokenizer,
+  type ModelProto,
+  type NormalizerSpec,
+  type PieceType,
+  type SentencePieceEntry,
+  StreamDecoder,
+  Tokenizer,
+  type TokenizerEncodeOptions,
+  type TrainerSpec,
+} from "./src/tokenizer/mod.ts";
+export {
+  type Activation,
+  cloneState,
+  consoleProgress,
+  type ConsoleProgressOptions,
+  createState,
   dequantizeInt8,
+  type DownloadProgress,
   type Int8Matrix,
+  loadConfig,
+  type ModelConfig,
+  type ModelState,
+  type NormType,
+  parseConfig,
+  type PlainSampling,
   quantizeInt8,
+  resolveModelSource,
+  type ResolveOptions,
+  type SessionSnapshot,
+  stateBytes,
   WEIGHT_QUANTIZATIONS,
   type WeightQuantization,
-} from "./src/model/quantize.ts";
-export type { SessionSnapshot } from "./src/model/snapshot.ts";
-export { consoleProgress, type DownloadProgress, resolveModelSource } from "./src/model/hub.ts";
-export type {
-  Backend,
-  BackendKind,
-  BackendState,
-  LogitsMode,
-  PrefillItem,
-} from "./src/engine/backend.ts";
+} from "./src/model/mod.ts";
 export {
+  type Backend,
+  type BackendKind,
+  type BackendState,
   Engine,
   type EngineOptions,
   type EngineStats,
   type FinishReason,
   type GenerateEvent,
   type GenerateRequest,
+  type LogitsMode,
+  newRngState,
+  type PrefillItem,
+  type ResolvedSamplingParams,
+  type RngState,
   type RoundInfo,
-} from "./src/engine/engine.ts";
-export { Session } from "./src/engine/session.ts";
-export type { SamplingParams } from "./src/engine/sampler.ts";
-/** The table of sampling fields (engine and request names, ranges, defaults, CLI flags, GPU words). */
-export { SAMPLING_FIELDS, type SamplingField } from "./src/engine/sampling_fields.ts";
-export { newRngState, type RngState } from "./src/engine/rng.ts";
-export { type GpuInfo, hasWebGpu } from "./src/gpu/device.ts";
+  type SampledRow,
+  type SampledToken,
+  SAMPLING_FIELDS,
+  type SamplingField,
+  type SamplingParams,
+  Session,
+  type TokenHistory,
+  type TokenHistoryState,
+  type TokenLogprob,
+} from "./src/engine/mod.ts";
+export {
+  type DeviceOptions,
+  type GpuContext,
+  type GpuInfo,
+  type GpuLimitName,
+  type GpuModelOptions,
+  hasWebGpu,
+  type WebGpuBackendOptions,
+} from "./src/gpu/mod.ts";
 export {
   ConfigError,
   InputError,
@@ -80,6 +115,7 @@ export {
 } from "./src/errors.ts";
 export type { AppOptions } from "./routes/mod.ts";
 export { type ServerHandle, type ServerOptions, startServer } from "./routes/server.ts";
+export type { Logger, LogLevel } from "./src/http/mod.ts";
 export {
   type DecodedSession,
   type DecodeOptions,
@@ -118,28 +154,3 @@ export {
   edgeOptionsFromEnv,
   type SessionChunk,
 } from "./src/edge/mod.ts";
-// Types that the exports above mention.
-export type { ConsoleProgressOptions, ResolveOptions } from "./src/model/hub.ts";
-export type { NormType } from "./src/model/config.ts";
-export type { PlainSampling } from "./src/model/snapshot.ts";
-export type { GpuLimitName } from "./src/gpu/device.ts";
-export type { TokenizerEncodeOptions } from "./src/tokenizer/tokenizer.ts";
-export type { Logger, LogLevel } from "./src/http/logger.ts";
-export type { SampledRow } from "./src/engine/backend.ts";
-export type {
-  ResolvedSamplingParams,
-  SampledToken,
-  TokenHistory,
-  TokenHistoryState,
-  TokenLogprob,
-} from "./src/engine/sampler.ts";
-export type { WebGpuBackendOptions } from "./src/gpu/backend.ts";
-export type { DeviceOptions, GpuContext } from "./src/gpu/device.ts";
-export type { GpuModelOptions } from "./src/gpu/model.ts";
-export type {
-  ModelProto,
-  NormalizerSpec,
-  PieceType,
-  SentencePieceEntry,
-  TrainerSpec,
-} from "./src/tokenizer/model_proto.ts";

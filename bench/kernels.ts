@@ -206,7 +206,7 @@ async function gemv(
   const vec8 = cols % 8 === 0;
   const p = await pipelines.get("matvec", {
     ...LAYOUT_DEFINES,
-    ...matvecTilingDefines(t, cols, { glu, gate: false, x4: vec8 }),
+    ...matvecTilingDefines(t, cols),
     X4: vec8,
     VEC8: vec8,
     W_DTYPE: dtype,

@@ -126,7 +126,7 @@ for (const [rows, cols, list] of shapes) {
       shape,
     );
     const defines = {
-      ...matvecTilingDefines(t, cols, { glu, gate: false, x4: true }),
+      ...matvecTilingDefines(t, cols),
       VEC8: true,
       X4: true,
       W_DTYPE: "bf16",

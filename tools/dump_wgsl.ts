@@ -1,7 +1,8 @@
 /**
  * Writes the expanded WGSL of every pipeline a model builds (decode plans, prefill, sampler) to a
- * folder, one file per pipeline, so each kernel can be read, diffed and compiled alone. The defines that were short enough to read head each file; the generated
- * fragments are expanded in the text.
+ * folder, one file per pipeline, so each kernel can be read, diffed and compiled alone. The defines
+ * that were short enough to read head each file; the directives (`//#for` loops, `//#if`,
+ * `//#weights`) are expanded in the text.
  *
  *   deno task wgsl [--out build/wgsl] [--shape default|385M|1B|7B] [--weights bf16|int8]
  *

@@ -7,11 +7,14 @@
 // the inputs straight from memory (cached; no staging, so the loop has no barriers), then the partial
 // sums go through workgroup memory (ROUND sums at a time) and one fixed tree over the lanes: pairs
 // (l, l + s) for s = LANES/2, ..., 1. With few sums the lanes step through the tree together; with
-// many (SERIAL) each thread reduces whole sums with the same additions written out as one expression
-// (generated in src/gpu/matvec_tiling.ts), which needs no barrier per level; where the lanes of a
-// group fit in one subgroup (SUBGROUP tilings), each lane adds lane l + s's value by a subgroup
-// shuffle: the same additions once more. Each (row, sequence) sum therefore depends on LANES only (a function of the matrix shape), never on NB, RPG, ROUND or
-// SERIAL: decode is batch-invariant.
+// many (SERIAL) each thread reduces whole sums with the same additions written out as one
+// expression, which needs no barrier per level; where the lanes of a group fit in one subgroup
+// (SUBGROUP tilings), each lane adds lane l + s's value by a subgroup shuffle: the same additions
+// once more. Each (row, sequence) sum therefore depends on LANES only (a function of the matrix
+// shape), never on NB, RPG, ROUND or SERIAL: decode is batch-invariant.
+// The loops over the accumulators (rows R, sequences J) are unrolled as text by //#for
+// (src/gpu/shaders.ts); the numbers come from the tiling (src/gpu/matvec_tiling.ts), which also
+// generates the reduction (ROUNDS, below).
 // Input transforms (fused so no separate normalization pass is needed):
 //   RMS_SCALE: scale_b = 1/sqrt(mean(in_b²) + 1e-6)   (SimpleRMSNorm of the input, eq. srms;
 //              srms(x)·W = scale·(x·W), so the norm is a per-sequence factor; every lane group sums
@@ -94,10 +97,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let grp = tid / LANES;
   let row0 = (wid.x * GROUPS + grp) * RPG;
   let last_row = P.rows - 1u;
-  // Accumulators as named scalars, the loops over rows and sequences written out (src/gpu/
-  // matvec_tiling.ts): a private array indexed in a loop can end up in local memory.
+  // Accumulators as named scalars, the loops over rows R and sequences J unrolled as text (//#for):
+  // a private array indexed in a loop can end up in local memory.
   // a_R_J: row row0 + R times sequence b0 + J; g_R_J: the same with W2 (GLU); s_J: squares.
-{{DECLS}}
+//#for R in 0..RPG
+//#for J in 0..NB
+  var a_{{R}}_{{J}} = 0.0;
+//#endfor
+//#endfor
+//#if GLU
+//#for R in 0..RPG
+//#for J in 0..NB
+  var g_{{R}}_{{J}} = 0.0;
+//#endfor
+//#endfor
+//#endif
+//#for J in 0..NB
+  var s_{{J}} = 0.0;
+//#endfor
+  // Row scales of q8 weights (1 for other dtypes; the shader compiler folds them away).
+//#for R in 0..RPG
+  let ws_{{R}} = W_scale(P.row_base + min(row0 + {{R}}u, last_row));
+//#if GLU
+  let vs_{{R}} = W2_scale(P.row_base + min(row0 + {{R}}u, last_row));
+//#endif
+//#endfor
   // Rows past the end read the last row (valid memory) and are never written.
 //#if VEC8
   // A compile-time trip count lets the compiler unroll and issue every weight load up front.
@@ -106,19 +130,99 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let c_real = (i * LANES + lane) * 8u;
     let live = c_real < P.cols;
     let c0 = min(c_real, P.cols - 8u);
-{{BODY8}}
+//#for R in 0..RPG
+    let w_{{R}} = W_get8((min(row0 + {{R}}u, last_row) * P.cols + c0) / 8u, ws_{{R}});
+//#if GLU
+    let v_{{R}} = W2_get8((min(row0 + {{R}}u, last_row) * P.cols + c0) / 8u, vs_{{R}});
+//#endif
+//#endfor
+//#for J in 0..NB
+    {
+      var x0 = vec4<f32>(0.0);
+      var x1 = vec4<f32>(0.0);
+//#if X4
+      if (live && b0 + {{J}}u < nseq) {
+        let xi = ((b0 + {{J}}u) * P.in_stride + P.in_off + c0) / 4u;
+        x0 = inp[xi];
+        x1 = inp[xi + 1u];
+      }
+//#else
+      if (live && b0 + {{J}}u < nseq) {
+        x0 = vec4<f32>(x_at(b0 + {{J}}u, c0 + 0u), x_at(b0 + {{J}}u, c0 + 1u), x_at(b0 + {{J}}u, c0 + 2u), x_at(b0 + {{J}}u, c0 + 3u));
+        x1 = vec4<f32>(x_at(b0 + {{J}}u, c0 + 4u), x_at(b0 + {{J}}u, c0 + 5u), x_at(b0 + {{J}}u, c0 + 6u), x_at(b0 + {{J}}u, c0 + 7u));
+      }
+//#endif
+      s_{{J}} += dot(x0, x0) + dot(x1, x1);
+//#if GATE
+//#if X4
+      if (live && b0 + {{J}}u < nseq) {
+        let gi = ((b0 + {{J}}u) * P.in2_stride + P.in2_off + c0) / 4u;
+        x0 *= inp2[gi];
+        x1 *= inp2[gi + 1u];
+      }
+//#else
+      if (live && b0 + {{J}}u < nseq) {
+        let gb = (b0 + {{J}}u) * P.in2_stride + P.in2_off + c0;
+        x0 *= vec4<f32>(inp2[gb + 0u], inp2[gb + 1u], inp2[gb + 2u], inp2[gb + 3u]);
+        x1 *= vec4<f32>(inp2[gb + 4u], inp2[gb + 5u], inp2[gb + 6u], inp2[gb + 7u]);
+      }
+//#endif
+//#endif
+//#for R in 0..RPG
+      a_{{R}}_{{J}} += dot(w_{{R}}[0], x0) + dot(w_{{R}}[1], x1);
+//#if GLU
+      g_{{R}}_{{J}} += dot(v_{{R}}[0], x0) + dot(v_{{R}}[1], x1);
+//#endif
+//#endfor
+    }
+//#endfor
   }
 //#else
   for (var c0 = lane * 8u; c0 < P.cols; c0 += LANES * 8u) {
     for (var e = 0u; e < 8u; e++) {
       let k = c0 + e;
       if (k < P.cols) {
-{{BODY1}}
+//#for J in 0..NB
+        {
+          var x = 0.0;
+          if (b0 + {{J}}u < nseq) { x = x_at(b0 + {{J}}u, k); }
+          s_{{J}} += x * x;
+//#if GATE
+          if (b0 + {{J}}u < nseq) { x *= inp2[(b0 + {{J}}u) * P.in2_stride + P.in2_off + k]; }
+//#endif
+//#for R in 0..RPG
+          a_{{R}}_{{J}} += W_get(min(row0 + {{R}}u, last_row) * P.cols + k, ws_{{R}}) * x;
+//#if GLU
+          g_{{R}}_{{J}} += W2_get(min(row0 + {{R}}u, last_row) * P.cols + k, vs_{{R}}) * x;
+//#endif
+//#endfor
+        }
+//#endfor
       }
     }
   }
 //#endif
-  // The sums go through workgroup memory in rounds of ROUND and are reduced over the lanes.
+  // Each sum is reduced over the lanes of its group into red[k·GROUPS + grp]; k in kernel order:
+  // a_R_J at R·NB + J, g_R_J at OUTS + R·NB + J, s_J at SUMS - NB + J. ROUNDS is generated
+  // (src/gpu/matvec_tiling.ts), the unrolled form of
+  //   for (r0 = 0; r0 < SUMS; r0 += ROUND) {              // n = min(ROUND, SUMS - r0) sums
+  //     for (k < n) { parts[k·PS + slot] = sum[r0 + k]; }
+  //     workgroupBarrier();
+  //     SERIAL: for (t = tid; t < n·GROUPS; t += WG) {    // (k, g) = (t / GROUPS, t % GROUPS)
+  //               red[(r0 + k)·GROUPS + g] = the tree over parts[k·PS + g·(LANES + 1) + l], l < LANES
+  //             }                                        // (one expression: laneTreeExpression)
+  //     else:   for (s = LANES/2; s > 0; s /= 2) { lanes l < s: parts[k·PS + slot] += parts[.. + s];
+  //                                                 workgroupBarrier(); }
+  //             lane 0: red[(r0 + k)·GROUPS + grp] = parts[k·PS + slot]   (k < n)
+  //     workgroupBarrier();
+  //   }
+  // or, SUBGROUP: for each k, v = sum[k]; for (s = LANES/2; s > 0; s /= 2) { v += shuffleDown(v, s); }
+  //   lane 0: red[k·GROUPS + grp] = v; then one workgroupBarrier().
+  // It stays generated: sum[r0 + k] names a scalar (a private array indexed in a loop can end up
+  // in local memory), and which round a sum falls in depends on ROUND, which //#for cannot compute.
+  // The same additions written as WGSL helpers (stash(k, r0, n, ...) with constant arguments, the
+  // tree as functions treeN(q, s) = tree(N/2)(q, 2s) + tree(N/2)(q + s, 2s)) gave the same bits on
+  // llvmpipe but change what the H200's compiler is given, and could not be measured there yet.
   let slot = grp * (LANES + 1u) + lane;
 {{ROUNDS}}
   // Lane o of the group writes output o = (rr, j).

@@ -170,7 +170,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // Weights w = exp((z - max)/T) in place; the largest is exactly 1.
     var total = 0.0;
     for (var i0 = tid; i0 < V; i0 += UNROLL * WG) {
-{{EXP}}
+//#for U in 0..UNROLL
+      let e{{U}} = exp((logits[base + min(i0 + {{U}}u * WG, V - 1u)] - zmax) / temp);
+      if (i0 + {{U}}u * WG < V) { logits[base + i0 + {{U}}u * WG] = e{{U}}; total += e{{U}}; }
+//#endfor
     }
     total = sum_f(total, tid);
     // τ = max(τ_k, τ_p, min_p), so each search starts at what is already known to be kept: a
@@ -183,13 +186,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       for (var round = 0u; round < 32u; round++) {
         if (hi - lo <= 1u) { break; }
         let step = max((hi - lo) / (SPLITS + 1u), 1u);
-{{THRESHOLDS}}
-{{ZERO_COUNT}}
+//#for J in 1..=SPLITS
+        let t{{J}} = bitcast<f32>(lo + {{J}}u * step);
+//#endfor
+//#for J in 1..=SPLITS
+        var a{{J}} = 0u;
+//#endfor
         for (var i0 = tid; i0 < V; i0 += UNROLL * WG) {
-{{LOADS}}
-{{COUNT}}
+//#for U in 0..UNROLL
+          let w{{U}} = select(-1.0, logits[base + min(i0 + {{U}}u * WG, V - 1u)], i0 + {{U}}u * WG < V);
+//#endfor
+//#for U in 0..UNROLL
+//#for J in 1..=SPLITS
+          a{{J}} += select(0u, 1u, w{{U}} >= t{{J}});
+//#endfor
+//#endfor
         }
-{{FOLD_COUNT}}
+        if (tid >= HALF) {
+//#for J in 1..=SPLITS
+          red_k[{{J-1}}u * HALF + tid - HALF] = a{{J}};
+//#endfor
+        }
+        workgroupBarrier();
+        if (tid < HALF) {
+//#for J in 1..=SPLITS
+          red_k[{{J-1}}u * HALF + tid] = a{{J}} + red_k[{{J-1}}u * HALF + tid];
+//#endfor
+        }
+        workgroupBarrier();
         let nb = narrow(lo, hi, step, tid, false, top_k, 0.0);
         lo = nb.x;
         hi = nb.y;
@@ -204,13 +228,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       for (var round = 0u; round < 32u; round++) {
         if (hi - lo <= 1u) { break; }
         let step = max((hi - lo) / (SPLITS + 1u), 1u);
-{{THRESHOLDS}}
-{{ZERO_MASS}}
+//#for J in 1..=SPLITS
+        let t{{J}} = bitcast<f32>(lo + {{J}}u * step);
+//#endfor
+//#for J in 1..=SPLITS
+        var a{{J}} = 0.0;
+//#endfor
         for (var i0 = tid; i0 < V; i0 += UNROLL * WG) {
-{{LOADS}}
-{{MASS}}
+//#for U in 0..UNROLL
+          let w{{U}} = select(-1.0, logits[base + min(i0 + {{U}}u * WG, V - 1u)], i0 + {{U}}u * WG < V);
+//#endfor
+//#for U in 0..UNROLL
+//#for J in 1..=SPLITS
+          a{{J}} += select(0.0, w{{U}}, w{{U}} >= t{{J}});
+//#endfor
+//#endfor
         }
-{{FOLD_MASS}}
+        if (tid >= HALF) {
+//#for J in 1..=SPLITS
+          red_k[{{J-1}}u * HALF + tid - HALF] = bitcast<u32>(a{{J}});
+//#endfor
+        }
+        workgroupBarrier();
+        if (tid < HALF) {
+//#for J in 1..=SPLITS
+          red_k[{{J-1}}u * HALF + tid] = bitcast<u32>(a{{J}} + bitcast<f32>(red_k[{{J-1}}u * HALF + tid]));
+//#endfor
+        }
+        workgroupBarrier();
         let nb = narrow(lo, hi, step, tid, true, 0u, goal);
         lo = nb.x;
         hi = nb.y;
@@ -223,7 +268,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var kept = 0.0;
     var lastk = 0u;
     for (var i0 = lo; i0 < hi; i0 += UNROLL) {
-{{KEPT}}
+//#for U in 0..UNROLL
+      let v{{U}} = select(-1.0, logits[base + min(i0 + {{U}}u, V - 1u)], i0 + {{U}}u < hi);
+//#endfor
+//#for U in 0..UNROLL
+      kept += select(0.0, v{{U}}, v{{U}} >= tau);
+      lastk = select(lastk, i0 + {{U+1}}u, v{{U}} >= tau);
+//#endfor
     }
     red_f[tid] = kept;
     workgroupBarrier();

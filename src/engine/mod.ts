@@ -46,6 +46,15 @@ export {
 } from "./engine.ts";
 export { HostSampling, logitsBroken } from "./host_sampling.ts";
 export { Session } from "./session.ts";
-export { Sampler, type SamplingParams, validateSamplingParams } from "./sampler.ts";
+export {
+  type ResolvedSamplingParams,
+  type SampledToken,
+  Sampler,
+  type SamplingParams,
+  type TokenHistory,
+  type TokenHistoryState,
+  type TokenLogprob,
+  validateSamplingParams,
+} from "./sampler.ts";
 export { SAMPLING_FIELDS, type SamplingField } from "./sampling_fields.ts";
 export { newRngState, type RngState } from "./rng.ts";

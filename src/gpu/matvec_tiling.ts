@@ -44,6 +44,8 @@ export function laneTreeExpression(lanes: number): string {
 
 /** How a matrix-vector dispatch is laid out (see wgsl/matvec.wgsl). */
 export interface MatvecTiling {
+  /** Products of W and of W2 (SGLU): two sums per output. */
+  glu: boolean;
   /** Threads per row (sets the summation order: from the matrix shape only). */
   lanes: number;
   /** Sequences per workgroup. */
@@ -111,6 +113,7 @@ export function matvecTiling(
   const round = Math.ceil(sums / rounds);
   const serial = !fallback && round * groups >= 32;
   return {
+    glu,
     lanes,
     nb: n,
     rpg,
@@ -122,117 +125,22 @@ export function matvecTiling(
   };
 }
 
-/** Kernel variants that change the generated code of the matvec kernel. */
-export interface MatvecVariant {
-  /** Products of W and W2 (SGLU). */
-  glu: boolean;
-  /** Input multiplied elementwise by a gate. */
-  gate: boolean;
-  /** Inputs read as vec4 (offsets and strides ≡ 0 mod 4). */
-  x4: boolean;
-}
-
 /**
- * The kernel defines of a tiling for a matrix of `cols` columns: the layout constants and the
- * generated code (accumulators as named scalars, the loops over rows, sequences and rounds written
- * out). The additions are the ones the loops would make, in the same order.
+ * The kernel defines of a tiling for a matrix of `cols` columns: the layout constants (the kernel
+ * unrolls its loops over rows and sequences by NB and RPG) and the generated reduction (ROUNDS:
+ * the loop over rounds and sums written out, see wgsl/matvec.wgsl). The additions are the ones the
+ * loops would make, in the same order.
  */
-export function matvecTilingDefines(t: MatvecTiling, cols: number, v: MatvecVariant): Defines {
+export function matvecTilingDefines(t: MatvecTiling, cols: number): Defines {
   const { nb: NB, rpg: RPG, round: ROUND } = t;
   const rows = [...Array(RPG).keys()], seqs = [...Array(NB).keys()];
   const pairs = rows.flatMap((r) => seqs.map((j) => [r, j] as const));
-  const a = (r: number, j: number) => `a_${r}_${j}`;
-  const g = (r: number, j: number) => `g_${r}_${j}`;
   // Every sum in kernel order: products of W (o = r·NB + j), of W2, then squares of each input.
   const sums = [
-    ...pairs.map(([r, j]) => a(r, j)),
-    ...(v.glu ? pairs.map(([r, j]) => g(r, j)) : []),
+    ...pairs.map(([r, j]) => `a_${r}_${j}`),
+    ...(t.glu ? pairs.map(([r, j]) => `g_${r}_${j}`) : []),
     ...seqs.map((j) => `s_${j}`),
   ];
-  // Row scales of q8 weights (1 for other dtypes; the shader compiler folds them away).
-  const scales = rows.flatMap((r) => {
-    const row = `P.row_base + min(row0 + ${r}u, last_row)`;
-    return [
-      `  let ws_${r} = W_scale(${row});`,
-      ...(v.glu ? [`  let vs_${r} = W2_scale(${row});`] : []),
-    ];
-  });
-  const decls = [...sums.map((n) => `  var ${n} = 0.0;`), ...scales].join("\n");
-
-  const body8: string[] = [];
-  for (const r of rows) {
-    const at = `(min(row0 + ${r}u, last_row) * P.cols + c0) / 8u`;
-    body8.push(`    let w_${r} = W_get8(${at}, ws_${r});`);
-    if (v.glu) body8.push(`    let v_${r} = W2_get8(${at}, vs_${r});`);
-  }
-  for (const j of seqs) {
-    const on = `live && b0 + ${j}u < nseq`;
-    body8.push(`    {`, `      var x0 = vec4<f32>(0.0);`, `      var x1 = vec4<f32>(0.0);`);
-    if (v.x4) {
-      body8.push(
-        `      if (${on}) {`,
-        `        let xi = ((b0 + ${j}u) * P.in_stride + P.in_off + c0) / 4u;`,
-        `        x0 = inp[xi];`,
-        `        x1 = inp[xi + 1u];`,
-        `      }`,
-      );
-    } else {
-      const x = (e: number) => `x_at(b0 + ${j}u, c0 + ${e}u)`;
-      body8.push(
-        `      if (${on}) {`,
-        `        x0 = vec4<f32>(${[0, 1, 2, 3].map(x).join(", ")});`,
-        `        x1 = vec4<f32>(${[4, 5, 6, 7].map(x).join(", ")});`,
-        `      }`,
-      );
-    }
-    body8.push(`      s_${j} += dot(x0, x0) + dot(x1, x1);`);
-    if (v.gate) {
-      if (v.x4) {
-        body8.push(
-          `      if (${on}) {`,
-          `        let gi = ((b0 + ${j}u) * P.in2_stride + P.in2_off + c0) / 4u;`,
-          `        x0 *= inp2[gi];`,
-          `        x1 *= inp2[gi + 1u];`,
-          `      }`,
-        );
-      } else {
-        const gv = (e: number) => `inp2[gb + ${e}u]`;
-        body8.push(
-          `      if (${on}) {`,
-          `        let gb = (b0 + ${j}u) * P.in2_stride + P.in2_off + c0;`,
-          `        x0 *= vec4<f32>(${[0, 1, 2, 3].map(gv).join(", ")});`,
-          `        x1 *= vec4<f32>(${[4, 5, 6, 7].map(gv).join(", ")});`,
-          `      }`,
-        );
-      }
-    }
-    for (const r of rows) {
-      body8.push(`      ${a(r, j)} += dot(w_${r}[0], x0) + dot(w_${r}[1], x1);`);
-      if (v.glu) body8.push(`      ${g(r, j)} += dot(v_${r}[0], x0) + dot(v_${r}[1], x1);`);
-    }
-    body8.push(`    }`);
-  }
-
-  const body1: string[] = [];
-  for (const j of seqs) {
-    body1.push(
-      `        {`,
-      `          var x = 0.0;`,
-      `          if (b0 + ${j}u < nseq) { x = x_at(b0 + ${j}u, k); }`,
-      `          s_${j} += x * x;`,
-    );
-    if (v.gate) {
-      body1.push(
-        `          if (b0 + ${j}u < nseq) { x *= inp2[(b0 + ${j}u) * P.in2_stride + P.in2_off + k]; }`,
-      );
-    }
-    for (const r of rows) {
-      const at = `min(row0 + ${r}u, last_row) * P.cols + k`;
-      body1.push(`          ${a(r, j)} += W_get(${at}, ws_${r}) * x;`);
-      if (v.glu) body1.push(`          ${g(r, j)} += W2_get(${at}, vs_${r}) * x;`);
-    }
-    body1.push(`        }`);
-  }
 
   const rounds: string[] = [];
   if (t.subgroup) {
@@ -286,9 +194,6 @@ export function matvecTilingDefines(t: MatvecTiling, cols: number, v: MatvecVari
     ROUND,
     PARTS: t.parts,
     CHUNKS: Math.ceil(cols / (8 * t.lanes)),
-    DECLS: decls,
-    BODY8: body8.join("\n"),
-    BODY1: body1.join("\n"),
     ROUNDS: rounds.join("\n"),
   };
 }

@@ -1,8 +1,9 @@
 /**
- * Generated parts of the sampling kernel (`wgsl/sample.wgsl`). Its threshold searches test
+ * The shape of the sampling kernel (`wgsl/sample.wgsl`). Its threshold searches test
  * `SAMPLE_SPLITS` thresholds per pass over the logits (a (SPLITS + 1)-ary search: one pass narrows
  * the bit-pattern interval SPLITS + 1 times, where a binary search halves it), reading
- * `SAMPLE_UNROLL` logits per thread per iteration. The per-threshold counts and masses live in
+ * `SAMPLE_UNROLL` logits per thread per iteration. The kernel unrolls its loops over thresholds and
+ * logits as text (`//#for`, src/gpu/shaders.ts), so the per-threshold counts and masses live in
  * named scalars: a private array indexed in a loop can end up in slow local memory.
  * @module
  */
@@ -67,12 +68,8 @@ export function sampleShape(limits: SampleLimits): SampleShape {
 }
 
 /**
- * Defines of `wgsl/sample.wgsl` for a shape: WG, UNROLL, SPLITS, EXP (the weights, in place, and
- * the thread's share of their sum), KEPT (the kept mass and last kept id of the thread's range),
- * LOADS (the thread's logits, -1 past the end, which no threshold keeps), THRESHOLDS (t1..tS),
- * ZERO_COUNT/ZERO_MASS, COUNT (a_j += [w ≥ t_j]), MASS (a_j += w·[w ≥ t_j]), in the same order for
- * every threshold, and the first folding step of the workgroup reduction (FOLD_COUNT/FOLD_MASS:
- * upper half into `red_k`, lower half adds it).
+ * Defines of `wgsl/sample.wgsl` for a shape: WG (threads per sequence), UNROLL (logits per thread
+ * per search iteration) and SPLITS (thresholds per search pass), the bounds of its unrolled loops.
  */
 export function sampleDefines(shape: SampleShape): Defines {
   const { threads, splits } = shape;
@@ -82,53 +79,5 @@ export function sampleDefines(shape: SampleShape): Defines {
   if (![256, 512, 1024].includes(threads)) {
     throw new RangeError(`sample threads must be 256, 512 or 1024, got ${threads}`);
   }
-  const us = [...Array(SAMPLE_UNROLL).keys()];
-  const js = Array.from({ length: splits }, (_, i) => i + 1);
-  const lines = (f: (j: number) => string, indent = 10) =>
-    js.map((j) => " ".repeat(indent) + f(j)).join("\n");
-  const slot = (j: number) => `red_k[${j - 1}u * HALF + tid`;
-  const fold = (toBits: (x: string) => string, fromBits: (x: string) => string) =>
-    [
-      `        if (tid >= HALF) {`,
-      lines((j) => `${slot(j)} - HALF] = ${toBits(`a${j}`)};`),
-      `        }`,
-      `        workgroupBarrier();`,
-      `        if (tid < HALF) {`,
-      lines((j) => `${slot(j)}] = ${toBits(`a${j} + ${fromBits(`${slot(j)}]`)}`)};`),
-      `        }`,
-      `        workgroupBarrier();`,
-    ].join("\n");
-  return {
-    WG: threads,
-    UNROLL: SAMPLE_UNROLL,
-    SPLITS: splits,
-    LOADS: us.map((u) =>
-      `          let w${u} = select(-1.0, logits[base + min(i0 + ${u}u * WG, V - 1u)], ` +
-      `i0 + ${u}u * WG < V);`
-    ).join("\n"),
-    THRESHOLDS: lines((j) => `let t${j} = bitcast<f32>(lo + ${j}u * step);`, 8),
-    ZERO_COUNT: lines((j) => `var a${j} = 0u;`, 8),
-    ZERO_MASS: lines((j) => `var a${j} = 0.0;`, 8),
-    COUNT: us.flatMap((u) => js.map((j) => `          a${j} += select(0u, 1u, w${u} >= t${j});`))
-      .join("\n"),
-    MASS: us.flatMap((u) => js.map((j) => `          a${j} += select(0.0, w${u}, w${u} >= t${j});`))
-      .join("\n"),
-    EXP: us.map((u) =>
-      [
-        `      let e${u} = exp((logits[base + min(i0 + ${u}u * WG, V - 1u)] - zmax) / temp);`,
-        `      if (i0 + ${u}u * WG < V) { logits[base + i0 + ${u}u * WG] = e${u}; total += e${u}; }`,
-      ].join("\n")
-    ).join("\n"),
-    KEPT:
-      us.map((u) =>
-        `      let v${u} = select(-1.0, logits[base + min(i0 + ${u}u, V - 1u)], i0 + ${u}u < hi);`
-      ).join("\n") + "\n" + us.map((u) =>
-        [
-          `      kept += select(0.0, v${u}, v${u} >= tau);`,
-          `      lastk = select(lastk, i0 + ${u + 1}u, v${u} >= tau);`,
-        ].join("\n")
-      ).join("\n"),
-    FOLD_COUNT: fold((x) => x, (x) => x),
-    FOLD_MASS: fold((x) => `bitcast<u32>(${x})`, (x) => `bitcast<f32>(${x})`),
-  };
+  return { WG: threads, UNROLL: SAMPLE_UNROLL, SPLITS: splits };
 }

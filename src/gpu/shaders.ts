@@ -7,6 +7,12 @@
  *                                `NAME_DTYPE` (f32 | bf16 | f16 | q8; q8's row scales at binding
  *                                SCALES) with its accessors, from `wgsl/weights_<dtype>.wgsl`
  * - `//#if FLAG` / `//#else` / `//#endif`   kept when define FLAG is truthy
+ * - `//#for I in A..B` / `//#endfor`   the lines between, once for each I from A to B - 1 (`A..=B`:
+ *                                to B) with `{{I}}` replaced by I (`{{I+n}}`, `{{I-n}}`: I ± n); A and
+ *                                B are integers or defines.
+ *                                A loop unrolled as text: the statements a compiler would unroll,
+ *                                for accumulators kept in named scalars, never in a private array
+ *                                indexed at run time (which can end up in slow local memory)
  * and `{{NAME}}` is replaced by the define's value.
  * @module
  */
@@ -63,15 +69,72 @@ export async function weightAccessors(
     .replace(/\{\{(W|BINDING|SCALES)\}\}/g, (_, k: string) => values[k]);
 }
 
+/** The bounds of `//#for I in A..B` (or `A..=B`) under `defines`, as [I, first, end]. */
+function forRange(name: string, header: string, defines: Defines): [string, number, number] {
+  const m = header.match(/^(\w+)\s+in\s+(\w+)\s*\.\.(=?)\s*(\w+)$/);
+  if (!m) throw new Error(`${name}: cannot read //#for ${header}`);
+  const bound = (b: string) => {
+    const v = /^\d+$/.test(b) ? Number(b) : defines[b];
+    if (typeof v !== "number" || !Number.isInteger(v)) {
+      throw new Error(`${name}: //#for bound ${b} is not an integer define`);
+    }
+    return v;
+  };
+  return [m[1], bound(m[2]), bound(m[4]) + (m[3] ? 1 : 0)];
+}
+
 /** Expand directives and `{{NAME}}` placeholders. */
 export async function preprocess(name: string, defines: Defines, depth = 0): Promise<string> {
   if (depth > 8) throw new Error(`kernel includes nest too deep at ${name}`);
-  const src = await readKernelSource(name);
+  const text = await expandLines(name, (await readKernelSource(name)).split("\n"), defines, depth);
+  return text.replace(/\{\{(\w+)\}\}/g, (_, k: string) => {
+    const v = defines[k];
+    if (v === undefined) throw new Error(`${name}: define ${k} missing`);
+    return typeof v === "number" && Number.isInteger(v) ? `${v}` : String(v);
+  });
+}
+
+/** The directives of `lines` expanded (not yet the defines' `{{NAME}}`s). */
+async function expandLines(
+  name: string,
+  lines: string[],
+  defines: Defines,
+  depth: number,
+): Promise<string> {
   const out: string[] = [];
   const stack: { keep: boolean; parentKeep: boolean }[] = [];
   const keeping = () => stack.every((s) => s.keep);
-  for (const line of src.split("\n")) {
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
     const t = line.trim();
+    if (t.startsWith("//#for ") && keeping()) {
+      // The body runs to the matching //#endfor; each copy is expanded on its own.
+      const [v, first, end] = forRange(name, t.slice(6).trim(), defines);
+      const start = i + 1;
+      for (let nest = 1; nest > 0;) {
+        if (++i >= lines.length) throw new Error(`${name}: unterminated //#for ${v}`);
+        const u = lines[i].trim();
+        if (u.startsWith("//#for ")) nest++;
+        else if (u === "//#endfor") nest--;
+      }
+      const body = lines.slice(start, i);
+      const use = new RegExp(`\\{\\{${v}(?:([+-])(\\d+))?\\}\\}`, "g");
+      for (let k = first; k < end; k++) {
+        const copy = body.map((l) =>
+          l.replace(
+            use,
+            (_, sign?: string, d?: string) => `${k + Number(`${sign ?? ""}${d ?? 0}`)}`,
+          )
+        );
+        const text = await expandLines(name, copy, defines, depth);
+        if (text !== "") out.push(text);
+      }
+      continue;
+    }
+    if (t.startsWith("//#for ") || t === "//#endfor") {
+      if (keeping()) throw new Error(`${name}: //#endfor without //#for`);
+      continue;
+    }
     if (t.startsWith("//#if ")) {
       const flag = t.slice(6).trim();
       const parentKeep = keeping();
@@ -112,11 +175,7 @@ export async function preprocess(name: string, defines: Defines, depth = 0): Pro
     out.push(line);
   }
   if (stack.length) throw new Error(`${name}: unterminated #if`);
-  return out.join("\n").replace(/\{\{(\w+)\}\}/g, (_, k: string) => {
-    const v = defines[k];
-    if (v === undefined) throw new Error(`${name}: define ${k} missing`);
-    return typeof v === "number" && Number.isInteger(v) ? `${v}` : String(v);
-  });
+  return out.join("\n");
 }
 
 const perDevice = new WeakMap<GPUDevice, PipelineCache>();

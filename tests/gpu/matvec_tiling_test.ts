@@ -7,6 +7,7 @@ import {
   matvecTiling,
   matvecTilingDefines,
 } from "../../src/gpu/matvec_tiling.ts";
+import { preprocess } from "../../src/gpu/shaders.ts";
 
 /** The stride-halving tree as the lanes run it together, in f32. */
 function parallelTree(values: Float32Array): number {
@@ -54,7 +55,7 @@ Deno.test("laneTreeExpression: the same additions as the lanes' tree, bit for bi
   );
 });
 
-Deno.test("matvecTiling: lanes from the shape only; registers and workgroup memory bounded", () => {
+Deno.test("matvecTiling: lanes from the shape only; registers and workgroup memory bounded", async () => {
   for (const [rows, cols] of [[4096, 1024], [1024, 1024], [1024, 2816], [64000, 1024], [45, 96]]) {
     for (const glu of [false, true]) {
       for (const storage of [16384, 32768, 49152]) {
@@ -70,10 +71,20 @@ Deno.test("matvecTiling: lanes from the shape only; registers and workgroup memo
           assert.equal(t.parts, t.round * (256 + groups));
           assert.ok((t.parts + sums * groups) * 4 <= storage, "workgroup memory");
           assert.equal(t.rowsPerWorkgroup, groups * t.rpg);
-          const d = matvecTilingDefines(t, cols, { glu, gate: true, x4: true });
+          const d = matvecTilingDefines(t, cols);
           assert.equal(d.CHUNKS, Math.ceil(cols / (8 * t.lanes)));
-          // Every sum is declared once and stored once for the reduction.
-          const decls = String(d.DECLS).match(/var \w+ = 0\.0;/g)!.length;
+          // Every sum is declared once (the kernel's //#for loops) and stored once for the
+          // reduction (the generated ROUNDS).
+          const wgsl = await preprocess("matvec", {
+            ...d,
+            X4: true,
+            VEC8: true,
+            GLU: glu,
+            GATE: true,
+            W_DTYPE: "bf16",
+            W2_DTYPE: "bf16",
+          });
+          const decls = wgsl.match(/var [ags]_[\d_]+ = 0\.0;/g)!.length;
           assert.equal(decls, sums);
           assert.equal(String(d.ROUNDS).match(/parts\[\d+u \* PS \+ slot\] = /g)!.length, sums);
         }

@@ -59,16 +59,15 @@ export async function matvecOps(t: OpTarget, spec: MatvecSpec, nb: number): Prom
   );
   const x4 = vec8 && [input.stride, input.off ?? 0, gate?.stride ?? 0, gate?.off ?? 0]
     .every((v) => v % 4 === 0);
-  const variant = { glu: Boolean(w2), gate: Boolean(gate), x4 };
   const defines: Defines = {
     ...LAYOUT_DEFINES,
-    ...matvecTilingDefines(tiling, w.cols, variant),
+    ...matvecTilingDefines(tiling, w.cols),
     X4: x4,
     VEC8: vec8,
     W_DTYPE: w.dtype,
     W2_DTYPE: w2?.dtype ?? "",
-    GLU: variant.glu,
-    GATE: variant.gate,
+    GLU: Boolean(w2),
+    GATE: Boolean(gate),
     RMS_SCALE: spec.rmsScale,
     OUT_ADD: spec.add,
     BIAS: Boolean(spec.bias),

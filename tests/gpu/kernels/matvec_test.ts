@@ -86,11 +86,7 @@ async function matvec(
     ctx,
     "matvec",
     {
-      ...matvecTilingDefines(tiling, cols, {
-        glu: Boolean(c.glu),
-        gate: Boolean(c.gate),
-        x4: cols % 8 === 0 && !c.scalarInput,
-      }),
+      ...matvecTilingDefines(tiling, cols),
       VEC8: cols % 8 === 0,
       X4: cols % 8 === 0 && !c.scalarInput,
       W_DTYPE: c.dtype,
