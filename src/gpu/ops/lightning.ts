@@ -16,7 +16,9 @@ export function lightningBlock(headDim: number): number {
 
 /** The buffers and sizes of one layer's Lightning prefill. */
 export interface LightningSpec {
+  /** Heads. */
   heads: number;
+  /** Head width (dv). */
   headDim: number;
   /** Key width of the state (hd, or 2·hd with LRPE). */
   dk: number;
@@ -32,8 +34,9 @@ export interface LightningSpec {
   rates: GPUBuffer;
   /** [T, 4H] q, k, v, u. */
   qkvu: GPUBuffer;
-  /** [h][T][dk] q′ and k′. */
+  /** [h][T][dk] q′. */
   qp: GPUBuffer;
+  /** [h][T][dk] k′. */
   kp: GPUBuffer;
   /** [h][blocks][dk][dv] per-block KV. */
   kvs: GPUBuffer;

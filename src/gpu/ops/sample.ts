@@ -12,9 +12,11 @@ import { loadKernel, makeOp, type Op } from "./kernel.ts";
 
 /** The buffers and sizes of the sampling ops. */
 export interface SampleSpec {
+  /** Vocabulary size. */
   vocab: number;
   /** Ring capacity per sequence. */
   ring: number;
+  /** End-of-sequence id. */
   eos: number;
   /** Logit-bias entries per sequence. */
   maxBias: number;
@@ -22,13 +24,21 @@ export interface SampleSpec {
   seenWords: number;
   /** Arg-max blocks per row of the first stage. */
   blocks: number;
+  /** Per-sequence rows (slot, position, pending token, ...). */
   rows: GPUBuffer;
+  /** [B, V] logits, rewritten in place. */
   logits: GPUBuffer;
+  /** [B, ring] sampled tokens. */
   ringBuffer: GPUBuffer;
+  /** [B, SAMPLING_WORDS] sampling parameters. */
   sampling: GPUBuffer;
+  /** [B, maxBias, 2] logit-bias entries. */
   bias: GPUBuffer;
+  /** [slots, V] generated-token counts. */
   counts: GPUBuffer;
+  /** [slots, seenWords] seen-token bitsets. */
   seen: GPUBuffer;
+  /** [B, blocks, 2] block arg-maxes between the two ops. */
   best: GPUBuffer;
 }
 
