@@ -23,11 +23,12 @@
  *    `--pairs N`: each level runs N times, the in-process engine measured again before each server
  *    run after the first (the machine's speed drifts; alternating keeps the ratio honest); the
  *    row is the median run, and each server run over the engine run just before it (a pair
- *    ratio) is reported with the pairs' median. `--restart`: each pair after the first reloads
- *    the in-process model and starts a new server process, so the speed a process happens to get
- *    (where its memory landed; on a shared 2-core machine one server process ran at 1,007 and
- *    another at 1,710 tok/s with its backend worker busy 100% in both) is sampled N times on
- *    both sides instead of once.
+ *    ratio) is reported with the pairs' median. `--restart`: each pair after the first runs the
+ *    engine in a new process of this script and starts a new server process, so the speed a
+ *    process happens to get is sampled N times on both sides instead of once (on the shared 2-core
+ *    machine of 2026-12-04 a process kept one of two speeds for its life: the same engine level
+ *    gave 890-1,843 tok/s in ten processes, two servers 1,007 and 1,710 with their backend worker
+ *    busy 100% in both).
  * 3. Per level: served tok/s (tokens arriving inside the measured window), TTFT p50/p95/p99 of the
  *    requests started in it, inter-token latency p50/p99 (gaps between SSE chunk arrivals, client
  *    side), the HTTP thread's event-loop lag from `tnl_event_loop_lag_seconds` in `/metrics` (the
@@ -664,9 +665,36 @@ async function gitCommit(dir: string): Promise<string | null> {
 
 const ms = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? "-" : fmtNum(v));
 
+/** What `--engine-child` runs: one engine level in a process of its own. */
+interface EngineChildSpec {
+  modelDir: string;
+  backend: string;
+  quantize: string;
+  level: Level;
+  settings: RunSettings;
+  longCount: number;
+}
+
+/** `--engine-child SPEC`: load the model, run the engine level, print its figures as JSON. */
+async function engineChild(spec: EngineChildSpec): Promise<void> {
+  const dir = spec.modelDir.replace(/\/?$/, "/");
+  const tok = await Tokenizer.load(`${dir}tokenizer.model`);
+  const model = await loadModel(spec.modelDir, {
+    backend: spec.backend as "auto",
+    quantize: spec.quantize as "none",
+  });
+  try {
+    const r = await engineLevel(model, spec.level, spec.settings, makePrompts(tok, spec.longCount));
+    console.log(JSON.stringify(r));
+  } finally {
+    await model.dispose();
+  }
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(Deno.args, {
     string: [
+      "engine-child",
       "model",
       "shape",
       "backend",
@@ -685,6 +713,7 @@ async function main(): Promise<void> {
     ],
     boolean: ["engine", "no-backend", "help", "restart"],
   });
+  if (args["engine-child"]) return await engineChild(JSON.parse(String(args["engine-child"])));
   if (args.help) {
     console.log(
       "deno run -A bench/serve.ts [--model default|DIR | --shape 385m|1b|7b] [--backend B]\n" +
@@ -763,9 +792,10 @@ async function main(): Promise<void> {
     let backend: Awaited<ReturnType<typeof backendFigures>> | null = null;
     const engine: Awaited<ReturnType<typeof engineLevel>>[] = [];
     console.error(`loading ${modelName} in-process (${backendChoice})`);
-    const load = () =>
-      loadModel(modelDir, { backend: backendChoice as "auto", quantize: quantize as "none" });
-    let model = await load();
+    const model = await loadModel(modelDir, {
+      backend: backendChoice as "auto",
+      quantize: quantize as "none",
+    });
     const measureEngine = () => args.engine || model.backend.kind === "cpu";
     /** `Engine.generate` in this process at a level's concurrency (the server then idles). */
     const engineRun = async (level: Level) => {
@@ -778,6 +808,38 @@ async function main(): Promise<void> {
       return r;
     };
     let modelLoaded = true;
+    /** `Engine.generate` at a level in a new process of this benchmark (`--restart`). */
+    const engineInChild = async (level: Level) => {
+      const spec: EngineChildSpec = {
+        modelDir,
+        backend: model.backend.kind,
+        quantize,
+        level: { ...level, store: "none" },
+        settings,
+        longCount: promptKinds.includes("long") ? 8 : 0,
+      };
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL(import.meta.url).pathname,
+          "--engine-child",
+          JSON.stringify(spec),
+        ],
+        stdout: "piped",
+        stderr: "inherit",
+      }).output();
+      if (!out.success) fail(`the engine's process failed (exit ${out.code})`);
+      const r = JSON.parse(
+        new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!,
+      ) as Awaited<ReturnType<typeof engineLevel>>;
+      console.error(
+        `engine ${level.streams} streams ${level.prompt} (new process): ${
+          r.tokensPerSecond.toFixed(0)
+        } tok/s, TTFT p50 ${ms(r.ttftMs.p50)} ms`,
+      );
+      return r;
+    };
     const disposeModel = async () => {
       if (modelLoaded) await model.dispose();
       modelLoaded = false;
@@ -802,7 +864,7 @@ async function main(): Promise<void> {
       }
     } finally {
       // With --pairs the model stays loaded: the engine is measured again between server levels.
-      if (pairs === 1 || !measureEngine()) await disposeModel();
+      if (pairs === 1 || !measureEngine() || args.restart) await disposeModel();
     }
 
     /**
@@ -854,17 +916,15 @@ async function main(): Promise<void> {
         for (let pair = 0; pair < pairs; pair++) {
           // --pairs: engine and server alternate, so a drift of the machine's speed hits both.
           if (pair > 0 && args.restart) {
-            // Fresh processes' luck on both sides: a new server, a newly loaded model.
+            // Fresh processes' luck on both sides: a new server, the engine in a new process.
             await server.stop();
-            if (modelLoaded) {
-              await model.dispose();
-              model = await load();
+            if (measureEngine() && level.store === "none") {
+              engine.push(await engineInChild(level));
             }
-          }
-          if (pair > 0 && modelLoaded && level.store === "none") {
+            server = await launch();
+          } else if (pair > 0 && modelLoaded && level.store === "none") {
             engine.push(await engineRun(level));
           }
-          if (pair > 0 && args.restart) server = await launch();
           const r = await serverLevel(server.url, level, settings, prompts);
           console.error(
             `server ${level.streams} streams ${level.prompt} ${level.store}: ${
@@ -1020,7 +1080,7 @@ async function main(): Promise<void> {
           `median) cancels a drift of the machine's speed. ` +
           (args.restart
             ? "Each pair after the first ran in new processes (the server restarted, the " +
-              "in-process model loaded again). "
+              "engine in a new process of this benchmark). "
             : "") +
           rows.map((r) =>
             `${r.streams} streams ${r.prompt}/${r.store}: served ${r.runs.map(fmtNum).join(", ")}` +
