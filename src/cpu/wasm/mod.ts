@@ -424,7 +424,7 @@ export class WasmArena {
   }
 
   /** A zeroed, 64-byte aligned `Float32Array` of `n` values inside the arena. */
-  allocF32(n: number): Float32Array {
+  allocF32(n: number): Float32Array<ArrayBuffer> {
     return new Float32Array(this.#buffer, this.#alloc(n * 4, `allocF32(${n})`), n);
   }
 
