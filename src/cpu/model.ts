@@ -552,8 +552,14 @@ export class CpuModel {
       const w = this.#w.layers[l];
       const kw = this.#kl[l];
       this.#norm(x, T, D, w.tokenNorm, a);
-      this.#linear(a, T, kw.qkvu, kw.qkvuBias, 4 * H, D, qkvu);
-      for (let t = 0; t < T; t++) activate(c.activation, qkvu, t * 4 * H, 2 * H);
+      if (this.#arena) {
+        // The activation of q and k by the thread that computed them.
+        const act = { activation: c.activation, rows: 2 * H };
+        this.#arena.linear(a, T, kw.qkvu as StoredMatrix, kw.qkvuBias, 4 * H, D, qkvu, act);
+      } else {
+        linear(a, T, kw.qkvu as Float32Array, kw.qkvuBias, 4 * H, D, qkvu);
+        for (let t = 0; t < T; t++) activate(c.activation, qkvu, t * 4 * H, 2 * H);
+      }
       const dk = stateKeyDim(c, l);
       // Head-major q and k, widened by LRPE: [x·cos(θ·pos), x·sin(θ·pos)].
       for (let h = 0; h < nh; h++) {
@@ -589,9 +595,14 @@ export class CpuModel {
       for (let i = 0; i < T * D; i++) x[i] += o[i];
       // SGLU channel mixer.
       this.#norm(x, T, D, w.channelNorm, a);
-      this.#linear(a, T, kw.l1, kw.l1Bias, G, D, this.#g1);
-      this.#linear(a, T, kw.l2, kw.l2Bias, G, D, this.#g2);
-      for (let i = 0; i < T * G; i++) this.#g1[i] *= this.#g2[i];
+      if (this.#arena) {
+        // Both matrices and the gate by row blocks: one wake-up of the threads.
+        this.#arena.glu(a, T, kw.l1, kw.l1Bias, kw.l2, kw.l2Bias, G, D, this.#g1, this.#g2);
+      } else {
+        this.#linear(a, T, kw.l1, kw.l1Bias, G, D, this.#g1);
+        this.#linear(a, T, kw.l2, kw.l2Bias, G, D, this.#g2);
+        for (let i = 0; i < T * G; i++) this.#g1[i] *= this.#g2[i];
+      }
       this.#linear(this.#g1, T, kw.l3, kw.l3Bias, D, G, o);
       for (let i = 0; i < T * D; i++) x[i] += o[i];
     }
