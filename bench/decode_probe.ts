@@ -32,6 +32,7 @@ const t0 = performance.now();
 const b = await CpuBackend.load(src, config, "r", {
   quantize: weights === "int8" ? "int8" : "none",
   threads: Number(threads),
+  arenaStates: Number(Deno.env.get("ARENA_STATES") ?? 8),
 });
 const loadMs = performance.now() - t0;
 const s = b.allocState();
