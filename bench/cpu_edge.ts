@@ -7,6 +7,7 @@
  *
  *   deno run -A --v8-flags=--expose-gc bench/cpu_edge.ts --shape 385M --weights int8 [--threads 2]
  *     [--repeat 3]   (each rate measured so many times: the best and the range are reported)
+ *     [--arena-states N]   (states kept in the wasm arena, `CpuModelOptions.arenaStates`; default 8)
  *
  * Uses only `CpuBackend.load` and the `Backend` interface, so the same file measures an older
  * checkout of the backend (copy it there) in the same conditions.
@@ -127,10 +128,11 @@ async function settle(): Promise<void> {
 
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
-    string: ["shape", "weights", "prefill", "threads", "repeat"],
+    string: ["shape", "weights", "prefill", "threads", "repeat", "arena-states"],
     boolean: ["quick"],
   });
   const threads = Number(args.threads ?? 1);
+  const arenaStates = args["arena-states"] === undefined ? undefined : Number(args["arena-states"]);
   const repeats = Number(args.repeat ?? 3);
   const loadavg = () => Deno.loadavg()[0];
   const load0 = loadavg();
@@ -148,12 +150,16 @@ if (import.meta.main) {
     const dir = new URL("../models/tnl-shakespeare-6m/", import.meta.url).pathname;
     const config = await loadConfig(dir + "config.json");
     const src = await openSafetensors(dir + "model.safetensors");
-    backend = await CpuBackend.load(src, config, "default", { quantize, threads });
+    backend = await CpuBackend.load(src, config, "default", { quantize, threads, arenaStates });
     src.close();
   } else {
     const config = shapeConfig(shape);
     const src = randomSource(config, { dtype: "BF16", fast: true });
-    backend = await CpuBackend.load(src, config, `random ${shape}`, { quantize, threads });
+    backend = await CpuBackend.load(src, config, `random ${shape}`, {
+      quantize,
+      threads,
+      arenaStates,
+    });
   }
   const loadMs = performance.now() - t0;
   await settle();

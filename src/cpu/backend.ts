@@ -6,7 +6,7 @@
 
 import type { Backend, BackendState, LogitsMode } from "../engine/backend.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { cloneState, copyStateInto, createState, type ModelState } from "../model/state.ts";
+import { cloneState, copyStateInto, type ModelState } from "../model/state.ts";
 import type { TensorSource } from "../model/weights/source.ts";
 import { CpuModel, type CpuModelOptions, cpuThreads } from "./model.ts";
 import { loadCpuWeights } from "./weights.ts";
@@ -84,14 +84,14 @@ export class CpuBackend implements Backend {
     return settle(() => this.model.forward(state, tokens, logits));
   }
 
-  /** A zero state. */
+  /** A zero state (in the kernels' arena while `arenaStates` allows: decoded in place). */
   allocState(): BackendState {
-    return new CpuState(createState(this.config), this);
+    return new CpuState(this.model.allocState(), this);
   }
 
-  /** Nothing to free on the CPU. */
+  /** Give an arena state's memory to the next allocation (a heap state is left to the GC). */
   releaseState(state: BackendState): void {
-    this.#own(state);
+    this.model.releaseState(this.#own(state).host);
   }
 
   /** Copy a host state in (after checking its shapes). */

@@ -13,8 +13,8 @@
  */
 
 import { InputError } from "../errors.ts";
-import { layerDecayRate, type ModelConfig, stateKeyDim } from "../model/config.ts";
-import type { ModelState } from "../model/state.ts";
+import { layerDecayRate, type ModelConfig, stateKeyDim, stateLayerSize } from "../model/config.ts";
+import { createState, type ModelState } from "../model/state.ts";
 import { decayPowers, lightningPrefill, recurrentStep } from "./attention.ts";
 import { activate, layerNorm, linear, simpleRmsNorm } from "./kernels.ts";
 import type { CpuWeights } from "./weights.ts";
@@ -45,6 +45,34 @@ export interface CpuModelOptions {
    * results are bit-identical for any count. Default 1. Threads live until `dispose()`.
    */
   threads?: number | "auto";
+  /**
+   * States {@link CpuModel.allocState} keeps in the wasm arena, where the attention kernels update
+   * them in place (a state on the JS heap is copied into the arena and back at every layer of every
+   * step: 2 × 26 MB a token at 385M). More states than this live on the JS heap. Their memory is
+   * reserved at load and becomes resident as states use it. Default 8 (0 on the js kernels).
+   */
+  arenaStates?: number;
+}
+
+/** Default of {@link CpuModelOptions.arenaStates}. */
+const ARENA_STATES = 8;
+
+/** Arena bytes of one state: each layer on its own 64-byte line. */
+function arenaStateBytes(config: ModelConfig): number {
+  let n = 0;
+  for (let l = 0; l < config.numLayers; l++) {
+    n += Math.ceil((stateLayerSize(config, l) * 4) / 64) * 64;
+  }
+  return n;
+}
+
+/** The arena states `options` ask for (checked). */
+function arenaStateCount(options: CpuModelOptions): number {
+  const n = options.arenaStates ?? ARENA_STATES;
+  if (!(Number.isInteger(n) && n >= 0 && n <= 4096)) {
+    throw new InputError("arenaStates", `must be an integer in [0, 4096], got ${n}`);
+  }
+  return n;
 }
 
 /**
@@ -121,6 +149,12 @@ export class CpuModel {
   #attn:
     | { state: Float32Array; pw: Float32Array; scores: Float32Array; lambda: Float32Array }
     | null = null;
+  /** Arena states still to be carved from the arena (see {@link CpuModelOptions.arenaStates}). */
+  #stateRoom = 0;
+  /** Released arena states, ready for reuse. */
+  readonly #freeStates: ModelState[] = [];
+  /** Arena states handed out and not released. */
+  readonly #liveStates = new Set<ModelState>();
 
   /**
    * Arena bytes the wasm path's scratch takes for `options` (rows of a chunk or a batch); the
@@ -133,7 +167,10 @@ export class CpuModel {
     return floats(rows * D) + floats(rows * Math.max(D, H)) + floats(rows * 4 * H) +
       floats(rows * Math.max(H, D)) + floats(rows * Math.max(G, D)) + floats(rows * G) +
       floats(Math.min(rows, 64) * V) + 2 * floats(rows * H * 2) +
-      int8ScratchBytes(rows, Math.max(D, H, G)) + attnScratchBytes(config, options) + (1 << 16);
+      int8ScratchBytes(rows, Math.max(D, H, G)) + attnScratchBytes(config, options) + (1 << 16) +
+      (attnScratchBytes(config, options) > 0
+        ? arenaStateCount(options) * arenaStateBytes(config)
+        : 0);
   }
 
   /**
@@ -231,6 +268,7 @@ export class CpuModel {
         lambda,
       };
     }
+    if (this.#attn) this.#stateRoom = arenaStateCount(options);
     this.#x = arena.allocF32(rows * D);
     this.#a = arena.allocF32(rows * Math.max(D, H));
     this.#qkvu = arena.allocF32(rows * 4 * H);
@@ -247,6 +285,40 @@ export class CpuModel {
     const n = cpuThreads(options);
     if (n <= 1 || !this.#arena?.shared) return 1;
     return await this.#arena.startThreads(n);
+  }
+
+  /**
+   * A zero state at position 0: in the wasm arena while {@link CpuModelOptions.arenaStates} allows
+   * (its layers are views of the arena's memory, updated in place by the kernels), else on the JS
+   * heap. Hand it back with {@link CpuModel.releaseState} when done.
+   */
+  allocState(): ModelState {
+    const free = this.#freeStates.pop();
+    if (free) {
+      free.position = 0;
+      for (const layer of free.layers) layer.fill(0);
+      this.#liveStates.add(free);
+      return free;
+    }
+    if (this.#stateRoom === 0) return createState(this.config);
+    this.#stateRoom--;
+    const st: ModelState = {
+      position: 0,
+      layers: Array.from(
+        { length: this.config.numLayers },
+        (_, l) => this.#arena!.allocF32(stateLayerSize(this.config, l)),
+      ),
+    };
+    this.#liveStates.add(st);
+    return st;
+  }
+
+  /**
+   * Give back a state from {@link CpuModel.allocState}: an arena state's memory goes to the next
+   * allocation (do not use the state after this); a heap state is left to the GC.
+   */
+  releaseState(state: ModelState): void {
+    if (this.#liveStates.delete(state)) this.#freeStates.push(state);
   }
 
   /** Threads running the matrix kernels. */
@@ -324,9 +396,10 @@ export class CpuModel {
       this.#layers(n, (l, dk, q, k) => {
         const { headDim: hd, hiddenDim: H, numHeads: nh } = this.config;
         if (this.#attn) {
-          // The state through the arena (the kernel reads and writes it there).
-          const S = this.#attn.state.subarray(0, nh * dk * hd);
-          S.set(state.layers[l]);
+          // The state in the arena (the kernel reads and writes it there): in place, or a copy.
+          const own = this.#arena!.owns(state.layers[l]);
+          const S = own ? state.layers[l] : this.#attn.state.subarray(0, nh * dk * hd);
+          if (!own) S.set(state.layers[l]);
           this.#arena!.lightning({
             S,
             q,
@@ -343,7 +416,7 @@ export class CpuModel {
             dv: hd,
             block: this.block,
           });
-          state.layers[l].set(S);
+          if (!own) state.layers[l].set(S);
           return;
         }
         for (let h = 0; h < nh; h++) {
@@ -390,11 +463,14 @@ export class CpuModel {
     this.#layers(B, (l, dk, q, k) => {
       const nh = this.config.numHeads;
       if (this.#attn) {
-        // Each sequence's layer state through the arena (the kernel updates it there).
-        const S = this.#attn.state.subarray(0, nh * dk * hd);
+        // Each sequence's layer state in the arena (the kernel updates it there): in place, or
+        // through a copy.
+        const scratch = this.#attn.state.subarray(0, nh * dk * hd);
         const lambda = this.#attn.lambda.subarray(l * nh);
         for (let b = 0; b < B; b++) {
-          S.set(states[b].layers[l]);
+          const own = this.#arena!.owns(states[b].layers[l]);
+          const S = own ? states[b].layers[l] : scratch;
+          if (!own) S.set(states[b].layers[l]);
           this.#arena!.recurrent({
             S,
             q: q.subarray(b * dk),
@@ -407,7 +483,7 @@ export class CpuModel {
             dk,
             dv: hd,
           });
-          states[b].layers[l].set(S);
+          if (!own) states[b].layers[l].set(S);
         }
         return;
       }
@@ -476,8 +552,14 @@ export class CpuModel {
       const w = this.#w.layers[l];
       const kw = this.#kl[l];
       this.#norm(x, T, D, w.tokenNorm, a);
-      this.#linear(a, T, kw.qkvu, kw.qkvuBias, 4 * H, D, qkvu);
-      for (let t = 0; t < T; t++) activate(c.activation, qkvu, t * 4 * H, 2 * H);
+      if (this.#arena) {
+        // The activation of q and k by the thread that computed them.
+        const act = { activation: c.activation, rows: 2 * H };
+        this.#arena.linear(a, T, kw.qkvu as StoredMatrix, kw.qkvuBias, 4 * H, D, qkvu, act);
+      } else {
+        linear(a, T, kw.qkvu as Float32Array, kw.qkvuBias, 4 * H, D, qkvu);
+        for (let t = 0; t < T; t++) activate(c.activation, qkvu, t * 4 * H, 2 * H);
+      }
       const dk = stateKeyDim(c, l);
       // Head-major q and k, widened by LRPE: [x·cos(θ·pos), x·sin(θ·pos)].
       for (let h = 0; h < nh; h++) {
@@ -513,9 +595,14 @@ export class CpuModel {
       for (let i = 0; i < T * D; i++) x[i] += o[i];
       // SGLU channel mixer.
       this.#norm(x, T, D, w.channelNorm, a);
-      this.#linear(a, T, kw.l1, kw.l1Bias, G, D, this.#g1);
-      this.#linear(a, T, kw.l2, kw.l2Bias, G, D, this.#g2);
-      for (let i = 0; i < T * G; i++) this.#g1[i] *= this.#g2[i];
+      if (this.#arena) {
+        // Both matrices and the gate by row blocks: one wake-up of the threads.
+        this.#arena.glu(a, T, kw.l1, kw.l1Bias, kw.l2, kw.l2Bias, G, D, this.#g1, this.#g2);
+      } else {
+        this.#linear(a, T, kw.l1, kw.l1Bias, G, D, this.#g1);
+        this.#linear(a, T, kw.l2, kw.l2Bias, G, D, this.#g2);
+        for (let i = 0; i < T * G; i++) this.#g1[i] *= this.#g2[i];
+      }
       this.#linear(this.#g1, T, kw.l3, kw.l3Bias, D, G, o);
       for (let i = 0; i < T * D; i++) x[i] += o[i];
     }

@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import { CpuBackend } from "../../src/cpu/mod.ts";
 import { cpuThreads } from "../../src/cpu/model.ts";
 import { WasmArena } from "../../src/cpu/wasm/mod.ts";
+import { ACTIVATIONS } from "../../src/cpu/wasm/threads.ts";
+import { activate } from "../../src/cpu/kernels.ts";
 import type { StoredMatrix } from "../../src/cpu/stored.ts";
 import { InputError } from "../../src/errors.ts";
 import { loadConfig, parseConfig } from "../../src/model/config.ts";
@@ -154,4 +156,74 @@ Deno.test("cpu threads: threaded linears of every dtype at T = 1 and 3 (odd chun
   } finally {
     a.stopThreads();
   }
+});
+
+Deno.test("cpu threads: linear epilogues (q/k activation, the SGLU pair) equal linear then the element-wise op, every dtype, 1-3 threads", async () => {
+  const out = 1003, inDim = 611; // rows end mid-chunk; the activation's row limit too
+  const a = new WasmArena(2 * out * inDim * 8 + (1 << 20), { shared: true });
+  const mats = (k: number): StoredMatrix[] => {
+    const f32 = a.allocF32(out * inDim), u16 = a.allocU16(out * inDim);
+    const i8 = a.allocI8(out * inDim), sc = a.allocF32(out);
+    for (let i = 0; i < f32.length; i++) f32[i] = ((i * 7919 + k) % 2003) / 1000 - 1;
+    for (let i = 0; i < u16.length; i++) {
+      u16[i] = 0x3c00 + ((i + k) % 97) + (i % 5 === 0 ? 0x8000 : 0);
+    }
+    for (let i = 0; i < i8.length; i++) i8[i] = ((i * 31 + k) % 255) - 127;
+    for (let o = 0; o < out; o++) sc[o] = 1 / (o + 3 + k);
+    return [
+      { dtype: "f32", rows: out, cols: inDim, data: f32 },
+      { dtype: "bf16", rows: out, cols: inDim, data: u16 },
+      { dtype: "f16", rows: out, cols: inDim, data: u16 },
+      { dtype: "int8", rows: out, cols: inDim, data: i8, scales: sc },
+    ];
+  };
+  const m1 = mats(0), m2 = mats(5);
+  const b1 = a.allocF32(out), b2 = a.allocF32(out);
+  for (let o = 0; o < out; o++) [b1[o], b2[o]] = [o / 100 - 5, 1 - o / 300];
+  const x = a.allocF32(3 * inDim), y = a.allocF32(3 * out), y2 = a.allocF32(3 * out);
+  for (let i = 0; i < x.length; i++) x[i] = ((i * 37) % 101) / 50 - 1;
+  // The expected bits: plain linears, then the op in JS on the same f32 values.
+  const want = new Map<string, Float32Array>();
+  for (const [d, m] of m1.entries()) {
+    for (const T of [1, 3]) {
+      for (const act of ACTIVATIONS) {
+        a.linear(x, T, m, b1, out, inDim, y);
+        for (let t = 0; t < T; t++) activate(act, y, t * out, 517);
+        want.set(`${m.dtype} ${T} ${act}`, y.slice(0, T * out));
+      }
+      a.linear(x, T, m, b1, out, inDim, y);
+      a.linear(x, T, m2[d], b2, out, inDim, y2);
+      for (let i = 0; i < T * out; i++) y[i] *= y2[i];
+      want.set(`${m.dtype} ${T} glu`, y.slice(0, T * out));
+      want.set(`${m.dtype} ${T} glu y2`, y2.slice(0, T * out));
+    }
+  }
+  for (const threads of [1, 2, 3]) {
+    if (threads > 1) assert.equal(await a.startThreads(threads), threads);
+    try {
+      for (const [d, m] of m1.entries()) {
+        for (const T of [1, 3]) {
+          for (const act of ACTIVATIONS) {
+            y.fill(NaN);
+            a.linear(x, T, m, b1, out, inDim, y, { activation: act, rows: 517 });
+            const key = `${m.dtype} ${T} ${act}`;
+            assert.ok(sameBits(y.subarray(0, T * out), want.get(key)!), `${key}, ${threads} thr`);
+          }
+          y.fill(NaN);
+          y2.fill(NaN);
+          a.glu(x, T, m, b1, m2[d], b2, out, inDim, y, y2);
+          const key = `${m.dtype} ${T} glu`;
+          assert.ok(sameBits(y.subarray(0, T * out), want.get(key)!), `${key}, ${threads} thr`);
+          assert.ok(sameBits(y2.subarray(0, T * out), want.get(`${key} y2`)!), `${key} y2`);
+        }
+      }
+    } finally {
+      a.stopThreads();
+    }
+  }
+  assert.throws(() => a.glu(x, 1, m1[0], null, m2[1], null, out, inDim, y, y2), /one stored dtype/);
+  assert.throws(
+    () => a.glu(x, 1, m1[1], null, m2[1], null, out, inDim, y, y.subarray(5)),
+    /overlaps/,
+  );
 });

@@ -29,9 +29,13 @@
 import { TnlError } from "../../errors.ts";
 import { KERNELS_SHARED_WASM_BASE64, KERNELS_WASM_BASE64 } from "./kernels_wasm.ts";
 import type { StoredMatrix } from "../stored.ts";
+import type { Activation } from "../../model/config.ts";
 import {
+  ACTIVATIONS,
   CTRL,
   CTRL_BYTES,
+  EPILOGUE,
+  epilogue,
   KERNELS,
   LIGHTNING,
   type LinearFn,
@@ -39,6 +43,14 @@ import {
   runChunks,
   SPIN_MS,
 } from "./threads.ts";
+
+/** The q/k activation a linear applies to its outputs of rows below `rows` (`WasmArena.linear`). */
+export interface LinearActivation {
+  /** The activation (`activate` in `src/cpu/kernels.ts`). */
+  activation: Activation;
+  /** Output rows [0, rows) get it. */
+  rows: number;
+}
 
 /** What went wrong with an arena call. */
 export type WasmArenaErrorReason = "out_of_memory" | "foreign_view" | "bad_argument";
@@ -249,6 +261,8 @@ export class WasmArena {
   readonly capacity: number;
   readonly #memory: WebAssembly.Memory;
   readonly #buffer: ArrayBuffer;
+  /** The whole memory as f32 (the linears' epilogues). */
+  readonly #f32: Float32Array;
   readonly #k: KernelExports;
   readonly #fns: LinearFn[];
   /** Every kernel a thread may run, by code (`KERNELS` in threads.ts). */
@@ -320,6 +334,7 @@ export class WasmArena {
     this.#memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: this.#shared });
     // A SharedArrayBuffer when shared; typed as ArrayBuffer for the views handed out.
     this.#buffer = this.#memory.buffer as ArrayBuffer;
+    this.#f32 = new Float32Array(this.#buffer);
     this.capacity = pages * PAGE;
     const instance = new WebAssembly.Instance(kernelModule(this.#shared ? "shared" : "plain"), {
       env: { memory: this.#memory },
@@ -424,7 +439,7 @@ export class WasmArena {
   }
 
   /** A zeroed, 64-byte aligned `Float32Array` of `n` values inside the arena. */
-  allocF32(n: number): Float32Array {
+  allocF32(n: number): Float32Array<ArrayBuffer> {
     return new Float32Array(this.#buffer, this.#alloc(n * 4, `allocF32(${n})`), n);
   }
 
@@ -461,7 +476,8 @@ export class WasmArena {
    * `subarray` of y instead). `w` is [outDim, inDim] row-major: a `StoredMatrix` (any stored
    * dtype), or the shorthands `Float32Array` (f32) and `Uint16Array` (bf16, the high 16 bits of
    * each f32). Every view must come from this arena and be long enough, and `y` must not overlap
-   * the inputs; otherwise this throws `WasmArenaError`.
+   * the inputs; otherwise this throws `WasmArenaError`. `act`: then `activate(act.activation, …)`
+   * on the outputs of rows below `act.rows` (by the thread that computed them).
    */
   linear(
     x: Float32Array,
@@ -471,83 +487,161 @@ export class WasmArena {
     outDim: number,
     inDim: number,
     y: Float32Array,
+    act?: LinearActivation,
+  ): void {
+    this.#linear(x, T, [{ w, bias, y }], outDim, inDim, act ?? null);
+  }
+
+  /**
+   * The SGLU gate of a channel mixer in one pass: y1 = (X·W1ᵀ + b1) ⊙ (X·W2ᵀ + b2), y2 = X·W2ᵀ +
+   * b2 (both [T, outDim]); W1 and W2 of one stored dtype. Each block of rows is computed (both
+   * matrices, then the f32 products) by one thread: the same bits as two `linear`s and the
+   * product, with one thread wake-up instead of two.
+   */
+  glu(
+    x: Float32Array,
+    T: number,
+    w1: Float32Array | Uint16Array | StoredMatrix,
+    b1: Float32Array | null,
+    w2: Float32Array | Uint16Array | StoredMatrix,
+    b2: Float32Array | null,
+    outDim: number,
+    inDim: number,
+    y1: Float32Array,
+    y2: Float32Array,
+  ): void {
+    this.#linear(
+      x,
+      T,
+      [{ w: w1, bias: b1, y: y1 }, { w: w2, bias: b2, y: y2 }],
+      outDim,
+      inDim,
+      null,
+    );
+  }
+
+  #linear(
+    x: Float32Array,
+    T: number,
+    mats: {
+      w: Float32Array | Uint16Array | StoredMatrix;
+      bias: Float32Array | null;
+      y: Float32Array;
+    }[],
+    outDim: number,
+    inDim: number,
+    act: LinearActivation | null,
   ): void {
     for (const [name, v] of [["T", T], ["outDim", outDim], ["inDim", inDim]] as const) {
       if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) {
         throw new WasmArenaError("bad_argument", `linear: ${name} must be a non-negative integer`);
       }
     }
-    const m: StoredMatrix | null = w instanceof Float32Array
-      ? { dtype: "f32", rows: outDim, cols: inDim, data: w }
-      : w instanceof Uint16Array
-      ? { dtype: "bf16", rows: outDim, cols: inDim, data: w }
-      : typeof w === "object" && w !== null && "dtype" in w
-      ? w
-      : null;
-    if (!m) {
-      throw new WasmArenaError(
-        "bad_argument",
-        "linear: w must be a Float32Array, a Uint16Array or a StoredMatrix",
-      );
-    }
-    const type = m.dtype === "f32" ? Float32Array : m.dtype === "int8" ? Int8Array : Uint16Array;
-    this.#check("x", x, T * inDim, Float32Array);
-    this.#check("w", m.data, outDim * inDim, type);
-    if (m.dtype === "int8") this.#check("scales", m.scales, outDim, Float32Array);
-    this.#check("y", y, T * outDim, Float32Array);
-    if (bias) {
-      this.#check("bias", bias, outDim, Float32Array);
-      // Address 0 is the kernel's "no bias"; the allocator never hands it out.
-      if (bias.byteOffset === 0) {
-        throw new WasmArenaError("bad_argument", "linear: bias at address 0 (not from allocF32)");
+    const ms = mats.map(({ w, bias, y }) => {
+      const m: StoredMatrix | null = w instanceof Float32Array
+        ? { dtype: "f32", rows: outDim, cols: inDim, data: w }
+        : w instanceof Uint16Array
+        ? { dtype: "bf16", rows: outDim, cols: inDim, data: w }
+        : typeof w === "object" && w !== null && "dtype" in w
+        ? w
+        : null;
+      if (!m) {
+        throw new WasmArenaError(
+          "bad_argument",
+          "linear: w must be a Float32Array, a Uint16Array or a StoredMatrix",
+        );
       }
+      const type = m.dtype === "f32" ? Float32Array : m.dtype === "int8" ? Int8Array : Uint16Array;
+      this.#check("x", x, T * inDim, Float32Array);
+      this.#check("w", m.data, outDim * inDim, type);
+      if (m.dtype === "int8") this.#check("scales", m.scales, outDim, Float32Array);
+      this.#check("y", y, T * outDim, Float32Array);
+      if (bias) {
+        this.#check("bias", bias, outDim, Float32Array);
+        // Address 0 is the kernel's "no bias"; the allocator never hands it out.
+        if (bias.byteOffset === 0) {
+          throw new WasmArenaError("bad_argument", "linear: bias at address 0 (not from allocF32)");
+        }
+      }
+      return { m, bias, y };
+    });
+    if (ms.length === 2 && ms[0].m.dtype !== ms[1].m.dtype) {
+      throw new WasmArenaError("bad_argument", "glu: w1 and w2 must have one stored dtype");
+    }
+    if (act && !(ACTIVATIONS.includes(act.activation) && Number.isInteger(act.rows))) {
+      throw new WasmArenaError("bad_argument", "linear: unknown activation");
     }
     if (T === 0 || outDim === 0) return;
-    const y0 = y.byteOffset, y1 = y0 + T * outDim * 4;
-    const overlaps = (v: ArrayBufferView, bytes: number) =>
-      v.byteOffset < y1 && y0 < v.byteOffset + bytes;
-    if (
-      overlaps(x, T * inDim * 4) ||
-      overlaps(m.data, outDim * inDim * m.data.BYTES_PER_ELEMENT) ||
-      (m.dtype === "int8" && overlaps(m.scales, outDim * 4)) ||
-      (bias !== null && overlaps(bias, outDim * 4))
-    ) {
-      throw new WasmArenaError("bad_argument", "linear: y overlaps an input");
+    // No output may overlap an input or the other output.
+    for (const [k, { y }] of ms.entries()) {
+      const y0 = y.byteOffset, y1 = y0 + T * outDim * 4;
+      const overlaps = (v: ArrayBufferView, bytes: number) =>
+        v.byteOffset < y1 && y0 < v.byteOffset + bytes;
+      if (
+        overlaps(x, T * inDim * 4) ||
+        ms.some(({ m, bias, y: other }, j) =>
+          overlaps(m.data, outDim * inDim * m.data.BYTES_PER_ELEMENT) ||
+          (m.dtype === "int8" && overlaps(m.scales, outDim * 4)) ||
+          (bias !== null && overlaps(bias, outDim * 4)) ||
+          (j !== k && overlaps(other, T * outDim * 4))
+        )
+      ) {
+        throw new WasmArenaError("bad_argument", "linear: y overlaps an input");
+      }
     }
+    const { m } = ms[0];
     const code = FN_CODE[m.dtype];
-    const w0 = m.data.byteOffset, b0 = bias ? bias.byteOffset : 0;
-    let s0 = 0, x0 = x.byteOffset, c0 = 0;
+    let x0 = x.byteOffset, c0 = 0;
     if (m.dtype === "int8") {
       // x → int16 (T = 1: their 7-bit digits) with block scales, once, on this thread (every
       // thread reads them).
       this.reserveInt8Scratch(T, inDim);
-      s0 = m.scales.byteOffset;
       x0 = this.#q8.at;
       c0 = x0 + activationBytes(T, inDim);
       (T === 1 ? this.#k.quant_x : this.#k.quant_i16)(x.byteOffset, T, inDim, x0, c0);
     }
+    const at = ms.map(({ m, bias, y }) => ({
+      w: m.data.byteOffset,
+      b: bias ? bias.byteOffset : 0,
+      y: y.byteOffset,
+      s: m.dtype === "int8" ? m.scales.byteOffset : 0,
+    }));
+    const kind = ms.length === 2 ? EPILOGUE.glu : act ? EPILOGUE.act : EPILOGUE.none;
+    const actCode = act ? ACTIVATIONS.indexOf(act.activation) : 0, actRows = act ? act.rows : 0;
     const fn = this.#fns[code];
-    if (!this.#ctrl || outDim * inDim * T < THREAD_MIN_MACS || outDim < 8 * this.threads) {
-      fn(w0, x0, b0, y0, outDim, inDim, T, s0, 0, c0);
+    if (
+      !this.#ctrl || outDim * inDim * T * ms.length < THREAD_MIN_MACS || outDim < 8 * this.threads
+    ) {
+      for (const a of at) fn(a.w, x0, a.b, a.y, outDim, inDim, T, a.s, 0, c0);
+      const y2 = ms.length === 2 ? at[1].y >> 2 : 0;
+      epilogue(this.#f32, kind, T, at[0].y >> 2, outDim, 0, outDim, actCode, actRows, y2);
       return;
     }
     // Blocks of output rows (multiples of 8; CHUNKS_PER_THREAD per thread): slices of w, b, s
     // and y with y's full row stride. Which thread computes a row does not change its sums.
     const per = Math.ceil(outDim / (this.threads * CHUNKS_PER_THREAD) / 8) * 8;
     const rs = inDim * m.data.BYTES_PER_ELEMENT;
+    const second = at[1] ?? { w: 0, b: 0, y: 0, s: 0 };
     this.#parallel(code, Math.ceil(outDim / per), [
-      w0,
+      at[0].w,
       x0,
-      b0,
-      y0,
+      at[0].b,
+      at[0].y,
       outDim,
       inDim,
       T,
-      s0,
+      at[0].s,
       outDim * 4,
       c0,
       rs,
       per,
+      kind,
+      actCode,
+      actRows,
+      second.w,
+      second.b,
+      second.y,
+      second.s,
     ]);
   }
 
@@ -563,7 +657,7 @@ export class WasmArena {
     Atomics.store(c, CTRL.claim, chunks << 16);
     Atomics.add(c, CTRL.gen, 1);
     Atomics.notify(c, CTRL.gen);
-    runChunks(c, this.#all, this.#args);
+    runChunks(c, this.#all, this.#args, this.#f32);
     const t0 = performance.now();
     for (let d; (d = Atomics.load(c, CTRL.finished)) < chunks;) {
       const waited = performance.now() - t0;

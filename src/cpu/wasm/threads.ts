@@ -7,6 +7,9 @@
  * @module
  */
 
+import type { Activation } from "../../model/config.ts";
+import { activate } from "../kernels.ts";
+
 /**
  * A kernel export: `(w, x, b, y, out, in, T, scales, yStride, xScales)`, byte addresses and sizes
  * (int8: x is `quant_x`'s digit rows and xScales their block scales; unused by the others).
@@ -57,8 +60,42 @@ export const CTRL = {
   args: 4,
 } as const;
 
+/**
+ * Job arguments of a linear past the kernel's own (see {@link chunkArgs}): what the thread that
+ * computed a chunk does to its rows before it counts the chunk finished (element-wise, so which
+ * thread does it never changes a bit), and the second matrix of a paired linear.
+ */
+export const LIN = {
+  /** {@link EPILOGUE} code. */
+  epilogue: 12,
+  /** Index into {@link ACTIVATIONS} (epilogue "act"). */
+  act: 13,
+  /** Rows below which the activation applies (epilogue "act"). */
+  actRows: 14,
+  /** Second matrix, bias, output and int8 scales (epilogue "glu"): byte addresses. */
+  w2: 15,
+  b2: 16,
+  y2: 17,
+  s2: 18,
+} as const;
+
+/** Epilogues of a linear's chunk: none; the q/k activation; the SGLU gate of a paired linear. */
+export const EPILOGUE = { none: 0, act: 1, glu: 2 } as const;
+
+/** Activations by code (job argument {@link LIN}.act). */
+export const ACTIVATIONS: readonly Activation[] = [
+  "silu",
+  "relu",
+  "elu",
+  "1+elu",
+  "2+elu",
+  "sigmoid",
+  "gelu",
+  "none",
+];
+
 /** Most integer arguments of a job. */
-const MAX_ARGS = 16;
+const MAX_ARGS = 20;
 
 /** Bytes of a control block. */
 export const CTRL_BYTES = 4 * (CTRL.args + MAX_ARGS);
@@ -73,11 +110,17 @@ export const SPIN_MS = 0.05;
 
 /**
  * The kernel arguments of chunk `i` (into `out`). Linears: job arguments `(w, x, b, y, out, in, T,
- * s, ys, c, rowBytes, rowsPerChunk)`, a chunk is a block of rows (slices of w, b, s, y with y's
- * full row stride). Attention (prefill or decode): the kernel's own arguments with heads [0, n), a
+ * s, ys, c, rowBytes, rowsPerChunk)` then {@link LIN}'s, a chunk is a block of rows (slices of w,
+ * b, s, y with y's full row stride; a paired linear's second call: `second`). Attention (prefill or decode): the kernel's own arguments with heads [0, n), a
  * chunk is a head.
  */
-export function chunkArgs(c: Int32Array, fn: number, i: number, out: number[]): void {
+export function chunkArgs(
+  c: Int32Array,
+  fn: number,
+  i: number,
+  out: number[],
+  second = false,
+): void {
   const a = CTRL.args;
   if (fn >= LIGHTNING) {
     for (let j = 0; j < 15; j++) out[j] = c[a + j];
@@ -86,11 +129,11 @@ export function chunkArgs(c: Int32Array, fn: number, i: number, out: number[]): 
     return;
   }
   const per = c[a + 11], rows = c[a + 4], r0 = i * per;
-  const b = c[a + 2], s = c[a + 7];
-  out[0] = c[a] + r0 * c[a + 10];
+  const b = c[a + (second ? LIN.b2 : 2)], s = c[a + (second ? LIN.s2 : 7)];
+  out[0] = c[a + (second ? LIN.w2 : 0)] + r0 * c[a + 10];
   out[1] = c[a + 1];
   out[2] = b ? b + 4 * r0 : 0;
-  out[3] = c[a + 3] + 4 * r0;
+  out[3] = c[a + (second ? LIN.y2 : 3)] + 4 * r0;
   out[4] = Math.min(per, rows - r0);
   out[5] = c[a + 5];
   out[6] = c[a + 6];
@@ -100,21 +143,73 @@ export function chunkArgs(c: Int32Array, fn: number, i: number, out: number[]): 
 }
 
 /**
- * Claim and run chunks of the current job until none is left. After a successful claim the job
- * cannot end (its chunk is not finished), so the arguments read then are that job's.
+ * A linear's epilogue on rows [r0, r1) of its T tokens (outputs `ys` floats apart), on the
+ * memory's f32 view; `y`, `y2` are float indices. "act": the activation on the rows below
+ * `actRows`; "glu": y ← y ⊙ y2 (f32 products).
+ */
+export function epilogue(
+  mem: Float32Array,
+  kind: number,
+  T: number,
+  y: number,
+  ys: number,
+  r0: number,
+  r1: number,
+  act: number,
+  actRows: number,
+  y2: number,
+): void {
+  if (kind === EPILOGUE.act) {
+    const end = Math.min(r1, actRows);
+    if (end <= r0) return;
+    for (let t = 0; t < T; t++) activate(ACTIVATIONS[act], mem, y + t * ys + r0, end - r0);
+  } else if (kind === EPILOGUE.glu) {
+    for (let t = 0; t < T; t++) {
+      const p = y + t * ys, q = y2 + t * ys;
+      for (let r = r0; r < r1; r++) mem[p + r] *= mem[q + r];
+    }
+  }
+}
+
+/**
+ * Claim and run chunks of the current job until none is left (`mem`: the f32 view of the
+ * kernels' memory, for the epilogues). After a successful claim the job cannot end (its chunk is
+ * not finished), so the arguments read then are that job's.
  */
 export function runChunks(
   c: Int32Array,
   fns: readonly ((...args: number[]) => void)[],
   args: number[],
+  mem: Float32Array,
 ): void {
+  const a = CTRL.args;
   for (;;) {
     const v = Atomics.load(c, CTRL.claim);
     if ((v & 0xffff) >= v >>> 16) return;
     if (Atomics.compareExchange(c, CTRL.claim, v, v + 1) !== v) continue;
-    const fn = c[CTRL.fn];
-    chunkArgs(c, fn, v & 0xffff, args);
+    const fn = c[CTRL.fn], i = v & 0xffff;
+    chunkArgs(c, fn, i, args);
     fns[fn](...args);
+    const kind = fn < LIGHTNING ? c[a + LIN.epilogue] : EPILOGUE.none;
+    if (kind !== EPILOGUE.none) {
+      if (kind === EPILOGUE.glu) {
+        chunkArgs(c, fn, i, args, true);
+        fns[fn](...args);
+      }
+      const per = c[a + 11], r0 = i * per;
+      epilogue(
+        mem,
+        kind,
+        c[a + 6],
+        c[a + 3] >> 2,
+        c[a + 8] >> 2,
+        r0,
+        Math.min(c[a + 4], r0 + per),
+        c[a + LIN.act],
+        c[a + LIN.actRows],
+        c[a + LIN.y2] >> 2,
+      );
+    }
     Atomics.add(c, CTRL.finished, 1);
     Atomics.notify(c, CTRL.finished);
   }

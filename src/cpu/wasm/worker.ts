@@ -22,6 +22,7 @@ self.onmessage = (e: MessageEvent) => {
   const fns = KERNELS.map((name) => k[name]);
   const c = new Int32Array(ctrl);
   const args: number[] = new Array(15).fill(0);
+  const mem = new Float32Array(memory.buffer);
   // The generation is read before "ready": a job posted right after it must not be missed.
   let gen = Atomics.load(c, CTRL.gen);
   self.postMessage("ready");
@@ -32,7 +33,7 @@ self.onmessage = (e: MessageEvent) => {
     Atomics.wait(c, CTRL.gen, gen);
     gen = Atomics.load(c, CTRL.gen);
     if (c[CTRL.fn] < 0) break;
-    runChunks(c, fns, args);
+    runChunks(c, fns, args, mem);
   }
   self.close();
 };
