@@ -883,7 +883,7 @@ export class Engine {
    * such a row's state is snapshotted first and, when it stops early, restored and replayed
    * through the same kernels up to the kept token (bit-identical to a run that never overshot).
    * Returns whether any state came back with the tokens, and the steps run (fewer than `steps`
-   * when the backend ended the round early: `Backend.interruptRound`, a host-sampling row's end).
+   * when a backend that can end a round early did: `Backend.interruptRound`, a row's end).
    */
   async #decodeOnDevice(batch: Seq[], steps: number): Promise<[boolean, number]> {
     const b = this.backend;
@@ -922,7 +922,9 @@ export class Engine {
       } finally {
         this.#decoding = false;
       }
-      const done = Math.max(1, ...out.map((t) => t.length));
+      // Steps run: a device submission runs all `steps` (rows that stop just idle); a round that
+      // can end early (host sampling) ran as many as its longest row.
+      const done = b.interruptRound ? Math.max(1, ...out.map((t) => t.length)) : steps;
       this.#stats.lastSteps = done;
       this.#count(out.reduce((a, t) => a + t.length, 0), batch.length, done);
       for (let i = 0; i < batch.length; i++) {
