@@ -17,6 +17,7 @@
  */
 
 import { acquireDevice } from "../src/gpu/device.ts";
+import { timePasses } from "../src/gpu/timing.ts";
 
 const ctx = await acquireDevice();
 const dev = ctx.device;
@@ -50,29 +51,15 @@ async function timed(
     layout: p.getBindGroupLayout(0),
     entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
   });
-  const qs = dev.createQuerySet({ type: "timestamp", count: 2 });
-  const res = buf(16, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC);
-  const rd = buf(16, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
   let best = Infinity;
   for (let round = 0; round < 3; round++) {
-    const enc = dev.createCommandEncoder();
-    if (reset) enc.clearBuffer(reset);
-    const pass = enc.beginComputePass({
-      timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
-    });
-    pass.setPipeline(p);
-    pass.setBindGroup(0, bg);
-    for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(groups);
-    pass.end();
-    enc.resolveQuerySet(qs, 0, 2, res, 0);
-    enc.copyBufferToBuffer(res, 0, rd, 0, 16);
-    dev.queue.submit([enc.finish()]);
-    await rd.mapAsync(GPUMapMode.READ);
-    const t = new BigUint64Array(rd.getMappedRange().slice(0));
-    rd.unmap();
-    best = Math.min(best, Number(t[1] - t[0]) / 1000);
+    const [ns] = await timePasses(dev, 1, (pass) => {
+      pass.setPipeline(p);
+      pass.setBindGroup(0, bg);
+      for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(groups);
+    }, reset ? (enc) => enc.clearBuffer(reset) : undefined);
+    best = Math.min(best, ns / 1000);
   }
-  qs.destroy();
   return best;
 }
 

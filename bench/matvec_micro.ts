@@ -11,6 +11,7 @@ import { acquireDevice } from "../src/gpu/device.ts";
 import { matvecTiling, matvecTilingDefines } from "../src/gpu/matvec_tiling.ts";
 import { GEMM_TILES, gemmGroups, gemmTileDefines } from "../src/gpu/gemm_tiling.ts";
 import { PipelineCache } from "../src/gpu/shaders.ts";
+import { timePasses } from "../src/gpu/timing.ts";
 
 const ctx = await acquireDevice();
 const dev = ctx.device;
@@ -35,26 +36,14 @@ async function time(
     layout: pipeline.getBindGroupLayout(0),
     entries: entries.map(([binding, buffer]) => ({ binding, resource: { buffer } })),
   });
-  const qs = dev.createQuerySet({ type: "timestamp", count: 2 });
-  const res = buf(16, GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC);
-  const rd = buf(16, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
   let best = Infinity;
   for (let round = 0; round < 3; round++) {
-    const enc = dev.createCommandEncoder();
-    const pass = enc.beginComputePass({
-      timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+    const [ns] = await timePasses(dev, 1, (pass) => {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bg);
+      for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(groups[0], groups[1]);
     });
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bg);
-    for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(groups[0], groups[1]);
-    pass.end();
-    enc.resolveQuerySet(qs, 0, 2, res, 0);
-    enc.copyBufferToBuffer(res, 0, rd, 0, 16);
-    dev.queue.submit([enc.finish()]);
-    await rd.mapAsync(GPUMapMode.READ);
-    const t = new BigUint64Array(rd.getMappedRange().slice(0));
-    rd.unmap();
-    best = Math.min(best, Number(t[1] - t[0]) / 1000 / reps);
+    best = Math.min(best, ns / 1000 / reps);
   }
   return best;
 }
