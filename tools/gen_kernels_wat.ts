@@ -17,7 +17,7 @@ import { I8_BLOCK } from "../src/cpu/wasm/mod.ts";
 export const WAT_OUT_PATH = "src/cpu/wasm/kernels.wat";
 
 /**
- * The int8 kernels' activation quantizers (`quant_i16`, `quant_x`) share these: for the block
+ * The int8 kernels' activation quantizer (`quant_i16`) is built from these: for the block
  * [$j0, $j1) of row $x, $m = max |x| (NaN if any x is), its scale m / 32767 stored at $c (then $c
  * advances) and $inv = 32767 / m; and the int16 value of x[$j] (round to nearest even, clamped to
  * +-32767; 0 where m = 0).
@@ -60,8 +60,6 @@ const fma = (a: string, b: string, c: string) => `(f32x4.relaxed_madd ${a} ${b} 
 const bump = (v: string, n: number | string) =>
   set(v, `(i32.add ${g(v)} ${typeof n === "number" ? `(i32.const ${n})` : n})`);
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-/** 16-column steps an int8 digit pass takes per iteration (the block allowing). */
-const I8_UNROLL = 4;
 /** 8-column steps an int8 multiply-add tile takes per pass of its inner loop (the block allowing). */
 const I8_MAC_UNROLL = 4;
 
@@ -246,176 +244,7 @@ function tileF(dt: Dt, R: number, NT: number): string {
 }
 
 /**
- * An int8 tile for T = 1 (decode of one sequence): 4 weight rows × NT tokens on integers. The
- * int16 activations x_q (see `quant_x`) come as three 7-bit digit planes, x_q + 32768 = 16384·d2 + 128·d1 + d0 (d2 in [0, 3]),
- * each the unsigned operand of `i32x4.relaxed_dot_i8x16_i7x16_add_s` (16 products of int8
- * weights, exact on every CPU: the result is only implementation-defined for operands ≥ 128).
- * Per block of I8_BLOCK columns, in 16-column steps (Horner, x_q = 128·(128·(d2 - 2) + d1) + d0):
- *   A = Σ w·d2 - Σ w·2 (pass 1);  A = 128·A + Σ w·d1 (pass 2);  A = 128·A + Σ w·d0 (pass 3)
- * (one token: passes 2 and 3 in one, into two accumulators)
- * so A = Σ w·x_q exactly (i32 arithmetic wraps, the final |A| < 2^30), its order free: the same
- * sums as int16 multiply-adds, with fewer instructions. Passes 2 and 3 read the block's weights
- * again from L1. The float part is one fixed chain per output whatever the tile:
- *   acc = fma(f32(Σ_block w·x_q), s_x[block], acc)   for each block in order
- *   y = acc · s_w + b
- * The digit rows are padded to a multiple of 16 columns with x_q = 0 (d2 = 2, d1 = d0 = 0), so
- * the last step of a row reads up to 15 bytes past it (the next row, or the arena's slack after
- * an int8 matrix): those weights cancel exactly.
- */
-function tileI8Digits(NT: number): string {
-  const R = 4;
-  const T = range(NT), RR = range(R);
-  const ia = (r: number, t: number) => `i${r}_${t}`;
-  const L: string[] = [];
-  const dot = (a: string, b: string, c: string) =>
-    `(i32x4.relaxed_dot_i8x16_i7x16_add_s ${a} ${b} ${c})`;
-  const off = (u: number) => (u ? ` offset=${16 * u}` : "");
-  const wload = (r: number, u: number) => `(v128.load${off(u)} (i32.add ${g(`w${r}`)} ${g("j")}))`;
-  /** Token t's digit plane d at step u of the pass (planes (2 - d)·$P bytes into a row). */
-  const xload = (t: number, d: number, u: number) => {
-    const p = d === 2 ? g(`x${t}`) : `(i32.add ${g(`x${t}`)} ${g(`P${2 - d}`)})`;
-    return `(v128.load${off(u)} (i32.add ${p} ${g("j")}))`;
-  };
-  /**
-   * A loop over the block's 16-column steps ($j: byte offset in the weight rows), I8_UNROLL
-   * steps at a time (constant offsets from one address per row), then one at a time.
-   */
-  const pass = (name: string, body: (u: number) => string[]) => {
-    const wide = 16 * I8_UNROLL;
-    const fits = `(i32.le_u (i32.add ${g("j")} (i32.const ${wide})) ${g("bb")})`;
-    L.push(`        (local.set $j (i32.const 0))`);
-    L.push(`        (if ${fits}`);
-    L.push(`          (then`);
-    L.push(`            (loop $${name}_wide`);
-    for (let u = 0; u < I8_UNROLL; u++) for (const b of body(u)) L.push(`              ${b}`);
-    L.push(`              (local.set $j (i32.add ${g("j")} (i32.const ${wide})))`);
-    L.push(`              (br_if $${name}_wide ${fits}))))`);
-    L.push(`        (block $${name}_end`);
-    L.push(`          (loop $${name}_one`);
-    L.push(`            (br_if $${name}_end (i32.ge_u ${g("j")} ${g("bb")}))`);
-    for (const b of body(0)) L.push(`            ${b}`);
-    L.push(`            (local.set $j (i32.add ${g("j")} (i32.const 16)))`);
-    L.push(`            (br $${name}_one)))`);
-  };
-  /**
-   * A pass over digit planes `ds` (one accumulator set per digit: `acc(d, r, t)`), with `extra`
-   * statements per row after its weights load.
-   */
-  const digits = (
-    name: string,
-    ds: number[],
-    acc: (d: number, r: number, t: number) => string,
-    extra: (r: number) => string[] = () => [],
-  ) =>
-    pass(name, (u) =>
-      ds.flatMap((d) => T.map((t) => set(`xv${d}_${t}`, xload(t, d, u)))).concat(
-        RR.flatMap((r) => [
-          set("wv", wload(r, u)),
-          ...extra(r),
-          ...ds.flatMap((d) =>
-            T.map((t) => set(acc(d, r, t), dot(g("wv"), g(`xv${d}_${t}`), g(acc(d, r, t)))))
-          ),
-        ]),
-      ));
-  const shift7 = (r: number, t: number) =>
-    set(ia(r, t), `(i32x4.shl ${g(ia(r, t))} (i32.const 7))`);
-  L.push(`  ;; int8 weights, ${R} rows x ${NT} token${NT > 1 ? "s" : ""}, digit activations.`);
-  L.push(`  (func $i8d_${R}x${NT}`);
-  for (const p of TILE_PARAMS) L.push(`    ${p}`);
-  L.push("    (param $s0 i32) (param $c0 i32) (param $cs i32)");
-  L.push(`    ${RR.slice(1).map((r) => `(local $w${r} i32) (local $s${r} i32)`).join(" ")}`);
-  L.push("    (local $x1 i32) (local $c1 i32) (local $col i32) (local $bb i32) (local $j i32)");
-  L.push("    (local $P1 i32) (local $P2 i32) (local $wv v128) (local $two v128)");
-  L.push(`    ${range(3).flatMap((d) => T.map((t) => `(local $xv${d}_${t} v128)`)).join(" ")}`);
-  if (NT === 1) L.push(`    ${RR.map((r) => `(local $b${r} v128)`).join(" ")}`);
-  L.push(`    ${RR.map((r) => `(local $z${r} v128)`).join(" ")}`);
-  L.push(`    ${RR.map((r) => T.map((t) => `(local $${ia(r, t)} v128)`).join(" ")).join(" ")}`);
-  L.push(`    ${T.map((t) => `(local $f0_${t} v128)`).join(" ")}`);
-  for (const s of rowPointers("w", "rs", R)) L.push(`    ${s}`);
-  for (const s of rowPointers("s", "ls", R)) L.push(`    ${s}`);
-  L.push(`    ${set("x1", `(i32.add ${g("x0")} ${g("xs")})`)}`);
-  L.push(`    ${set("c1", `(i32.add ${g("c0")} ${g("cs")})`)}`);
-  L.push(`    ${set("two", "(i8x16.splat (i32.const 2))")}`);
-  L.push(`    ${set("P1", `(i32.and (i32.add ${g("n")} (i32.const 15)) (i32.const -16))`)}`);
-  L.push(`    ${set("P2", `(i32.shl ${g("P1")} (i32.const 1))`)}`);
-  L.push("    (block $done");
-  L.push(`      (br_if $done (i32.eqz ${g("n")}))`);
-  L.push("      (loop $blocks");
-  // Bytes of the block's steps: min(I8_BLOCK, n - col) rounded up to 16.
-  L.push(
-    `        ${
-      set(
-        "bb",
-        `(i32.and (i32.add (select (i32.const ${I8_BLOCK}) (i32.sub ${g("n")} ${
-          g("col")
-        }) (i32.lt_u (i32.add ${g("col")} (i32.const ${I8_BLOCK})) ${
-          g("n")
-        })) (i32.const 15)) (i32.const -16))`,
-      )
-    }`,
-  );
-  for (const r of RR) {
-    L.push(`        ${set(`z${r}`, "(v128.const i64x2 0 0)")}`);
-    for (const t of T) L.push(`        ${set(ia(r, t), "(v128.const i64x2 0 0)")}`);
-  }
-  // Pass 1: Σ w·d2 and Σ w·2 (one per row, shared by the tokens).
-  digits(
-    "d2",
-    [2],
-    (_, r, t) => ia(r, t),
-    (r) => [set(`z${r}`, dot(g("wv"), g("two"), g(`z${r}`)))],
-  );
-  for (const r of RR) {
-    for (const t of T) {
-      L.push(`        ${set(ia(r, t), `(i32x4.sub ${g(ia(r, t))} ${g(`z${r}`)})`)}`);
-      L.push(`        ${shift7(r, t)}`);
-    }
-  }
-  if (NT === 1) {
-    // One token: digits 1 and 0 in one pass ($b: Σ w·d0), then A = 128·(A + Σ w·d1) + Σ w·d0.
-    for (const r of RR) L.push(`        ${set(`b${r}`, "(v128.const i64x2 0 0)")}`);
-    digits("d10", [1, 0], (d, r) => (d === 1 ? ia(r, 0) : `b${r}`));
-    for (const r of RR) {
-      L.push(`        ${shift7(r, 0)}`);
-      L.push(`        ${set(ia(r, 0), `(i32x4.add ${g(ia(r, 0))} ${g(`b${r}`)})`)}`);
-    }
-  } else {
-    digits("d1", [1], (_, r, t) => ia(r, t));
-    for (const r of RR) for (const t of T) L.push(`        ${shift7(r, t)}`);
-    digits("d0", [0], (_, r, t) => ia(r, t));
-  }
-  for (const t of T) {
-    const sums = range(4).map((i) => g(ia(i, t))).join(" ");
-    L.push(
-      `        ${
-        set(
-          `f0_${t}`,
-          fma(
-            `(f32x4.convert_i32x4_s (call $ireduce4 ${sums}))`,
-            `(v128.load32_splat ${g(`c${t}`)})`,
-            g(`f0_${t}`),
-          ),
-        )
-      }`,
-    );
-  }
-  for (const r of RR) L.push(`        ${bump(`w${r}`, g("bb"))}`);
-  for (const t of T) L.push(`        ${bump(`x${t}`, g("bb"))}`);
-  for (const t of T) L.push(`        ${bump(`c${t}`, 4)}`);
-  L.push(`        ${bump("col", `(i32.const ${I8_BLOCK})`)}`);
-  L.push(`        (br_if $blocks (i32.lt_u ${g("col")} ${g("n")}))))`);
-  const scales =
-    `(f32x4.replace_lane 3 (f32x4.replace_lane 2 (f32x4.replace_lane 1 (v128.load32_splat ${
-      g("s0")
-    }) (f32.load ${g("s1")})) (f32.load ${g("s2")})) (f32.load ${g("s3")}))`;
-  L.push(`    ${set("wv", scales)}`);
-  for (const t of T) L.push(`    ${storeGroup(R, 0, t, `(f32x4.mul ${g(`f0_${t}`)} ${g("wv")})`)}`);
-  L[L.length - 1] += ")";
-  return L.join("\n");
-}
-
-/**
- * An int8 tile for T ≥ 2 (prefill, batched decode): R weight rows (4 or 8) × NT tokens (1 or 2)
+ * An int8 tile: R weight rows (4 or 8) × NT tokens (1 or 2)
  * on integers, int8 × int16 multiply-adds (`quant_i16` activations). Per block of I8_BLOCK
  * columns, Σ q_w·q_x is exact in i32 (|q_w| ≤ 127, |q_x| ≤ 32767, 128 columns: < 2^29), so its
  * order is free; the float part is one fixed chain per output whatever the tile:
@@ -533,8 +362,7 @@ const HEADER = `;; GENERATED by tools/gen_kernels_wat.ts. Do not edit; regenerat
 ;;   w  [out, in]  row-major weights in their stored dtype:
 ;;                 f32; bf16 (u16, the top half of an f32); f16 (IEEE half, finite);
 ;;                 int8 q with one f32 scale s per row (w_hat = q * s, src/model/quantize.ts)
-;;   x  [T, in]    f32 inputs; for int8 the int16 rows and block scales of quant_i16 (T = 1:
-;;                 their digits, quant_x)
+;;   x  [T, in]    f32 inputs; for int8 the int16 rows and block scales of quant_i16
 ;;   b  [out]      f32 bias, or the null pointer 0 for none (the arena never hands out address 0)
 ;;   y  [T, out]   f32 outputs (must not overlap x, w or b)
 ;; All pointers are byte addresses into the imported memory; no alignment is required.
@@ -672,52 +500,6 @@ ${I16_BLOCK_SCALE}            (local.set $j (local.get $j0))
         (local.set $t (i32.add (local.get $t) (i32.const 1)))
         (br $rows))))
 
-  ;; The same int16 activations for the int8 kernels at T = 1: per row t of x [T, n] and block of ${I8_BLOCK} columns,
-  ;; scale c = m / 32767 with m = max |x| (NaN if any x is), x_q = round_nearest_even(x * (32767 / m))
-  ;; clamped to +-32767 (0 where m = 0), stored as three 7-bit digits of x_q + 32768 =
-  ;; 16384·d2 + 128·d1 + d0 in planes of P = pad16(n) bytes (n rounded up to 16, x_q = 0): a row
-  ;; is P bytes of d2, P of d1, P of d0, at $q with 3P bytes per row; scales at $c with
-  ;; 4 * ceil(n / ${I8_BLOCK}) bytes per row.
-  (func (export "quant_x") (param $x i32) (param $T i32) (param $n i32) (param $q i32) (param $c i32)
-    (local $t i32) (local $j i32) (local $j0 i32) (local $j1 i32) (local $m f32) (local $inv f32)
-    (local $pad i32) (local $u i32) (local $at i32)
-    (local.set $pad (i32.and (i32.add (local.get $n) (i32.const 15)) (i32.const -16)))
-    (block $rows_done
-      (loop $rows
-        (br_if $rows_done (i32.ge_u (local.get $t) (local.get $T)))
-        (local.set $j0 (i32.const 0))
-        (block $blocks_done
-          (loop $blocks
-            (br_if $blocks_done (i32.ge_u (local.get $j0) (local.get $n)))
-${I16_BLOCK_SCALE}            (local.set $j (local.get $j0))
-            (loop $quant
-              (local.set $u (i32.add (i32.const 32768)
-                ${I16_VALUE}))
-              (local.set $at (i32.add (local.get $q) (local.get $j)))
-              (i32.store8 (local.get $at) (i32.shr_u (local.get $u) (i32.const 14)))
-              (local.set $at (i32.add (local.get $at) (local.get $pad)))
-              (i32.store8 (local.get $at) (i32.and (i32.shr_u (local.get $u) (i32.const 7)) (i32.const 127)))
-              (i32.store8 (i32.add (local.get $at) (local.get $pad)) (i32.and (local.get $u) (i32.const 127)))
-              (local.set $j (i32.add (local.get $j) (i32.const 1)))
-              (br_if $quant (i32.lt_u (local.get $j) (local.get $j1))))
-            (local.set $j0 (local.get $j1))
-            (br $blocks)))
-        (local.set $j (local.get $n))
-        (block $pad_done
-          (loop $zero
-            (br_if $pad_done (i32.ge_u (local.get $j) (local.get $pad)))
-            (local.set $at (i32.add (local.get $q) (local.get $j)))
-            (i32.store8 (local.get $at) (i32.const 2))
-            (local.set $at (i32.add (local.get $at) (local.get $pad)))
-            (i32.store8 (local.get $at) (i32.const 0))
-            (i32.store8 (i32.add (local.get $at) (local.get $pad)) (i32.const 0))
-            (local.set $j (i32.add (local.get $j) (i32.const 1)))
-            (br $zero)))
-        (local.set $x (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
-        (local.set $q (i32.add (local.get $q) (i32.mul (local.get $pad) (i32.const 3))))
-        (local.set $t (i32.add (local.get $t) (i32.const 1)))
-        (br $rows))))
-
   ;; ---------------------------------------------------------------------------------------------
   ;; Tiles. Common parameters:
   ;;   $w0  first weight row of the tile      $rs  bytes between the tile's weight rows
@@ -758,9 +540,7 @@ function tokens(k: Kind): string {
     : "";
   return `
   ;; All tokens of one ${k.name} group of 4 rows: pairs of tokens, then the odd one${
-    k.name === "i8"
-      ? "\n  ;; (T = 1: the digit tile over quant_x's activations, else quant_i16's)"
-      : ""
+    k.name === "i8" ? " (over quant_i16's activations)" : ""
   }.
   (func $tokens_${k.name}
     (param $w0 i32) (param $rs i32) (param $x i32) (param $xs i32) (param $n i32)
@@ -776,13 +556,7 @@ function tokens(k: Kind): string {
         (local.set $t (i32.add (local.get $t) (i32.const 2)))
         (br $pairs)))
     (if (i32.lt_u (local.get $t) (local.get $T))
-      (then ${
-    k.name === "i8"
-      ? `(if (i32.eq (local.get $T) (i32.const 1))
-        (then (call $i8d_4x1 ${args}))
-        (else (call $i8_4x1 ${args}))))))`
-      : `(call $${k.name}_4x1 ${args}))))`
-  }`;
+      (then (call $${k.name}_4x1 ${args}))))`;
 }
 
 /** The driver and export of one dtype. */
@@ -835,7 +609,7 @@ function driver(k: Kind): string {
     }${cr.s} (local.get $T))`;
   const setup = i8
     ? `
-    ;; x is quant_i16's output: rows of pad8(in) int16, block scales at $c (T = 1: quant_x's).
+    ;; x is quant_i16's output: rows of pad8(in) int16, block scales at $c.
     (local.set $xs (i32.shl (i32.and (i32.add (local.get $in) (i32.const 7)) (i32.const -8)) (i32.const 1)))
     (local.set $cs (i32.shl (i32.div_u (i32.add (local.get $in) (i32.const ${
       I8_BLOCK - 1
@@ -845,7 +619,7 @@ function driver(k: Kind): string {
   return `
   ;; y = x . W^T + b with ${k.name} weights${
     i8
-      ? " (x: quant_i16's rows, or quant_x's when T = 1, and block scales at $c), per-row\n  ;; f32 scales at $s"
+      ? " (x: quant_i16's rows and block scales at $c), per-row f32 scales at $s"
       : " ($s, $c unused)"
   };
   ;; output rows $ys bytes apart (0: 4 out). A block of rows is a call on slices of w, b, s and y
@@ -1109,7 +883,7 @@ export function generateWat(): string {
     );
   }
   const i8 = KINDS.find((k) => k.name === "i8")!;
-  parts.push(tileI8Mac(4, 2), "", tileI8Mac(4, 1), "", tileI8Digits(1));
+  parts.push(tileI8Mac(4, 2), "", tileI8Mac(4, 1));
   parts.push(tokens(i8), driver(i8), "");
   parts.push(lightning(), "", recurrent(), "");
   return parts.join("\n").trimEnd() + ")\n";

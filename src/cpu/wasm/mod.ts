@@ -20,7 +20,7 @@
  * 4 lanes of partial sums per row in an order that does not depend on T, the tile or the thread:
  * they differ from the JS reference `linear` (f64 accumulation) by rounding only. int8 weights
  * multiply int16 activations (one scale per row and 128 columns: x̂ within half a step of 1/32767
- * of the block's largest |x|; held as three 7-bit digits for relaxed SIMD's integer dot product)
+ * of the block's largest |x|)
  * with exact integer sums per block, then the per-row scale: they differ from ŵ·x (ŵ = q·s, the
  * GPU's int8) by that rounding of x.
  * @module
@@ -107,10 +107,8 @@ interface KernelExports {
     dv: number,
     qs: number,
   ) => void;
-  /** int16 activations and block scales for linear_i8 at T ≥ 2: `(x, T, in, q, c)`. */
+  /** int16 activations and block scales for linear_i8: `(x, T, in, q, c)`. */
   quant_i16: (x: number, T: number, n: number, q: number, c: number) => void;
-  /** The same as three 7-bit digit planes, for linear_i8 at T = 1: `(x, 1, in, q, c)`. */
-  quant_x: (x: number, T: number, n: number, q: number, c: number) => void;
 }
 
 /** Columns per int8 block: one activation scale per row and block (the generator uses it too). */
@@ -118,13 +116,13 @@ export const I8_BLOCK = 128;
 
 /**
  * Bytes after an int8 matrix the kernels may read (times activations of 0, which cancel exactly):
- * they read a row's last 16 columns whole.
+ * they read a row's last 8 columns whole.
  */
-export const I8_SLACK = 16;
+export const I8_SLACK = 8;
 
 /**
- * Bytes of the int8 activations for T rows of `inDim`: `quant_i16`'s int16 rows padded to 8 (or
- * at T = 1 `quant_x`'s digit planes padded to 16), then the block scales.
+ * Bytes of the int8 activations for T rows of `inDim`: `quant_i16`'s int16 rows padded to 8, then
+ * the block scales.
  */
 export function int8ScratchBytes(T: number, inDim: number): number {
   const q = activationBytes(T, inDim);
@@ -133,7 +131,7 @@ export function int8ScratchBytes(T: number, inDim: number): number {
 
 /** Bytes of the int8 activations themselves (before their scales), aligned. */
 function activationBytes(T: number, inDim: number): number {
-  const bytes = T === 1 ? ((inDim + 15) & ~15) * 3 : T * ((inDim + 7) & ~7) * 2;
+  const bytes = T * ((inDim + 7) & ~7) * 2;
   return Math.ceil(bytes / ALIGN) * ALIGN;
 }
 
@@ -270,7 +268,7 @@ export class WasmArena {
   readonly #args: number[] = new Array(15).fill(0);
   readonly #shared: boolean;
   #top = ALIGN;
-  /** Where int8 linears put their digit activations (grown on demand; see reserveInt8Scratch). */
+  /** Where int8 linears put their int16 activations (grown on demand; see reserveInt8Scratch). */
   #q8 = { at: 0, bytes: 0 };
   #workers: Worker[] = [];
   #ctrl: Int32Array | null = null;
@@ -450,14 +448,14 @@ export class WasmArena {
 
   /**
    * A zeroed, 64-byte aligned `Int8Array` of `n` values (int8 weights) inside the arena, followed
-   * by {@link I8_SLACK} bytes of slack: the int8 kernels read a row's last 16 columns whole.
+   * by {@link I8_SLACK} bytes of slack: the int8 kernels read a row's last 8 columns whole.
    */
   allocI8(n: number): Int8Array {
     return new Int8Array(this.#buffer, this.#alloc(n + I8_SLACK, `allocI8(${n})`), n);
   }
 
   /**
-   * Set aside the digit activation scratch of int8 linears for up to `rows` rows of `maxIn`
+   * Set aside the int16 activation scratch of int8 linears for up to `rows` rows of `maxIn`
    * columns (`int8ScratchBytes`); a later linear that needs more allocates more.
    */
   reserveInt8Scratch(rows: number, maxIn: number): void {
@@ -593,12 +591,11 @@ export class WasmArena {
     const code = FN_CODE[m.dtype];
     let x0 = x.byteOffset, c0 = 0;
     if (m.dtype === "int8") {
-      // x → int16 (T = 1: their 7-bit digits) with block scales, once, on this thread (every
-      // thread reads them).
+      // x → int16 with block scales, once, on this thread (every thread reads them).
       this.reserveInt8Scratch(T, inDim);
       x0 = this.#q8.at;
       c0 = x0 + activationBytes(T, inDim);
-      (T === 1 ? this.#k.quant_x : this.#k.quant_i16)(x.byteOffset, T, inDim, x0, c0);
+      this.#k.quant_i16(x.byteOffset, T, inDim, x0, c0);
     }
     const at = ms.map(({ m, bias, y }) => ({
       w: m.data.byteOffset,

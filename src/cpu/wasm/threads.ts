@@ -12,7 +12,7 @@ import { activate } from "../kernels.ts";
 
 /**
  * A kernel export: `(w, x, b, y, out, in, T, scales, yStride, xScales)`, byte addresses and sizes
- * (int8: x is `quant_x`'s digit rows and xScales their block scales; unused by the others).
+ * (int8: x is `quant_i16`'s rows and xScales their block scales; unused by the others).
  */
 export type LinearFn = (
   w: number,
