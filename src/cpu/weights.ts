@@ -10,12 +10,13 @@ import { WeightsError } from "../errors.ts";
 import type { ModelConfig } from "../model/config.ts";
 import {
   type CheckpointSpec,
+  checkTensor,
   readFloat32,
   readTensorBytes,
   type TensorSpec,
   validateCheckpoint,
 } from "../model/checkpoint.ts";
-import type { TensorSource } from "../model/weights/source.ts";
+import { readTensorInto, type TensorSource } from "../model/weights/source.ts";
 import { DTYPE_BYTES, toFloat32 } from "../model/weights/dtype.ts";
 import { quantizeRowInto, type WeightQuantization } from "../model/quantize.ts";
 import { HEAP_ALLOCATOR, type MatrixAllocator, storedBytes, type StoredMatrix } from "./stored.ts";
@@ -184,9 +185,9 @@ async function readMatrix(
 ): Promise<StoredMatrix> {
   const [rows, cols] = s.shape;
   const n = rows * cols;
-  const { bytes, info } = await readTensorBytes(source, s, label);
-  const dtype = info.dtype;
   if (quantize === "int8") {
+    const { bytes, info } = await readTensorBytes(source, s, label);
+    const dtype = info.dtype;
     const q = alloc.allocI8(n), scales = alloc.allocF32(rows);
     const row = new Float32Array(cols), rb = cols * DTYPE_BYTES[dtype];
     for (let r = 0; r < rows; r++) {
@@ -195,14 +196,16 @@ async function readMatrix(
     }
     return { dtype: "int8", rows, cols, data: q, scales };
   }
-  if (dtype === "F32") {
+  // Stored precision: read straight into the allocation (no second copy of the matrix).
+  const info = checkTensor(source, s, label);
+  if (info.dtype === "F32") {
     const data = alloc.allocF32(n);
-    new Uint8Array(data.buffer, data.byteOffset, n * 4).set(bytes);
+    await readTensorInto(source, s.name, new Uint8Array(data.buffer, data.byteOffset, n * 4));
     return { dtype: "f32", rows, cols, data };
   }
   const data = alloc.allocU16(n);
-  new Uint8Array(data.buffer, data.byteOffset, n * 2).set(bytes);
-  if (dtype === "F16") {
+  await readTensorInto(source, s.name, new Uint8Array(data.buffer, data.byteOffset, n * 2));
+  if (info.dtype === "F16") {
     for (let i = 0; i < n; i++) {
       if ((data[i] & 0x7c00) === 0x7c00) {
         throw new WeightsError(info.file, s.name, `holds a non-finite f16 weight at index ${i}`);

@@ -7,7 +7,7 @@
 
 import { createHash } from "node:crypto";
 import type { ModelConfig } from "./config.ts";
-import type { TensorSource } from "./weights/source.ts";
+import { readTensorInto, type TensorSource } from "./weights/source.ts";
 import type { WeightQuantization } from "./quantize.ts";
 
 const SAMPLE = 1 << 20;
@@ -56,6 +56,13 @@ export class FingerprintingSource implements TensorSource {
     this.#digests.set(name, tensorDigest(bytes));
     this.#onRead?.(name);
     return bytes;
+  }
+
+  /** Read through into `dst`, recording the digest. */
+  async readInto(name: string, dst: Uint8Array): Promise<void> {
+    await readTensorInto(this.#inner, name, dst);
+    this.#digests.set(name, tensorDigest(dst));
+    this.#onRead?.(name);
   }
 
   /** Close the wrapped source. */

@@ -26,9 +26,15 @@ export interface RandomWeightsOptions {
 }
 
 /** Random bf16/f16 bit patterns of small magnitude: sign, exponent in a narrow band, mantissa. */
-function fastHalfBits(count: number, seed: number, dtype: "BF16" | "F16"): Uint16Array {
-  const out = new Uint16Array(count + (count & 1));
-  const words = new Uint32Array(out.buffer);
+function fastHalfBits(
+  count: number,
+  seed: number,
+  dtype: "BF16" | "F16",
+  into?: Uint16Array,
+): Uint16Array {
+  const out = into ?? new Uint16Array(count + (count & 1));
+  // Whole 32-bit words where the destination is aligned, then the odd last value.
+  const words = new Uint32Array(out.buffer, out.byteOffset, count >> 1);
   let x = seed >>> 0 || 0x9e3779b9;
   // bf16: exponent 118..121 (2^-9..2^-6); f16: exponent 6..9 (2^-9..2^-6).
   const keep = dtype === "BF16" ? 0x807f807f : 0x83ff83ff;
@@ -38,6 +44,12 @@ function fastHalfBits(count: number, seed: number, dtype: "BF16" | "F16"): Uint1
     x ^= x >>> 17;
     x ^= x << 5;
     words[i] = ((x & keep) | expo | ((x >>> 7) & 0x01800180)) >>> 0;
+  }
+  if (count & 1) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[count - 1] = ((x & keep) | expo | ((x >>> 7) & 0x01800180)) & 0xffff;
   }
   return out.subarray(0, count);
 }
@@ -102,16 +114,18 @@ export function randomSource(
       file: label,
     });
   }
-  return {
+  /** Fast-mode bit patterns apply (a 16-bit matrix, not a norm weight, θ or bias). */
+  const fastBits = (name: string) =>
+    options.fast && dtype !== "F32" &&
+    !(name.endsWith("norm.weight") || name.endsWith("lrpe.theta") || name.endsWith(".bias"));
+  const source: TensorSource = {
     tensors,
     read: (name) => {
       const info = tensors.get(name);
       if (!info) return Promise.reject(new Error(`${label}: no tensor ${name}`));
       const count = info.byteLength / DTYPE_BYTES[dtype];
-      const special = name.endsWith("norm.weight") || name.endsWith("lrpe.theta") ||
-        name.endsWith(".bias");
-      if (options.fast && dtype !== "F32" && !special) {
-        const h = fastHalfBits(count, hashName(name, seed), dtype);
+      if (fastBits(name)) {
+        const h = fastHalfBits(count, hashName(name, seed), dtype as "BF16" | "F16");
         return Promise.resolve(new Uint8Array(h.buffer, h.byteOffset, count * 2));
       }
       const f = randomTensorValues(name, count, seed, std);
@@ -121,8 +135,23 @@ export function randomSource(
       for (let i = 0; i < f.length; i++) h[i] = conv(f[i]);
       return Promise.resolve(new Uint8Array(h.buffer));
     },
+    readInto: async (name, dst) => {
+      const info = tensors.get(name);
+      if (!info) throw new Error(`${label}: no tensor ${name}`);
+      if (dst.byteLength !== info.byteLength) {
+        throw new Error(`${label}: ${dst.byteLength} bytes to read ${name} into`);
+      }
+      if (fastBits(name) && dst.byteOffset % 4 === 0) {
+        const count = info.byteLength / 2;
+        const into = new Uint16Array(dst.buffer, dst.byteOffset, count);
+        fastHalfBits(count, hashName(name, seed), dtype as "BF16" | "F16", into);
+      } else {
+        dst.set(await source.read(name));
+      }
+    },
     close: () => {},
   };
+  return source;
 }
 
 /** Released TransNormerLLM shapes (vocabulary 64,000), for benchmarks. */

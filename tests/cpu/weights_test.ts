@@ -101,6 +101,30 @@ Deno.test("cpu weights: a 16-bit or int8 load never makes an f32 copy of a matri
   assert.ok(sizes.some((n) => n >= SMALLEST));
 });
 
+Deno.test("cpu weights: matrices in their stored precision are read straight into the arena", async () => {
+  for (const dtype of ["BF16", "F16", "F32"] as const) {
+    const inner = randomSource(config, { dtype, fast: true });
+    const readWhole: string[] = [];
+    const src: TensorSource = {
+      tensors: inner.tensors,
+      read: (name) => {
+        readWhole.push(name);
+        return inner.read(name);
+      },
+      readInto: (name, dst) => inner.readInto!(name, dst),
+      close: () => {},
+    };
+    const loaded = await CpuBackend.load(src, config, "in place", { maxBatch: 4, chunk: 4 });
+    const want = await CpuBackend.load(inner, config, "copied", { maxBatch: 4, chunk: 4 });
+    // Only vectors (norm weights, θ, biases) go through read; no matrix is copied from a buffer.
+    const matrices = readWhole.filter((n) => inner.tensors.get(n)!.shape.length === 2);
+    assert.deepEqual(matrices, [], `${dtype}: read whole`);
+    const ids = Int32Array.of(5, 17, 99, 3);
+    const [a, b] = [loaded.allocState(), want.allocState()];
+    assert.deepEqual(await loaded.prefill(a, ids, "all"), await want.prefill(b, ids, "all"));
+  }
+});
+
 Deno.test("cpu weights: int8 runs the model of ŵ = q·s (the GPU's int8 semantics) within tolerance", async () => {
   const base = randomSource(config, { dtype: "BF16", std: 0.2 });
   const int8 = await CpuBackend.load(base, config, "int8", { quantize: "int8" });

@@ -6,7 +6,7 @@
 
 import { WeightsError } from "../../errors.ts";
 import { openSafetensors } from "./safetensors.ts";
-import type { TensorInfo, TensorSource } from "./source.ts";
+import { readTensorInto, type TensorInfo, type TensorSource } from "./source.ts";
 import { openTorchCheckpoint } from "./torch.ts";
 
 /** Candidate files, in order of preference. */
@@ -75,6 +75,12 @@ export function mergeSources(
     read: (name) => {
       const o = owner.get(name);
       return o ? o.source.read(name) : Promise.reject(new WeightsError(label, name, "missing"));
+    },
+    readInto: (name, dst) => {
+      const o = owner.get(name);
+      return o
+        ? readTensorInto(o.source, name, dst)
+        : Promise.reject(new WeightsError(label, name, "missing"));
     },
     close: () => shards.forEach((s) => s.close()),
   };

@@ -154,6 +154,20 @@ export async function openSafetensors(path: string): Promise<
         queue = result.catch(() => {});
         return result;
       },
+      readInto: (name: string, dst: Uint8Array) => {
+        const e = byName.get(name);
+        if (!e) return Promise.reject(new WeightsError(path, name, "not in this file"));
+        if (dst.byteLength !== e.byteLength) {
+          return Promise.reject(
+            new WeightsError(path, name, `${dst.byteLength} bytes to read ${e.byteLength} into`),
+          );
+        }
+        const result = queue.then(async () => {
+          await readExactly(file, dataStart + e.offset, e.byteLength, path, dst);
+        });
+        queue = result.catch(() => {});
+        return result;
+      },
       close: () => {
         try {
           file.close();

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { WeightsError } from "../../errors.ts";
 import type { DType } from "./dtype.ts";
 
 /** Where a tensor lives and what it is. */
@@ -26,6 +27,48 @@ export interface TensorSource {
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   /** Read one tensor's bytes (little-endian, contiguous, row-major, in the stored dtype). */
   read(name: string): Promise<Uint8Array>;
+  /**
+   * Read one tensor's bytes straight into `dst` (exactly its byte length), with no buffer of the
+   * source's own; optional ({@link readTensorInto} falls back to `read` and a copy).
+   */
+  readInto?(name: string, dst: Uint8Array): Promise<void>;
   /** Release open files. */
   close(): void;
+}
+
+/**
+ * Read tensor `name` of `source` into `dst`, which must be exactly its byte length: in place where
+ * the source can (a loader then never holds a second copy of a matrix), else through `read`.
+ * @example
+ * ```ts
+ * import { memorySource } from "./safetensors.ts";
+ * const src = memorySource([{ name: "w", dtype: "F32", shape: [2], data: new Uint8Array(8) }]);
+ * const dst = new Uint8Array(8);
+ * await readTensorInto(src, "w", dst);
+ * ```
+ */
+export async function readTensorInto(
+  source: TensorSource,
+  name: string,
+  dst: Uint8Array,
+): Promise<void> {
+  const info = source.tensors.get(name);
+  if (!info) throw new WeightsError("(source)", name, "missing");
+  if (dst.byteLength !== info.byteLength) {
+    throw new WeightsError(
+      info.file,
+      name,
+      `${dst.byteLength} bytes to read ${info.byteLength} into`,
+    );
+  }
+  if (source.readInto) return await source.readInto(name, dst);
+  const bytes = await source.read(name);
+  if (bytes.byteLength !== info.byteLength) {
+    throw new WeightsError(
+      info.file,
+      name,
+      `read ${bytes.byteLength} bytes, expected ${info.byteLength}`,
+    );
+  }
+  dst.set(bytes);
 }
