@@ -2,7 +2,9 @@
  * The model's weights on the CPU, in their stored precision: matrices stay f32, bf16 or f16 as the
  * checkpoint holds them, or become int8 with per-row scales (`quantize: "int8"`, the same q and
  * scales as `src/model/quantize.ts` gives the GPU). On the wasm path they are read straight into
- * the kernels' arena, one tensor at a time: no f32 copy of a whole 16-bit or int8 matrix is made.
+ * the kernels' arena (`TensorSource.readInto` where the source has it), one tensor at a time, and
+ * int8 is quantized from slices of rows: no f32 copy of a whole matrix is made, and no whole stored
+ * matrix is held next to its int8 copy.
  * @module
  */
 
@@ -12,7 +14,6 @@ import {
   type CheckpointSpec,
   checkTensor,
   readFloat32,
-  readTensorBytes,
   type TensorSpec,
   validateCheckpoint,
 } from "../model/checkpoint.ts";
@@ -82,6 +83,11 @@ export interface LoadCpuWeightsOptions {
   arenaScratchBytes?: number | null;
   /** Make the arena shared (for kernel threads; where the runtime supports it). */
   sharedArena?: boolean;
+  /**
+   * With `quantize: "int8"`: bytes of a stored matrix read at a time (whole rows, at least one;
+   * default 4 MiB), so the load never holds a whole stored matrix next to its int8 copy.
+   */
+  quantSliceBytes?: number;
 }
 
 /** Bytes of one allocation in the arena (each starts on a 64-byte line). */
@@ -146,7 +152,9 @@ export async function loadCpuWeights(
     out.set(v);
     return out;
   };
-  const matrix = (s: TensorSpec | undefined) => readMatrix(source, s!, label, quantize, alloc);
+  const slice = options.quantSliceBytes ?? 4 << 20;
+  const matrix = (s: TensorSpec | undefined) =>
+    readMatrix(source, s!, label, quantize === "int8" ? slice : null, alloc);
   const pair = async (w: TensorSpec | undefined, b: TensorSpec | undefined) =>
     w && b ? { w: (await read(w))!, b: (await read(b))! } : null;
 
@@ -175,29 +183,38 @@ export async function loadCpuWeights(
   return { embed, head, finalNorm, layers, arena };
 }
 
-/** One [rows, cols] matrix into `alloc`, in its stored dtype or quantized row by row. */
+/**
+ * One [rows, cols] matrix into `alloc`, in its stored dtype, or quantized to int8 row by row from
+ * slices of `int8SliceBytes` (when not null).
+ */
 async function readMatrix(
   source: TensorSource,
   s: TensorSpec,
   label: string,
-  quantize: WeightQuantization,
+  int8SliceBytes: number | null,
   alloc: MatrixAllocator,
 ): Promise<StoredMatrix> {
   const [rows, cols] = s.shape;
   const n = rows * cols;
-  if (quantize === "int8") {
-    const { bytes, info } = await readTensorBytes(source, s, label);
-    const dtype = info.dtype;
+  const info = checkTensor(source, s, label);
+  if (int8SliceBytes !== null) {
+    // Slices of rows (about int8SliceBytes of the stored tensor) through one buffer, so the load
+    // never holds the whole stored matrix next to its int8 copy.
     const q = alloc.allocI8(n), scales = alloc.allocF32(rows);
-    const row = new Float32Array(cols), rb = cols * DTYPE_BYTES[dtype];
-    for (let r = 0; r < rows; r++) {
-      toFloat32(bytes.subarray(r * rb, (r + 1) * rb), dtype, row);
-      scales[r] = quantizeRowInto(row, q.subarray(r * cols, (r + 1) * cols), s.name, r);
+    const row = new Float32Array(cols), rb = cols * DTYPE_BYTES[info.dtype];
+    const per = Math.max(1, Math.min(rows, Math.floor(int8SliceBytes / rb)));
+    const slice = new Uint8Array(per * rb);
+    for (let r0 = 0; r0 < rows; r0 += per) {
+      const r1 = Math.min(rows, r0 + per), bytes = slice.subarray(0, (r1 - r0) * rb);
+      await readTensorInto(source, s.name, bytes, r0 * rb);
+      for (let r = r0; r < r1; r++) {
+        toFloat32(bytes.subarray((r - r0) * rb, (r - r0 + 1) * rb), info.dtype, row);
+        scales[r] = quantizeRowInto(row, q.subarray(r * cols, (r + 1) * cols), s.name, r);
+      }
     }
     return { dtype: "int8", rows, cols, data: q, scales };
   }
   // Stored precision: read straight into the allocation (no second copy of the matrix).
-  const info = checkTensor(source, s, label);
   if (info.dtype === "F32") {
     const data = alloc.allocF32(n);
     await readTensorInto(source, s.name, new Uint8Array(data.buffer, data.byteOffset, n * 4));

@@ -7,7 +7,7 @@
 import { allSpecs, type CheckpointSpec, checkpointSpec } from "./checkpoint.ts";
 import { type ModelConfig, parseConfig } from "./config.ts";
 import { DTYPE_BYTES, f32ToBf16, f32ToF16, type FloatDType } from "./weights/dtype.ts";
-import type { TensorInfo, TensorSource } from "./weights/source.ts";
+import { checkRange, type TensorInfo, type TensorSource } from "./weights/source.ts";
 
 /** Options of a random checkpoint. */
 export interface RandomWeightsOptions {
@@ -25,33 +25,35 @@ export interface RandomWeightsOptions {
   fast?: boolean;
 }
 
-/** Random bf16/f16 bit patterns of small magnitude: sign, exponent in a narrow band, mantissa. */
-function fastHalfBits(
-  count: number,
-  seed: number,
-  dtype: "BF16" | "F16",
-  into?: Uint16Array,
-): Uint16Array {
-  const out = into ?? new Uint16Array(count + (count & 1));
-  // Whole 32-bit words where the destination is aligned, then the odd last value.
-  const words = new Uint32Array(out.buffer, out.byteOffset, count >> 1);
-  let x = seed >>> 0 || 0x9e3779b9;
+/** The xorshift32 state a fast-mode tensor's bit stream starts from. */
+const fastStart = (seed: number) => seed >>> 0 || 0x9e3779b9;
+
+/**
+ * Random bf16/f16 bit patterns of small magnitude (sign, exponent in a narrow band, mantissa)
+ * into `out` (4-byte aligned), two values per xorshift32 step from state `x` (an odd last value
+ * takes the low half of one more step); returns the state after the whole pairs.
+ */
+function fillHalfBits(out: Uint16Array, x: number, dtype: "BF16" | "F16"): number {
+  const words = new Uint32Array(out.buffer, out.byteOffset, out.length >> 1);
   // bf16: exponent 118..121 (2^-9..2^-6); f16: exponent 6..9 (2^-9..2^-6).
   const keep = dtype === "BF16" ? 0x807f807f : 0x83ff83ff;
   const expo = dtype === "BF16" ? 0x3b003b00 : 0x18001800;
   for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
+    x = xorshift(x);
     words[i] = ((x & keep) | expo | ((x >>> 7) & 0x01800180)) >>> 0;
   }
-  if (count & 1) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[count - 1] = ((x & keep) | expo | ((x >>> 7) & 0x01800180)) & 0xffff;
+  if (out.length & 1) {
+    const y = xorshift(x);
+    out[out.length - 1] = ((y & keep) | expo | ((y >>> 7) & 0x01800180)) & 0xffff;
   }
-  return out.subarray(0, count);
+  return x;
+}
+
+/** `count` fast-mode values of a tensor whose stream starts from `seed`. */
+function fastHalfBits(count: number, seed: number, dtype: "BF16" | "F16"): Uint16Array {
+  const out = new Uint16Array(count + (count & 1)).subarray(0, count);
+  fillHalfBits(out, fastStart(seed), dtype);
+  return out;
 }
 
 /** Deterministic uniform generator (mulberry32) for weight synthesis. */
@@ -64,6 +66,13 @@ export function mulberry32(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** One xorshift32 step. */
+function xorshift(x: number): number {
+  x ^= x << 13;
+  x ^= x >>> 17;
+  return x ^ (x << 5);
 }
 
 function hashName(name: string, seed: number): number {
@@ -114,6 +123,8 @@ export function randomSource(
       file: label,
     });
   }
+  /** Where the last in-place slice of each fast-mode tensor ended: its word and stream state. */
+  const resume = new Map<string, { word: number; x: number }>();
   /** Fast-mode bit patterns apply (a 16-bit matrix, not a norm weight, θ or bias). */
   const fastBits = (name: string) =>
     options.fast && dtype !== "F32" &&
@@ -135,19 +146,27 @@ export function randomSource(
       for (let i = 0; i < f.length; i++) h[i] = conv(f[i]);
       return Promise.resolve(new Uint8Array(h.buffer));
     },
-    readInto: async (name, dst) => {
+    readInto: async (name, dst, offset = 0) => {
       const info = tensors.get(name);
       if (!info) throw new Error(`${label}: no tensor ${name}`);
-      if (dst.byteLength !== info.byteLength) {
-        throw new Error(`${label}: ${dst.byteLength} bytes to read ${name} into`);
+      checkRange(info, dst.byteLength, offset);
+      const end = offset + dst.byteLength;
+      // In place: whole pairs of values (or the tensor's odd last one) at an aligned destination.
+      const inPlace = fastBits(name) && dst.byteOffset % 4 === 0 && offset % 4 === 0 &&
+        (dst.byteLength % 4 === 0 || end === info.byteLength);
+      if (!inPlace) {
+        dst.set((await source.read(name)).subarray(offset, end));
+        return;
       }
-      if (fastBits(name) && dst.byteOffset % 4 === 0) {
-        const count = info.byteLength / 2;
-        const into = new Uint16Array(dst.buffer, dst.byteOffset, count);
-        fastHalfBits(count, hashName(name, seed), dtype as "BF16" | "F16", into);
-      } else {
-        dst.set(await source.read(name));
-      }
+      // The stream's state where this slice starts: where the last slice ended (a loader reads
+      // a matrix's rows in order), else stepped there from the start.
+      const word = offset / 4, last = resume.get(name);
+      let x = last?.word === word ? last.x : fastStart(hashName(name, seed));
+      if (last?.word !== word) { for (let i = 0; i < word; i++) x = xorshift(x); }
+      const out = new Uint16Array(dst.buffer, dst.byteOffset, dst.byteLength / 2);
+      x = fillHalfBits(out, x, dtype as "BF16" | "F16");
+      if (end === info.byteLength) resume.delete(name);
+      else resume.set(name, { word: word + dst.byteLength / 4, x });
     },
     close: () => {},
   };

@@ -12,6 +12,7 @@ import { dequantizeInt8, quantizeInt8 } from "../../src/model/quantize.ts";
 import { randomSource } from "../../src/model/random_weights.ts";
 import { createState } from "../../src/model/state.ts";
 import { DTYPE_BYTES, toFloat32 } from "../../src/model/weights/dtype.ts";
+import { memorySource } from "../../src/model/weights/safetensors.ts";
 import type { TensorInfo, TensorSource } from "../../src/model/weights/source.ts";
 import { maxAbsDiff, relDiff, TOL } from "../support/parity.ts";
 
@@ -122,6 +123,38 @@ Deno.test("cpu weights: matrices in their stored precision are read straight int
     const ids = Int32Array.of(5, 17, 99, 3);
     const [a, b] = [loaded.allocState(), want.allocState()];
     assert.deepEqual(await loaded.prefill(a, ids, "all"), await want.prefill(b, ids, "all"));
+  }
+});
+
+Deno.test("cpu weights: int8 quantized from slices of rows equals int8 from whole matrices", async () => {
+  const src = randomSource(config, { dtype: "BF16", fast: true });
+  // A source without readInto: every slice goes through read (the fallback).
+  const tensors = await Promise.all(
+    [...src.tensors.values()].map(async (i) => ({
+      ...i,
+      shape: [...i.shape],
+      data: await src.read(i.name),
+    })),
+  );
+  const mem = memorySource(tensors);
+  const whole = await loadCpuWeights(src, config, "whole", {
+    quantize: "int8",
+    quantSliceBytes: 1 << 30,
+  });
+  const mats = (
+    w: typeof whole,
+  ) => [w.embed, ...w.layers.flatMap((l) => [l.qkvu, l.out, l.l1, l.l2, l.l3])];
+  // Several rows and a part (per slice: whole rows only), 200 bytes, one row at a time.
+  for (const [s, bytes] of [[src, 3 * 64 * 2 + 10], [mem, 200], [src, 1]] as const) {
+    const sliced = await loadCpuWeights(s, config, "sliced", {
+      quantize: "int8",
+      quantSliceBytes: bytes,
+    });
+    for (const [a, b] of mats(sliced).map((m, i) => [m, mats(whole)[i]])) {
+      assert.ok(a.dtype === "int8" && b.dtype === "int8");
+      assert.deepEqual(a.data, b.data, `q, slices of ${bytes} bytes`);
+      assert.deepEqual(a.scales, b.scales, `scales, slices of ${bytes} bytes`);
+    }
   }
 });
 

@@ -76,10 +76,10 @@ export function mergeSources(
       const o = owner.get(name);
       return o ? o.source.read(name) : Promise.reject(new WeightsError(label, name, "missing"));
     },
-    readInto: (name, dst) => {
+    readInto: (name, dst, offset) => {
       const o = owner.get(name);
       return o
-        ? readTensorInto(o.source, name, dst)
+        ? readTensorInto(o.source, name, dst, offset)
         : Promise.reject(new WeightsError(label, name, "missing"));
     },
     close: () => shards.forEach((s) => s.close()),

@@ -8,7 +8,7 @@
 
 import { WeightsError } from "../../errors.ts";
 import { type DType, DTYPE_BYTES, isDType } from "./dtype.ts";
-import type { TensorInfo, TensorSource } from "./source.ts";
+import { checkRange, type TensorInfo, type TensorSource } from "./source.ts";
 
 /** Largest header accepted (the format's own readers cap it at 100 MB). */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -154,16 +154,16 @@ export async function openSafetensors(path: string): Promise<
         queue = result.catch(() => {});
         return result;
       },
-      readInto: (name: string, dst: Uint8Array) => {
+      readInto: (name: string, dst: Uint8Array, offset = 0) => {
         const e = byName.get(name);
         if (!e) return Promise.reject(new WeightsError(path, name, "not in this file"));
-        if (dst.byteLength !== e.byteLength) {
-          return Promise.reject(
-            new WeightsError(path, name, `${dst.byteLength} bytes to read ${e.byteLength} into`),
-          );
+        try {
+          checkRange(e, dst.byteLength, offset);
+        } catch (err) {
+          return Promise.reject(err);
         }
         const result = queue.then(async () => {
-          await readExactly(file, dataStart + e.offset, e.byteLength, path, dst);
+          await readExactly(file, dataStart + e.offset + offset, dst.byteLength, path, dst);
         });
         queue = result.catch(() => {});
         return result;

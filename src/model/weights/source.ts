@@ -28,40 +28,38 @@ export interface TensorSource {
   /** Read one tensor's bytes (little-endian, contiguous, row-major, in the stored dtype). */
   read(name: string): Promise<Uint8Array>;
   /**
-   * Read one tensor's bytes straight into `dst` (exactly its byte length), with no buffer of the
-   * source's own; optional ({@link readTensorInto} falls back to `read` and a copy).
+   * Read bytes [offset, offset + dst.byteLength) of one tensor straight into `dst`, with no buffer
+   * of the source's own (a loader can then read a matrix in slices of rows); optional
+   * ({@link readTensorInto} checks the range and falls back to `read` and a copy).
    */
-  readInto?(name: string, dst: Uint8Array): Promise<void>;
+  readInto?(name: string, dst: Uint8Array, offset?: number): Promise<void>;
   /** Release open files. */
   close(): void;
 }
 
 /**
- * Read tensor `name` of `source` into `dst`, which must be exactly its byte length: in place where
- * the source can (a loader then never holds a second copy of a matrix), else through `read`.
+ * Read bytes [offset, offset + dst.byteLength) of tensor `name` into `dst` (the whole tensor by
+ * default): in place where the source can (a loader then never holds a second copy of a matrix),
+ * else through `read`.
  * @example
  * ```ts
  * import { memorySource } from "./safetensors.ts";
  * const src = memorySource([{ name: "w", dtype: "F32", shape: [2], data: new Uint8Array(8) }]);
  * const dst = new Uint8Array(8);
  * await readTensorInto(src, "w", dst);
+ * await readTensorInto(src, "w", dst.subarray(0, 4), 4); // its second value only
  * ```
  */
 export async function readTensorInto(
   source: TensorSource,
   name: string,
   dst: Uint8Array,
+  offset = 0,
 ): Promise<void> {
   const info = source.tensors.get(name);
   if (!info) throw new WeightsError("(source)", name, "missing");
-  if (dst.byteLength !== info.byteLength) {
-    throw new WeightsError(
-      info.file,
-      name,
-      `${dst.byteLength} bytes to read ${info.byteLength} into`,
-    );
-  }
-  if (source.readInto) return await source.readInto(name, dst);
+  checkRange(info, dst.byteLength, offset);
+  if (source.readInto) return await source.readInto(name, dst, offset);
   const bytes = await source.read(name);
   if (bytes.byteLength !== info.byteLength) {
     throw new WeightsError(
@@ -70,5 +68,16 @@ export async function readTensorInto(
       `read ${bytes.byteLength} bytes, expected ${info.byteLength}`,
     );
   }
-  dst.set(bytes);
+  dst.set(bytes.subarray(offset, offset + dst.byteLength));
+}
+
+/** Check that `length` bytes from `offset` lie inside the tensor of `info`. */
+export function checkRange(info: TensorInfo, length: number, offset: number): void {
+  if (!Number.isInteger(offset) || offset < 0 || offset + length > info.byteLength) {
+    throw new WeightsError(
+      info.file,
+      info.name,
+      `bytes [${offset}, ${offset + length}) are outside its ${info.byteLength}`,
+    );
+  }
 }

@@ -64,7 +64,7 @@ Deno.test("source: readTensorInto gives the bytes of read for files, merged shar
   }
 });
 
-Deno.test("source: readTensorInto rejects a missing tensor and a destination of the wrong size", async () => {
+Deno.test("source: readTensorInto rejects a missing tensor and a destination larger than the tensor", async () => {
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeFile(`${dir}/m.safetensors`, encodeSafetensors([tensor("w", 10, 1)]));
@@ -73,7 +73,7 @@ Deno.test("source: readTensorInto rejects a missing tensor and a destination of 
       for (const s of [src, memorySource([tensor("w", 10, 1)])]) {
         await assert.rejects(() => readTensorInto(s, "nope", new Uint8Array(40)), WeightsError);
         await assert.rejects(
-          () => readTensorInto(s, "w", new Uint8Array(39)),
+          () => readTensorInto(s, "w", new Uint8Array(41)),
           (e: Error) => e instanceof WeightsError && /w/.test(e.message) && /40/.test(e.message),
         );
       }
@@ -104,6 +104,79 @@ Deno.test("source: random fast-mode weights read in place, odd counts and unalig
   await sameAsRead(odd, 0);
 });
 
+/** Tensor `name` of `src` read in slices of `step` bytes, in order or last slice first. */
+async function inSlices(src: TensorSource, name: string, step: number, reverse = false) {
+  const n = src.tensors.get(name)!.byteLength;
+  const out = new Uint8Array(n);
+  const starts = Array.from({ length: Math.ceil(n / step) }, (_, i) => i * step);
+  for (const a of reverse ? starts.reverse() : starts) {
+    await readTensorInto(src, name, out.subarray(a, Math.min(n, a + step)), a);
+  }
+  return out;
+}
+
+Deno.test("source: slices read from an offset give the tensor's bytes, in any order", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const ts = [tensor("a", 1001, 1), tensor("b", 64, 2)];
+    await Deno.writeFile(`${dir}/m.safetensors`, encodeSafetensors(ts));
+    const file = await openSafetensors(`${dir}/m.safetensors`);
+    const config = shapeConfig("385M");
+    const odd = randomSource(
+      { ...config, embedDim: 3, hiddenDim: 3, gluDim: 5, vocabSize: 7, numLayers: 1, numHeads: 1 },
+      { dtype: "BF16", fast: true },
+    );
+    try {
+      for (const src of [file, mergeSources([file], null, "merged"), memorySource(ts), odd]) {
+        for (const [name] of src.tensors) {
+          const whole = await src.read(name);
+          for (const step of [4, 12, 6, 1000]) {
+            assert.deepEqual(await inSlices(src, name, step), whole, `${name} by ${step}`);
+            assert.deepEqual(
+              await inSlices(src, name, step, true),
+              whole,
+              `${name} by ${step}, reversed`,
+            );
+          }
+        }
+      }
+      // A 385M-shaped matrix of random weights, by 4 MiB slices as the int8 loader reads it.
+      const big = randomSource(config, { dtype: "BF16", fast: true });
+      const name = "model.layers.0.token_mixer.qkvu_proj.weight";
+      assert.deepEqual(await inSlices(big, name, 3 << 20), await big.read(name));
+    } finally {
+      file.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("source: a slice outside the tensor is a WeightsError that names it", async () => {
+  const ts = [tensor("w", 10, 1)];
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${dir}/m.safetensors`, encodeSafetensors(ts));
+    const file = await openSafetensors(`${dir}/m.safetensors`);
+    try {
+      for (const src of [file, memorySource(ts)]) {
+        for (const [len, offset] of [[8, 36], [4, -4], [4, 1.5], [44, 0]]) {
+          await assert.rejects(
+            () => readTensorInto(src, "w", new Uint8Array(len), offset),
+            (e: Error) =>
+              e instanceof WeightsError && /w/.test(e.message) && /outside/.test(e.message),
+          );
+        }
+        await assert.rejects(() => file.readInto!("w", new Uint8Array(8), 36), WeightsError);
+      }
+    } finally {
+      file.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("source: a fingerprint is the same whether tensors are read or read in place", async () => {
   const ts = [tensor("x", 33, 1), tensor("y", 8, 2)];
   const byRead = new FingerprintingSource(memorySource(ts));
@@ -118,4 +191,16 @@ Deno.test("source: a fingerprint is the same whether tensors are read or read in
   const config = shapeConfig("385M");
   assert.equal(byInto.fingerprint(config), byRead.fingerprint(config));
   assert.deepEqual(seen, ["x", "y"]);
+  // In slices, in order: the digest samples the first and last MiB, so a 3 MiB tensor has both.
+  const large = [tensor("big", (3 << 20) / 4 + 5, 3), tensor("small", 100, 4)];
+  const whole = new FingerprintingSource(memorySource(large));
+  const sliced = new FingerprintingSource(memorySource(large));
+  for (const t of large) {
+    await whole.read(t.name);
+    await inSlices(sliced, t.name, 300_004);
+  }
+  assert.equal(sliced.fingerprint(config), whole.fingerprint(config));
+  // Out of order, the fingerprint cannot be taken: an error, not a wrong fingerprint.
+  const jumbled = new FingerprintingSource(memorySource(large));
+  await assert.rejects(() => inSlices(jumbled, "big", 300_004, true), /out of order/);
 });
