@@ -106,6 +106,11 @@ export interface CpuEdgeRecord {
   rssBeforeLoad: number;
   /** Bytes. */
   rssAfterLoad: number;
+  /**
+   * The process's peak resident set size at the end of the load, in bytes (Linux `VmHWM`; the
+   * transient buffers of the load count here; absent where /proc is not readable).
+   */
+  peakRssAtLoad?: number;
   /** Kernel threads asked for. */
   threads: number;
   /** Times each rate was measured (the best is reported, with the range). */
@@ -116,6 +121,16 @@ export interface CpuEdgeRecord {
   decode: Record<string, Rate>;
   /** Load average of the machine (1 minute) at the start and the end: other processes' load. */
   loadavg: [number, number];
+}
+
+/** Peak resident set size of this process so far (Linux `VmHWM`), or undefined. */
+function peakRss(): number | undefined {
+  try {
+    const m = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\s+(\d+) kB/);
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A full GC (with --expose-gc), twice around a pause so that freed buffers are returned. */
@@ -162,6 +177,7 @@ if (import.meta.main) {
     });
   }
   const loadMs = performance.now() - t0;
+  const peakRssAtLoad = peakRss();
   await settle();
   const rssAfterLoad = Deno.memoryUsage().rss;
   log(`load ${(loadMs / 1000).toFixed(1)} s, RSS ${(rssAfterLoad / 1e9).toFixed(3)} GB`);
@@ -196,6 +212,7 @@ if (import.meta.main) {
     loadMs,
     rssBeforeLoad,
     rssAfterLoad,
+    peakRssAtLoad,
     threads,
     repeats,
     prefill: prefills,

@@ -582,6 +582,7 @@ async function cpuSuite(
   const metrics: [string, (r: CpuEdgeRecord) => number | string | undefined, number][] = [
     ["load s", (r) => r.loadMs / 1000, 1],
     ["RSS after load GB", (r) => r.rssAfterLoad / 1e9, 3],
+    ["peak RSS at load GB", (r) => r.peakRssAtLoad === undefined ? "–" : r.peakRssAtLoad / 1e9, 3],
     ["prefill 256 tok/s", (r) => rated(r.prefill["256"]), 1],
     ["prefill 2048 tok/s", (r) => rated(r.prefill["2048"]), 1],
     ["decode b1 tok/s", (r) => rated(r.decode.b1), 1],
