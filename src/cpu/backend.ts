@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { Backend, BackendState, LogitsMode } from "../engine/backend.ts";
+import type { Backend, BackendState, LogitsMode, PrefillItem } from "../engine/backend.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { cloneState, copyStateInto, type ModelState } from "../model/state.ts";
 import type { TensorSource } from "../model/weights/source.ts";
@@ -129,6 +129,18 @@ export class CpuBackend implements Backend {
   /** Prefill a resident state. */
   prefill(state: BackendState, tokens: Int32Array, logits: LogitsMode): Promise<Float32Array> {
     return settle(() => this.model.forward(this.#own(state).host, tokens, logits));
+  }
+
+  /**
+   * Prefill several resident states, no logits: the same numbers as one `prefill` per item, with
+   * the rows of short prompts sharing one pass over the weights (`CpuModel.forwardMany`).
+   */
+  prefillMany(items: readonly PrefillItem[]): Promise<void> {
+    return settle(() =>
+      this.model.forwardMany(
+        items.map((it) => ({ state: this.#own(it.state).host, tokens: it.tokens })),
+      )
+    );
   }
 
   /** Batched decode of resident states. */

@@ -21,6 +21,12 @@ import type { CpuWeights } from "./weights.ts";
 import { I8_SLACK, int8ScratchBytes, WasmArena } from "./wasm/mod.ts";
 import { storedBytes, type StoredMatrix, widenMatrix, widenRow } from "./stored.ts";
 
+/** Rows [t0, t0 + n) of a pass that belong to one sequence. */
+interface Segment {
+  t0: number;
+  n: number;
+}
+
 /** Which logits to return. */
 export type CpuLogitsMode = "all" | "last" | "none";
 
@@ -393,61 +399,141 @@ export class CpuModel {
       this.#ensureRows(n);
       this.#embed(ids);
       const pos0 = state.position;
-      this.#layers(n, (l, dk, q, k) => {
-        const { headDim: hd, hiddenDim: H, numHeads: nh } = this.config;
-        if (this.#attn) {
-          // The state in the arena (the kernel reads and writes it there): in place, or a copy.
-          const own = this.#arena!.owns(state.layers[l]);
-          const S = own ? state.layers[l] : this.#attn.state.subarray(0, nh * dk * hd);
-          if (!own) S.set(state.layers[l]);
-          this.#arena!.lightning({
-            S,
-            q,
-            k,
-            v: this.#qkvu.subarray(2 * H),
-            vStride: 4 * H,
-            o: this.#o,
-            oStride: H,
-            pw: this.#attn.pw.subarray(l * nh * (this.block + 1)),
-            scores: this.#attn.scores,
-            heads: nh,
-            T: n,
-            dk,
-            dv: hd,
-            block: this.block,
-          });
-          if (!own) state.layers[l].set(S);
-          return;
-        }
-        for (let h = 0; h < nh; h++) {
-          lightningPrefill(
-            state.layers[l],
-            h * dk * hd,
-            dk,
-            hd,
-            n,
-            this.block,
-            this.#pw[l * this.config.numHeads + h],
-            q,
-            h * n * dk,
-            k,
-            h * n * dk,
-            dk,
-            this.#qkvu,
-            2 * H + h * hd,
-            4 * H,
-            this.#o,
-            h * hd,
-            H,
-            this.#acc,
-          );
-        }
-      }, (t) => pos0 + t);
+      this.#layers(n, (l, dk, q, k) => this.#lightning(state, l, dk, q, k, 0, n), (t) => pos0 + t);
       state.position += n;
       if (mode === "all") this.#head(0, n, out, c * V);
       else if (mode === "last" && c + n === T) this.#head(n - 1, 1, out, 0);
     }
     return out;
+  }
+
+  /**
+   * Prefill several sequences, no logits: the same numbers as one `forward(state, tokens, "none")`
+   * per item in order. The rows of as many sequences as fit in a chunk go through the linears,
+   * norms and gates together (their kernels give each row the bits it gets alone); the attention
+   * runs per sequence. A sequence longer than a chunk goes alone. Every item is checked before any
+   * state changes.
+   */
+  forwardMany(items: readonly { state: ModelState; tokens: ArrayLike<number> }[]): void {
+    for (const [i, it] of items.entries()) {
+      if (it.tokens.length === 0) throw new InputError(`items[${i}].tokens`, "must not be empty");
+      this.checkTokens(it.tokens, `items[${i}].tokens`);
+    }
+    let group: { state: ModelState; tokens: ArrayLike<number> }[] = [];
+    let rows = 0;
+    const flush = () => {
+      if (group.length === 1) this.forward(group[0].state, group[0].tokens, "none");
+      else if (group.length) this.#prefillTogether(group);
+      group = [];
+      rows = 0;
+    };
+    for (const it of items) {
+      const n = it.tokens.length;
+      // A state met twice continues from its first item's end: the first goes before it.
+      if (rows + n > this.chunk || group.some((g) => g.state === it.state)) flush();
+      if (n > this.chunk) this.forward(it.state, it.tokens, "none");
+      else {
+        group.push(it);
+        rows += n;
+      }
+    }
+    flush();
+  }
+
+  /** Sequences whose tokens fit in one chunk together: one pass over their rows. */
+  #prefillTogether(group: readonly { state: ModelState; tokens: ArrayLike<number> }[]): void {
+    const segments: Segment[] = [];
+    const ids: number[] = [];
+    for (const { tokens } of group) {
+      segments.push({ t0: ids.length, n: tokens.length });
+      for (let i = 0; i < tokens.length; i++) ids.push(tokens[i]);
+    }
+    const T = ids.length;
+    this.#ensureRows(T);
+    this.#embed(ids);
+    const position = new Float64Array(T);
+    group.forEach(({ state }, s) => {
+      const { t0, n } = segments[s];
+      for (let t = 0; t < n; t++) position[t0 + t] = state.position + t;
+    });
+    this.#layers(
+      T,
+      (l, dk, q, k) => {
+        const nh = this.config.numHeads;
+        group.forEach(({ state }, s) => {
+          const { t0, n } = segments[s];
+          const seg = t0 * nh * dk;
+          this.#lightning(state, l, dk, q.subarray(seg), k.subarray(seg), t0, n);
+        });
+      },
+      (t) => position[t],
+      segments,
+    );
+    group.forEach(({ state }, s) => state.position += segments[s].n);
+  }
+
+  /**
+   * Lightning attention of layer l for the `n` rows of one sequence from row `row` of this pass:
+   * q and k head-major for these rows ([h][n][dk]); v from #qkvu and the output into #o, rows
+   * `row`... of their full-width layouts.
+   */
+  #lightning(
+    state: ModelState,
+    l: number,
+    dk: number,
+    q: Float32Array,
+    k: Float32Array,
+    row: number,
+    n: number,
+  ): void {
+    const { headDim: hd, hiddenDim: H, numHeads: nh } = this.config;
+    if (this.#attn) {
+      // The state in the arena (the kernel reads and writes it there): in place, or a copy.
+      const own = this.#arena!.owns(state.layers[l]);
+      const S = own ? state.layers[l] : this.#attn.state.subarray(0, nh * dk * hd);
+      if (!own) S.set(state.layers[l]);
+      this.#arena!.lightning({
+        S,
+        q,
+        k,
+        v: this.#qkvu.subarray(row * 4 * H + 2 * H),
+        vStride: 4 * H,
+        o: this.#o.subarray(row * H),
+        oStride: H,
+        pw: this.#attn.pw.subarray(l * nh * (this.block + 1)),
+        scores: this.#attn.scores,
+        heads: nh,
+        T: n,
+        dk,
+        dv: hd,
+        block: this.block,
+      });
+      if (!own) state.layers[l].set(S);
+      return;
+    }
+    for (let h = 0; h < nh; h++) {
+      lightningPrefill(
+        state.layers[l],
+        h * dk * hd,
+        dk,
+        hd,
+        n,
+        this.block,
+        this.#pw[l * nh + h],
+        q,
+        h * n * dk,
+        k,
+        h * n * dk,
+        dk,
+        this.#qkvu,
+        row * 4 * H + 2 * H + h * hd,
+        4 * H,
+        this.#o,
+        row * H + h * hd,
+        H,
+        this.#acc,
+      );
+    }
   }
 
   /** One token for each of `states` (batched decode); returns [B, V] logits. */
@@ -538,12 +624,14 @@ export class CpuModel {
 
   /**
    * The decoder stack over T rows. `attend(l, dk, q, k)` computes every head of layer l into #o
-   * from head-major q/k ([h][T][dk]); `position(t)` is row t's absolute position (for LRPE).
+   * from q/k head-major per segment of rows (segment [t0, t0 + n) at t0·h·dk as [h][n][dk]; one
+   * segment of all T rows by default); `position(t)` is row t's absolute position (for LRPE).
    */
   #layers(
     T: number,
     attend: (l: number, dk: number, q: Float32Array, k: Float32Array) => void,
     position: (t: number) => number,
+    segments: readonly Segment[] = [{ t0: 0, n: T }],
   ): void {
     const c = this.config;
     const { embedDim: D, hiddenDim: H, gluDim: G, numHeads: nh, headDim: hd } = c;
@@ -561,26 +649,28 @@ export class CpuModel {
         for (let t = 0; t < T; t++) activate(c.activation, qkvu, t * 4 * H, 2 * H);
       }
       const dk = stateKeyDim(c, l);
-      // Head-major q and k, widened by LRPE: [x·cos(θ·pos), x·sin(θ·pos)].
-      for (let h = 0; h < nh; h++) {
-        for (let t = 0; t < T; t++) {
-          const src = t * 4 * H + h * hd;
-          const dst = (h * T + t) * dk;
-          if (w.theta) {
-            const pos = position(t);
-            for (let i = 0; i < hd; i++) {
-              const ang = Math.fround(w.theta[h * hd + i] * pos);
-              const cs = Math.cos(ang), sn = Math.sin(ang);
-              const qv = qkvu[src + i], kv = qkvu[src + H + i];
-              q[dst + i] = qv * cs;
-              q[dst + hd + i] = qv * sn;
-              k[dst + i] = kv * cs;
-              k[dst + hd + i] = kv * sn;
-            }
-          } else {
-            for (let i = 0; i < hd; i++) {
-              q[dst + i] = qkvu[src + i];
-              k[dst + i] = qkvu[src + H + i];
+      // Head-major q and k per segment, widened by LRPE: [x·cos(θ·pos), x·sin(θ·pos)].
+      for (const { t0, n } of segments) {
+        for (let h = 0; h < nh; h++) {
+          for (let t = t0; t < t0 + n; t++) {
+            const src = t * 4 * H + h * hd;
+            const dst = (t0 * nh + h * n + t - t0) * dk;
+            if (w.theta) {
+              const pos = position(t);
+              for (let i = 0; i < hd; i++) {
+                const ang = Math.fround(w.theta[h * hd + i] * pos);
+                const cs = Math.cos(ang), sn = Math.sin(ang);
+                const qv = qkvu[src + i], kv = qkvu[src + H + i];
+                q[dst + i] = qv * cs;
+                q[dst + hd + i] = qv * sn;
+                k[dst + i] = kv * cs;
+                k[dst + hd + i] = kv * sn;
+              }
+            } else {
+              for (let i = 0; i < hd; i++) {
+                q[dst + i] = qkvu[src + i];
+                k[dst + i] = qkvu[src + H + i];
+              }
             }
           }
         }

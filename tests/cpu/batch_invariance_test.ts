@@ -130,3 +130,61 @@ Deno.test({
     }
   },
 });
+
+Deno.test("cpu batch invariance: prefillMany gives every state the bits of one prefill per item", async () => {
+  const backends: [string, CpuBackend][] = [
+    ["default model (bf16)", await defaultBackend()],
+    [
+      "int8, 2 threads",
+      await CpuBackend.load(randomSource(config, { fast: true }), config, "int8", {
+        quantize: "int8",
+        threads: 2,
+      }),
+    ],
+    [
+      "js reference, chunk 40",
+      await CpuBackend.load(randomSource(config), config, "js", {
+        kernels: "js",
+        chunk: 40,
+      }),
+    ],
+  ];
+  try {
+    for (const [name, b] of backends) {
+      // Lengths that share a pass, fill one past a chunk, exceed a chunk; one state twice; states
+      // that already hold a prompt (LRPE positions past 0).
+      const lengths = [1, 5, 17, 33, 2, 300, 7, 64];
+      const owner = [0, 1, 2, 3, 2, 5, 4, 6];
+      const alone = Array.from({ length: 7 }, () => b.allocState());
+      const together = Array.from({ length: 7 }, () => b.allocState());
+      for (let s = 0; s < 7; s += 2) {
+        await b.prefill(alone[s], ids(9 + s, 50 + s), "none");
+        await b.prefill(together[s], ids(9 + s, 50 + s), "none");
+      }
+      const tokens = lengths.map((n, i) => ids(n, 100 + i));
+      for (const [i, t] of tokens.entries()) await b.prefill(alone[owner[i]], t, "none");
+      await b.prefillMany!(tokens.map((t, i) => ({ state: together[owner[i]], tokens: t })));
+      for (let s = 0; s < 7; s++) {
+        const [x, y] = [await b.readState(together[s]), await b.readState(alone[s])];
+        assert.equal(x.position, y.position, `${name}: position of state ${s}`);
+        x.layers.forEach((l, k) => assertBits(l, y.layers[k], `${name}: state ${s}, layer ${k}`));
+      }
+      // And what follows: the next token's logits.
+      const next = Int32Array.from({ length: 7 }, (_, s) => 10 + s);
+      assertBits(await b.decode(together, next), await b.decode(alone, next), `${name}: decode`);
+      // A bad item is refused before any state changes.
+      const before = await b.readState(together[0]);
+      await assert.rejects(() =>
+        b.prefillMany!([
+          { state: together[0], tokens: ids(4, 1) },
+          { state: together[1], tokens: Int32Array.of(config.vocabSize) },
+        ])
+      );
+      const after = await b.readState(together[0]);
+      assert.equal(after.position, before.position, `${name}: no state moved`);
+      after.layers.forEach((l, k) => assertBits(l, before.layers[k], `${name}: layer ${k} kept`));
+    }
+  } finally {
+    for (const [, b] of backends) await b.dispose();
+  }
+});
