@@ -691,8 +691,11 @@ async function engineChild(spec: EngineChildSpec): Promise<void> {
   }
 }
 
+/** The script's arguments; a leading `--` (as `deno task bench:serve -- ...` passes it) is dropped. */
+const ARGV = Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args;
+
 async function main(): Promise<void> {
-  const args = parseArgs(Deno.args, {
+  const args = parseArgs(ARGV, {
     string: [
       "engine-child",
       "model",
@@ -1013,7 +1016,7 @@ async function main(): Promise<void> {
     const md = [
       `### Serving: ${modelName}, ${backendKind} backend on ${device}, ${date.slice(0, 10)}`,
       "",
-      `\`deno run -A bench/serve.ts ${Deno.args.join(" ")}\`: streaming \`/v1/completions\`, ` +
+      `\`deno run -A bench/serve.ts ${ARGV.join(" ")}\`: streaming \`/v1/completions\`, ` +
       `${tokens} tokens per request (EOS banned by logit_bias), temperature ${TEMPERATURE}, ` +
       `prompts of ${SHORT_WORDS} English words (short) or ${prompts.longTokens} tokens (long); ` +
       `${warmup} s warm-up then ${seconds} s measured per level. Backend: ` +
