@@ -473,9 +473,9 @@ export class CpuModel {
   }
 
   /**
-   * Lightning attention of layer l for the `n` rows of one sequence from row `row` of this pass:
-   * q and k head-major for these rows ([h][n][dk]); v from #qkvu and the output into #o, rows
-   * `row`... of their full-width layouts.
+   * Lightning attention of layer l for the `n` rows of one sequence that start at row `row` of
+   * this pass: q and k head-major for these rows ([h][n][dk]); v read from #qkvu and the output
+   * written to #o from row `row` on, in their full-width row layouts.
    */
   #lightning(
     state: ModelState,
