@@ -33,7 +33,8 @@ function tensorDigest(bytes: Uint8Array): string {
 
 /** The byte ranges of a tensor of `length` bytes that its digest samples: [head, tail). */
 function sampled(length: number): [[number, number], [number, number]] {
-  return [[0, Math.min(SAMPLE, length)], [Math.max(SAMPLE, length - SAMPLE), length]];
+  const tail = Math.min(length, Math.max(SAMPLE, length - SAMPLE)); // empty when length ≤ SAMPLE
+  return [[0, Math.min(SAMPLE, length)], [tail, length]];
 }
 
 /** The digest of a tensor of `length` bytes from its sampled bytes. */

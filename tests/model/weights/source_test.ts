@@ -197,7 +197,7 @@ Deno.test("source: a fingerprint is the same whether tensors are read or read in
   const sliced = new FingerprintingSource(memorySource(large));
   for (const t of large) {
     await whole.read(t.name);
-    await inSlices(sliced, t.name, 300_004);
+    await inSlices(sliced, t.name, t.name === "small" ? 36 : 300_004);
   }
   assert.equal(sliced.fingerprint(config), whole.fingerprint(config));
   // Out of order, the fingerprint cannot be taken: an error, not a wrong fingerprint.
