@@ -51,7 +51,7 @@ function fillHalfBits(out: Uint16Array, x: number, dtype: "BF16" | "F16"): numbe
 
 /** `count` fast-mode values of a tensor whose stream starts from `seed`. */
 function fastHalfBits(count: number, seed: number, dtype: "BF16" | "F16"): Uint16Array {
-  const out = new Uint16Array(count + (count & 1)).subarray(0, count);
+  const out = new Uint16Array(count);
   fillHalfBits(out, fastStart(seed), dtype);
   return out;
 }
