@@ -3,16 +3,18 @@
  * one bf16 matrix: µs per dispatch (many dispatches in one pass, timed with timestamps), for
  * several tilings and batch sizes. Prints JSON lines.
  *
- *   deno run -A bench/matvec_micro.ts
+ *   deno run -A bench/matvec_micro.ts [--shapes 4096x1024,2816x1024g --layouts 1,64,64:8:4:16]
  * @module
  */
 
+import { parseArgs } from "@std/cli/parse-args";
 import { acquireDevice } from "../src/gpu/device.ts";
 import { matvecTiling, matvecTilingDefines } from "../src/gpu/matvec_tiling.ts";
 import { GEMM_TILES, gemmGroups, gemmTileDefines } from "../src/gpu/gemm_tiling.ts";
 import { PipelineCache } from "../src/gpu/shaders.ts";
 import { timePasses } from "../src/gpu/timing.ts";
 
+const args = parseArgs(Deno.args, { string: ["shapes", "layouts"], boolean: ["no-gemm"] });
 const ctx = await acquireDevice();
 const dev = ctx.device;
 const cache = PipelineCache.for(dev);
@@ -49,11 +51,56 @@ async function time(
 }
 
 const rows = 4096, cols = 1024;
-// Buffers large enough for the second shape too (1024 × 2816, 128 lanes: the down projection).
-const W = buf(rows * cols * 2), W2 = buf(rows * cols * 2);
-const X = buf(64 * 2816 * 4), Y = buf(64 * rows * 4);
 const out: Record<string, unknown>[] = [];
 
+// Default: the tiling the model uses at each batch size, then other (sequences, rows) per thread at
+// 64. `--shapes` and `--layouts` sweep instead: shapes as ROWSxCOLS with a `g` suffix for the SGLU
+// pair, layouts as B (the model's tiling at batch B) or B:NB:RPG:LANES.
+type Layout = [number, boolean, { nb: number; rpg: number; lanes?: number }?, string?];
+const layouts: Layout[] = [
+  [1, false],
+  [1, true],
+  [8, false],
+  [16, false],
+  [64, false],
+  [64, true],
+  ...[[8, 8], [16, 4], [4, 16], [8, 4], [32, 2]].map(([nb, rpg]) =>
+    [64, false, { nb, rpg }] as Layout
+  ),
+  ...[[8, 4], [4, 8], [16, 2], [8, 2]].map(([nb, rpg]) => [64, true, { nb, rpg }] as Layout),
+];
+const other = (lanes?: number) =>
+  [
+    [1, false],
+    [64, false],
+    [1, false, { nb: 1, rpg: 1, lanes }],
+    [64, false, { nb: 8, rpg: 8, lanes }],
+  ] as Layout[];
+// The 128-lane shapes (down and output projections) as chosen and with 32 lanes.
+let shapes: [number, number, Layout[]][] = [
+  [rows, cols, layouts],
+  [1024, 2816, other(32)],
+  [1024, 1024, other(32)],
+];
+if (args.shapes) {
+  // A layout may end in flags: `s` without subgroups, `d` with the dot-product accumulation.
+  const list = String(args.layouts ?? "1,64").split(",").map((l) => {
+    const [nums, flags = ""] = l.split("/");
+    return [...nums.split(":").map(Number), flags] as [number, number, number, number, string];
+  });
+  shapes = String(args.shapes).split(",").map((s) => {
+    const glu = s.endsWith("g");
+    const [r, c] = s.replace(/g$/, "").split("x").map(Number);
+    return [r, c, list.map(([b, nb, rpg, lanes, flags]) =>
+      [b, glu, nb ? { nb, rpg, lanes } : undefined, flags] as Layout
+    )];
+  });
+}
+const maxElems = Math.max(...shapes.map(([r, c]) => r * c));
+const maxCols = Math.max(...shapes.map(([, c]) => c));
+const maxRows = Math.max(...shapes.map(([r]) => r));
+const W = buf(maxElems * 2), W2 = buf(maxElems * 2);
+const X = buf(64 * maxCols * 4), Y = buf(64 * maxRows * 4);
 // Plain read: each thread reads vec4<u32> strided, sums, writes one value per workgroup.
 {
   const code = `@group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;
@@ -71,40 +118,12 @@ const out: Record<string, unknown>[] = [];
   });
   for (const wgs of [264, 1056, 4224]) {
     const us = await time(p, [[0, W], [1, Y]], [wgs, 1]);
-    out.push({ kernel: "read", workgroups: wgs, us, gbps: (rows * cols * 2) / us / 1e3 });
+    out.push({ kernel: "read", workgroups: wgs, us, gbps: W.size / us / 1e3 });
   }
 }
 
-// The tiling the model uses at each batch size, then other (sequences, rows) per thread at 64.
-const layouts: [number, boolean, { nb: number; rpg: number; lanes?: number }?][] = [
-  [1, false],
-  [1, true],
-  [8, false],
-  [16, false],
-  [64, false],
-  [64, true],
-  ...[[8, 8], [16, 4], [4, 16], [8, 4], [32, 2]].map(([nb, rpg]) =>
-    [64, false, { nb, rpg }] as [number, boolean, { nb: number; rpg: number }]
-  ),
-  ...[[8, 4], [4, 8], [16, 2], [8, 2]].map(([nb, rpg]) =>
-    [64, true, { nb, rpg }] as [number, boolean, { nb: number; rpg: number }]
-  ),
-];
-const other = (lanes?: number) =>
-  [
-    [1, false],
-    [64, false],
-    [1, false, { nb: 1, rpg: 1, lanes }],
-    [64, false, { nb: 8, rpg: 8, lanes }],
-  ] as typeof layouts;
-// The 128-lane shapes (down and output projections) as chosen and with 32 lanes.
-const shapes: [number, number, typeof layouts][] = [
-  [rows, cols, layouts],
-  [1024, 2816, other(32)],
-  [1024, 1024, other(32)],
-];
 for (const [rows, cols, list] of shapes) {
-  for (const [B, glu, shape] of list) {
+  for (const [B, glu, shape, flags = ""] of list) {
     const t = matvecTiling(
       rows,
       cols,
@@ -113,7 +132,9 @@ for (const [rows, cols, list] of shapes) {
       glu,
       dev.limits.maxComputeWorkgroupStorageSize,
       shape,
+      flags.includes("s") ? 0 : ctx.info.subgroupSize,
     );
+    if (flags.includes("d")) t.fmaChain = false;
     const defines = {
       ...matvecTilingDefines(t, cols),
       VEC8: true,
@@ -144,13 +165,14 @@ for (const [rows, cols, list] of shapes) {
       cols,
       ...t,
       batch: B,
+      flags,
       us,
       gbps: (rows * cols * 2 * (glu ? 2 : 1)) / us / 1e3,
     });
   }
 }
 
-for (const T of [1, 16, 64]) {
+for (const T of args["no-gemm"] ? [] : [1, 16, 64]) {
   // The default tile (bench/kernels.ts times them all).
   const p = await cache.get("gemm", {
     ...gemmTileDefines(GEMM_TILES[0], true),

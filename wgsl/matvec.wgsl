@@ -9,8 +9,8 @@
 // (l, l + s) for s = LANES/2, ..., 1. With few sums the lanes step through the tree together; with
 // many (SERIAL) each thread reduces whole sums with the same additions written out as one
 // expression, which needs no barrier per level; where the lanes of a group fit in one subgroup
-// (SUBGROUP tilings), each lane adds lane l + s's value by a subgroup shuffle: the same additions
-// once more. Each (row, sequence) sum therefore depends on LANES only (a function of the matrix
+// (SUBGROUP tilings), pairs of lanes exchange halves of their sums by subgroup shuffles: the same
+// additions once more. Each (row, sequence) sum therefore depends on LANES only (a function of the matrix
 // shape), never on NB, RPG, ROUND or SERIAL: decode is batch-invariant.
 // The loops over the accumulators (rows R, sequences J) are unrolled as text by //#for
 // (src/gpu/shaders.ts); the numbers come from the tiling (src/gpu/matvec_tiling.ts), which also
@@ -80,6 +80,21 @@ const PS: u32 = WG + GROUPS;
 var<workgroup> parts: array<f32, {{PARTS}}>;
 // Reduced sums, [SUMS][GROUPS].
 var<workgroup> red: array<f32, SUMS * GROUPS>;
+
+//#if FMA_CHAIN
+// acc + w·x over one 8-column chunk as a chain of fused multiply-adds, in column order (8
+// instructions; two dot products and two additions take 10).
+fn fma8(w0: vec4<f32>, w1: vec4<f32>, x0: vec4<f32>, x1: vec4<f32>, acc: f32) -> f32 {
+  var a = fma(w0.x, x0.x, acc);
+  a = fma(w0.y, x0.y, a);
+  a = fma(w0.z, x0.z, a);
+  a = fma(w0.w, x0.w, a);
+  a = fma(w1.x, x1.x, a);
+  a = fma(w1.y, x1.y, a);
+  a = fma(w1.z, x1.z, a);
+  return fma(w1.w, x1.w, a);
+}
+//#endif
 
 //#if X4
 //#else
@@ -169,9 +184,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 //#endif
 //#endif
 //#for R in 0..RPG
+//#if FMA_CHAIN
+      a_{{R}}_{{J}} = fma8(w_{{R}}[0], w_{{R}}[1], x0, x1, a_{{R}}_{{J}});
+//#if GLU
+      g_{{R}}_{{J}} = fma8(v_{{R}}[0], v_{{R}}[1], x0, x1, g_{{R}}_{{J}});
+//#endif
+//#else
       a_{{R}}_{{J}} += dot(w_{{R}}[0], x0) + dot(w_{{R}}[1], x1);
 //#if GLU
       g_{{R}}_{{J}} += dot(v_{{R}}[0], x0) + dot(v_{{R}}[1], x1);
+//#endif
 //#endif
 //#endfor
     }
@@ -216,8 +238,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   //             lane 0: red[(r0 + k)·GROUPS + grp] = parts[k·PS + slot]   (k < n)
   //     workgroupBarrier();
   //   }
-  // or, SUBGROUP: for each k, v = sum[k]; for (s = LANES/2; s > 0; s /= 2) { v += shuffleDown(v, s); }
-  //   lane 0: red[k·GROUPS + grp] = v; then one workgroupBarrier().
+  // or, SUBGROUP: the same tree as a butterfly of subgroup shuffles (each level splits the list of
+  //   sums between the two lanes of a pair while it is even; see butterfly() in
+  //   src/gpu/matvec_tiling.ts), then one workgroupBarrier().
   // It stays generated: sum[r0 + k] names a scalar (a private array indexed in a loop can end up
   // in local memory), and which round a sum falls in depends on ROUND, which //#for cannot compute.
   // The same additions written as WGSL helpers (stash(k, r0, n, ...) with constant arguments, the

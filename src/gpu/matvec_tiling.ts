@@ -60,15 +60,17 @@ export interface MatvecTiling {
    */
   serial: boolean;
   /**
-   * Reduce each sum with subgroup shuffles instead of workgroup memory (when the lanes of a group
-   * fit in one subgroup and the tree is not serial): lane l adds lane l + s's value for
-   * s = lanes/2, ..., 1, the very additions of the tree, with no barrier per level. Same bits.
+   * Reduce the sums with a subgroup butterfly instead of workgroup memory (when the lanes of a
+   * group fit in one subgroup): the very additions of the tree, with no barrier per level and
+   * about one shuffle per sum and lane (see `butterfly`). Same bits.
    */
   subgroup: boolean;
   /** f32 partial sums in workgroup memory (`round` sums of 256 + groups floats). */
   parts: number;
   /** Rows per workgroup. */
   rowsPerWorkgroup: number;
+  /** Accumulate each 8-column chunk as a chain of 8 FMAs (else two dot products and two adds). */
+  fmaChain: boolean;
 }
 
 /**
@@ -112,6 +114,7 @@ export function matvecTiling(
   const rounds = Math.ceil(sums / Math.min(sums, maxRound));
   const round = Math.ceil(sums / rounds);
   const serial = !fallback && round * groups >= 32;
+  const subgroup = !fallback && subgroupSize >= lanes;
   return {
     glu,
     lanes,
@@ -119,10 +122,57 @@ export function matvecTiling(
     rpg,
     round,
     serial,
-    subgroup: !serial && subgroupSize >= lanes,
-    parts: round * stride,
+    subgroup,
+    parts: subgroup ? 1 : round * stride,
     rowsPerWorkgroup: groups * rpg,
+    fmaChain: true,
   };
+}
+
+/**
+ * The lane tree of every sum as a subgroup butterfly (the lanes of a group are consecutive
+ * invocations of one subgroup, checked when the device is acquired: src/gpu/device.ts). At level
+ * s = lanes/2, ..., 1 lane m and lane m ^ s hold the same list of sums; while the list has an even
+ * length c they split it: the lower lane keeps the first half and the upper lane the second, each
+ * sends the other half and adds what it receives (c/2 shuffles per lane instead of c), so
+ * V_s[l] = V_2s[l] + V_2s[l + s] is computed once, by whichever lane keeps that sum. An odd list is
+ * added whole across the pair. Additions are commutative in IEEE arithmetic, so every sum gets the
+ * bits of the stride-halving tree; in the end each lane holds the sums at `base` + i, and the lanes
+ * whose bits of the unsplit levels are clear write them. Every lane takes part in every shuffle
+ * (uniform control flow). Returns the WGSL lines (ending with a barrier).
+ */
+function butterfly(sums: string[], lanes: number): string[] {
+  const out = [`  var base = 0u;`];
+  let cur = sums;
+  const whole: number[] = [];
+  for (let s = lanes >> 1, level = 0; s > 0; s >>= 1, level++) {
+    const c = cur.length;
+    if (c % 2 === 0) {
+      const h = c / 2;
+      out.push(`  let up${level} = (lane & ${s}u) != 0u;`);
+      out.push(`  base += select(0u, ${h}u, up${level});`);
+      cur = cur.slice(0, h).map((a, i) => {
+        const b = cur[h + i], v = `b${level}_${i}`;
+        out.push(
+          `  let ${v} = select(${a}, ${b}, up${level}) + ` +
+            `subgroupShuffleXor(select(${b}, ${a}, up${level}), ${s}u);`,
+        );
+        return v;
+      });
+    } else {
+      whole.push(s);
+      cur = cur.map((a, i) => {
+        const v = `b${level}_${i}`;
+        out.push(`  let ${v} = ${a} + subgroupShuffleXor(${a}, ${s}u);`);
+        return v;
+      });
+    }
+  }
+  const mask = whole.reduce((m, s) => m | s, 0);
+  out.push(`  if ((lane & ${mask}u) == 0u) {`);
+  cur.forEach((v, i) => out.push(`    red[(base + ${i}u) * GROUPS + grp] = ${v};`));
+  out.push(`  }`, `  workgroupBarrier();`);
+  return out;
 }
 
 /**
@@ -142,20 +192,7 @@ export function matvecTilingDefines(t: MatvecTiling, cols: number): Defines {
     ...seqs.map((j) => `s_${j}`),
   ];
 
-  const rounds: string[] = [];
-  if (t.subgroup) {
-    // Lanes of a group are consecutive invocations of one subgroup (checked when the device is
-    // acquired: src/gpu/device.ts); lane 0 ends with the tree's value. Every lane takes part in
-    // every shuffle (uniform control flow); lanes past the group's end read values lane 0 never uses.
-    for (let k = 0; k < sums.length; k++) {
-      rounds.push(`  {`, `    var v = ${sums[k]};`);
-      for (let s = t.lanes >> 1; s > 0; s >>= 1) {
-        rounds.push(`    v = v + subgroupShuffleDown(v, ${s}u);`);
-      }
-      rounds.push(`    if (lane == 0u) { red[${k}u * GROUPS + grp] = v; }`, `  }`);
-    }
-    rounds.push(`  workgroupBarrier();`);
-  }
+  const rounds: string[] = t.subgroup ? butterfly(sums, t.lanes) : [];
   for (let r0 = 0; r0 < (t.subgroup ? 0 : sums.length); r0 += ROUND) {
     const n = Math.min(ROUND, sums.length - r0);
     for (let k = 0; k < n; k++) rounds.push(`  parts[${k}u * PS + slot] = ${sums[r0 + k]};`);
@@ -193,6 +230,7 @@ export function matvecTilingDefines(t: MatvecTiling, cols: number): Defines {
     RPG,
     ROUND,
     PARTS: t.parts,
+    FMA_CHAIN: t.fmaChain,
     CHUNKS: Math.ceil(cols / (8 * t.lanes)),
     ROUNDS: rounds.join("\n"),
   };

@@ -35,8 +35,10 @@ interface MatvecCase {
   serial?: boolean;
   /** Workgroup memory to tile for (default: the adapter's limit; less forces several rounds). */
   storage?: number;
-  /** Force the lanes per row (one row per lane group) instead of the tiling's choice. */
+  /** Force the lanes per row instead of the tiling's choice. */
   lanes?: number;
+  /** Rows per lane group where `lanes` is forced (default 1). */
+  rpg?: number;
   /** Reduce the lanes with subgroup shuffles (needs lanes ≤ the subgroup size). */
   subgroup?: boolean;
 }
@@ -78,7 +80,7 @@ async function matvec(
     GL,
     Boolean(c.glu),
     c.storage ?? ctx.device.limits.maxComputeWorkgroupStorageSize,
-    c.lanes ? { nb: c.nb, rpg: 1, lanes: c.lanes } : undefined,
+    c.lanes ? { nb: c.nb, rpg: c.rpg ?? 1, lanes: c.lanes } : undefined,
   );
   if (c.serial !== undefined) tiling.serial = c.serial;
   if (c.subgroup !== undefined) tiling.subgroup = c.subgroup;
@@ -161,6 +163,12 @@ gpuTest(
       { rows: 13, cols: 37, batch: 2, nb: 1, dtype: "f32", rms: true, gate: true, add: true },
       { rows: 300, cols: 256, batch: 1, nb: 1, dtype: "f16", glu: true },
       { rows: 7, cols: 2048, batch: 2, nb: 2, dtype: "bf16", rms: true },
+      // Many sums per lane (the batched layouts): lists split between lanes while even (24 sums:
+      // 12, 6, 3), then added whole (28: 14, 7, 7; 15: whole from the start).
+      { rows: 45, cols: 96, batch: 9, nb: 8, rpg: 1, dtype: "bf16", rms: true, glu: true },
+      { rows: 45, cols: 96, batch: 9, nb: 4, rpg: 3, dtype: "q8", rms: true, glu: true },
+      { rows: 45, cols: 96, batch: 9, nb: 5, rpg: 1, dtype: "f16", rms: true, glu: true },
+      { rows: 45, cols: 96, batch: 5, nb: 4, rpg: 4, dtype: "bf16", gate: true, add: true },
     ];
     let seed = 500;
     for (const c of cases) {
@@ -180,9 +188,10 @@ gpuTest(
         JSON.stringify(c),
       );
     }
-    // The tiling picks shuffles only where the lanes fit a subgroup and the tree is not serial.
+    // The tiling picks shuffles wherever the lanes fit a subgroup.
     const t = matvecTiling(1024, 2816, 1, false, false, 16384, undefined, 32);
-    assert.equal(t.subgroup, t.lanes <= 32 && !t.serial);
+    assert.equal(t.subgroup, t.lanes <= 32);
+    assert.equal(matvecTiling(4096, 1024, 64, false, true, 16384, undefined, 32).subgroup, true);
     assert.equal(matvecTiling(1024, 2816, 1, false, false, 16384, undefined, 0).subgroup, false);
     assert.equal(matvecTiling(1024, 2816, 1, false, false, 16384, undefined, 8).subgroup, false);
   },
