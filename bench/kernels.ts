@@ -266,16 +266,18 @@ async function check(
   cols: number,
   dtype: GpuDType,
   tokens: number,
+  glu = false,
 ): Promise<number> {
   const dev = ctx.device;
   const w = encode(random(rows * cols, 7, 0.05), dtype, rows);
+  const w2 = encode(random(rows * cols, 8, 0.05), dtype, rows);
   const a = random(tokens * cols, 9, 1);
   const pipeline = await pipelines.get("gemm", {
-    ...gemmTileDefines(tile, gemmVectorized(cols, cols)),
+    ...gemmTileDefines(tile, gemmVectorized(cols, cols), glu),
     W_DTYPE: dtype,
+    W2_DTYPE: glu ? dtype : "",
     BIAS: false,
     OUT_ADD: false,
-    OUT_MUL: false,
   });
   const y = buffer(dev, tokens * rows * 4, S);
   const bufs = [
@@ -285,15 +287,23 @@ async function check(
     buffer(dev, w.bytes, S),
   ];
   const entries = [0, 2, 4, 5].map((b, i) => [b, bufs[i]] as [number, GPUBuffer]);
-  if (w.scales) {
-    bufs.push(buffer(dev, w.scales, S));
-    entries.push([9, bufs[4]]);
-  }
-  const groups = gemmGroups(tile, rows, tokens);
+  const bind = (binding: number, data: ArrayBufferView) => {
+    bufs.push(buffer(dev, data, S));
+    entries.push([binding, bufs.at(-1)!]);
+  };
+  if (w.scales) bind(9, w.scales);
+  if (glu) bind(6, w2.bytes);
+  if (glu && w2.scales) bind(10, w2.scales);
+  const groups = gemmGroups(tile, rows, tokens, glu);
   const got = await runOnce(dev, pipeline, entries, groups, y, tokens * rows * 4);
   for (const b of bufs) b.destroy();
   const want = new Float32Array(tokens * rows);
   linear(a, tokens, w.exact, null, rows, cols, want);
+  if (glu) {
+    const want2 = new Float32Array(tokens * rows);
+    linear(a, tokens, w2.exact, null, rows, cols, want2);
+    for (let i = 0; i < want.length; i++) want[i] *= want2[i];
+  }
   return worstRelative(got, want);
 }
 
@@ -316,17 +326,18 @@ if (import.meta.main) {
     const s = RELEASED_SHAPES[shape] as Record<string, number>;
     if (!s) throw new Error(`--shapes: unknown ${shape}`);
     const D = s.decoder_embed_dim, H = s.hidden_dim, G = s.glu_dim;
-    const projections: [string, number, number][] = [
-      ["qkvu", 4 * H, D],
-      ["out_proj", D, H],
-      ["glu", G, D],
-      ["down_proj", D, G],
+    // The SGLU pair is one product of two matrices (`glu`).
+    const projections: [string, number, number, boolean][] = [
+      ["qkvu", 4 * H, D, false],
+      ["out_proj", D, H, false],
+      ["glu", G, D, true],
+      ["down_proj", D, G, false],
     ];
     for (const dtype of dtypes) {
-      for (const [kernel, r, c] of projections) {
-        const res = await tuneGemm(ctx, pipelines, { rows: r, cols: c, dtype, tokens }, rounds);
-        const flop = 2 * tokens * r * c;
-        const err = await check(ctx, pipelines, res.tile, r, c, dtype, 8);
+      for (const [kernel, r, c, glu] of projections) {
+        const res = await tuneGemm(ctx, pipelines, { rows: r, cols: c, dtype, tokens, glu }, rounds);
+        const flop = (glu ? 4 : 2) * tokens * r * c;
+        const err = await check(ctx, pipelines, res.tile, r, c, dtype, 8, glu);
         const best = res.times.find((t) => t.tile === res.tile)!;
         const row = {
           shape,

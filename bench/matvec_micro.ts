@@ -179,7 +179,6 @@ for (const T of args["no-gemm"] ? [] : [1, 16, 64]) {
     W_DTYPE: "bf16",
     BIAS: false,
     OUT_ADD: false,
-    OUT_MUL: false,
   });
   const params = uni([rows, cols, 0, T, cols, 0, rows, 0]);
   const [gx, gy] = gemmGroups(GEMM_TILES[0], rows, T);

@@ -9,8 +9,10 @@
 // needs one barrier. Each output is summed in one thread in the order of the columns, whatever the
 // tile or T: a prompt gives the same numbers however it is chunked and whichever tile runs.
 // VEC: cols % 8 == 0 and in_stride, in_off % 4 == 0: A read as vec4, W as 8 weights per load.
-// Epilogues: OUT_ADD adds into Y (residual); OUT_MUL multiplies into Y (the SGLU product: the
-// first projection is written, the second multiplies it).
+// Epilogues: OUT_ADD adds into Y (residual). GLU: the SGLU pair in one product,
+// Y[t, r] = (Σ_i A[t, i]·W[r, i] + bias[r]) · (Σ_i A[t, i]·W2[r, i] + bias2[r]): a tile's BN
+// weight rows cover RN = BN/2 output rows, interleaved by fours (rows r, r+1 of W, then rows r, r+1
+// of W2), so each vec4 of a thread's register block holds two outputs' pair of sums.
 
 struct Params {
   rows: u32,
@@ -34,9 +36,22 @@ struct Params {
 //#if BIAS
 @group(0) @binding(7) var<storage, read> bias: array<f32>;
 //#endif
+//#if GLU
+//#weights W2 6 10
+//#if BIAS
+@group(0) @binding(8) var<storage, read> bias2: array<f32>;
+//#endif
+//#endif
 
 const BM: u32 = {{BM}}u;    // tokens per tile
-const BN: u32 = {{BN}}u;    // rows per tile
+const BN: u32 = {{BN}}u;    // weight rows per tile
+const RN: u32 = {{RN}}u;    // output rows per tile (BN; BN/2 with GLU)
+
+//#if GLU
+// Tile row v of the interleaved SGLU pair: W2 (else W), output row 2·(v / 4) + v % 2 of the tile.
+fn glu_second(v: u32) -> bool { return (v & 2u) != 0u; }
+fn glu_row(v: u32) -> u32 { return (v / 4u) * 2u + (v & 1u); }
+//#endif
 const BK: u32 = {{BK}}u;    // inner columns per step
 const NTX: u32 = {{NTX}}u;  // threads along the rows
 const NTY: u32 = {{NTY}}u;  // threads along the tokens
@@ -60,14 +75,28 @@ fn out4(t: u32, r: u32, v: vec4<f32>) {
 //#if OUT_ADD
     Y[o] = Y[o] + x;
 //#else
-//#if OUT_MUL
-    Y[o] = Y[o] * x;
-//#else
     Y[o] = x;
-//#endif
 //#endif
   }
 }
+
+//#if GLU
+// Two consecutive output rows r.. of token t: the sums of W (v) and of W2 (v2).
+fn out2_glu(t: u32, r: u32, v: vec2<f32>, v2: vec2<f32>) {
+  if (t >= P.tokens) { return; }
+  for (var j = 0u; j < 2u; j++) {
+    if (r + j >= P.rows) { return; }
+    let gr = P.row_base + r + j;
+    var x = v[j];
+    var x2 = v2[j];
+//#if BIAS
+    x += bias[gr];
+    x2 += bias2[gr];
+//#endif
+    Y[t * P.out_stride + P.out_off + gr] = x * x2;
+  }
+}
+//#endif
 
 //#if VEC
 // Load e of a step's A tile: token e % BM, columns 4·(e / BM).. (zero outside), and its store.
@@ -91,11 +120,19 @@ fn store_a(buf: u32, e: u32, a: vec4<f32>) {
   As[i + 3u * S][l] = a.w;
 }
 
-// Load e of a step's W tile: row e % BN, columns 8·(e / BN).. (one 16-byte load of bf16).
+// Load e of a step's W tile: tile row e % BN, columns 8·(e / BN).. (one 16-byte load of bf16).
 fn load_w(r0: u32, k0: u32, e: u32) -> array<vec4<f32>, 2> {
-  let r = r0 + e % BN;
   let k = k0 + (e / BN) * 8u;
+//#if GLU
+  let r = r0 + glu_row(e % BN);
+  if (r < P.rows && k < P.cols) {
+    if (glu_second(e % BN)) { return W2_get8((r * P.cols + k) / 8u, W2_scale(P.row_base + r)); }
+    return W_get8((r * P.cols + k) / 8u, W_scale(P.row_base + r));
+  }
+//#else
+  let r = r0 + e % BN;
   if (r < P.rows && k < P.cols) { return W_get8((r * P.cols + k) / 8u, W_scale(P.row_base + r)); }
+//#endif
   return array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
 }
 
@@ -128,10 +165,21 @@ fn stage(buf: u32, t0: u32, r0: u32, k0: u32, tid: u32) {
   for (var e = tid; e < BN * BK; e += WG) {
     let rr = e % BN;
     let kk = e / BN;
-    let r = r0 + rr;
     let k = k0 + kk;
     var w = 0.0;
+//#if GLU
+    let r = r0 + glu_row(rr);
+    if (r < P.rows && k < P.cols) {
+      if (glu_second(rr)) {
+        w = W2_get(r * P.cols + k, W2_scale(P.row_base + r));
+      } else {
+        w = W_get(r * P.cols + k, W_scale(P.row_base + r));
+      }
+    }
+//#else
+    let r = r0 + rr;
     if (r < P.rows && k < P.cols) { w = W_get(r * P.cols + k, W_scale(P.row_base + r)); }
+//#endif
     Ws[((buf * BK + kk) * BN + rr) / 4u][rr % 4u] = w;
   }
 }
@@ -139,7 +187,7 @@ fn stage(buf: u32, t0: u32, r0: u32, k0: u32, tid: u32) {
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let r0 = wid.x * BN;
+  let r0 = wid.x * RN;
   let t0 = wid.y * BM;
   let tx = tid % NTX;
   let ty = tid / NTX;

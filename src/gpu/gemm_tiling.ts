@@ -56,9 +56,17 @@ export function gemmTilesFor(limits: GPUSupportedLimits): GemmTile[] {
   );
 }
 
-/** Workgroups of a product of `rows` weight rows by `tokens` tokens. */
-export function gemmGroups(t: GemmTile, rows: number, tokens: number): [number, number, number] {
-  return [Math.ceil(rows / t.bn), Math.ceil(tokens / t.bm), 1];
+/**
+ * Workgroups of a product of `rows` output rows by `tokens` tokens (`glu`: the SGLU pair, whose
+ * tile covers bn/2 output rows of each matrix).
+ */
+export function gemmGroups(
+  t: GemmTile,
+  rows: number,
+  tokens: number,
+  glu = false,
+): [number, number, number] {
+  return [Math.ceil(rows / (glu ? t.bn / 2 : t.bn)), Math.ceil(tokens / t.bm), 1];
 }
 
 /**
@@ -69,8 +77,13 @@ export function gemmVectorized(cols: number, inStride: number): boolean {
   return cols % 8 === 0 && inStride % 4 === 0;
 }
 
-/** Defines of `wgsl/gemm.wgsl` for a tile (the generated register-tile code included). */
-export function gemmTileDefines(t: GemmTile, vec: boolean): Defines {
+/**
+ * Defines of `wgsl/gemm.wgsl` for a tile (the generated register-tile code included). With `glu`
+ * (the SGLU pair W, W2 in one product) the tile's bn weight rows interleave the two matrices by
+ * fours (rows r, r+1 of W, then of W2): each vec4 of a thread's register block is two outputs'
+ * pairs of sums, so the tile keeps its registers and memory and covers bn/2 output rows.
+ */
+export function gemmTileDefines(t: GemmTile, vec: boolean, glu = false): Defines {
   const { bm, bn, bk, tm, tn } = t;
   if (tm % 4 || tn % 4 || bk % 8 || bm % tm || bn % tn) {
     throw new Error(`gemm tile ${tileName(t)}: not a valid shape`);
@@ -117,14 +130,22 @@ export function gemmTileDefines(t: GemmTile, vec: boolean): Defines {
   const epi: string[] = [];
   for (let i = 0; i < tm; i++) {
     const tok = `t0 + ${(i >> 2) * 4 * nty + (i & 3)}u + ty * 4u`;
+    // Block d covers tile rows (d·ntx + tx)·4..; with GLU, output rows (d·ntx + tx)·2..
     for (let d = 0; d < cw; d++) {
-      epi.push(`  out4(${tok}, r0 + ${d * 4 * ntx}u + tx * 4u, acc_${i}_${d});`);
+      const acc = `acc_${i}_${d}`;
+      epi.push(
+        glu
+          ? `  out2_glu(${tok}, r0 + ${d * 2 * ntx}u + tx * 2u, ${acc}.xy, ${acc}.zw);`
+          : `  out4(${tok}, r0 + ${d * 4 * ntx}u + tx * 4u, ${acc});`,
+      );
     }
   }
   return {
     VEC: vec,
+    GLU: glu,
     BM: bm,
     BN: bn,
+    RN: glu ? bn / 2 : bn,
     BK: bk,
     NTX: ntx,
     NTY: nty,

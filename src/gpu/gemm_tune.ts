@@ -26,6 +26,8 @@ export interface GemmShape {
   readonly dtype: GpuDType;
   /** Tokens per product (the prefill chunk capacity). */
   readonly tokens: number;
+  /** The SGLU pair (two matrices of this shape in one product). */
+  readonly glu?: boolean;
 }
 
 /** What tuning found for one shape: the chosen tile and each tile's time in µs. */
@@ -40,7 +42,7 @@ const cache = new Map<string, GemmTuneResult>();
 
 /** The cache key of a shape on an adapter. */
 export function gemmTuneKey(adapter: string, s: GemmShape): string {
-  return `${adapter}|${s.rows}x${s.cols}|${s.dtype}|${s.tokens}`;
+  return `${adapter}|${s.rows}x${s.cols}|${s.dtype}|${s.tokens}${s.glu ? "|glu" : ""}`;
 }
 
 /** Whether tiles are timed on this device (timestamp queries on a hardware adapter). */
@@ -73,7 +75,7 @@ export async function tuneGemm(
   const hit = cache.get(key);
   if (hit) return hit;
   const dev = ctx.device;
-  const { rows, cols, dtype, tokens } = shape;
+  const { rows, cols, dtype, tokens, glu } = shape;
   const usage = GPUBufferUsage.STORAGE;
   const a = dev.createBuffer({ size: Math.max(16, tokens * cols * 4), usage });
   const w = dev.createBuffer({
@@ -100,6 +102,8 @@ export async function tuneGemm(
       const [op] = await gemmOps(t, {
         label: "gemm.tune",
         w: matrix,
+        // The SGLU pair reads one matrix twice: the same work as two.
+        w2: glu ? matrix : undefined,
         input: { buffer: a, stride: cols },
         out: { buffer: y, stride: rows },
         tile,

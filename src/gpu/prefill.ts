@@ -101,6 +101,7 @@ export class GpuPrefill {
       cols: w.cols,
       dtype: w.dtype,
       tokens: this.capacity,
+      glu: Boolean(spec.w2),
     });
     this.tiles.set(spec.label, tile);
     return await gemmOps({ m: this.#m, res: this.#res }, { ...spec, tile });
@@ -223,21 +224,15 @@ export class GpuPrefill {
         ),
       );
       ops.push(
-        // SGLU: g = a·W1ᵀ, then g ⊙= a·W2ᵀ.
+        // SGLU: g = (a·W1ᵀ + b1) ⊙ (a·W2ᵀ + b2), both products in one pass.
         ...await this.#gemm({
           label: "glu",
           w: lw.l1,
+          w2: lw.l2,
           input: as,
           out: { buffer: g, stride: G },
           bias: v.l1Bias,
-        }),
-        ...await this.#gemm({
-          label: "glu",
-          w: lw.l2,
-          input: as,
-          out: { buffer: g, stride: G },
-          bias: v.l2Bias,
-          mul: true,
+          bias2: v.l2Bias,
         }),
       );
       ops.push(

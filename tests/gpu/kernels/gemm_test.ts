@@ -49,45 +49,54 @@ interface GemmCase {
   off?: number;
   bias?: boolean;
   add?: boolean;
-  mul?: boolean;
+  /** The SGLU pair: (W·a + bias) ⊙ (W2·a + bias2). */
+  glu?: boolean;
+  /** The plain product of W2 and bias2 instead of W and bias. */
+  second?: boolean;
 }
 
 async function gemm(ctx: GpuContext, tile: GemmTile, c: GemmCase, seed: number) {
   const { rows, cols, tokens: T } = c;
   const stride = c.stride ?? cols, off = c.off ?? 0;
-  const w = encodeWeights(randomF32(rows * cols, seed, 0.5), c.dtype, rows);
+  let w = encodeWeights(randomF32(rows * cols, seed, 0.5), c.dtype, rows);
+  let w2 = encodeWeights(randomF32(rows * cols, seed + 1, 0.5), c.dtype, rows);
   const a = randomF32(off + T * stride, seed + 2, 1);
-  const bias = randomF32(rows, seed + 4, 0.3);
+  let bias = randomF32(rows, seed + 4, 0.3), bias2 = randomF32(rows, seed + 5, 0.3);
+  if (c.second) [w, w2, bias, bias2] = [w2, w, bias2, bias];
   const init = randomF32(T * rows, seed + 6, 1);
   const bindings: Parameters<typeof runKernel>[3] = {
     0: { data: new Uint32Array([rows, cols, 0, T, stride, off, rows, 0]), uniform: true },
     2: { data: a },
-    4: { data: c.add || c.mul ? init : T * rows * 4, read: true },
+    4: { data: c.add ? init : T * rows * 4, read: true },
     5: { data: w.bytes },
   };
   if (c.bias) bindings[7] = { data: bias };
   if (w.scales) bindings[9] = { data: w.scales };
+  if (c.glu) bindings[6] = { data: w2.bytes };
+  if (c.glu && c.bias) bindings[8] = { data: bias2 };
+  if (c.glu && w2.scales) bindings[10] = { data: w2.scales };
   const out = await runKernel(
     ctx,
     "gemm",
     {
-      ...gemmTileDefines(tile, gemmVectorized(cols, stride)),
+      ...gemmTileDefines(tile, gemmVectorized(cols, stride), Boolean(c.glu)),
       W_DTYPE: c.dtype,
+      W2_DTYPE: c.glu ? c.dtype : "",
       BIAS: Boolean(c.bias),
       OUT_ADD: Boolean(c.add),
-      OUT_MUL: Boolean(c.mul),
     },
     bindings,
-    gemmGroups(tile, rows, T),
+    gemmGroups(tile, rows, T, c.glu),
   );
   // The reference on the same rows of A (a dense copy).
   const dense = new Float32Array(T * cols);
   for (let t = 0; t < T; t++) {
     dense.set(a.subarray(off + t * stride, off + t * stride + cols), t * cols);
   }
-  const y = new Float32Array(T * rows);
+  const y = new Float32Array(T * rows), y2 = new Float32Array(T * rows);
   linear(dense, T, w.exact, c.bias ? bias : null, rows, cols, y);
-  const want = y.map((v, i) => (c.add ? init[i] + v : c.mul ? init[i] * v : v));
+  linear(dense, T, w2.exact, c.bias ? bias2 : null, rows, cols, y2);
+  const want = y.map((v, i) => (c.add ? init[i] + v : c.glu ? v * y2[i] : v));
   return { got: new Float32Array(out[4]), want };
 }
 
@@ -96,7 +105,7 @@ gpuTest(
   async (ctx) => {
     const tiles = testTiles(ctx);
     assert.equal(tiles[0], GEMM_TILES[0], "the default tile fits every device");
-    const flagSets = [{}, { bias: true, mul: true }, { add: true, bias: true }];
+    const flagSets = [{}, { bias: true, glu: true }, { add: true, bias: true }, { glu: true }];
     // Wide (cols % 8 == 0): off the tile in every direction, fewer columns than a step, a strided
     // input with an offset (the head's last row); element-wise: cols not a multiple of 8.
     const wide = [
@@ -108,7 +117,7 @@ gpuTest(
     let seed = 300;
     for (const tile of tiles) {
       for (const dtype of ["f32", "bf16", "f16", "q8"] as const) {
-        const flags = flagSets[seed % 3];
+        const flags = flagSets[seed % flagSets.length];
         for (const shape of [...wide, ...narrow]) {
           const c = { ...shape, dtype, ...flags };
           const { got, want } = await gemm(ctx, tile, c, seed++);
@@ -129,6 +138,27 @@ gpuTest(
       for (const tile of tiles.slice(1)) {
         const r = await gemm(ctx, tile, { ...c, dtype: "bf16", bias: true }, 11);
         assert.deepEqual(Array.from(r.got), Array.from(ref.got), `${tileName(tile)} ${c.cols}`);
+      }
+    }
+  },
+);
+
+gpuTest(
+  "gemm: the SGLU pair in one product gives the bits of the two products multiplied",
+  async (ctx) => {
+    // (W·a + b) and (W2·a + b2) are the plain products' sums (column order, one thread each), so
+    // the pair is their f32 product exactly: what two passes (write, then multiply in) gave.
+    for (const tile of testTiles(ctx)) {
+      for (const [c, dtype] of [[{ rows: 70, cols: 48, tokens: 67 }, "bf16"], [
+        { rows: 33, cols: 45, tokens: 5 },
+        "q8",
+      ]] as const) {
+        const base = { ...c, dtype, bias: true };
+        const pair = await gemm(ctx, tile, { ...base, glu: true }, 21);
+        const one = await gemm(ctx, tile, base, 21);
+        const two = await gemm(ctx, tile, { ...base, second: true }, 21);
+        const want = one.got.map((v, i) => Math.fround(v * two.got[i]));
+        assert.deepEqual(Array.from(pair.got), Array.from(want), `${tileName(tile)} ${dtype}`);
       }
     }
   },
@@ -158,6 +188,10 @@ gpuTest("gemm tuner: times every tile the device runs and keeps the fastest", as
   const r = await tuneGemm(ctx, pipelines, shape, 1);
   const tiles = gemmTilesFor(ctx.device.limits);
   assert.deepEqual(r.times.map((t) => tileName(t.tile)), tiles.map(tileName));
+  // The SGLU pair is tuned on its own.
+  const pair = await tuneGemm(ctx, pipelines, { ...shape, glu: true }, 1);
+  assert.notEqual(pair, r);
+  assert.deepEqual(pair.times.map((t) => tileName(t.tile)), tiles.map(tileName));
   const best = Math.min(...r.times.map((t) => t.us));
   assert.equal(r.times.find((t) => t.tile === r.tile)!.us, best);
   assert.ok(r.times.every((t) => t.us > 0 && Number.isFinite(t.us)));
@@ -175,6 +209,8 @@ Deno.test("gemm tiles: valid shapes, limits respected, the default fits WebGPU's
   const fit = gemmTilesFor(minimum);
   assert.equal(fit[0], GEMM_TILES[0]);
   assert.ok(fit.every((t) => 2 * t.bk * (t.bm + t.bn) * 4 <= 16384));
+  for (const t of GEMM_TILES) gemmTileDefines(t, true, true);
+  assert.deepEqual(gemmGroups(GEMM_TILES[0], 65, 1, true), [3, 1, 1], "32 output rows per tile");
   assert.throws(() => gemmTileDefines({ bm: 64, bn: 64, bk: 12, tm: 4, tn: 4 }, true));
   assert.deepEqual(gemmGroups(GEMM_TILES[0], 65, 1), [2, 1, 1]);
   assert.equal(gemmVectorized(72, 52), true);
