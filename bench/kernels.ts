@@ -335,7 +335,12 @@ if (import.meta.main) {
     ];
     for (const dtype of dtypes) {
       for (const [kernel, r, c, glu] of projections) {
-        const res = await tuneGemm(ctx, pipelines, { rows: r, cols: c, dtype, tokens, glu }, rounds);
+        const res = await tuneGemm(
+          ctx,
+          pipelines,
+          { rows: r, cols: c, dtype, tokens, glu },
+          rounds,
+        );
         const flop = (glu ? 4 : 2) * tokens * r * c;
         const err = await check(ctx, pipelines, res.tile, r, c, dtype, 8, glu);
         const best = res.times.find((t) => t.tile === res.tile)!;

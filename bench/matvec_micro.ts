@@ -91,9 +91,13 @@ if (args.shapes) {
   shapes = String(args.shapes).split(",").map((s) => {
     const glu = s.endsWith("g");
     const [r, c] = s.replace(/g$/, "").split("x").map(Number);
-    return [r, c, list.map(([b, nb, rpg, lanes, flags]) =>
-      [b, glu, nb ? { nb, rpg, lanes } : undefined, flags] as Layout
-    )];
+    return [
+      r,
+      c,
+      list.map(([b, nb, rpg, lanes, flags]) =>
+        [b, glu, nb ? { nb, rpg, lanes } : undefined, flags] as Layout
+      ),
+    ];
   });
 }
 const maxElems = Math.max(...shapes.map(([r, c]) => r * c));

@@ -149,10 +149,12 @@ gpuTest(
     // (W·a + b) and (W2·a + b2) are the plain products' sums (column order, one thread each), so
     // the pair is their f32 product exactly: what two passes (write, then multiply in) gave.
     for (const tile of testTiles(ctx)) {
-      for (const [c, dtype] of [[{ rows: 70, cols: 48, tokens: 67 }, "bf16"], [
-        { rows: 33, cols: 45, tokens: 5 },
-        "q8",
-      ]] as const) {
+      for (
+        const [c, dtype] of [[{ rows: 70, cols: 48, tokens: 67 }, "bf16"], [
+          { rows: 33, cols: 45, tokens: 5 },
+          "q8",
+        ]] as const
+      ) {
         const base = { ...c, dtype, bias: true };
         const pair = await gemm(ctx, tile, { ...base, glu: true }, 21);
         const one = await gemm(ctx, tile, base, 21);
