@@ -86,7 +86,8 @@ if (args.shapes) {
   // A layout may end in flags: `s` without subgroups, `d` with the dot-product accumulation.
   const list = String(args.layouts ?? "1,64").split(",").map((l) => {
     const [nums, flags = ""] = l.split("/");
-    return [...nums.split(":").map(Number), flags] as [number, number, number, number, string];
+    const [b, nb, rpg, lanes] = nums.split(":").map(Number);
+    return [b, nb, rpg, lanes, flags] as [number, number, number, number, string];
   });
   shapes = String(args.shapes).split(",").map((s) => {
     const glu = s.endsWith("g");
