@@ -83,7 +83,7 @@ let shapes: [number, number, Layout[]][] = [
   [1024, 1024, other(32)],
 ];
 if (args.shapes) {
-  // A layout may end in flags: `s` without subgroups, `d` with the dot-product accumulation.
+  // A layout may end in a flag: `/s` without subgroups.
   const list = String(args.layouts ?? "1,64").split(",").map((l) => {
     const [nums, flags = ""] = l.split("/");
     const [b, nb, rpg, lanes] = nums.split(":").map(Number);
@@ -139,7 +139,6 @@ for (const [rows, cols, list] of shapes) {
       shape,
       flags.includes("s") ? 0 : ctx.info.subgroupSize,
     );
-    if (flags.includes("d")) t.fmaChain = false;
     const defines = {
       ...matvecTilingDefines(t, cols),
       VEC8: true,

@@ -92,9 +92,13 @@ Deno.test("matvecTiling: lanes from the shape only; registers and workgroup memo
       }
     }
   }
-  // Batch 1 keeps one row and sequence per lane group and the lanes' tree.
+  // Batch 1 keeps one row and sequence per lane group and the lanes' tree; two rows on wide
+  // matrices at least as tall as wide.
   const b1 = matvecTiling(4096, 1024, 1, false);
   assert.deepEqual([b1.nb, b1.rpg, b1.serial], [1, 1, false]);
+  assert.equal(matvecTiling(16384, 4096, 1, false).rpg, 2);
+  assert.equal(matvecTiling(4096, 11008, 1, false).rpg, 1);
+  assert.equal(matvecTiling(16384, 4096, 1, true).rpg, 1, "software adapters: one row");
   // Many sums per round go one per thread.
   assert.equal(matvecTiling(4096, 1024, 16, false, true, 49152).serial, true);
   // Software adapters: at most two sequences, one row, the lanes' tree.
