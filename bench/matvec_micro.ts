@@ -83,7 +83,7 @@ let shapes: [number, number, Layout[]][] = [
   [1024, 1024, other(32)],
 ];
 if (args.shapes) {
-  // A layout may end in a flag: `/s` without subgroups.
+  // A layout may end in flags: `/s` without subgroups, `/g` with the gate input (out_proj).
   const list = String(args.layouts ?? "1,64").split(",").map((l) => {
     const [nums, flags = ""] = l.split("/");
     const [b, nb, rpg, lanes] = nums.split(":").map(Number);
@@ -146,17 +146,18 @@ for (const [rows, cols, list] of shapes) {
       W_DTYPE: "bf16",
       W2_DTYPE: glu ? "bf16" : "",
       GLU: glu,
-      GATE: false,
+      GATE: flags.includes("g"),
       RMS_SCALE: true,
       OUT_ADD: false,
       BIAS: false,
     };
     const p = await cache.get("matvec", defines);
-    const params = uni([rows, cols, 0, cols, 0, 0, 0, rows, 0, 0, 0, 0]);
+    const params = uni([rows, cols, 0, cols, 0, cols, 0, rows, 0, 0, 0, 0]);
     const ctl = buf(16);
     dev.queue.writeBuffer(ctl, 0, new Uint32Array([B, 0, 0, 0]));
     const entries: [number, GPUBuffer][] = [[0, params], [1, ctl], [2, X], [4, Y], [5, W]];
     if (glu) entries.push([6, W2]);
+    if (flags.includes("g")) entries.push([3, X]);
     const us = await time(
       p,
       entries,
