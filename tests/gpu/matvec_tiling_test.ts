@@ -101,6 +101,10 @@ Deno.test("matvecTiling: lanes from the shape only; registers and workgroup memo
   assert.equal(matvecTiling(16384, 4096, 1, true).rpg, 1, "software adapters: one row");
   // Many sums per round go one per thread.
   assert.equal(matvecTiling(4096, 1024, 16, false, true, 49152).serial, true);
+  // A gated input at large batches: 4 sequences × 8 rows.
+  const gated = matvecTiling(1024, 1024, 16, false, false, 16384, undefined, 32, true);
+  assert.deepEqual([gated.nb, gated.rpg], [4, 8]);
+  assert.equal(matvecTiling(1024, 1024, 8, false, false, 16384, undefined, 32, true).nb, 8);
   // Software adapters: at most two sequences, one row, the lanes' tree.
   const sw = matvecTiling(4096, 1024, 16, true);
   assert.deepEqual([sw.lanes, sw.nb, sw.rpg, sw.serial], [32, 2, 1, false]);

@@ -56,6 +56,7 @@ export async function matvecOps(t: OpTarget, spec: MatvecSpec, nb: number): Prom
     ctx.device.limits.maxComputeWorkgroupStorageSize,
     undefined,
     ctx.info.subgroupSize,
+    Boolean(gate),
   );
   const x4 = vec8 && [input.stride, input.off ?? 0, gate?.stride ?? 0, gate?.off ?? 0]
     .every((v) => v % 4 === 0);
