@@ -298,16 +298,17 @@ export class GpuPrefill {
     // 5-9 µs of encoding each on the H200's host); the last part is submitted below with the head.
     const parts = Math.min(PREFILL_SUBMITS, main.length);
     const per = Math.ceil(main.length / parts);
-    for (let i = 0; i + per < main.length; i += per) {
+    let first = 0;
+    for (; first + per < main.length; first += per) {
       const e = dev.createCommandEncoder();
       const p = e.beginComputePass();
-      encodeOps(p, main.slice(i, i + per), T);
+      encodeOps(p, main.slice(first, first + per), T);
       p.end();
       dev.queue.submit([e.finish()]);
     }
     const enc = dev.createCommandEncoder();
     const pass = enc.beginComputePass();
-    encodeOps(pass, main.slice(Math.floor((main.length - 1) / per) * per), T);
+    encodeOps(pass, main.slice(first), T);
     let staging: GPUBuffer | null = null;
     let bytes = 0;
     if (logits === "last") {
