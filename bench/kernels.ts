@@ -8,9 +8,12 @@
  * - decode at batch 1: the matrix-vector kernel of `wgsl/matvec.wgsl` in the model's tiling
  *   (SGLU: both weights), µs per dispatch among many in one pass, TB/s of weights, checked
  *   against the CPU reference.
- * Writes `bench/results/kernels_<adapter>.json` and `.md`.
+ * Writes `bench/results/kernels_<adapter>[_<label>].json` and `.md`.
+ *
+ * `--tiles` adds candidate tiles (names as `tileName` writes them) to those the device runs.
  *
  *   deno run -A bench/kernels.ts [--shapes 385M,1B] [--tokens 2048] [--dtypes bf16,q8]
+ *     [--tiles 256x128x8/16x8,...]
  * @module
  */
 
@@ -19,9 +22,13 @@ import { linear } from "../src/cpu/kernels.ts";
 import { acquireDevice, type GpuContext } from "../src/gpu/device.ts";
 import {
   gemmGroups,
+  gemmThreads,
   type GemmTile,
   gemmTileDefines,
+  gemmTilesFor,
   gemmVectorized,
+  gemmWorkgroupBytes,
+  parseTile,
   tileName,
 } from "../src/gpu/gemm_tiling.ts";
 import { tuneGemm } from "../src/gpu/gemm_tune.ts";
@@ -308,7 +315,9 @@ async function check(
 }
 
 if (import.meta.main) {
-  const args = parseArgs(Deno.args, { string: ["shapes", "tokens", "dtypes", "rounds"] });
+  const args = parseArgs(Deno.args, {
+    string: ["shapes", "tokens", "dtypes", "rounds", "tiles", "label"],
+  });
   const shapes = String(args.shapes ?? "385M").split(",");
   const tokens = Number(args.tokens ?? 2048);
   const dtypes = String(args.dtypes ?? "bf16").split(",") as GpuDType[];
@@ -316,6 +325,16 @@ if (import.meta.main) {
   const ctx = await acquireDevice();
   if (!ctx.device.features.has("timestamp-query")) throw new Error("needs timestamp-query");
   const pipelines = PipelineCache.for(ctx.device);
+  const lim = ctx.device.limits;
+  const extra = args.tiles ? String(args.tiles).split(",").map(parseTile) : [];
+  for (const t of extra) {
+    gemmTileDefines(t, true); // throws on a shape the generator cannot write
+    if (
+      gemmThreads(t) > lim.maxComputeInvocationsPerWorkgroup ||
+      gemmWorkgroupBytes(t) > lim.maxComputeWorkgroupStorageSize
+    ) throw new Error(`--tiles: ${tileName(t)} exceeds this device's workgroup limits`);
+  }
+  const candidates = extra.length ? [...gemmTilesFor(lim), ...extra] : undefined;
   const adapter = ctx.info.description;
   console.error(`adapter: ${adapter}, subgroup size ${ctx.info.subgroupSize || "none"}`);
   const peak = await peaks(ctx.device, ctx.info.fallback);
@@ -340,6 +359,7 @@ if (import.meta.main) {
           pipelines,
           { rows: r, cols: c, dtype, tokens, glu },
           rounds,
+          candidates,
         );
         const flop = (glu ? 4 : 2) * tokens * r * c;
         const err = await check(ctx, pipelines, res.tile, r, c, dtype, 8, glu);
@@ -369,7 +389,8 @@ if (import.meta.main) {
     }
   }
   const date = new Date().toISOString().slice(0, 10);
-  const slug = adapter.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
+  const slug = adapter.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") +
+    (args.label ? `_${args.label}` : "");
   const report = {
     date,
     adapter,

@@ -40,6 +40,14 @@ export function tileName(t: GemmTile): string {
   return `${t.bm}x${t.bn}x${t.bk}/${t.tm}x${t.tn}`;
 }
 
+/** The tile a short name gives (`tileName`'s inverse), e.g. `128x128x16/8x8`. */
+export function parseTile(name: string): GemmTile {
+  const m = /^(\d+)x(\d+)x(\d+)\/(\d+)x(\d+)$/.exec(name.trim());
+  if (!m) throw new Error(`gemm tile "${name}": expected BMxBNxBK/TMxTN, e.g. 128x128x8/8x8`);
+  const [bm, bn, bk, tm, tn] = m.slice(1).map(Number);
+  return { bm, bn, bk, tm, tn };
+}
+
 /** Threads per workgroup of a tile. */
 export function gemmThreads(t: GemmTile): number {
   return (t.bm / t.tm) * (t.bn / t.tn);

@@ -64,15 +64,19 @@ export async function gemmTileFor(
   return (await tuneGemm(ctx, pipelines, shape, rounds)).tile;
 }
 
-/** Time every tile the device runs on `shape` (best of `rounds`), cached by adapter and shape. */
+/**
+ * Time every tile the device runs on `shape` (best of `rounds`), cached by adapter and shape.
+ * `candidates` (benchmarks) replaces the tile list; such a tuning is neither cached nor reused.
+ */
 export async function tuneGemm(
   ctx: GpuContext,
   pipelines: PipelineCache,
   shape: GemmShape,
   rounds = 3,
+  candidates?: readonly GemmTile[],
 ): Promise<GemmTuneResult> {
   const key = gemmTuneKey(ctx.info.description, shape);
-  const hit = cache.get(key);
+  const hit = candidates ? undefined : cache.get(key);
   if (hit) return hit;
   const dev = ctx.device;
   const { rows, cols, dtype, tokens, glu } = shape;
@@ -94,7 +98,7 @@ export async function tuneGemm(
     scales: dtype === "q8" ? scales : null,
   };
   try {
-    const tiles = gemmTilesFor(dev.limits);
+    const tiles = candidates ?? gemmTilesFor(dev.limits);
     // `ctl` is not read by the GEMM; any buffer stands for it.
     const t = { m: { pipelines, ctx, ctl: y }, res };
     const runs: { op: Op; tile: GemmTile }[] = [];
@@ -125,7 +129,7 @@ export async function tuneGemm(
     });
     const fastest = times.reduce((b, t) => (t.us < b.us ? t : b));
     const result = { tile: fastest.tile, times };
-    cache.set(key, result);
+    if (!candidates) cache.set(key, result);
     return result;
   } finally {
     for (const b of [a, w, scales, y]) b.destroy();

@@ -23,6 +23,7 @@ import {
   type GemmSpec,
   lightningBlock,
   lightningOps,
+  matvecOps,
   normOp,
   type NormSpec,
   type Op,
@@ -51,6 +52,12 @@ export class GpuPrefill {
   readonly #tokens: GPUBuffer;
   readonly #tokHost: Uint32Array<ArrayBuffer>;
   readonly #logits: GPUBuffer;
+  /** The last row of the normalized hidden states, the head's input when only it is asked for. */
+  readonly #lastRow: GPUBuffer;
+  /** Control words of the head's matrix-vector product: one sequence. */
+  readonly #one: GPUBuffer;
+  /** [T, D] normalized hidden states (the GEMMs' input; the head's after the final norm). */
+  #normed: GPUBuffer | null = null;
   #layers: Op[] = [];
   #headLast: Op[] = [];
   #headAll: Op[] = [];
@@ -65,6 +72,9 @@ export class GpuPrefill {
     this.#tokens = this.#res.storage("prefill.tokens", capacity * 4);
     this.#tokHost = new Uint32Array(capacity);
     this.#logits = this.#res.storage("prefill.logits", logitRows * m.config.vocabSize * 4);
+    this.#lastRow = this.#res.storage("prefill.last_row", m.config.embedDim * 4);
+    this.#one = this.#res.storage("prefill.one", 16);
+    m.ctx.device.queue.writeBuffer(this.#one, 0, new Uint32Array([1]));
   }
 
   /** Chunk capacity that keeps every prefill buffer within the binding limit. */
@@ -139,6 +149,7 @@ export class GpuPrefill {
     const t = { m, res };
     const x = res.storage("prefill.x", Tc * D * 4);
     const a = res.storage("prefill.a", Tc * Math.max(D, H) * 4);
+    this.#normed = a;
     const qkvu = res.storage("prefill.qkvu", Tc * 4 * H * 4);
     const o = res.storage("prefill.o", Tc * H * 4);
     const g = res.storage("prefill.g", Tc * G * 4);
@@ -252,15 +263,19 @@ export class GpuPrefill {
     }
     this.#finalNorm = await this.#norm("final_norm", D, xs, as, w.finalNorm);
     const logitsOut = { buffer: this.#logits, stride: c.vocabSize };
-    this.#headLast = await this.#gemm({
+    // The last position alone: the decode head's matrix-vector product on a copy of its row (the
+    // GEMM would multiply a whole tile of tokens for one).
+    this.#headLast = await matvecOps({
+      m: { pipelines: m.pipelines, ctx: m.ctx, ctl: this.#one },
+      res,
+    }, {
       label: "head.last",
       w: w.head,
-      input: as,
+      input: { buffer: this.#lastRow, stride: D },
       out: logitsOut,
-      inOff: (n) => (n - 1) * D,
-      tokens: () => 1,
-      tile: GEMM_TILES[0],
-    });
+      rmsScale: false,
+      add: false,
+    }, 1);
     // "All positions": rows [r0, r0 + n) per pass, r0 given where a chunk gives its position.
     this.#headAll = await this.#gemm({
       label: "head.all",
@@ -293,28 +308,38 @@ export class GpuPrefill {
     this.#tokHost.set(tokens);
     dev.queue.writeBuffer(this.#tokens, 0, this.#tokHost, 0, T);
     const main = [...this.#embed, ...this.#layers, this.#finalNorm!];
-    for (const s of main) this.#res.writeUniform(s.params, s.words(T, pos0, slot));
-    // The first parts go to the GPU while the rest is encoded (a chunk is ~14 dispatches per layer,
-    // 5-9 µs of encoding each on the H200's host); the last part is submitted below with the head.
-    const parts = Math.min(PREFILL_SUBMITS, main.length);
-    const per = Math.ceil(main.length / parts);
-    let first = 0;
-    for (; first + per < main.length; first += per) {
+    // The chunk goes to the GPU in parts, each part's uniforms written just before it is encoded
+    // (~14 dispatches per layer, 5-9 µs of encoding each on the H200's host): the first part is
+    // the embedding and one layer, so the GPU starts at once; the last is submitted below with
+    // the head.
+    const bounds = this.#parts(main.length);
+    const write = (ops: Op[]) => {
+      for (const s of ops) this.#res.writeUniform(s.params, s.words(T, pos0, slot));
+    };
+    for (let i = 0; i + 2 < bounds.length; i++) {
+      const ops = main.slice(bounds[i], bounds[i + 1]);
+      write(ops);
       const e = dev.createCommandEncoder();
       const p = e.beginComputePass();
-      encodeOps(p, main.slice(first, first + per), T);
+      encodeOps(p, ops, T);
       p.end();
       dev.queue.submit([e.finish()]);
     }
+    const tail = main.slice(bounds.at(-2)!);
+    write(tail);
     const enc = dev.createCommandEncoder();
     const pass = enc.beginComputePass();
-    encodeOps(pass, main.slice(first), T);
+    encodeOps(pass, tail, T);
     let staging: GPUBuffer | null = null;
     let bytes = 0;
     if (logits === "last") {
-      for (const s of this.#headLast) this.#res.writeUniform(s.params, s.words(T, pos0, slot));
-      encodeOps(pass, this.#headLast, T);
       pass.end();
+      const D = m.config.embedDim;
+      enc.copyBufferToBuffer(this.#normed!, (T - 1) * D * 4, this.#lastRow, 0, D * 4);
+      for (const s of this.#headLast) this.#res.writeUniform(s.params, s.words(1, pos0, slot));
+      const head = enc.beginComputePass();
+      encodeOps(head, this.#headLast, 1);
+      head.end();
       bytes = V * 4;
       staging = dev.createBuffer({
         size: bytes,
@@ -349,6 +374,24 @@ export class GpuPrefill {
   }
 
   /**
+   * Where the main ops of a chunk are cut into submissions: the embedding and the first layer, then
+   * the rest in `PREFILL_SUBMITS - 1` even parts (`[0, ..., count]`).
+   */
+  #parts(count: number): number[] {
+    const first = Math.min(
+      count,
+      this.#embed.length + this.#layers.length / this.#m.config.numLayers,
+    );
+    const bounds = [0, first];
+    const rest = count - first, n = PREFILL_SUBMITS - 1;
+    for (let i = 1; i <= n; i++) {
+      const b = first + Math.ceil((rest * i) / n);
+      if (b > bounds.at(-1)!) bounds.push(b);
+    }
+    return bounds;
+  }
+
+  /**
    * GPU time per kernel label of one prefill chunk (each dispatch in its own timestamped pass),
    * for benchmarks. The slot's state is advanced as by `run`.
    */
@@ -363,9 +406,12 @@ export class GpuPrefill {
     if (!dev.features.has("timestamp-query") || T === 0 || T > this.capacity) return [];
     this.#tokHost.set(tokens);
     dev.queue.writeBuffer(this.#tokens, 0, this.#tokHost, 0, T);
-    const sites = [...this.#embed, ...this.#layers, this.#finalNorm!, ...this.#headLast];
-    for (const s of sites) this.#res.writeUniform(s.params, s.words(T, pos0, slot));
-    const ns = await timePasses(dev, sites.length, (pass, i) => encodeOps(pass, [sites[i]], T));
+    const main = [...this.#embed, ...this.#layers, this.#finalNorm!];
+    const sites = [...main, ...this.#headLast];
+    // The head runs on one row (its input is not copied here: the time does not depend on it).
+    const n = (i: number) => (i < main.length ? T : 1);
+    sites.forEach((s, i) => this.#res.writeUniform(s.params, s.words(n(i), pos0, slot)));
+    const ns = await timePasses(dev, sites.length, (pass, i) => encodeOps(pass, [sites[i]], n(i)));
     const sums = new Map<string, { us: number; n: number }>();
     sites.forEach((site, i) => {
       const e = sums.get(site.label) ?? { us: 0, n: 0 };

@@ -14,6 +14,7 @@ import {
   gemmTileDefines,
   gemmTilesFor,
   gemmVectorized,
+  parseTile,
   tileName,
 } from "../../../src/gpu/gemm_tiling.ts";
 import { canTune, tuneGemm } from "../../../src/gpu/gemm_tune.ts";
@@ -217,4 +218,6 @@ Deno.test("gemm tiles: valid shapes, limits respected, the default fits WebGPU's
   assert.deepEqual(gemmGroups(GEMM_TILES[0], 65, 1), [2, 1, 1]);
   assert.equal(gemmVectorized(72, 52), true);
   assert.equal(gemmVectorized(37, 37), false);
+  for (const t of GEMM_TILES) assert.deepEqual(parseTile(tileName(t)), t);
+  assert.throws(() => parseTile("128x128/8x8"), /BMxBNxBK\/TMxTN/);
 });
