@@ -21,22 +21,23 @@ import { parseArgs } from "@std/cli/parse-args";
 import { linear } from "../src/cpu/kernels.ts";
 import { acquireDevice, type GpuContext } from "../src/gpu/device.ts";
 import {
-  gemmGroups,
+  gemmSplits,
   gemmThreads,
   type GemmTile,
   gemmTileDefines,
   gemmTilesFor,
-  gemmVectorized,
   gemmWorkgroupBytes,
   parseTile,
   tileName,
 } from "../src/gpu/gemm_tiling.ts";
 import { tuneGemm } from "../src/gpu/gemm_tune.ts";
 import { timePasses } from "../src/gpu/timing.ts";
+import { encodeOps, gemmOps, gemmSplitParts } from "../src/gpu/ops/mod.ts";
+import { GpuResources } from "../src/gpu/resources.ts";
 import { LAYOUT_DEFINES } from "../src/gpu/layout.ts";
 import { matvecTiling, matvecTilingDefines } from "../src/gpu/matvec_tiling.ts";
 import { PipelineCache } from "../src/gpu/shaders.ts";
-import type { GpuDType } from "../src/gpu/weights.ts";
+import type { GpuDType, GpuMatrix } from "../src/gpu/weights.ts";
 import { dequantizeInt8, quantizeInt8 } from "../src/model/quantize.ts";
 import { RELEASED_SHAPES } from "../src/model/random_weights.ts";
 import { f32ToBf16 } from "../src/model/weights/dtype.ts";
@@ -264,7 +265,11 @@ async function gemv(
   };
 }
 
-/** Worst relative error of the tile on `tokens` tokens against the CPU reference. */
+/**
+ * The product as the prefill runs it (`gemmOps`: a split shape's partial products and their sum):
+ * its worst relative error on `tokens` tokens against the CPU reference, and the µs of the ops
+ * after the first (a split shape's sum, at `timeTokens` tokens; 0 when not split).
+ */
 async function check(
   ctx: GpuContext,
   pipelines: PipelineCache,
@@ -273,45 +278,67 @@ async function check(
   cols: number,
   dtype: GpuDType,
   tokens: number,
+  timeTokens: number,
   glu = false,
-): Promise<number> {
+): Promise<{ maxRelErr: number; sumUs: number }> {
   const dev = ctx.device;
   const w = encode(random(rows * cols, 7, 0.05), dtype, rows);
   const w2 = encode(random(rows * cols, 8, 0.05), dtype, rows);
-  const a = random(tokens * cols, 9, 1);
-  const pipeline = await pipelines.get("gemm", {
-    ...gemmTileDefines(tile, gemmVectorized(cols, cols), glu),
-    W_DTYPE: dtype,
-    W2_DTYPE: glu ? dtype : "",
-    BIAS: false,
-    OUT_ADD: false,
-  });
-  const y = buffer(dev, tokens * rows * 4, S);
-  const bufs = [
-    buffer(dev, new Uint32Array([rows, cols, 0, tokens, cols, 0, rows, 0]), U),
-    buffer(dev, a, S),
-    y,
-    buffer(dev, w.bytes, S),
-  ];
-  const entries = [0, 2, 4, 5].map((b, i) => [b, bufs[i]] as [number, GPUBuffer]);
-  const bind = (binding: number, data: ArrayBufferView) => {
-    bufs.push(buffer(dev, data, S));
-    entries.push([binding, bufs.at(-1)!]);
+  const a = random(timeTokens * cols, 9, 1);
+  const bufs: GPUBuffer[] = [];
+  const mk = (d: ArrayBufferView | number) => {
+    bufs.push(buffer(dev, d, S));
+    return bufs.at(-1)!;
   };
-  if (w.scales) bind(9, w.scales);
-  if (glu) bind(6, w2.bytes);
-  if (glu && w2.scales) bind(10, w2.scales);
-  const groups = gemmGroups(tile, rows, tokens, glu);
-  const got = await runOnce(dev, pipeline, entries, groups, y, tokens * rows * 4);
+  const matrix = (x: typeof w): GpuMatrix => ({
+    dtype,
+    rows,
+    cols,
+    chunks: [{ buffer: mk(x.bytes), rowBase: 0, rows }],
+    scales: x.scales ? mk(x.scales) : null,
+  });
+  const y = mk(timeTokens * rows * 4);
+  const parts = glu ? 0 : gemmSplitParts(rows, cols, timeTokens);
+  const res = new GpuResources(dev);
+  const ops = await gemmOps({ m: { pipelines, ctx, ctl: y }, res }, {
+    label: "check",
+    w: matrix(w),
+    w2: glu ? matrix(w2) : undefined,
+    input: { buffer: mk(a), stride: cols },
+    out: { buffer: y, stride: rows },
+    tile,
+    parts: parts ? mk(parts) : undefined,
+  });
+  for (const op of ops) res.writeUniform(op.params, op.words(tokens, 0, 0));
+  const read = dev.createBuffer({
+    size: y.size,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  const enc = dev.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  encodeOps(pass, ops, tokens);
+  pass.end();
+  enc.copyBufferToBuffer(y, 0, read, 0, y.size);
+  dev.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ);
+  const got = new Float32Array(read.getMappedRange().slice(0, tokens * rows * 4));
+  read.destroy();
+  let sumUs = 0;
+  if (ops.length > 1) {
+    for (const op of ops) res.writeUniform(op.params, op.words(timeTokens, 0, 0));
+    const ns = await timePasses(dev, 4, (p) => encodeOps(p, ops.slice(1), timeTokens));
+    sumUs = Math.min(...ns.slice(1)) / 1000;
+  }
+  res.destroy();
   for (const b of bufs) b.destroy();
   const want = new Float32Array(tokens * rows);
-  linear(a, tokens, w.exact, null, rows, cols, want);
+  linear(a.subarray(0, tokens * cols), tokens, w.exact, null, rows, cols, want);
   if (glu) {
     const want2 = new Float32Array(tokens * rows);
-    linear(a, tokens, w2.exact, null, rows, cols, want2);
+    linear(a.subarray(0, tokens * cols), tokens, w2.exact, null, rows, cols, want2);
     for (let i = 0; i < want.length; i++) want[i] *= want2[i];
   }
-  return worstRelative(got, want);
+  return { maxRelErr: worstRelative(got, want), sumUs };
 }
 
 if (import.meta.main) {
@@ -362,8 +389,20 @@ if (import.meta.main) {
           candidates,
         );
         const flop = (glu ? 4 : 2) * tokens * r * c;
-        const err = await check(ctx, pipelines, res.tile, r, c, dtype, 8, glu);
-        const best = res.times.find((t) => t.tile === res.tile)!;
+        const { maxRelErr: err, sumUs } = await check(
+          ctx,
+          pipelines,
+          res.tile,
+          r,
+          c,
+          dtype,
+          8,
+          tokens,
+          glu,
+        );
+        // A split shape's time includes the sum of its parts (the same for every tile).
+        const times = res.times.map((t) => ({ tile: t.tile, us: t.us + sumUs }));
+        const best = times.find((t) => t.tile === res.tile)!;
         const row = {
           shape,
           dtype,
@@ -372,11 +411,13 @@ if (import.meta.main) {
           cols: c,
           tokens,
           tile: tileName(res.tile),
+          splits: glu ? 1 : gemmSplits(r, c),
           us: +best.us.toFixed(1),
+          sumUs: +sumUs.toFixed(1),
           tflops: +(flop / best.us / 1e6).toPrecision(3),
           maxRelErr: err,
           tflopsByTile: Object.fromEntries(
-            res.times.map((t) => [tileName(t.tile), +(flop / t.us / 1e6).toPrecision(3)]),
+            times.map((t) => [tileName(t.tile), +(flop / t.us / 1e6).toPrecision(3)]),
           ),
         };
         gemmRows.push(row);
@@ -416,12 +457,13 @@ if (import.meta.main) {
     `## Prefill GEMM, ${tokens} tokens`,
     "",
     "Every tile timed (best of the rounds, timestamp queries); the fastest checked against the CPU",
-    "reference on 8 tokens.",
+    "reference on 8 tokens as the prefill runs it. A shape split along its inner dimension (parts > 1)",
+    "includes the sum of its parts (sum µs) in every time.",
     "",
-    "| shape | weights | kernel | rows×cols | tile | µs | TFLOP/s | max rel err | TFLOP/s by tile |",
-    "| ----- | ------- | ------ | --------- | ---- | -- | ------- | ----------- | --------------- |",
+    "| shape | weights | kernel | rows×cols | parts | tile | µs | sum µs | TFLOP/s | max rel err | TFLOP/s by tile |",
+    "| ----- | ------- | ------ | --------- | ----- | ---- | -- | ------ | ------- | ----------- | --------------- |",
     ...gemmRows.map((r) =>
-      `| ${r.shape} | ${r.dtype} | ${r.kernel} | ${r.rows}×${r.cols} | ${r.tile} | ${r.us} | ${r.tflops} | ${
+      `| ${r.shape} | ${r.dtype} | ${r.kernel} | ${r.rows}×${r.cols} | ${r.splits} | ${r.tile} | ${r.us} | ${r.sumUs} | ${r.tflops} | ${
         err(r.maxRelErr)
       } | ${
         Object.entries(r.tflopsByTile as Record<string, number>).map(([k, v]) => `${k} ${v}`)

@@ -13,6 +13,9 @@
 // Y[t, r] = (Σ_i A[t, i]·W[r, i] + bias[r]) · (Σ_i A[t, i]·W2[r, i] + bias2[r]): a tile's BN
 // weight rows cover RN = BN/2 output rows, interleaved by fours (rows r, r+1 of W, then rows r, r+1
 // of W2), so each vec4 of a thread's register block holds two outputs' pair of sums.
+// SPLIT: workgroup z sums only inner columns [z·split_cols, (z+1)·split_cols) (split_cols a
+// multiple of 32, so of BK) and writes the partial sums, with no epilogue, to plane z of Y
+// ([splits][T][out_stride]); `gemm_reduce.wgsl` adds the planes in order, the bias and the residual.
 
 struct Params {
   rows: u32,
@@ -23,6 +26,9 @@ struct Params {
   in_off: u32,
   out_stride: u32,
   out_off: u32,
+//#if SPLIT
+  split_cols: u32,  // inner columns per split
+//#endif
 };
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -57,6 +63,12 @@ const NTX: u32 = {{NTX}}u;  // threads along the rows
 const NTY: u32 = {{NTY}}u;  // threads along the tokens
 const WG: u32 = {{WG}}u;
 
+// The end of this workgroup's inner columns (P.cols, or its split's end).
+var<private> k_end: u32;
+//#if SPLIT
+var<private> plane: u32;
+//#endif
+
 // Two buffers of [BK][BM] and [BK][BN] floats as vec4 (four consecutive tokens or rows).
 var<workgroup> As: array<vec4<f32>, {{AS}}>;
 var<workgroup> Ws: array<vec4<f32>, {{WS}}>;
@@ -67,6 +79,9 @@ fn out4(t: u32, r: u32, v: vec4<f32>) {
   for (var j = 0u; j < 4u; j++) {
     if (r + j >= P.rows) { return; }
     let gr = P.row_base + r + j;
+//#if SPLIT
+    Y[(plane * P.tokens + t) * P.out_stride + P.out_off + gr] = v[j];
+//#else
     var x = v[j];
 //#if BIAS
     x += bias[gr];
@@ -76,6 +91,7 @@ fn out4(t: u32, r: u32, v: vec4<f32>) {
     Y[o] = Y[o] + x;
 //#else
     Y[o] = x;
+//#endif
 //#endif
   }
 }
@@ -103,7 +119,7 @@ fn out2_glu(t: u32, r: u32, v: vec2<f32>, v2: vec2<f32>) {
 fn load_a(t0: u32, k0: u32, e: u32) -> vec4<f32> {
   let t = t0 + e % BM;
   let k = k0 + (e / BM) * 4u;
-  if (t < P.tokens && k < P.cols) { return A[(t * P.in_stride + P.in_off + k) / 4u]; }
+  if (t < P.tokens && k < k_end) { return A[(t * P.in_stride + P.in_off + k) / 4u]; }
   return vec4<f32>(0.0);
 }
 
@@ -125,13 +141,13 @@ fn load_w(r0: u32, k0: u32, e: u32) -> array<vec4<f32>, 2> {
   let k = k0 + (e / BN) * 8u;
 //#if GLU
   let r = r0 + glu_row(e % BN);
-  if (r < P.rows && k < P.cols) {
+  if (r < P.rows && k < k_end) {
     if (glu_second(e % BN)) { return W2_get8((r * P.cols + k) / 8u, W2_scale(P.row_base + r)); }
     return W_get8((r * P.cols + k) / 8u, W_scale(P.row_base + r));
   }
 //#else
   let r = r0 + e % BN;
-  if (r < P.rows && k < P.cols) { return W_get8((r * P.cols + k) / 8u, W_scale(P.row_base + r)); }
+  if (r < P.rows && k < k_end) { return W_get8((r * P.cols + k) / 8u, W_scale(P.row_base + r)); }
 //#endif
   return array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
 }
@@ -159,7 +175,7 @@ fn stage(buf: u32, t0: u32, r0: u32, k0: u32, tid: u32) {
     let t = t0 + tt;
     let k = k0 + kk;
     var a = 0.0;
-    if (t < P.tokens && k < P.cols) { a = A[t * P.in_stride + P.in_off + k]; }
+    if (t < P.tokens && k < k_end) { a = A[t * P.in_stride + P.in_off + k]; }
     As[((buf * BK + kk) * BM + tt) / 4u][tt % 4u] = a;
   }
   for (var e = tid; e < BN * BK; e += WG) {
@@ -169,7 +185,7 @@ fn stage(buf: u32, t0: u32, r0: u32, k0: u32, tid: u32) {
     var w = 0.0;
 //#if GLU
     let r = r0 + glu_row(rr);
-    if (r < P.rows && k < P.cols) {
+    if (r < P.rows && k < k_end) {
       if (glu_second(rr)) {
         w = W2_get(r * P.cols + k, W2_scale(P.row_base + r));
       } else {
@@ -178,7 +194,7 @@ fn stage(buf: u32, t0: u32, r0: u32, k0: u32, tid: u32) {
     }
 //#else
     let r = r0 + rr;
-    if (r < P.rows && k < P.cols) { w = W_get(r * P.cols + k, W_scale(P.row_base + r)); }
+    if (r < P.rows && k < k_end) { w = W_get(r * P.cols + k, W_scale(P.row_base + r)); }
 //#endif
     Ws[((buf * BK + kk) * BN + rr) / 4u][rr % 4u] = w;
   }
@@ -191,18 +207,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let t0 = wid.y * BM;
   let tx = tid % NTX;
   let ty = tid / NTX;
+//#if SPLIT
+  plane = wid.z;
+  let k_begin = min(P.cols, wid.z * P.split_cols);
+  k_end = min(P.cols, k_begin + P.split_cols);
+//#else
+  let k_begin = 0u;
+  k_end = P.cols;
+//#endif
 {{DECLS}}
 //#if VEC
 {{PROLOGUE}}
 //#else
-  stage(0u, t0, r0, 0u, tid);
+  stage(0u, t0, r0, k_begin, tid);
 //#endif
   workgroupBarrier();
-  let steps = (P.cols + BK - 1u) / BK;
+  let steps = (k_end - k_begin + BK - 1u) / BK;
   for (var s = 0u; s < steps; s++) {
     let cur = s & 1u;
     let nxt = cur ^ 1u;
-    let k1 = (s + 1u) * BK;
+    let k1 = k_begin + (s + 1u) * BK;
     let more = s + 1u < steps;
 //#if VEC
 {{FETCH}}

@@ -14,7 +14,7 @@ export interface GemmTile {
   readonly bm: number;
   /** Weight rows per workgroup tile. */
   readonly bn: number;
-  /** Inner columns staged per step (a multiple of 8). */
+  /** Inner columns staged per step (8, 16 or 32: a multiple of 8 that divides a split, 32). */
   readonly bk: number;
   /** Tokens per thread (a multiple of 4). */
   readonly tm: number;
@@ -69,15 +69,32 @@ export function gemmTilesFor(limits: GPUSupportedLimits): GemmTile[] {
 
 /**
  * Workgroups of a product of `rows` output rows by `tokens` tokens (`glu`: the SGLU pair, whose
- * tile covers bn/2 output rows of each matrix).
+ * tile covers bn/2 output rows of each matrix; `splits`: parts of the inner dimension, along z).
  */
 export function gemmGroups(
   t: GemmTile,
   rows: number,
   tokens: number,
   glu = false,
+  splits = 1,
 ): [number, number, number] {
-  return [Math.ceil(rows / (glu ? t.bn / 2 : t.bn)), Math.ceil(tokens / t.bm), 1];
+  return [Math.ceil(rows / (glu ? t.bn / 2 : t.bn)), Math.ceil(tokens / t.bm), splits];
+}
+
+/**
+ * Parts the inner dimension of a `rows` × `cols` product is summed in (then added in order by
+ * `wgsl/gemm_reduce.wgsl`): 2 for at most 1,024 output rows and at least 512 columns, else 1.
+ * A prefill chunk of such a product has few tiles (2,048 tokens × 1,024 rows are 128 tiles of
+ * 128 × 128 for the H200's 132 SMs), and the halves double its workgroups. The split is part of
+ * the numerics, so it is a function of the shape alone: every tile, chunk and device sums alike.
+ */
+export function gemmSplits(rows: number, cols: number): number {
+  return rows <= 1024 && cols >= 512 ? 2 : 1;
+}
+
+/** Inner columns per split: a multiple of 32 (so of every tile's bk), the last part shorter. */
+export function gemmSplitCols(cols: number, splits: number): number {
+  return Math.ceil(cols / splits / 32) * 32;
 }
 
 /**
@@ -92,13 +109,15 @@ export function gemmVectorized(cols: number, inStride: number): boolean {
  * Defines of `wgsl/gemm.wgsl` for a tile (the generated register-tile code included). With `glu`
  * (the SGLU pair W, W2 in one product) the tile's bn weight rows interleave the two matrices by
  * fours (rows r, r+1 of W, then of W2): each vec4 of a thread's register block is two outputs'
- * pairs of sums, so the tile keeps its registers and memory and covers bn/2 output rows.
+ * pairs of sums, so the tile keeps its registers and memory and covers bn/2 output rows. With
+ * `split` the tile sums one part of the inner dimension (`gemmSplits`) into a plane of partials.
  */
-export function gemmTileDefines(t: GemmTile, vec: boolean, glu = false): Defines {
+export function gemmTileDefines(t: GemmTile, vec: boolean, glu = false, split = false): Defines {
   const { bm, bn, bk, tm, tn } = t;
-  if (tm % 4 || tn % 4 || bk % 8 || bm % tm || bn % tn) {
+  if (tm % 4 || tn % 4 || bk % 8 || 32 % bk || bm % tm || bn % tn) {
     throw new Error(`gemm tile ${tileName(t)}: not a valid shape`);
   }
+  if (glu && split) throw new Error("gemm: the SGLU pair is not split");
   const ntx = bn / tn, nty = bm / tm, wg = ntx * nty;
   const ca = tm / 4, cw = tn / 4;
   const decls: string[] = [];
@@ -124,7 +143,7 @@ export function gemmTileDefines(t: GemmTile, vec: boolean, glu = false): Defines
       `    if (more && ${guard}) { pa${i} = load_a(t0, k1, ${e}); }`,
     );
     store.push(`    if (more && ${guard}) { store_a(nxt, ${e}, pa${i}); }`);
-    pro.push(`  if (${guard}) { store_a(0u, ${e}, load_a(t0, 0u, ${e})); }`);
+    pro.push(`  if (${guard}) { store_a(0u, ${e}, load_a(t0, k_begin, ${e})); }`);
   }
   for (let i = 0; i * wg < nW; i++) {
     const e = `tid + ${i * wg}u`;
@@ -135,7 +154,7 @@ export function gemmTileDefines(t: GemmTile, vec: boolean, glu = false): Defines
     );
     store.push(`    if (more && ${guard}) { store_w(nxt, ${e}, pw${i}[0], pw${i}[1]); }`);
     pro.push(
-      `  if (${guard}) { let w = load_w(r0, 0u, ${e}); store_w(0u, ${e}, w[0], w[1]); }`,
+      `  if (${guard}) { let w = load_w(r0, k_begin, ${e}); store_w(0u, ${e}, w[0], w[1]); }`,
     );
   }
   const epi: string[] = [];
@@ -154,6 +173,7 @@ export function gemmTileDefines(t: GemmTile, vec: boolean, glu = false): Defines
   return {
     VEC: vec,
     GLU: glu,
+    SPLIT: split,
     BM: bm,
     BN: bn,
     RN: glu ? bn / 2 : bn,

@@ -14,7 +14,7 @@ import type { PipelineCache } from "./shaders.ts";
 import { timePasses } from "./timing.ts";
 import { dtypeBytes, type GpuDType, type GpuMatrix } from "./weights.ts";
 import { GpuResources } from "./resources.ts";
-import { encodeOps, gemmOps, type Op } from "./ops/mod.ts";
+import { encodeOps, gemmOps, gemmSplitParts, type Op } from "./ops/mod.ts";
 
 /** A product to tune for: `tokens` × [rows, cols] weights of a dtype. */
 export interface GemmShape {
@@ -88,6 +88,9 @@ export async function tuneGemm(
   });
   const scales = dev.createBuffer({ size: Math.max(16, rows * 4), usage });
   const y = dev.createBuffer({ size: Math.max(16, tokens * rows * 4), usage });
+  // A split shape (a function of rows × cols, so of the key) writes partial sums first.
+  const partBytes = glu ? 0 : gemmSplitParts(rows, cols, tokens);
+  const parts = partBytes ? dev.createBuffer({ size: partBytes, usage }) : undefined;
   // The tune's own resources: uniform blocks and bind groups of the candidate ops.
   const res = new GpuResources(dev);
   const matrix: GpuMatrix = {
@@ -111,6 +114,7 @@ export async function tuneGemm(
         input: { buffer: a, stride: cols },
         out: { buffer: y, stride: rows },
         tile,
+        parts,
       });
       res.writeUniform(op.params, op.words(tokens, 0, 0));
       runs.push({ op, tile });
@@ -132,7 +136,7 @@ export async function tuneGemm(
     if (!candidates) cache.set(key, result);
     return result;
   } finally {
-    for (const b of [a, w, scales, y]) b.destroy();
+    for (const b of [a, w, scales, y, parts]) b?.destroy();
     res.destroy();
   }
 }

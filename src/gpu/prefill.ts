@@ -21,6 +21,7 @@ import {
   encodeOps,
   gemmOps,
   type GemmSpec,
+  gemmSplitParts,
   lightningBlock,
   lightningOps,
   matvecOps,
@@ -158,6 +159,13 @@ export class GpuPrefill {
     const kvs = res.storage("prefill.kvs", Math.ceil(Tc / blk) * nh * 2 * hd * hd * 4);
     const ln = c.normType === "layernorm";
     const w = m.weights;
+    // Partial sums of the products split along their inner dimension (shared: one at a time).
+    const partBytes = Math.max(
+      ...w.layers.flatMap((lw) =>
+        [lw.qkvu, lw.out, lw.l3].map((x) => gemmSplitParts(x.rows, x.cols, Tc))
+      ),
+    );
+    const parts = partBytes ? res.storage("prefill.parts", partBytes) : undefined;
 
     this.#embed = await embedOps(t, {
       table: w.embed,
@@ -188,6 +196,7 @@ export class GpuPrefill {
           input: as,
           out: { buffer: qkvu, stride: 4 * H },
           bias: v.qkvuBias,
+          parts,
         }),
       );
       ops.push(
@@ -226,6 +235,7 @@ export class GpuPrefill {
           out: xs,
           bias: v.outBias,
           add: true,
+          parts,
         }),
       );
       ops.push(
@@ -257,6 +267,7 @@ export class GpuPrefill {
           out: xs,
           bias: v.l3Bias,
           add: true,
+          parts,
         }),
       );
       this.#layers.push(...ops);
@@ -312,7 +323,7 @@ export class GpuPrefill {
     // (~14 dispatches per layer, 5-9 µs of encoding each on the H200's host): the first part is
     // the embedding and one layer, so the GPU starts at once; the last is submitted below with
     // the head.
-    const bounds = this.#parts(main.length);
+    const bounds = this.#submissions(main.length);
     const write = (ops: Op[]) => {
       for (const s of ops) this.#res.writeUniform(s.params, s.words(T, pos0, slot));
     };
@@ -377,7 +388,7 @@ export class GpuPrefill {
    * Where the main ops of a chunk are cut into submissions: the embedding and the first layer, then
    * the rest in `PREFILL_SUBMITS - 1` even parts (`[0, ..., count]`).
    */
-  #parts(count: number): number[] {
+  #submissions(count: number): number[] {
     const first = Math.min(
       count,
       this.#embed.length + this.#layers.length / this.#m.config.numLayers,

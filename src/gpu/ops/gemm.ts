@@ -2,14 +2,23 @@
  * The prefill matrix product (`wgsl/gemm.wgsl`): Y[t] = W·A[t] for the tokens of a chunk, tiled
  * as `../gemm_tiling.ts` describes (the tile tuned per shape by `../gemm_tune.ts`), with a bias
  * and an add (residual) epilogue, or the SGLU pair (W·a + b) ⊙ (W2·a + b2) in one product. One op
- * per row chunk of the weights.
+ * per row chunk of the weights; a product split along its inner dimension (`gemmSplits`: a
+ * function of its shape) writes partial sums to `parts` and one more op adds them
+ * (`wgsl/gemm_reduce.wgsl`) with the bias and the residual.
  * @module
  */
 
-import { gemmGroups, type GemmTile, gemmTileDefines, gemmVectorized } from "../gemm_tiling.ts";
+import {
+  gemmGroups,
+  gemmSplitCols,
+  gemmSplits,
+  type GemmTile,
+  gemmTileDefines,
+  gemmVectorized,
+} from "../gemm_tiling.ts";
 import type { GpuMatrix } from "../weights.ts";
 import { type OpTarget, weightBindings } from "./context.ts";
-import { loadKernel, makeOp, type Op } from "./kernel.ts";
+import { loadKernel, makeOp, type Op, rowGroups } from "./kernel.ts";
 
 /** A matrix product of the prefill plan. */
 export interface GemmSpec {
@@ -35,6 +44,17 @@ export interface GemmSpec {
   inOff?: (n: number, from: number) => number;
   /** Rows the product runs over for a chunk of n (default n). */
   tokens?: (n: number) => number;
+  /**
+   * Scratch for the partial sums of a split product (`gemmSplitParts` bytes at the largest token
+   * count); needed when `gemmSplits` splits the shape.
+   */
+  parts?: GPUBuffer;
+}
+
+/** Bytes of the partial sums of a `rows` × `cols` product over `tokens` (0: not split). */
+export function gemmSplitParts(rows: number, cols: number, tokens: number): number {
+  const splits = gemmSplits(rows, cols);
+  return splits > 1 ? splits * tokens * rows * 4 : 0;
 }
 
 /** The ops of `spec`, one per chunk of the matrix. */
@@ -55,14 +75,21 @@ export async function gemmOps(t: OpTarget, spec: GemmSpec): Promise<Op[]> {
       throw new RangeError(`gemm ${spec.label}: W and W2 need a bias each or neither`);
     }
   }
+  const splits = w2 ? 1 : gemmSplits(w.rows, w.cols);
+  const split = splits > 1;
+  if (split && !spec.parts) {
+    throw new RangeError(`gemm ${spec.label}: a split product (${w.rows}×${w.cols}) needs parts`);
+  }
   const k = await loadKernel(t.m.pipelines, "gemm", {
-    ...gemmTileDefines(tile, gemmVectorized(w.cols, input.stride), Boolean(w2)),
+    ...gemmTileDefines(tile, gemmVectorized(w.cols, input.stride), Boolean(w2), split),
     W_DTYPE: w.dtype,
     W2_DTYPE: w2?.dtype ?? "",
-    BIAS: Boolean(spec.bias),
-    OUT_ADD: Boolean(spec.add),
+    BIAS: !split && Boolean(spec.bias),
+    OUT_ADD: !split && Boolean(spec.add),
   });
   const tokens = spec.tokens ?? ((n: number) => n);
+  // A split product writes its planes of partials as a dense [splits][T][rows] output.
+  const target = split ? { buffer: spec.parts!, stride: w.rows } : out;
   const ops: Op[] = [];
   for (let c = 0; c < w.chunks.length; c++) {
     const chunk = w.chunks[c];
@@ -71,7 +98,7 @@ export async function gemmOps(t: OpTarget, spec: GemmSpec): Promise<Op[]> {
         label: spec.label,
         buffers: {
           A: input.buffer,
-          Y: out.buffer,
+          Y: target.buffer,
           bias: spec.bias,
           bias2: w2 ? spec.bias2 : undefined,
           ...weightBindings("W", w, c),
@@ -84,10 +111,32 @@ export async function gemmOps(t: OpTarget, spec: GemmSpec): Promise<Op[]> {
           tokens: tokens(n),
           in_stride: input.stride,
           in_off: spec.inOff?.(n, from) ?? 0,
+          out_stride: target.stride,
+          out_off: 0,
+          ...(split ? { split_cols: gemmSplitCols(w.cols, splits) } : {}),
+        }),
+        groups: (n) => gemmGroups(tile, chunk.rows, tokens(n), Boolean(w2), splits),
+      }),
+    );
+  }
+  if (split) {
+    const reduce = await loadKernel(t.m.pipelines, "gemm_reduce", {
+      BIAS: Boolean(spec.bias),
+      OUT_ADD: Boolean(spec.add),
+    });
+    ops.push(
+      await makeOp(t.res, reduce, {
+        label: spec.label,
+        buffers: { part: spec.parts!, Y: out.buffer, bias: spec.bias },
+        values: (n) => ({
+          rows: w.rows,
+          tokens: tokens(n),
+          splits,
           out_stride: out.stride,
           out_off: 0,
         }),
-        groups: (n) => gemmGroups(tile, chunk.rows, tokens(n), Boolean(w2)),
+        // A thread per output element, workgroups of 256 spread over y past 65,535.
+        groups: (n) => rowGroups(Math.ceil((tokens(n) * w.rows) / 256)),
       }),
     );
   }

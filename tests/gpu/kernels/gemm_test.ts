@@ -10,6 +10,8 @@ import type { GpuContext } from "../../../src/gpu/device.ts";
 import {
   GEMM_TILES,
   gemmGroups,
+  gemmSplitCols,
+  gemmSplits,
   type GemmTile,
   gemmTileDefines,
   gemmTilesFor,
@@ -54,6 +56,8 @@ interface GemmCase {
   glu?: boolean;
   /** The plain product of W2 and bias2 instead of W and bias. */
   second?: boolean;
+  /** Parts of the inner dimension (SPLIT, then `gemm_reduce.wgsl`). */
+  splits?: number;
 }
 
 async function gemm(ctx: GpuContext, tile: GemmTile, c: GemmCase, seed: number) {
@@ -65,30 +69,56 @@ async function gemm(ctx: GpuContext, tile: GemmTile, c: GemmCase, seed: number) 
   let bias = randomF32(rows, seed + 4, 0.3), bias2 = randomF32(rows, seed + 5, 0.3);
   if (c.second) [w, w2, bias, bias2] = [w2, w, bias2, bias];
   const init = randomF32(T * rows, seed + 6, 1);
+  const splits = c.splits ?? 1;
+  const split = splits > 1;
+  const words = [rows, cols, 0, T, stride, off, rows, 0];
+  if (split) words.push(gemmSplitCols(cols, splits));
   const bindings: Parameters<typeof runKernel>[3] = {
-    0: { data: new Uint32Array([rows, cols, 0, T, stride, off, rows, 0]), uniform: true },
+    0: { data: new Uint32Array(words), uniform: true },
     2: { data: a },
-    4: { data: c.add ? init : T * rows * 4, read: true },
+    4: split ? { data: splits * T * rows * 4, read: true } : {
+      data: c.add ? init : T * rows * 4,
+      read: true,
+    },
     5: { data: w.bytes },
   };
-  if (c.bias) bindings[7] = { data: bias };
+  if (c.bias && !split) bindings[7] = { data: bias };
   if (w.scales) bindings[9] = { data: w.scales };
   if (c.glu) bindings[6] = { data: w2.bytes };
   if (c.glu && c.bias) bindings[8] = { data: bias2 };
   if (c.glu && w2.scales) bindings[10] = { data: w2.scales };
-  const out = await runKernel(
+  let out = await runKernel(
     ctx,
     "gemm",
     {
-      ...gemmTileDefines(tile, gemmVectorized(cols, stride), Boolean(c.glu)),
+      ...gemmTileDefines(tile, gemmVectorized(cols, stride), Boolean(c.glu), split),
       W_DTYPE: c.dtype,
       W2_DTYPE: c.glu ? c.dtype : "",
-      BIAS: Boolean(c.bias),
-      OUT_ADD: Boolean(c.add),
+      BIAS: Boolean(c.bias) && !split,
+      OUT_ADD: Boolean(c.add) && !split,
     },
     bindings,
-    gemmGroups(tile, rows, T, c.glu),
+    gemmGroups(tile, rows, T, c.glu, splits),
   );
+  if (split) {
+    const reduce: Parameters<typeof runKernel>[3] = {
+      0: { data: new Uint32Array([rows, T, splits, rows, 0]), uniform: true },
+      1: { data: new Float32Array(out[4]) },
+      2: { data: c.add ? init : T * rows * 4, read: true },
+    };
+    if (c.bias) reduce[3] = { data: bias };
+    const g = Math.ceil((T * rows) / 256);
+    out = await runKernel(
+      ctx,
+      "gemm_reduce",
+      { BIAS: Boolean(c.bias), OUT_ADD: Boolean(c.add) },
+      reduce,
+      [
+        g,
+      ],
+    );
+    out[4] = out[2];
+  }
   // The reference on the same rows of A (a dense copy).
   const dense = new Float32Array(T * cols);
   for (let t = 0; t < T; t++) {
@@ -106,7 +136,14 @@ gpuTest(
   async (ctx) => {
     const tiles = testTiles(ctx);
     assert.equal(tiles[0], GEMM_TILES[0], "the default tile fits every device");
-    const flagSets = [{}, { bias: true, glu: true }, { add: true, bias: true }, { glu: true }];
+    const flagSets = [
+      {},
+      { bias: true, glu: true },
+      { add: true, bias: true },
+      { glu: true },
+      { splits: 2, add: true, bias: true },
+      { splits: 3 },
+    ];
     // Wide (cols % 8 == 0): off the tile in every direction, fewer columns than a step, a strided
     // input with an offset (the head's last row); element-wise: cols not a multiple of 8.
     const wide = [
@@ -134,7 +171,13 @@ gpuTest(
   async (ctx) => {
     const tiles = testTiles(ctx);
     if (tiles.length < 2) return; // GL: one tile, nothing to compare
-    for (const c of [{ rows: 150, cols: 96, tokens: 70 }, { rows: 33, cols: 45, tokens: 20 }]) {
+    for (
+      const c of [
+        { rows: 150, cols: 96, tokens: 70 },
+        { rows: 33, cols: 45, tokens: 20 },
+        { rows: 70, cols: 136, tokens: 33, splits: 2, add: true },
+      ]
+    ) {
       const ref = await gemm(ctx, tiles[0], { ...c, dtype: "bf16", bias: true }, 11);
       for (const tile of tiles.slice(1)) {
         const r = await gemm(ctx, tile, { ...c, dtype: "bf16", bias: true }, 11);
@@ -170,14 +213,15 @@ gpuTest(
 gpuTest("gemm: a token's row does not depend on how many tokens share the chunk", async (ctx) => {
   // The inputs of a shorter chunk are a prefix of the longer one's (same generator, same seed).
   const tiles = testTiles(ctx);
-  for (const tile of [tiles[0], tiles.at(-1)!]) {
-    const big = await gemm(ctx, tile, { rows: 70, cols: 48, tokens: 130, dtype: "bf16" }, 5);
+  for (const [tile, splits] of [[tiles[0], 1], [tiles.at(-1)!, 1], [tiles[0], 2]] as const) {
+    const c = { rows: 70, cols: 48, dtype: "bf16", splits } as const;
+    const big = await gemm(ctx, tile, { ...c, tokens: 130 }, 5);
     for (const tokens of [1, 64, 65, 100]) {
-      const small = await gemm(ctx, tile, { rows: 70, cols: 48, tokens, dtype: "bf16" }, 5);
+      const small = await gemm(ctx, tile, { ...c, tokens }, 5);
       assert.deepEqual(
         Array.from(small.got),
         Array.from(big.got.subarray(0, tokens * 70)),
-        `${tileName(tile)}: ${tokens} tokens`,
+        `${tileName(tile)} (${splits} parts): ${tokens} tokens`,
       );
     }
   }
@@ -219,5 +263,19 @@ Deno.test("gemm tiles: valid shapes, limits respected, the default fits WebGPU's
   assert.equal(gemmVectorized(72, 52), true);
   assert.equal(gemmVectorized(37, 37), false);
   for (const t of GEMM_TILES) assert.deepEqual(parseTile(tileName(t)), t);
+  // Split: outputs of at most 1,024 rows over at least 512 columns (the 385M's out_proj and
+  // down_proj, the 6M's down_proj); parts end on multiples of 32 columns.
+  assert.deepEqual(
+    [[1024, 1024], [1024, 2816], [4096, 1024], [2816, 1024], [256, 256], [256, 704]].map((
+      [r, c],
+    ) => gemmSplits(r, c)),
+    [2, 2, 1, 1, 1, 2],
+  );
+  assert.deepEqual([gemmSplitCols(2816, 2), gemmSplitCols(704, 2), gemmSplitCols(37, 2)], [
+    1408,
+    352,
+    32,
+  ]);
+  assert.throws(() => gemmTileDefines(GEMM_TILES[0], true, true, true), /not split/);
   assert.throws(() => parseTile("128x128/8x8"), /BMxBNxBK\/TMxTN/);
 });
