@@ -510,7 +510,6 @@ async function gpuSuite(
         context: ctx,
         maxBatch: 64,
         maxSlots: big ? 20 : 72,
-        prefillChunk: 2048,
         quantize,
       })
     );

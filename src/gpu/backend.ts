@@ -28,7 +28,7 @@ import {
   SAMPLING_WORD_FIELDS,
   SAMPLING_WORDS,
 } from "./layout.ts";
-import { encodeOps, type Op } from "./ops/mod.ts";
+import { encodeOps, lightningBlock, type Op } from "./ops/mod.ts";
 import { seqsPerWorkgroup } from "./matvec_tiling.ts";
 import { GpuModel, type GpuModelOptions } from "./model.ts";
 import { GpuPrefill } from "./prefill.ts";
@@ -37,6 +37,13 @@ import { FiniteCheck } from "./finite_check.ts";
 
 /** Decode steps encoded per queue submission inside one `decodeSampled` call. */
 const STEPS_PER_SUBMIT = 4;
+
+/**
+ * The engine's prefill chunk on the GPU (`preferredPrefillChunk`): part of the numerics (which
+ * tokens take the decode path) and the prefix cache's granularity, so it stays at 2,048 while the
+ * prefill's capacity grows.
+ */
+const ENGINE_PREFILL_CHUNK = 2048;
 
 /** A state slot on the GPU. */
 class GpuState implements BackendState {
@@ -49,7 +56,10 @@ class GpuState implements BackendState {
 export interface WebGpuBackendOptions extends GpuModelOptions, DeviceOptions {
   /** An existing device context to use instead of acquiring one. */
   context?: GpuContext;
-  /** Most tokens per prefill submission (default 2048, reduced to fit the binding limit). */
+  /**
+   * Most tokens per prefill submission, the prefill buffers' size (default 4096, reduced to fit
+   * the binding limit).
+   */
   prefillChunk?: number;
 }
 
@@ -463,12 +473,21 @@ export class WebGpuBackend implements Backend {
     return out;
   }
 
-  /** The prefill capacity: one submission per chunk of this many tokens. */
+  /**
+   * The engine's prefill chunk (where its chunks end, and the prefix cache keeps states): 2,048
+   * tokens, or the capacity when smaller. A round's consecutive chunks of one sequence reach
+   * `prefillMany` together and go to the GPU in submissions of up to the capacity.
+   */
   get preferredPrefillChunk(): number {
-    return this.prefiller.capacity;
+    return Math.min(ENGINE_PREFILL_CHUNK, this.prefiller.capacity);
   }
 
-  /** Feed several sequences (no logits): one submission per chunk, no readback. */
+  /**
+   * Feed several sequences (no logits), no readback. Consecutive items of one state whose join
+   * is on a Lightning block boundary are fed as one prompt, in submissions of up to the capacity:
+   * the same bits as fed apart (each block, and the state carried between submissions, are
+   * computed alike), fewer and larger products.
+   */
   async prefillMany(items: readonly PrefillItem[]): Promise<void> {
     this.#check();
     const own = items.map((it) => this.#own(it.state));
@@ -476,7 +495,23 @@ export class WebGpuBackend implements Backend {
       if (it.tokens.length === 0) throw new InputError("tokens", "must not be empty");
       this.#checkTokens(it.tokens);
     }
-    for (let i = 0; i < items.length; i++) await this.prefill(own[i], items[i].tokens, "none");
+    const blk = lightningBlock(this.config.headDim);
+    for (let i = 0; i < items.length;) {
+      let j = i + 1, n = items[i].tokens.length;
+      while (j < items.length && own[j] === own[i] && (own[i].position + n) % blk === 0) {
+        n += items[j++].tokens.length;
+      }
+      const tokens = j === i + 1 ? items[i].tokens : new Int32Array(n);
+      if (j > i + 1) {
+        let at = 0;
+        for (let k = i; k < j; k++) {
+          tokens.set(items[k].tokens, at);
+          at += items[k].tokens.length;
+        }
+      }
+      await this.prefill(own[i], tokens, "none");
+      i = j;
+    }
   }
 
   /** Feed tokens one decode step at a time (the recurrent path; used to rewind after a stop). */

@@ -31,11 +31,13 @@ import {
 } from "./ops/mod.ts";
 
 /**
- * Tokens per prefill submission unless asked otherwise: on the H200 at 385M (`bench:gpu`, 2026-12-04)
- * 2,048-token chunks prefilled at 15.7k tok/s, 512-token ones at 7.3k (the GEMMs fill the GPU
- * only with enough rows).
+ * Tokens per prefill submission unless asked otherwise. On the H200 at 385M bf16
+ * (`bench/prefill_probe.ts`, 2026-12-05, `prefill_probe_nvidia-h200_s7.md`): an 8,192-token prompt
+ * took 255.6 ms in chunks of 2,048, 234.0 in chunks of 4,096 and 229.9 in one; a 2,048-token one
+ * 73.5-75.0 ms at every capacity (the GEMMs fill the GPU better with more rows, and there are
+ * fewer passes).
  */
-const DEFAULT_CAPACITY = 2048;
+const DEFAULT_CAPACITY = 4096;
 
 /** Submissions a prefill chunk is split into, so the GPU starts before the CPU has encoded it all. */
 const PREFILL_SUBMITS = 4;

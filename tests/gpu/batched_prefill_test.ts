@@ -2,11 +2,14 @@
  * Batched feeding of several sequences (issue 20): `prefillMany` gives the same states as one
  * `prefill` per sequence, and `replayMany` (the decode path, sequences of different lengths batched)
  * the same states as one `replay` per sequence, bit for bit: only the number of round trips
- * differs. `readStates` reads several slots in one readback.
+ * differs. `readStates` reads several slots in one readback. A prompt fed in chunks that end on
+ * Lightning block boundaries gives the bits of one prefill, so `prefillMany` joins such chunks of
+ * one sequence into larger submissions; joins off a boundary are fed apart.
  */
 
 import assert from "node:assert/strict";
 import { WebGpuBackend } from "../../src/gpu/backend.ts";
+import { lightningBlock } from "../../src/gpu/ops/mod.ts";
 import type { BackendState } from "../../src/engine/backend.ts";
 import { loadConfig } from "../../src/model/config.ts";
 import type { ModelState } from "../../src/model/state.ts";
@@ -22,17 +25,20 @@ const prompts = [
   [1000, 2000, 3000, 40, 50, 60, 70],
 ].map((p) => Int32Array.from(p));
 
+/** The same bits, or a failure naming the first difference (a diff of it all is too large). */
+function sameBits(a: ArrayBufferView, b: ArrayBufferView, what: string): void {
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.byteLength / 4);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+  assert.equal(x.length, y.length, `${what}: length`);
+  const i = x.findIndex((v, k) => v !== y[k]);
+  if (i >= 0) assert.fail(`${what}: first difference at ${i} (${x[i]} against ${y[i]})`);
+}
+
 function sameStates(a: ModelState[], b: ModelState[]): void {
   assert.equal(a.length, b.length);
   for (let i = 0; i < a.length; i++) {
     assert.equal(a[i].position, b[i].position, `sequence ${i} position`);
-    a[i].layers.forEach((l, j) =>
-      assert.deepEqual(
-        new Uint32Array(l.buffer),
-        new Uint32Array(b[i].layers[j].buffer),
-        `${i}/${j}`,
-      )
-    );
+    a[i].layers.forEach((l, j) => sameBits(l, b[i].layers[j], `${i}/${j}`));
   }
 }
 
@@ -62,6 +68,52 @@ gpuTest(
         release(batched);
         release(alone);
       }
+    } finally {
+      await b.dispose();
+    }
+  },
+);
+
+gpuTest(
+  "gpu: a prompt fed in chunks ending on block boundaries gives the one prefill's bits; prefillMany joins a sequence's chunks",
+  async (ctx) => {
+    const src = await openSafetensors(DEFAULT_MODEL_DIR + "model.safetensors");
+    const b = await WebGpuBackend.load(src, config, "default", { context: ctx, maxSlots: 8 })
+      .finally(() => src.close());
+    try {
+      const blk = lightningBlock(config.headDim);
+      assert.ok(b.preferredPrefillChunk <= b.prefiller.capacity);
+      const n = 5 * blk + 7;
+      const tokens = Int32Array.from({ length: n }, (_, i) => (i * 37 + 11) % config.vocabSize);
+      const whole = b.allocState(), parts = b.allocState(), many = b.allocState();
+      const odd = b.allocState(), oddMany = b.allocState();
+      // Logits of the last token after the prompt, and the state.
+      const last = tokens.subarray(n - 1);
+      const cuts = [0, blk, 3 * blk, n - 1];
+      await b.prefill(whole, tokens.subarray(0, n - 1), "none");
+      for (let i = 0; i + 1 < cuts.length; i++) {
+        await b.prefill(parts, tokens.subarray(cuts[i], cuts[i + 1]), "none");
+      }
+      const spans = cuts.slice(1).map((c, i) => tokens.subarray(cuts[i], c));
+      await b.prefillMany(spans.map((t) => ({ state: many, tokens: t })));
+      // A join off a block boundary: fed apart, the blocks start at the join.
+      const oddCuts = [0, blk + 3, n - 1];
+      const oddSpans = oddCuts.slice(1).map((c, i) => tokens.subarray(oddCuts[i], c));
+      for (const t of oddSpans) await b.prefill(odd, t, "none");
+      await b.prefillMany(oddSpans.map((t) => ({ state: oddMany, tokens: t })));
+      const logits = async (s: BackendState) =>
+        new Uint32Array((await b.prefill(s, last, "last")).buffer);
+      const [w, p, m, o, om] = await Promise.all(
+        [whole, parts, many, odd, oddMany].map(async (s) => ({
+          logits: await logits(s),
+          state: await b.readState(s),
+        })),
+      );
+      sameStates([p.state, m.state], [w.state, w.state]);
+      sameBits(p.logits, w.logits, "logits, chunk by chunk");
+      sameBits(m.logits, w.logits, "logits, prefillMany");
+      sameStates([om.state], [o.state]);
+      sameBits(om.logits, o.logits, "logits, a join off a block boundary");
     } finally {
       await b.dispose();
     }
