@@ -130,13 +130,16 @@ export async function tuneGemm(
     // An idle GPU runs at low clocks (an H200 at 345 MHz) until it has worked a while: a first
     // round, timed, sizes an untimed warm-up of about WARM_UP_MS of these tiles, encoded right
     // before the timed rounds. Rounds interleave the tiles so clocks and caches treat them alike;
-    // each pass runs its tile REPS times; the best round of each tile is kept.
+    // each pass runs its tile REPS times; round k starts at tile k (no tile is always first or
+    // last); the best round of each tile is kept.
+    const count = runs.length;
+    const tileAt = (i: number) => (i + Math.floor(i / count)) % count;
     const once = async (n: number, reps: number, warm = 0) =>
       await timePasses(
         dev,
         n,
         (pass, i) => {
-          for (let r = 0; r < reps; r++) encodeOps(pass, [runs[i % runs.length].op], tokens);
+          for (let r = 0; r < reps; r++) encodeOps(pass, [runs[tileAt(i)].op], tokens);
         },
         (enc, i) => {
           if (i > 0 || warm === 0) return;
@@ -148,11 +151,9 @@ export async function tuneGemm(
     const roundNs = (await once(runs.length, 1)).reduce((a, b) => a + b, 0);
     const warm = Math.min(MAX_WARM_UP_ROUNDS, Math.ceil((WARM_UP_MS * 1e6) / Math.max(1, roundNs)));
     const ns = await once(runs.length * rounds, REPS, warm);
-    const times = runs.map((r, j) => {
-      let best = Infinity;
-      for (let k = 0; k < rounds; k++) best = Math.min(best, ns[k * runs.length + j] / 1000 / REPS);
-      return { tile: r.tile, us: best };
-    });
+    const best = runs.map(() => Infinity);
+    ns.forEach((t, i) => best[tileAt(i)] = Math.min(best[tileAt(i)], t / 1000 / REPS));
+    const times = runs.map((r, j) => ({ tile: r.tile, us: best[j] }));
     const fastest = times.reduce((b, t) => (t.us < b.us ? t : b));
     const result = { tile: fastest.tile, times };
     if (!candidates) cache.set(key, result);
