@@ -1,9 +1,10 @@
 /**
  * Prefill on the GPU: a prompt is processed in chunks of up to `capacity` tokens (a multiple of the
- * Lightning block), each chunk as one submission: embedding, then per layer norm → GEMM(qkvu) →
- * Lightning Attention (prep, block KV, scan, block output) → gated norm → GEMM(out, +residual) →
- * norm → GEMM(SGLU) → GEMM(down, +residual), then the final norm and the head on the rows asked for.
- * Bind groups are built once; only the small uniform blocks are rewritten per chunk.
+ * Lightning block), each chunk in a few submissions: embedding, then per layer norm → GEMM(qkvu)
+ * → Lightning Attention (prep, block KV, scan, block output) → gated norm → GEMM(out, +residual)
+ * → norm → GEMM(SGLU) → GEMM(down, +residual), then the final norm and the head on the rows asked
+ * for (the last row alone: the decode head's matrix-vector product). Bind groups are built once;
+ * only the small uniform blocks are rewritten per chunk.
  * @module
  */
 
