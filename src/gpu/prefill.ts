@@ -164,6 +164,7 @@ export class GpuPrefill {
     const w = m.weights;
     // Partial sums of the products split along their inner dimension (shared: one at a time).
     const partBytes = Math.max(
+      gemmSplitParts(w.head.rows, w.head.cols, Tc),
       ...w.layers.flatMap((lw) =>
         [lw.qkvu, lw.out, lw.l3].map((x) => gemmSplitParts(x.rows, x.cols, Tc))
       ),
@@ -298,6 +299,7 @@ export class GpuPrefill {
       out: logitsOut,
       inOff: (_n, r0) => r0 * D,
       tile: GEMM_TILES[0],
+      parts,
     });
   }
 

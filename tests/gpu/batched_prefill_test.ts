@@ -4,12 +4,17 @@
  * the same states as one `replay` per sequence, bit for bit: only the number of round trips
  * differs. `readStates` reads several slots in one readback. A prompt fed in chunks that end on
  * Lightning block boundaries gives the bits of one prefill, so `prefillMany` joins such chunks of
- * one sequence into larger submissions; joins off a boundary are fed apart.
+ * one sequence into larger submissions; joins off a boundary are fed apart. A head that is a
+ * split product (small vocabulary, wide model) gives every position's logits.
  */
 
 import assert from "node:assert/strict";
 import { WebGpuBackend } from "../../src/gpu/backend.ts";
 import { lightningBlock } from "../../src/gpu/ops/mod.ts";
+import { gemmSplits } from "../../src/gpu/gemm_tiling.ts";
+import { CpuBackend } from "../../src/cpu/backend.ts";
+import { randomSource, shapeConfig } from "../../src/model/random_weights.ts";
+import { assertClose } from "./harness.ts";
 import type { BackendState } from "../../src/engine/backend.ts";
 import { loadConfig } from "../../src/model/config.ts";
 import type { ModelState } from "../../src/model/state.ts";
@@ -116,6 +121,37 @@ gpuTest(
       sameBits(om.logits, o.logits, "logits, a join off a block boundary");
     } finally {
       await b.dispose();
+    }
+  },
+);
+
+gpuTest(
+  "gpu: a head that is a split product (vocabulary ≤ 1,024, width ≥ 512) gives all positions' logits",
+  async (ctx) => {
+    // Random weights at a small shape whose tied head (1,000 × 512) sums its inner dimension in
+    // two parts (`gemmSplits`), as the layers' down projection does (512 × 1,024).
+    const cfg = shapeConfig({
+      decoder_embed_dim: 512,
+      hidden_dim: 512,
+      decoder_layers: 1,
+      decoder_attention_heads: 4,
+      glu_dim: 1024,
+    }, { vocab_size: 1000 });
+    assert.equal(gemmSplits(cfg.vocabSize, cfg.embedDim), 2);
+    const gpu = await WebGpuBackend.load(randomSource(cfg, { dtype: "BF16" }), cfg, "split head", {
+      context: ctx,
+      maxSlots: 2,
+    });
+    const cpu = await CpuBackend.load(randomSource(cfg, { dtype: "BF16" }), cfg, "split head");
+    try {
+      const tokens = Int32Array.from({ length: 40 }, (_, i) => (i * 31 + 7) % cfg.vocabSize);
+      const s = gpu.allocState(), c = cpu.allocState();
+      const got = await gpu.prefill(s, tokens, "all");
+      const want = await cpu.prefill(c, tokens, "all");
+      assertClose(got, want, 1e-4, "logits of every position");
+    } finally {
+      await gpu.dispose();
+      await cpu.dispose();
     }
   },
 );
