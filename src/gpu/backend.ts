@@ -465,7 +465,14 @@ export class WebGpuBackend implements Backend {
         ? "last"
         : "none";
       this.#check();
-      const lg = await this.prefiller.run(s.slot, s.position, chunk, mode, read);
+      const lg = await this.prefiller.run(
+        s.slot,
+        s.position,
+        chunk,
+        mode,
+        read,
+        (bytes) => this.#staging(bytes),
+      );
       s.position += chunk.length;
       if (mode === "all") out.set(lg, c * V);
       else if (mode === "last") out.set(lg);

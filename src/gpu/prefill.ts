@@ -305,7 +305,8 @@ export class GpuPrefill {
 
   /**
    * Run `tokens` (at most `capacity`) of the sequence in `slot`, starting at `pos0`. Logits:
-   * "last" → [V], "all" → [T, V], "none" → empty. The slot's state is advanced on the GPU.
+   * "last" → [V], "all" → [T, V], "none" → empty. The slot's state is advanced on the GPU. The
+   * logits come back through a mappable buffer from `take` (default: a new one), read by `read`.
    */
   async run(
     slot: number,
@@ -313,6 +314,11 @@ export class GpuPrefill {
     tokens: Int32Array,
     logits: LogitsMode,
     read: (staging: GPUBuffer, bytes: number) => Promise<ArrayBuffer>,
+    take: (bytes: number) => GPUBuffer = (bytes) =>
+      this.#m.ctx.device.createBuffer({
+        size: bytes,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      }),
   ): Promise<Float32Array> {
     const T = tokens.length;
     if (T === 0 || T > this.capacity) {
@@ -357,20 +363,14 @@ export class GpuPrefill {
       encodeOps(head, this.#headLast, 1);
       head.end();
       bytes = V * 4;
-      staging = dev.createBuffer({
-        size: bytes,
-        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      });
+      staging = take(bytes);
       enc.copyBufferToBuffer(this.#logits, 0, staging, 0, bytes);
       dev.queue.submit([enc.finish()]);
     } else if (logits === "all") {
       pass.end();
       dev.queue.submit([enc.finish()]);
       bytes = T * V * 4;
-      staging = dev.createBuffer({
-        size: bytes,
-        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      });
+      staging = take(bytes);
       for (let r0 = 0; r0 < T; r0 += this.logitRows) {
         const n = Math.min(this.logitRows, T - r0);
         for (const s of this.#headAll) this.#res.writeUniform(s.params, s.words(n, r0, slot));
