@@ -242,14 +242,23 @@ Deno.test("errors: unexpected failures are 500s without details; logged with the
 
 Deno.test("errors: the request timeout returns what was generated, or a 503 when nothing was", async () => {
   const { app, ctx } = await testApp({ options: { requestTimeoutMs: 400 } });
-  const body = await jsonOf(await post(app, "/v1/completions", { prompt: "a", max_tokens: 5000 }));
+  // The end-of-text token banned, so the timeout, not a sampled stop, ends the generation.
+  const noStop = { [String(ctx.serving!.engine.config.eosTokenId)]: -100 };
+  const body = await jsonOf(
+    await post(app, "/v1/completions", { prompt: "a", max_tokens: 5000, logit_bias: noStop }),
+  );
   const [c] = body.choices as { finish_reason: string }[];
   assert.equal(c.finish_reason, "length");
   const n = (body.usage as { completion_tokens: number }).completion_tokens;
   assert.ok(n > 0 && n < 5000, `${n} tokens`);
   // The stream form ends with a finish chunk too.
   const chunks = await sseChunks(
-    await post(app, "/v1/completions", { prompt: "a", max_tokens: 5000, stream: true }),
+    await post(app, "/v1/completions", {
+      prompt: "a",
+      max_tokens: 5000,
+      stream: true,
+      logit_bias: noStop,
+    }),
   );
   assert.equal((chunks.at(-1)!.choices as { finish_reason: string }[])[0].finish_reason, "length");
   const quick = await testApp({ options: { requestTimeoutMs: 1 } });
