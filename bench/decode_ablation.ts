@@ -25,7 +25,7 @@ import { ROW, ROW_WORDS, SAMPLING, SAMPLING_WORDS } from "../src/gpu/layout.ts";
 import { encodeOps, type Op } from "../src/gpu/ops/mod.ts";
 import { timePasses } from "../src/gpu/timing.ts";
 import { randomSource, shapeConfig } from "../src/model/random_weights.ts";
-import { markdownTable } from "./report.ts";
+import { markdownTable, writeProbeResults } from "./report.ts";
 
 const args = parseArgs(Deno.args, {
   string: ["shape", "steps", "repeats", "layers", "label"],
@@ -148,19 +148,13 @@ await record("empty_wide", await emptyOps(full.length, 1056));
 
 const date = new Date().toISOString().slice(0, 10);
 const adapter = ctx.info.description;
-const slug = adapter.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") +
-  (args.label ? `_${args.label}` : "");
-const command = `deno run -A bench/decode_ablation.ts ${Deno.args.join(" ")}`.trim();
-const results = new URL("./results/", import.meta.url);
-await Deno.mkdir(results, { recursive: true });
-await Deno.writeTextFile(
-  new URL(`decode_ablation_${slug}.json`, results),
-  JSON.stringify({ date, adapter, shape, steps, repeats, command, rows }, null, 1),
-);
 const cols = ["variant", "dispatches", "usPerStep", "tokPerS"] as const;
-await Deno.writeTextFile(
-  new URL(`decode_ablation_${slug}.md`, results),
-  [
+const written = await writeProbeResults(
+  "decode_ablation",
+  adapter,
+  args.label,
+  { date, adapter, shape, steps, repeats, rows },
+  (command) => [
     `# Batch-1 decode step ablation, ${shape} bf16 on ${adapter}, ${date}`,
     "",
     `\`${command}\`: ${steps} steps per timed pass, the median of ${repeats} passes. Variants that`,
@@ -168,6 +162,6 @@ await Deno.writeTextFile(
     "",
     markdownTable([...cols], rows.map((r) => cols.map((c) => String(r[c])))),
     "",
-  ].join("\n"),
+  ],
 );
-console.error(`wrote bench/results/decode_ablation_${slug}.{json,md}`);
+console.error(`wrote ${written}`);

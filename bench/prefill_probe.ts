@@ -19,7 +19,7 @@ import { acquireDevice } from "../src/gpu/device.ts";
 import { GpuPrefill } from "../src/gpu/prefill.ts";
 import { randomSource, shapeConfig } from "../src/model/random_weights.ts";
 import { randomIds } from "./measure.ts";
-import { markdownTable } from "./report.ts";
+import { markdownTable, writeProbeResults } from "./report.ts";
 
 const args = parseArgs(Deno.args, {
   string: ["shape", "capacities", "prompts", "chunks", "label", "repeats", "layers"],
@@ -106,19 +106,13 @@ await backend.dispose();
 
 const date = new Date().toISOString().slice(0, 10);
 const adapter = ctx.info.description;
-const slug = adapter.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") +
-  (args.label ? `_${args.label}` : "");
-const command = `deno run -A bench/prefill_probe.ts ${Deno.args.join(" ")}`.trim();
-const results = new URL("./results/", import.meta.url);
-await Deno.mkdir(results, { recursive: true });
-await Deno.writeTextFile(
-  new URL(`prefill_probe_${slug}.json`, results),
-  JSON.stringify({ date, adapter, shape, command, rows }, null, 1),
-);
 const cols = Object.keys(rows[0]).filter((k) => k !== "tiles");
-await Deno.writeTextFile(
-  new URL(`prefill_probe_${slug}.md`, results),
-  [
+await writeProbeResults(
+  "prefill_probe",
+  adapter,
+  args.label,
+  { date, adapter, shape, rows },
+  (command) => [
     `# Prefill probe, ${shape} bf16 on ${adapter}, ${date}`,
     "",
     `\`${command}\`. stream: GPU time per chunk with chunks back to back; fixed: one chunk's`,
@@ -128,5 +122,5 @@ await Deno.writeTextFile(
     "",
     ...rows.map((r) => `- capacity ${r.capacity}: ${r.tiles}`),
     "",
-  ].join("\n"),
+  ],
 );

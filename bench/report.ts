@@ -103,3 +103,28 @@ export function fmtNum(v: number): string {
   const d = Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : 2;
   return v.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: 0 });
 }
+
+/**
+ * Write a probe's results as `bench/results/<name>_<adapter slug>[_<label>].json` and `.md`; the
+ * Markdown from the path of the command that produced it.
+ */
+export async function writeProbeResults(
+  name: string,
+  adapter: string,
+  label: string | undefined,
+  json: Record<string, unknown>,
+  markdown: (command: string) => string[],
+): Promise<string> {
+  const slug = adapter.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") +
+    (label ? `_${label}` : "");
+  const command = `deno run -A bench/${name}.ts ${Deno.args.join(" ")}`.trim();
+  const results = new URL("./results/", import.meta.url);
+  await Deno.mkdir(results, { recursive: true });
+  const base = `${name}_${slug}`;
+  await Deno.writeTextFile(
+    new URL(`${base}.json`, results),
+    JSON.stringify({ ...json, command }, null, 1),
+  );
+  await Deno.writeTextFile(new URL(`${base}.md`, results), markdown(command).join("\n"));
+  return `bench/results/${base}.{json,md}`;
+}
