@@ -91,6 +91,11 @@ function sampleClocks(file: string): () => void {
   }
 }
 
+/** A path made absolute against the current directory (the runs' own directory is their tree). */
+function abs(p: string): string {
+  return p.startsWith("/") ? p : `${Deno.cwd()}/${p}`;
+}
+
 async function compare(trees: string[], out: string, rounds: number, command: string) {
   await Deno.mkdir(out, { recursive: true });
   const stop = sampleClocks(`${out}/clocks.csv`);
@@ -99,7 +104,6 @@ async function compare(trees: string[], out: string, rounds: number, command: st
       for (const tree of trees) {
         const name = `${tree.split("/").filter(Boolean).at(-1)}_${r}`;
         const t0 = performance.now();
-        const abs = (p: string) => (p.startsWith("/") ? p : `${Deno.cwd()}/${p}`);
         const logs = `> '${abs(`${out}/${name}.log`)}' 2> '${abs(`${out}/${name}.err`)}'`;
         const child = new Deno.Command("bash", {
           args: ["-c", `(${command}) ${logs}`],
