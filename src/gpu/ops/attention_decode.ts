@@ -37,21 +37,37 @@ export interface AttentionDecodeSpec {
   decay: GPUBuffer;
 }
 
+/**
+ * How the decode step splits a head's state: `rg` row groups (a thread sums rows i ≡ r mod rg of
+ * its columns; 256 / 32, 16 or 8 by the head width, as the additions' order), `ct` threads of four
+ * columns each per block of 4·ct columns (as wide as the head allows, up to 256 threads), `blocks`
+ * per head. Only `rg` sets the numbers; the block width sets the workgroups.
+ */
+export function attentionDecodeLayout(headDim: number): { rg: number; ct: number; blocks: number } {
+  if (headDim % 8 !== 0) {
+    throw new RangeError(`attention: head width ${headDim} is not a multiple of 8`);
+  }
+  const unit = headDim % 32 === 0 ? 32 : headDim % 16 === 0 ? 16 : 8;
+  const m = [4, 2, 1].find((f) => headDim % (unit * f) === 0)!;
+  const ct = (unit * m) / 4;
+  return { rg: 256 / unit, ct, blocks: headDim / (4 * ct) };
+}
+
 /** The attention op of one layer. */
 export async function attentionDecodeOp(t: OpTarget, spec: AttentionDecodeSpec): Promise<Op> {
   const hd = spec.headDim;
-  if (hd % 8 !== 0) throw new RangeError(`attention: head width ${hd} is not a multiple of 8`);
-  const cb = hd % 32 === 0 ? 32 : hd % 16 === 0 ? 16 : 8;
+  const { rg, ct, blocks } = attentionDecodeLayout(hd);
   const lrpe = Boolean(spec.theta);
   const defines: Defines = {
     ...LAYOUT_DEFINES,
     [spec.activation]: true,
     LRPE: lrpe,
-    CB: cb,
+    RG: rg,
+    CT: ct,
     MAX_DK: 2 * hd,
   };
   const k = await loadKernel(t.m.pipelines, "attention_decode", defines);
-  const x = spec.heads * (hd / cb);
+  const x = spec.heads * blocks;
   return await makeOp(t.res, k, {
     label: "attention",
     buffers: {

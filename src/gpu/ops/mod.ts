@@ -36,7 +36,11 @@ export {
 export { normOp, type NormSpec } from "./norm.ts";
 export { embedOps, type EmbedSpec } from "./embed.ts";
 export { matvecOps, type MatvecSpec } from "./matvec.ts";
-export { attentionDecodeOp, type AttentionDecodeSpec } from "./attention_decode.ts";
+export {
+  attentionDecodeLayout,
+  attentionDecodeOp,
+  type AttentionDecodeSpec,
+} from "./attention_decode.ts";
 export { sampleOps, type SampleSpec } from "./sample.ts";
 export { gemmOps, type GemmSpec, gemmSplitParts } from "./gemm.ts";
 export { lightningBlock, lightningOps, type LightningSpec } from "./lightning.ts";

@@ -1,11 +1,13 @@
 /**
  * The recurrent decode step (`wgsl/attention_decode.wgsl`: S = λ·S + kᵀv, o = q·S, with the
  * activation and LRPE of q and k) against the CPU reference (`recurrentStep`): head dims 16 to
- * 128, the doubled LRPE width, positions far out. Tolerance: 2e-5 relative.
+ * 128 (block widths of 16 to 128 columns), the doubled LRPE width, positions far out. Tolerance:
+ * 2e-5 relative.
  */
 
 import { recurrentStep } from "../../../src/cpu/attention.ts";
 import { activate } from "../../../src/cpu/kernels.ts";
+import { attentionDecodeLayout } from "../../../src/gpu/ops/mod.ts";
 import { assertClose, randomF32, runKernel } from "../harness.ts";
 import { gpuTest } from "../support.ts";
 
@@ -46,9 +48,10 @@ function cpuDecodeHead(
 }
 
 gpuTest(
-  "kernel attention_decode: head dims 16/32/64/128, LRPE width, positions far out",
+  "kernel attention_decode: head dims 16 to 128, LRPE width, positions far out",
   async (ctx) => {
-    for (const hd of [16, 32, 64, 128]) {
+    for (const hd of [16, 24, 32, 64, 96, 128]) {
+      const lay = attentionDecodeLayout(hd);
       for (const lrpe of [false, true]) {
         const heads = 3, B = 2, H = heads * hd, dk = lrpe ? 2 * hd : hd;
         const stride = heads * dk * hd, slots = 3;
@@ -83,15 +86,9 @@ gpuTest(
         const out = await runKernel(
           ctx,
           "attention_decode",
-          {
-            ROW_WORDS: 16,
-            ACT_SILU: true,
-            LRPE: lrpe,
-            CB: hd % 32 === 0 ? 32 : 16,
-            MAX_DK: 2 * hd,
-          },
+          { ROW_WORDS: 16, ACT_SILU: true, LRPE: lrpe, RG: lay.rg, CT: lay.ct, MAX_DK: 2 * hd },
           bindings,
-          [heads * (hd / (hd % 32 === 0 ? 32 : 16)), B],
+          [heads * lay.blocks, B],
         );
         const gotO = new Float32Array(out[5]), gotS = new Float32Array(out[4]);
         const refState = state.slice();
