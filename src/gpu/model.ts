@@ -266,7 +266,7 @@ export class GpuModel {
           state: this.states[l],
           o: this.#o,
           decay: this.#decay[l],
-        }),
+        }, nb),
       );
       const oIn = { buffer: this.#o, stride: H };
       const hA = { buffer: this.#a, stride: H };

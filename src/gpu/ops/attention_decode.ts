@@ -40,23 +40,34 @@ export interface AttentionDecodeSpec {
 /**
  * How the decode step splits a head's state: `rg` row groups (a thread sums rows i ≡ r mod rg of
  * its columns; 256 / 32, 16 or 8 by the head width, as the additions' order), `ct` threads of four
- * columns each per block of 4·ct columns (as wide as the head allows, up to 256 threads), `blocks`
- * per head. Only `rg` sets the numbers; the block width sets the workgroups.
+ * columns each per block of 4·ct columns, `blocks` per head. Only `rg` sets the numbers. `wide`
+ * (large batches, with workgroups to spare) takes blocks as wide as the head allows, up to 256
+ * threads; otherwise a block is 32, 16 or 8 columns, as many workgroups as scalar columns gave.
  */
-export function attentionDecodeLayout(headDim: number): { rg: number; ct: number; blocks: number } {
+export function attentionDecodeLayout(
+  headDim: number,
+  wide = true,
+): { rg: number; ct: number; blocks: number } {
   if (headDim % 8 !== 0) {
     throw new RangeError(`attention: head width ${headDim} is not a multiple of 8`);
   }
   const unit = headDim % 32 === 0 ? 32 : headDim % 16 === 0 ? 16 : 8;
-  const m = [4, 2, 1].find((f) => headDim % (unit * f) === 0)!;
+  const m = wide ? [4, 2, 1].find((f) => headDim % (unit * f) === 0)! : 1;
   const ct = (unit * m) / 4;
   return { rg: 256 / unit, ct, blocks: headDim / (4 * ct) };
 }
 
-/** The attention op of one layer. */
-export async function attentionDecodeOp(t: OpTarget, spec: AttentionDecodeSpec): Promise<Op> {
+/** Sequences per workgroup of the decode plan from which the attention takes wide blocks. */
+const WIDE_FROM = 8;
+
+/** The attention op of one layer, for the decode plan of `nb` sequences per workgroup. */
+export async function attentionDecodeOp(
+  t: OpTarget,
+  spec: AttentionDecodeSpec,
+  nb = 1,
+): Promise<Op> {
   const hd = spec.headDim;
-  const { rg, ct, blocks } = attentionDecodeLayout(hd);
+  const { rg, ct, blocks } = attentionDecodeLayout(hd, nb >= WIDE_FROM);
   const lrpe = Boolean(spec.theta);
   const defines: Defines = {
     ...LAYOUT_DEFINES,

@@ -1,11 +1,12 @@
 /**
  * The recurrent decode step (`wgsl/attention_decode.wgsl`: S = λ·S + kᵀv, o = q·S, with the
  * activation and LRPE of q and k) against the CPU reference (`recurrentStep`): head dims 16 to
- * 128 (block widths of 16 to 128 columns), the doubled LRPE width, positions far out. Tolerance:
- * 2e-5 relative.
+ * 128 (block widths of 8 to 128 columns), the doubled LRPE width, positions far out. Tolerance:
+ * 2e-5 relative; the narrow blocks of small batches give the wide blocks' bits.
  */
 
 import { recurrentStep } from "../../../src/cpu/attention.ts";
+import assert from "node:assert/strict";
 import { activate } from "../../../src/cpu/kernels.ts";
 import { attentionDecodeLayout } from "../../../src/gpu/ops/mod.ts";
 import { assertClose, randomF32, runKernel } from "../harness.ts";
@@ -51,7 +52,6 @@ gpuTest(
   "kernel attention_decode: head dims 16 to 128, LRPE width, positions far out",
   async (ctx) => {
     for (const hd of [16, 24, 32, 64, 96, 128]) {
-      const lay = attentionDecodeLayout(hd);
       for (const lrpe of [false, true]) {
         const heads = 3, B = 2, H = heads * hd, dk = lrpe ? 2 * hd : hd;
         const stride = heads * dk * hd, slots = 3;
@@ -83,13 +83,21 @@ gpuTest(
         if (lrpe) {
           bindings[7] = { data: theta };
         }
-        const out = await runKernel(
-          ctx,
-          "attention_decode",
-          { ROW_WORDS: 16, ACT_SILU: true, LRPE: lrpe, RG: lay.rg, CT: lay.ct, MAX_DK: 2 * hd },
-          bindings,
-          [heads * lay.blocks, B],
-        );
+        // Narrow and wide blocks: the same row groups, so the same bits.
+        const run = async (wide: boolean) => {
+          const lay = attentionDecodeLayout(hd, wide);
+          return await runKernel(
+            ctx,
+            "attention_decode",
+            { ROW_WORDS: 16, ACT_SILU: true, LRPE: lrpe, RG: lay.rg, CT: lay.ct, MAX_DK: 2 * hd },
+            bindings,
+            [heads * lay.blocks, B],
+          );
+        };
+        const [out, narrow] = [await run(true), await run(false)];
+        for (const k of [4, 5]) {
+          assert.deepEqual(new Uint32Array(narrow[k]), new Uint32Array(out[k]), `hd ${hd} ${k}`);
+        }
         const gotO = new Float32Array(out[5]), gotS = new Float32Array(out[4]);
         const refState = state.slice();
         for (let b = 0; b < B; b++) {
