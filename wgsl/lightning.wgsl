@@ -80,56 +80,85 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 //#endif
 
 //#if STAGE_KV
-// Workgroup per (64 key dims, block, head); its 8 warps take 8 key dims each, a lane 4 consecutive
-// columns of v (one vec4; lanes 32 vec4 apart when the head dim exceeds 128). Each step over the
-// block's tokens makes 32 products from two vec4 of k' (the same for the whole warp) and one of v.
-// The accumulators are named registers, never an array indexed in a loop (which a compiler may put
-// in local memory). The head dim is a multiple of 8 (the backend checks), so dk is too: a warp's
-// 8 key dims are all live or none.
-@compute @workgroup_size(256)
+// Workgroup of 128 threads over the dk·hd/64 items of one (block, head): a thread computes 8
+// consecutive key dims i0.. × 2 vec4 columns, 4·c4.. and 4·(c4 + hd/8).. (c4 < hd/8; consecutive
+// threads take consecutive c4, then the next 8 key dims, so the two loads of v in a step read the
+// two halves of a row, coalesced). Each step over the block's tokens makes 64 products from two
+// vec4 of k' (one row for the whole warp) and two of v. The accumulators are named registers, never
+// an array indexed in a loop (which a compiler may put in local memory). The head dim is a multiple
+// of 8 (the backend checks), so dk is too (a thread's 8 key dims are all live or none) and a row
+// of v is two halves of hd/8 whole vec4.
+@compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let n = wid.y;
   let h = wid.z;
-  let i0 = wid.x * 64u + (tid / 32u) * 8u;
+  let dv4 = P.head_dim / 4u;
+  let dv8 = P.head_dim / 8u;   // vec4 columns in half a row
+  let item = wid.x * 128u + tid;
+  let i0 = (item / dv8) * 8u;
   if (i0 >= P.dk) { return; }
+  let c4 = item % dv8;
   let s = n * BLK;
   let m = block_len(n);
   let rate = rates[h];
-  let dv4 = P.head_dim / 4u;
-  for (var c4 = tid % 32u; c4 < dv4; c4 += 32u) {
-    var a0 = vec4<f32>(0.0);   // key dim i0 + 0, columns 4·c4..
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0);
-    var a5 = vec4<f32>(0.0);
-    var a6 = vec4<f32>(0.0);
-    var a7 = vec4<f32>(0.0);
-    for (var t = 0u; t < m; t++) {
-      let d = exp(-rate * f32(m - 1u - t));
-      let ka = ((h * P.tokens + s + t) * P.dk + i0) / 4u;
-      let lo = d * kp[ka];
-      let hi = d * kp[ka + 1u];
-      let v = qkvu[((s + t) * 4u * P.hidden + 2u * P.hidden + h * P.head_dim) / 4u + c4];
-      a0 += lo.x * v;
-      a1 += lo.y * v;
-      a2 += lo.z * v;
-      a3 += lo.w * v;
-      a4 += hi.x * v;
-      a5 += hi.y * v;
-      a6 += hi.z * v;
-      a7 += hi.w * v;
-    }
-    let base = ((h * P.nblocks + n) * P.dk + i0) * dv4 + c4;
-    kvs[base] = a0;
-    kvs[base + dv4] = a1;
-    kvs[base + 2u * dv4] = a2;
-    kvs[base + 3u * dv4] = a3;
-    kvs[base + 4u * dv4] = a4;
-    kvs[base + 5u * dv4] = a5;
-    kvs[base + 6u * dv4] = a6;
-    kvs[base + 7u * dv4] = a7;
+  var a0 = vec4<f32>(0.0);   // key dim i0 + 0, columns 4·c4..
+  var a1 = vec4<f32>(0.0);
+  var a2 = vec4<f32>(0.0);
+  var a3 = vec4<f32>(0.0);
+  var a4 = vec4<f32>(0.0);
+  var a5 = vec4<f32>(0.0);
+  var a6 = vec4<f32>(0.0);
+  var a7 = vec4<f32>(0.0);
+  var b0 = vec4<f32>(0.0);   // key dim i0 + 0, columns 4·(c4 + hd/8)..
+  var b1 = vec4<f32>(0.0);
+  var b2 = vec4<f32>(0.0);
+  var b3 = vec4<f32>(0.0);
+  var b4 = vec4<f32>(0.0);
+  var b5 = vec4<f32>(0.0);
+  var b6 = vec4<f32>(0.0);
+  var b7 = vec4<f32>(0.0);
+  for (var t = 0u; t < m; t++) {
+    let d = exp(-rate * f32(m - 1u - t));
+    let ka = ((h * P.tokens + s + t) * P.dk + i0) / 4u;
+    let lo = d * kp[ka];
+    let hi = d * kp[ka + 1u];
+    let vr = ((s + t) * 4u * P.hidden + 2u * P.hidden + h * P.head_dim) / 4u + c4;
+    let va = qkvu[vr];
+    let vb = qkvu[vr + dv8];
+    a0 += lo.x * va;
+    a1 += lo.y * va;
+    a2 += lo.z * va;
+    a3 += lo.w * va;
+    a4 += hi.x * va;
+    a5 += hi.y * va;
+    a6 += hi.z * va;
+    a7 += hi.w * va;
+    b0 += lo.x * vb;
+    b1 += lo.y * vb;
+    b2 += lo.z * vb;
+    b3 += lo.w * vb;
+    b4 += hi.x * vb;
+    b5 += hi.y * vb;
+    b6 += hi.z * vb;
+    b7 += hi.w * vb;
   }
+  let base = ((h * P.nblocks + n) * P.dk + i0) * dv4 + c4;
+  kvs[base] = a0;
+  kvs[base + dv4] = a1;
+  kvs[base + 2u * dv4] = a2;
+  kvs[base + 3u * dv4] = a3;
+  kvs[base + 4u * dv4] = a4;
+  kvs[base + 5u * dv4] = a5;
+  kvs[base + 6u * dv4] = a6;
+  kvs[base + 7u * dv4] = a7;
+  kvs[base + dv8] = b0;
+  kvs[base + dv8 + dv4] = b1;
+  kvs[base + dv8 + 2u * dv4] = b2;
+  kvs[base + dv8 + 3u * dv4] = b3;
+  kvs[base + dv8 + 4u * dv4] = b4;
+  kvs[base + dv8 + 5u * dv4] = b5;
+  kvs[base + dv8 + 6u * dv4] = b6;
+  kvs[base + dv8 + 7u * dv4] = b7;
 }
 //#endif
 
@@ -155,24 +184,32 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 //#endif
 
 //#if STAGE_OUT
-// Workgroup per (block, head). The decayed, masked scores q'_t·k'_j of the block are computed
-// first into workgroup memory (a thread: one token × 4 keys, vec4 dot products over the key dims;
-// zero past the causal mask and the block's end). Then a thread computes 4 consecutive tokens × 4
-// consecutive columns (named vec4 registers): o_t = Σ_{j≤t} A[t][j]·v_j, then
-// + Σ_i λ^(t-s_n+1)·q'_t[i]·S_before(n)[i]; each step reads one vec4 of a row of V or S_before(n)
-// (coalesced over the 32 lanes) and 4 coefficients that are the same for the whole warp. Items of
-// 4 tokens × 32 vec4 columns go to the 8 warps in turn. The head dim is a multiple of 8 (the backend
-// checks), so dk and the offsets of the vec4 views are too. Workgroup arrays stay small: llvmpipe's
-// GL compile time grows steeply with their size.
-const QB: u32 = BLK / 4u;   // 4-wide groups of tokens (and of keys) in a block
+// Workgroup of 128 threads (4 warps) per (block, head). First the decayed, masked scores q'_t·k'_j
+// of the block into workgroup memory: a thread computes 2 consecutive tokens × 4 consecutive keys
+// (two vec4 registers, vec4 dot products over the key dims: a step reads 2 vec4 of q' and 4 of k'
+// for 8 dot products), a warp a 16 × 16 tile of the scores (a tile wholly past the causal mask
+// only writes zeros); zero past the mask and the block's end. Then a thread computes 8 consecutive
+// tokens × 4 consecutive columns (named vec4 registers): o_t = Σ_{j≤t} A[t][j]·v_j, 4 keys a step
+// (4 vec4 of rows of V, coalesced over the 32 lanes, and one vec4 of A per token, the same for the
+// whole warp), then + Σ_i λ^(t-s_n+1)·q'_t[i]·S_before(n)[i], 4 key dims a step (8 vec4 of q', the
+// same for the whole warp, and 4 coalesced vec4 of rows of S_before(n) for 32 vec4 FMAs). Items of
+// 8 tokens × 32 vec4 columns go to the 4 warps in turn. The head dim is a multiple of 8 (the
+// backend checks), so dk and the offsets of the vec4 views are too. Workgroup arrays stay small:
+// llvmpipe's GL compile time grows steeply with their size.
+const QB: u32 = BLK / 4u;   // 4-wide groups of keys (vec4 of a row of A) in a block
+const TB: u32 = BLK / 8u;   // 8-token items in a block
+const TILES: u32 = BLK / 16u;   // 16 × 16 score tiles in a row of A (BLK is 16 or 32)
 var<workgroup> amat: array<vec4<f32>, {{BLK2_4}}>;   // [BLK][BLK] decayed, masked q'·k'
 
-fn score(t: u32, j: u32) -> f32 {
-  let e = t * BLK + j;
-  return amat[e / 4u][e % 4u];
+// The row of A of token st, keys sj0..sj0+3: d (Σ of q'·k' over the key dims) decayed, masked.
+fn scores(st: u32, sj0: u32, m: u32, rate: f32, d: vec4<f32>) -> vec4<f32> {
+  let j = vec4<u32>(sj0) + vec4<u32>(0u, 1u, 2u, 3u);
+  let live = j <= vec4<u32>(st) & vec4<bool>(st < m);
+  let gap = vec4<f32>(select(vec4<u32>(0u), vec4<u32>(st) - j, live));
+  return select(vec4<f32>(0.0), d * exp(-rate * gap), live);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let n = wid.x;
   let h = wid.y;
@@ -182,83 +219,165 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let dv4 = P.head_dim / 4u;
   let dk4 = P.dk / 4u;
   let row0 = h * P.tokens + s;   // first row of the block in q' and k'
-  // Intra-block scores with decay and causal mask: token st, keys sj0..sj0+3.
-  for (var it = tid; it < BLK * QB; it += 256u) {
-    let st = it / QB;
-    let sj0 = (it % QB) * 4u;
-    var d = vec4<f32>(0.0);
-    if (st < m && sj0 <= st) {
+  let lane = tid % 32u;
+  // Intra-block scores with decay and causal mask: tokens st, st + 1 × keys sj0..sj0+3, the lane's
+  // place in its warp's 16 × 16 tile.
+  for (var it = tid / 32u; it < TILES * TILES; it += 4u) {
+    let st = (it / TILES) * 16u + (lane / 4u) * 2u;
+    let sj0 = (it % TILES) * 16u + (lane % 4u) * 4u;
+    let tl = min(st + 1u, m - 1u);   // the last live token of the two (when st is live)
+    var da = vec4<f32>(0.0);   // token st
+    var db = vec4<f32>(0.0);   // token st + 1
+    if (st < m && sj0 <= tl) {
       let qa = (row0 + st) * dk4;
-      // Keys past the token (masked below) read the token's own row: always in bounds.
-      let k0 = (row0 + sj0) * dk4;
-      let k1 = (row0 + min(sj0 + 1u, st)) * dk4;
-      let k2 = (row0 + min(sj0 + 2u, st)) * dk4;
-      let k3 = (row0 + min(sj0 + 3u, st)) * dk4;
+      let qb = (row0 + tl) * dk4;
+      // Keys past the tokens (masked below) read the last live token's row: always in bounds.
+      let k0 = (row0 + min(sj0, tl)) * dk4;
+      let k1 = (row0 + min(sj0 + 1u, tl)) * dk4;
+      let k2 = (row0 + min(sj0 + 2u, tl)) * dk4;
+      let k3 = (row0 + min(sj0 + 3u, tl)) * dk4;
       for (var i = 0u; i < dk4; i++) {
-        let q4 = qp[qa + i];
-        d += vec4<f32>(dot(q4, kp[k0 + i]), dot(q4, kp[k1 + i]), dot(q4, kp[k2 + i]), dot(q4, kp[k3 + i]));
+        let qa4 = qp[qa + i];
+        let qb4 = qp[qb + i];
+        let k0v = kp[k0 + i];
+        let k1v = kp[k1 + i];
+        let k2v = kp[k2 + i];
+        let k3v = kp[k3 + i];
+        da += vec4<f32>(dot(qa4, k0v), dot(qa4, k1v), dot(qa4, k2v), dot(qa4, k3v));
+        db += vec4<f32>(dot(qb4, k0v), dot(qb4, k1v), dot(qb4, k2v), dot(qb4, k3v));
       }
     }
-    let j = vec4<u32>(sj0) + vec4<u32>(0u, 1u, 2u, 3u);
-    let live = j <= vec4<u32>(st) & vec4<bool>(st < m);
-    let gap = vec4<f32>(select(vec4<u32>(0u), vec4<u32>(st) - j, live));
-    amat[it] = select(vec4<f32>(0.0), d * exp(-rate * gap), live);
+    amat[(st * BLK + sj0) / 4u] = scores(st, sj0, m, rate, da);
+    amat[((st + 1u) * BLK + sj0) / 4u] = scores(st + 1u, sj0, m, rate, db);
   }
   workgroupBarrier();
-  let lane = tid % 32u;
-  for (var w = tid / 32u; w < QB * ((dv4 + 31u) / 32u); w += 8u) {
-    let t0 = (w % QB) * 4u;
-    let c4 = (w / QB) * 32u + lane;
+  for (var w = tid / 32u; w < TB * ((dv4 + 31u) / 32u); w += 4u) {
+    let t0 = (w % TB) * 8u;
+    let c4 = (w / TB) * 32u + lane;
     if (t0 >= m || c4 >= dv4) { continue; }
-    let tn = min(4u, m - t0);   // live tokens of this item
+    let tn = min(8u, m - t0);   // live tokens of this item
     var a0 = vec4<f32>(0.0);    // token t0 + 0, columns 4·c4..
     var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0);
     var a3 = vec4<f32>(0.0);
-    // Intra: Σ_{j≤t} A[t][j]·v_j (A is zero past the mask: the terms added there are +0).
-    for (var j = 0u; j < t0 + tn; j++) {
-      let v = qkvu[((s + j) * 4u * P.hidden + 2u * P.hidden + h * P.head_dim) / 4u + c4];
-      a0 += score(t0, j) * v;
-      a1 += score(t0 + 1u, j) * v;
-      a2 += score(t0 + 2u, j) * v;
-      a3 += score(t0 + 3u, j) * v;
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    // Intra: Σ_{j≤t} A[t][j]·v_j, keys j..j+3 a step (A is zero past the mask: the terms added there
+    // are +0; rows of V past the block's end are read at its last token, always in bounds).
+    let vb = (s * 4u * P.hidden + 2u * P.hidden + h * P.head_dim) / 4u + c4;
+    for (var j = 0u; j < t0 + tn; j += 4u) {
+      let v0 = qkvu[vb + j * P.hidden];
+      let v1 = qkvu[vb + min(j + 1u, m - 1u) * P.hidden];
+      let v2 = qkvu[vb + min(j + 2u, m - 1u) * P.hidden];
+      let v3 = qkvu[vb + min(j + 3u, m - 1u) * P.hidden];
+      let e = (t0 * BLK + j) / 4u;   // A[t0][j..j+3]; token t0 + k is k·QB further
+      let s0 = amat[e];
+      a0 += s0.x * v0;
+      a0 += s0.y * v1;
+      a0 += s0.z * v2;
+      a0 += s0.w * v3;
+      let s1 = amat[e + QB];
+      a1 += s1.x * v0;
+      a1 += s1.y * v1;
+      a1 += s1.z * v2;
+      a1 += s1.w * v3;
+      let s2 = amat[e + 2u * QB];
+      a2 += s2.x * v0;
+      a2 += s2.y * v1;
+      a2 += s2.z * v2;
+      a2 += s2.w * v3;
+      let s3 = amat[e + 3u * QB];
+      a3 += s3.x * v0;
+      a3 += s3.y * v1;
+      a3 += s3.z * v2;
+      a3 += s3.w * v3;
+      let s4 = amat[e + 4u * QB];
+      a4 += s4.x * v0;
+      a4 += s4.y * v1;
+      a4 += s4.z * v2;
+      a4 += s4.w * v3;
+      let s5 = amat[e + 5u * QB];
+      a5 += s5.x * v0;
+      a5 += s5.y * v1;
+      a5 += s5.z * v2;
+      a5 += s5.w * v3;
+      let s6 = amat[e + 6u * QB];
+      a6 += s6.x * v0;
+      a6 += s6.y * v1;
+      a6 += s6.z * v2;
+      a6 += s6.w * v3;
+      let s7 = amat[e + 7u * QB];
+      a7 += s7.x * v0;
+      a7 += s7.y * v1;
+      a7 += s7.z * v2;
+      a7 += s7.w * v3;
     }
     // Inter: λ^(t+1)·q'_t·S_before(n), t counted from the block's start.
     let l0 = exp(-rate * f32(t0 + 1u));
     let l1 = exp(-rate * f32(t0 + 2u));
     let l2 = exp(-rate * f32(t0 + 3u));
     let l3 = exp(-rate * f32(t0 + 4u));
+    let l4 = exp(-rate * f32(t0 + 5u));
+    let l5 = exp(-rate * f32(t0 + 6u));
+    let l6 = exp(-rate * f32(t0 + 7u));
+    let l7 = exp(-rate * f32(t0 + 8u));
     let q0 = (row0 + t0) * dk4;
     let q1 = (row0 + min(t0 + 1u, m - 1u)) * dk4;
     let q2 = (row0 + min(t0 + 2u, m - 1u)) * dk4;
     let q3 = (row0 + min(t0 + 3u, m - 1u)) * dk4;
+    let q4 = (row0 + min(t0 + 4u, m - 1u)) * dk4;
+    let q5 = (row0 + min(t0 + 5u, m - 1u)) * dk4;
+    let q6 = (row0 + min(t0 + 6u, m - 1u)) * dk4;
+    let q7 = (row0 + min(t0 + 7u, m - 1u)) * dk4;
     let sb = (h * P.nblocks + n) * P.dk * dv4 + c4;
     for (var i4 = 0u; i4 < dk4; i4++) {
       let x0 = qp[q0 + i4] * l0;
       let x1 = qp[q1 + i4] * l1;
       let x2 = qp[q2 + i4] * l2;
       let x3 = qp[q3 + i4] * l3;
+      let x4 = qp[q4 + i4] * l4;
+      let x5 = qp[q5 + i4] * l5;
+      let x6 = qp[q6 + i4] * l6;
+      let x7 = qp[q7 + i4] * l7;
       let r = sb + i4 * 4u * dv4;
       let sx = kvs[r];
       a0 += x0.x * sx;
       a1 += x1.x * sx;
       a2 += x2.x * sx;
       a3 += x3.x * sx;
+      a4 += x4.x * sx;
+      a5 += x5.x * sx;
+      a6 += x6.x * sx;
+      a7 += x7.x * sx;
       let sy = kvs[r + dv4];
       a0 += x0.y * sy;
       a1 += x1.y * sy;
       a2 += x2.y * sy;
       a3 += x3.y * sy;
+      a4 += x4.y * sy;
+      a5 += x5.y * sy;
+      a6 += x6.y * sy;
+      a7 += x7.y * sy;
       let sz = kvs[r + 2u * dv4];
       a0 += x0.z * sz;
       a1 += x1.z * sz;
       a2 += x2.z * sz;
       a3 += x3.z * sz;
+      a4 += x4.z * sz;
+      a5 += x5.z * sz;
+      a6 += x6.z * sz;
+      a7 += x7.z * sz;
       let sw = kvs[r + 3u * dv4];
       a0 += x0.w * sw;
       a1 += x1.w * sw;
       a2 += x2.w * sw;
       a3 += x3.w * sw;
+      a4 += x4.w * sw;
+      a5 += x5.w * sw;
+      a6 += x6.w * sw;
+      a7 += x7.w * sw;
     }
     let ob = ((s + t0) * P.hidden + h * P.head_dim) / 4u + c4;
     let ostep = P.hidden / 4u;
@@ -266,6 +385,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (tn > 1u) { o[ob + ostep] = a1; }
     if (tn > 2u) { o[ob + 2u * ostep] = a2; }
     if (tn > 3u) { o[ob + 3u * ostep] = a3; }
+    if (tn > 4u) { o[ob + 4u * ostep] = a4; }
+    if (tn > 5u) { o[ob + 5u * ostep] = a5; }
+    if (tn > 6u) { o[ob + 6u * ostep] = a6; }
+    if (tn > 7u) { o[ob + 7u * ostep] = a7; }
   }
 }
 //#endif

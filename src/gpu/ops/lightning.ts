@@ -89,7 +89,8 @@ export async function lightningOps(t: OpTarget, s: LightningSpec): Promise<Op[]>
       "kv",
       "STAGE_KV",
       { rates: s.rates, qkvu: s.qkvu, kp: s.kp, kvs: s.kvs },
-      (n) => [Math.ceil(s.dk / 64), Math.ceil(n / blk), s.heads],
+      // A thread per 8 key dims × 2 vec4 columns (dk·hd/64 of a block), 128 a workgroup.
+      (n) => [Math.ceil((s.dk * s.headDim) / 64 / 128), Math.ceil(n / blk), s.heads],
     ),
     await stage(
       "scan",

@@ -68,7 +68,7 @@ gpuTest(
             2: { buffer: bq },
             4: { buffer: bkp },
             6: { buffer: bkvs },
-          }, [Math.ceil(dk / 64), nblocks, heads]);
+          }, [Math.ceil((dk * hd) / 64 / 128), nblocks, heads]);
           await runKernel(ctx, "lightning", { ...common, STAGE_SCAN: true }, {
             0: u,
             1: { buffer: brates },
