@@ -98,10 +98,12 @@ export {
 } from "./src/engine/mod.ts";
 export {
   type DeviceOptions,
+  type GemmTile,
   type GpuContext,
   type GpuInfo,
   type GpuLimitName,
   type GpuModelOptions,
+  type GpuPrefillOptions,
   hasWebGpu,
   type WebGpuBackendOptions,
 } from "./src/gpu/mod.ts";

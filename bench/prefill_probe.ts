@@ -9,14 +9,15 @@
  * Writes `bench/results/prefill_probe_<adapter>[_<label>].json` and `.md`.
  *
  *   deno run -A bench/prefill_probe.ts [--shape 385M] [--capacities 2048,4096,8192]
- *     [--prompts 2048,8192] [--chunks 5] [--layers n] [--label x]
+ *     [--prompts 512,2048,8192] [--chunks 5] [--layers n] [--label x]
  * @module
  */
 
 import { parseArgs } from "@std/cli/parse-args";
 import { WebGpuBackend } from "../src/gpu/backend.ts";
 import { acquireDevice } from "../src/gpu/device.ts";
-import { GpuPrefill } from "../src/gpu/prefill.ts";
+import { GpuPrefill, SHORT_CHUNK } from "../src/gpu/prefill.ts";
+import { tileName } from "../src/gpu/gemm_tiling.ts";
 import { randomSource, shapeConfig } from "../src/model/random_weights.ts";
 import { randomIds } from "./measure.ts";
 import { markdownTable, writeProbeResults } from "./report.ts";
@@ -26,7 +27,7 @@ const args = parseArgs(Deno.args, {
 });
 const shape = String(args.shape ?? "385M");
 const capacities = String(args.capacities ?? "2048,4096,8192").split(",").map(Number);
-const prompts = String(args.prompts ?? "2048,8192").split(",").map(Number);
+const prompts = String(args.prompts ?? "512,2048,8192").split(",").map(Number);
 const chunks = Number(args.chunks ?? 5);
 const repeats = Number(args.repeats ?? 3);
 
@@ -90,7 +91,8 @@ for (const cap of capacities) {
     streamTokPerS: Math.round((cap * 1000) / stream),
     oneChunkMs: +one.toFixed(2),
     fixedMs: +(one - stream).toFixed(2),
-    tiles: [...p.tiles].map(([k, t]) => `${k} ${t.bm}x${t.bn}x${t.bk}/${t.tm}x${t.tn}`).join(", "),
+    tiles: [...p.tiles].map(([k, t]) => `${k} ${tileName(t)}`).join(", "),
+    shortTiles: [...p.shortTiles].map(([k, t]) => `${k} ${tileName(t)}`).join(", "),
   };
   for (const n of prompts) {
     const ms = await median(() => prompt(n));
@@ -106,7 +108,7 @@ await backend.dispose();
 
 const date = new Date().toISOString().slice(0, 10);
 const adapter = ctx.info.description;
-const cols = Object.keys(rows[0]).filter((k) => k !== "tiles");
+const cols = Object.keys(rows[0]).filter((k) => !k.endsWith("iles"));
 await writeProbeResults(
   "prefill_probe",
   adapter,
@@ -120,7 +122,9 @@ await writeProbeResults(
     "",
     markdownTable(cols, rows.map((r) => cols.map((c) => String(r[c])))),
     "",
-    ...rows.map((r) => `- capacity ${r.capacity}: ${r.tiles}`),
+    ...rows.map((r) =>
+      `- capacity ${r.capacity}: ${r.tiles}; chunks of at most ${SHORT_CHUNK} tokens: ${r.shortTiles}`
+    ),
     "",
   ],
 );

@@ -31,7 +31,7 @@ import {
 import { encodeOps, lightningBlock, type Op } from "./ops/mod.ts";
 import { seqsPerWorkgroup } from "./matvec_tiling.ts";
 import { GpuModel, type GpuModelOptions } from "./model.ts";
-import { GpuPrefill } from "./prefill.ts";
+import { GpuPrefill, type GpuPrefillOptions } from "./prefill.ts";
 import { StagingPool } from "./staging.ts";
 import { FiniteCheck } from "./finite_check.ts";
 
@@ -53,7 +53,7 @@ class GpuState implements BackendState {
 }
 
 /** Options of the WebGPU backend. */
-export interface WebGpuBackendOptions extends GpuModelOptions, DeviceOptions {
+export interface WebGpuBackendOptions extends GpuModelOptions, DeviceOptions, GpuPrefillOptions {
   /** An existing device context to use instead of acquiring one. */
   context?: GpuContext;
   /**
@@ -112,7 +112,7 @@ export class WebGpuBackend implements Backend {
     let finite: FiniteCheck | null = null;
     let failure: unknown = null;
     try {
-      prefiller = await GpuPrefill.create(model, options.prefillChunk);
+      prefiller = await GpuPrefill.create(model, options.prefillChunk, options);
       // Every decode tile variant and the sampler: no request pays for a shader compile.
       const tiles = new Set<number>();
       for (let b = 1; b <= model.maxBatch; b++) tiles.add(seqsPerWorkgroup(b));

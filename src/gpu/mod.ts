@@ -35,3 +35,5 @@ export {
   hasWebGpu,
 } from "./device.ts";
 export type { GpuModelOptions } from "./model.ts";
+export type { GpuPrefillOptions } from "./prefill.ts";
+export type { GemmTile } from "./gemm_tiling.ts";

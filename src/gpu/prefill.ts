@@ -43,6 +43,27 @@ const DEFAULT_CAPACITY = 4096;
 /** Submissions a prefill chunk is split into, so the GPU starts before the CPU has encoded it all. */
 const PREFILL_SUBMITS = 4;
 
+/**
+ * Chunks of at most this many tokens run GEMM tiles tuned at this length: a short prompt has few
+ * tiles along its tokens, and a tile that fills the GPU at the capacity can leave most of it idle
+ * there. Every tile gives the same bits (`src/gpu/gemm_tiling.ts`), so this changes speed only.
+ */
+export const SHORT_CHUNK = 512;
+
+/** Options of the prefill. */
+export interface GpuPrefillOptions {
+  /**
+   * The GEMM tile of chunks of at most `SHORT_CHUNK` (512) tokens, instead of tuning one at load
+   * (tests; every tile gives the same bits).
+   */
+  shortChunkTile?: GemmTile;
+}
+
+/** Whether two tiles are the same shape. */
+function sameTile(a: GemmTile, b: GemmTile): boolean {
+  return a.bm === b.bm && a.bn === b.bn && a.bk === b.bk && a.tm === b.tm && a.tn === b.tn;
+}
+
 /** The prefill machinery of one model. */
 export class GpuPrefill {
   /** Most tokens per chunk. */
@@ -51,6 +72,8 @@ export class GpuPrefill {
   readonly logitRows: number;
   /** The GEMM tile of each projection label (tuned at build, see `src/gpu/gemm_tune.ts`). */
   readonly tiles: Map<string, GemmTile> = new Map();
+  /** The same for chunks of at most `SHORT_CHUNK` tokens (the `tiles` when not shorter than it). */
+  readonly shortTiles: Map<string, GemmTile> = new Map();
   readonly #m: GpuModel;
   readonly #res: GpuResources;
   readonly #tokens: GPUBuffer;
@@ -63,13 +86,22 @@ export class GpuPrefill {
   /** [T, D] normalized hidden states (the GEMMs' input; the head's after the final norm). */
   #normed: GPUBuffer | null = null;
   #layers: Op[] = [];
+  /** `#layers` with the short chunks' GEMM tiles (the same ops where the tiles agree). */
+  #shortLayers: Op[] = [];
+  readonly #options: GpuPrefillOptions;
   #headLast: Op[] = [];
   #headAll: Op[] = [];
   #embed: Op[] = [];
   #finalNorm: Op | null = null;
 
-  private constructor(m: GpuModel, capacity: number, logitRows: number) {
+  private constructor(
+    m: GpuModel,
+    capacity: number,
+    logitRows: number,
+    options: GpuPrefillOptions,
+  ) {
     this.#m = m;
+    this.#options = options;
     this.capacity = capacity;
     this.logitRows = logitRows;
     this.#res = new GpuResources(m.ctx.device);
@@ -100,28 +132,54 @@ export class GpuPrefill {
   }
 
   /** Build buffers, pipelines and bind groups. */
-  static async create(m: GpuModel, wanted?: number): Promise<GpuPrefill> {
+  static async create(
+    m: GpuModel,
+    wanted?: number,
+    options: GpuPrefillOptions = {},
+  ): Promise<GpuPrefill> {
     const capacity = GpuPrefill.chooseCapacity(m, wanted);
     const V = m.config.vocabSize;
     const limit = m.ctx.device.limits.maxStorageBufferBindingSize;
     const logitRows = Math.max(1, Math.min(capacity, 256, Math.floor(limit / (V * 4))));
-    const p = new GpuPrefill(m, capacity, logitRows);
+    const p = new GpuPrefill(m, capacity, logitRows, options);
     await p.#build();
     return p;
   }
 
-  /** The GEMM ops of a projection, with the tile tuned for its shape at the chunk capacity. */
-  async #gemm(spec: Omit<GemmSpec, "tile"> & { tile?: GemmTile }): Promise<Op[]> {
+  /**
+   * The GEMM ops of a projection: `long` with the tile tuned for its shape at the chunk capacity,
+   * `short` with the one tuned at `SHORT_CHUNK` tokens (the same ops when the tiles agree).
+   */
+  async #gemm(spec: Omit<GemmSpec, "tile">): Promise<{ long: Op[]; short: Op[] }> {
     const w: GpuMatrix = spec.w;
-    const tile = spec.tile ?? await gemmTileFor(this.#m.ctx, this.#m.pipelines, {
-      rows: w.chunks[0].rows,
-      cols: w.cols,
-      dtype: w.dtype,
-      tokens: this.capacity,
-      glu: Boolean(spec.w2),
-    });
+    const tuned = (tokens: number) =>
+      gemmTileFor(this.#m.ctx, this.#m.pipelines, {
+        rows: w.chunks[0].rows,
+        cols: w.cols,
+        dtype: w.dtype,
+        tokens,
+        glu: Boolean(spec.w2),
+      });
+    const tile = await tuned(this.capacity);
+    const shortTile = this.capacity <= SHORT_CHUNK
+      ? tile
+      : this.#options.shortChunkTile ?? await tuned(SHORT_CHUNK);
     this.tiles.set(spec.label, tile);
-    return await gemmOps({ m: this.#m, res: this.#res }, { ...spec, tile });
+    this.shortTiles.set(spec.label, shortTile);
+    const t = { m: this.#m, res: this.#res };
+    const long = await gemmOps(t, { ...spec, tile });
+    const short = sameTile(tile, shortTile) ? long : await gemmOps(t, { ...spec, tile: shortTile });
+    return { long, short };
+  }
+
+  /** The layers' ops for a chunk of `T` tokens (short chunks have their own GEMM tiles). */
+  #layersFor(T: number): Op[] {
+    return T <= SHORT_CHUNK ? this.#shortLayers : this.#layers;
+  }
+
+  /** The GEMM tile of projection `label` in a chunk of `T` tokens. */
+  tileFor(label: string, T: number): GemmTile | undefined {
+    return (T <= SHORT_CHUNK ? this.shortTiles : this.tiles).get(label);
   }
 
   #norm(
@@ -183,8 +241,17 @@ export class GpuPrefill {
     for (let l = 0; l < c.numLayers; l++) {
       const lw = w.layers[l];
       const v = lw.vectors;
-      const ops: Op[] = [];
-      ops.push(
+      const long: Op[] = [], short: Op[] = [];
+      const both = (...ops: Op[]) => {
+        long.push(...ops);
+        short.push(...ops);
+      };
+      const gemm = async (spec: Omit<GemmSpec, "tile">) => {
+        const g = await this.#gemm(spec);
+        long.push(...g.long);
+        short.push(...g.short);
+      };
+      both(
         await this.#norm(
           "token_norm",
           D,
@@ -193,17 +260,15 @@ export class GpuPrefill {
           ln ? { w: v.tokenNormW!, b: v.tokenNormB! } : null,
         ),
       );
-      ops.push(
-        ...await this.#gemm({
-          label: "qkvu",
-          w: lw.qkvu,
-          input: as,
-          out: { buffer: qkvu, stride: 4 * H },
-          bias: v.qkvuBias,
-          parts,
-        }),
-      );
-      ops.push(
+      await gemm({
+        label: "qkvu",
+        w: lw.qkvu,
+        input: as,
+        out: { buffer: qkvu, stride: 4 * H },
+        bias: v.qkvuBias,
+        parts,
+      });
+      both(
         ...await lightningOps(t, {
           heads: nh,
           headDim: hd,
@@ -221,7 +286,7 @@ export class GpuPrefill {
           o,
         }),
       );
-      ops.push(
+      both(
         await this.#norm(
           "mixer_norm",
           H,
@@ -231,18 +296,16 @@ export class GpuPrefill {
           { buffer: qkvu, stride: 4 * H, off: 3 * H },
         ),
       );
-      ops.push(
-        ...await this.#gemm({
-          label: "out_proj",
-          w: lw.out,
-          input: { buffer: a, stride: H },
-          out: xs,
-          bias: v.outBias,
-          add: true,
-          parts,
-        }),
-      );
-      ops.push(
+      await gemm({
+        label: "out_proj",
+        w: lw.out,
+        input: { buffer: a, stride: H },
+        out: xs,
+        bias: v.outBias,
+        add: true,
+        parts,
+      });
+      both(
         await this.#norm(
           "channel_norm",
           D,
@@ -251,30 +314,27 @@ export class GpuPrefill {
           ln ? { w: v.channelNormW!, b: v.channelNormB! } : null,
         ),
       );
-      ops.push(
-        // SGLU: g = (a·W1ᵀ + b1) ⊙ (a·W2ᵀ + b2), both products in one pass.
-        ...await this.#gemm({
-          label: "glu",
-          w: lw.l1,
-          w2: lw.l2,
-          input: as,
-          out: { buffer: g, stride: G },
-          bias: v.l1Bias,
-          bias2: v.l2Bias,
-        }),
-      );
-      ops.push(
-        ...await this.#gemm({
-          label: "down_proj",
-          w: lw.l3,
-          input: { buffer: g, stride: G },
-          out: xs,
-          bias: v.l3Bias,
-          add: true,
-          parts,
-        }),
-      );
-      this.#layers.push(...ops);
+      // SGLU: g = (a·W1ᵀ + b1) ⊙ (a·W2ᵀ + b2), both products in one pass.
+      await gemm({
+        label: "glu",
+        w: lw.l1,
+        w2: lw.l2,
+        input: as,
+        out: { buffer: g, stride: G },
+        bias: v.l1Bias,
+        bias2: v.l2Bias,
+      });
+      await gemm({
+        label: "down_proj",
+        w: lw.l3,
+        input: { buffer: g, stride: G },
+        out: xs,
+        bias: v.l3Bias,
+        add: true,
+        parts,
+      });
+      this.#layers.push(...long);
+      this.#shortLayers.push(...short);
     }
     this.#finalNorm = await this.#norm("final_norm", D, xs, as, w.finalNorm);
     const logitsOut = { buffer: this.#logits, stride: c.vocabSize };
@@ -292,7 +352,9 @@ export class GpuPrefill {
       add: false,
     }, 1);
     // "All positions": rows [r0, r0 + n) per pass, r0 given where a chunk gives its position.
-    this.#headAll = await this.#gemm({
+    // At most `logitRows` tokens per pass: the default tile, untuned.
+    this.tiles.set("head.all", GEMM_TILES[0]);
+    this.#headAll = await gemmOps(t, {
       label: "head.all",
       w: w.head,
       input: as,
@@ -329,7 +391,7 @@ export class GpuPrefill {
     const V = m.config.vocabSize;
     this.#tokHost.set(tokens);
     dev.queue.writeBuffer(this.#tokens, 0, this.#tokHost, 0, T);
-    const main = [...this.#embed, ...this.#layers, this.#finalNorm!];
+    const main = [...this.#embed, ...this.#layersFor(T), this.#finalNorm!];
     // The chunk goes to the GPU in parts, each part's uniforms written just before it is encoded
     // (~14 dispatches per layer, 5-9 µs of encoding each on the H200's host): the first part is
     // the embedding and one layer, so the GPU starts at once; the last is submitted below with
@@ -422,7 +484,7 @@ export class GpuPrefill {
     if (!dev.features.has("timestamp-query") || T === 0 || T > this.capacity) return [];
     this.#tokHost.set(tokens);
     dev.queue.writeBuffer(this.#tokens, 0, this.#tokHost, 0, T);
-    const main = [...this.#embed, ...this.#layers, this.#finalNorm!];
+    const main = [...this.#embed, ...this.#layersFor(T), this.#finalNorm!];
     const sites = [...main, ...this.#headLast];
     // The head runs on one row (its input is not copied here: the time does not depend on it).
     const n = (i: number) => (i < main.length ? T : 1);

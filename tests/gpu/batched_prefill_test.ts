@@ -14,10 +14,9 @@ import { lightningBlock } from "../../src/gpu/ops/mod.ts";
 import { gemmSplits } from "../../src/gpu/gemm_tiling.ts";
 import { CpuBackend } from "../../src/cpu/backend.ts";
 import { randomSource, shapeConfig } from "../../src/model/random_weights.ts";
-import { assertClose } from "./harness.ts";
+import { assertClose, sameBits, sameStates } from "./harness.ts";
 import type { BackendState } from "../../src/engine/backend.ts";
 import { loadConfig } from "../../src/model/config.ts";
-import type { ModelState } from "../../src/model/state.ts";
 import { openSafetensors } from "../../src/model/weights/safetensors.ts";
 import { DEFAULT_MODEL_DIR } from "../fixtures.ts";
 import { gpuTest } from "./support.ts";
@@ -29,23 +28,6 @@ const prompts = [
   [12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22],
   [1000, 2000, 3000, 40, 50, 60, 70],
 ].map((p) => Int32Array.from(p));
-
-/** The same bits, or a failure naming the first difference (a diff of it all is too large). */
-function sameBits(a: ArrayBufferView, b: ArrayBufferView, what: string): void {
-  const x = new Uint32Array(a.buffer, a.byteOffset, a.byteLength / 4);
-  const y = new Uint32Array(b.buffer, b.byteOffset, b.byteLength / 4);
-  assert.equal(x.length, y.length, `${what}: length`);
-  const i = x.findIndex((v, k) => v !== y[k]);
-  if (i >= 0) assert.fail(`${what}: first difference at ${i} (${x[i]} against ${y[i]})`);
-}
-
-function sameStates(a: ModelState[], b: ModelState[]): void {
-  assert.equal(a.length, b.length);
-  for (let i = 0; i < a.length; i++) {
-    assert.equal(a[i].position, b[i].position, `sequence ${i} position`);
-    a[i].layers.forEach((l, j) => sameBits(l, b[i].layers[j], `${i}/${j}`));
-  }
-}
 
 gpuTest(
   "gpu: prefillMany and replayMany give one-sequence prefill's and replay's states",

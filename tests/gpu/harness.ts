@@ -8,6 +8,7 @@ import { dequantizeInt8, quantizeInt8 } from "../../src/model/quantize.ts";
 import type { GpuContext } from "../../src/gpu/device.ts";
 import { type Defines, PipelineCache } from "../../src/gpu/shaders.ts";
 import { f32ToBf16, f32ToF16 } from "../../src/model/weights/dtype.ts";
+import type { ModelState } from "../../src/model/state.ts";
 
 /** A weight dtype of the kernels (`q8`: int8 with per-row f32 scales). */
 export type WeightDType = "f32" | "bf16" | "f16" | "q8";
@@ -39,6 +40,24 @@ export function assertClose(
       want[at]
     }; tolerance ${tol})`,
   );
+}
+
+/** The same bits, or a failure naming the first difference (a diff of it all is too large). */
+export function sameBits(a: ArrayBufferView, b: ArrayBufferView, what: string): void {
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.byteLength / 4);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+  assert.equal(x.length, y.length, `${what}: length`);
+  const i = x.findIndex((v, k) => v !== y[k]);
+  if (i >= 0) assert.fail(`${what}: first difference at ${i} (${x[i]} against ${y[i]})`);
+}
+
+/** Model states with the same positions and the same bits, layer by layer. */
+export function sameStates(a: ModelState[], b: ModelState[]): void {
+  assert.equal(a.length, b.length);
+  for (let i = 0; i < a.length; i++) {
+    assert.equal(a[i].position, b[i].position, `sequence ${i} position`);
+    a[i].layers.forEach((l, j) => sameBits(l, b[i].layers[j], `${i}/${j}`));
+  }
 }
 
 const caches = new WeakMap<GPUDevice, PipelineCache>();
