@@ -32,9 +32,11 @@ struct Params {
 const ROW_WORDS: u32 = {{ROW_WORDS}}u;
 const RG: u32 = {{RG}}u;            // row groups: thread (r, c) updates rows i ≡ r (mod RG)
 const CT: u32 = {{CT}}u;            // column threads: a block is CW = 4·CT columns of S
+const DK: u32 = {{DK}}u;            // rows of S: hd, or 2·hd with LRPE (P.dk)
+const U: u32 = {{U}}u;              // rows of S a thread loads before it updates them
 const WG: u32 = RG * CT;
-var<workgroup> qs: array<f32, {{MAX_DK}}>;
-var<workgroup> ks: array<f32, {{MAX_DK}}>;
+var<workgroup> qs: array<f32, DK>;
+var<workgroup> ks: array<f32, DK>;
 var<workgroup> part: array<vec4<f32>, WG>;
 
 @compute @workgroup_size(WG)
@@ -71,34 +73,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let j = cb * 4u * CT + (tid % CT) * 4u;   // first of this thread's four columns
   let vb = base + 2u * P.hidden + j;
   let v = vec4<f32>(qkvu[vb], qkvu[vb + 1u], qkvu[vb + 2u], qkvu[vb + 3u]);
-  let sbase = (slot * P.slot_stride + h * P.dk * hd + j) / 4u;
+  let sbase = (slot * P.slot_stride + h * DK * hd + j) / 4u;
   let row4 = hd / 4u;   // vec4 per row of S
   var acc = vec4<f32>(0.0);
-  // Four rows at a time: the loads are issued before the stores so they overlap.
-  var i = r;
-  for (; i + 3u * RG < P.dk; i += 4u * RG) {
-    let i0 = sbase + i * row4;
-    let i1 = i0 + RG * row4;
-    let i2 = i1 + RG * row4;
-    let i3 = i2 + RG * row4;
-    let s0 = lambda * state[i0] + ks[i] * v;
-    let s1 = lambda * state[i1] + ks[i + RG] * v;
-    let s2 = lambda * state[i2] + ks[i + 2u * RG] * v;
-    let s3 = lambda * state[i3] + ks[i + 3u * RG] * v;
-    state[i0] = s0;
-    state[i1] = s1;
-    state[i2] = s2;
-    state[i3] = s3;
-    acc += qs[i] * s0;
-    acc += qs[i + RG] * s1;
-    acc += qs[i + 2u * RG] * s2;
-    acc += qs[i + 3u * RG] * s3;
-  }
-  for (; i < P.dk; i += RG) {
-    let idx = sbase + i * row4;
-    let s = lambda * state[idx] + ks[i] * v;
-    state[idx] = s;
-    acc += qs[i] * s;
+  // U rows at a time: all their loads are issued before any of their stores (which, as far as a
+  // compiler can tell, might alias later loads), so they are in flight together. The rows, and so
+  // the additions into acc, go in increasing order whatever U is.
+  for (var i0 = r; i0 < DK; i0 += U * RG) {
+//#for R in 0..U
+    let i_{{R}} = i0 + {{R}}u * RG;
+    var s_{{R}} = vec4<f32>(0.0);
+    if (i_{{R}} < DK) { s_{{R}} = state[sbase + i_{{R}} * row4]; }
+//#endfor
+//#for R in 0..U
+    if (i_{{R}} < DK) {
+      s_{{R}} = lambda * s_{{R}} + ks[i_{{R}}] * v;
+      state[sbase + i_{{R}} * row4] = s_{{R}};
+      acc += qs[i_{{R}}] * s_{{R}};
+    }
+//#endfor
   }
   part[tid] = acc;
   workgroupBarrier();

@@ -40,21 +40,26 @@ export interface AttentionDecodeSpec {
 /**
  * How the decode step splits a head's state: `rg` row groups (a thread sums rows i ≡ r mod rg of
  * its columns; 256 / 32, 16 or 8 by the head width, as the additions' order), `ct` threads of four
- * columns each per block of 4·ct columns, `blocks` per head. Only `rg` sets the numbers. `wide`
- * (large batches, with workgroups to spare) takes blocks as wide as the head allows, up to 256
- * threads; otherwise a block is 32, 16 or 8 columns, as many workgroups as scalar columns gave.
+ * columns each per block of 4·ct columns, `blocks` per head, and `u` rows a thread loads before it
+ * updates them. Only `rg` sets the numbers. `wide` (large batches, with workgroups to spare) takes
+ * blocks as wide as the head allows, up to 256 threads, and 8 rows at a time; otherwise a block is
+ * 32, 16 or 8 columns, as many workgroups as scalar columns gave, and a thread loads all its rows
+ * of the `dk` (default: the head width) at once: at batch 1 the state's load latency is the time.
  */
 export function attentionDecodeLayout(
   headDim: number,
   wide = true,
-): { rg: number; ct: number; blocks: number } {
+  dk = headDim,
+): { rg: number; ct: number; blocks: number; u: number } {
   if (headDim % 8 !== 0) {
     throw new RangeError(`attention: head width ${headDim} is not a multiple of 8`);
   }
   const unit = headDim % 32 === 0 ? 32 : headDim % 16 === 0 ? 16 : 8;
   const m = wide ? [4, 2, 1].find((f) => headDim % (unit * f) === 0)! : 1;
   const ct = (unit * m) / 4;
-  return { rg: 256 / unit, ct, blocks: headDim / (4 * ct) };
+  const rg = 256 / unit;
+  const rows = Math.ceil(dk / rg);
+  return { rg, ct, blocks: headDim / (4 * ct), u: wide ? Math.min(8, rows) : rows };
 }
 
 /** Sequences per workgroup of the decode plan from which the attention takes wide blocks. */
@@ -67,7 +72,7 @@ export async function attentionDecodeOp(
   nb = 1,
 ): Promise<Op> {
   const hd = spec.headDim;
-  const { rg, ct, blocks } = attentionDecodeLayout(hd, nb >= WIDE_FROM);
+  const { rg, ct, blocks, u } = attentionDecodeLayout(hd, nb >= WIDE_FROM, spec.dk);
   const lrpe = Boolean(spec.theta);
   const defines: Defines = {
     ...LAYOUT_DEFINES,
@@ -75,7 +80,8 @@ export async function attentionDecodeOp(
     LRPE: lrpe,
     RG: rg,
     CT: ct,
-    MAX_DK: 2 * hd,
+    DK: spec.dk,
+    U: u,
   };
   const k = await loadKernel(t.m.pipelines, "attention_decode", defines);
   const x = spec.heads * blocks;

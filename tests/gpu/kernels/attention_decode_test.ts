@@ -85,11 +85,11 @@ gpuTest(
         }
         // Narrow and wide blocks: the same row groups, so the same bits.
         const run = async (wide: boolean) => {
-          const lay = attentionDecodeLayout(hd, wide);
+          const lay = attentionDecodeLayout(hd, wide, dk);
           return await runKernel(
             ctx,
             "attention_decode",
-            { ROW_WORDS: 16, ACT_SILU: true, LRPE: lrpe, RG: lay.rg, CT: lay.ct, MAX_DK: 2 * hd },
+            { ROW_WORDS: 16, ACT_SILU: true, LRPE: lrpe, RG: lay.rg, CT: lay.ct, DK: dk, U: lay.u },
             bindings,
             [heads * lay.blocks, B],
           );
