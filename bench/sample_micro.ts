@@ -1,8 +1,8 @@
 /**
  * Microbenchmark of the sampling kernel's second stage (`wgsl/sample.wgsl`): GPU µs per dispatch
- * for several shapes (threads per sequence; thresholds per search pass, 1 = binary search; those
- * that fit the device's workgroup memory), at batch 1 and 64, on
- * random normal logits over a 64,000-id vocabulary (the released models' size). The logits are
+ * for several shapes (threads per sequence; thresholds per search pass, 1 = binary search; without
+ * and with the compaction buffer; those that fit the device's workgroup memory), at batch 1 and 64,
+ * on random normal logits over a 64,000-id vocabulary (the released models' size). The logits are
  * restored before every dispatch (the kernel rewrites them in place). Prints JSON lines.
  *
  *   deno run -A bench/sample_micro.ts
@@ -19,7 +19,7 @@ import {
   SAMPLING_DEFINES,
   SAMPLING_WORDS,
 } from "../src/gpu/layout.ts";
-import { sampleDefines, sampleWorkgroupBytes } from "../src/gpu/sample_code.ts";
+import { SAMPLE_CANDIDATES, sampleDefines, sampleWorkgroupBytes } from "../src/gpu/sample_code.ts";
 import { PipelineCache } from "../src/gpu/shaders.ts";
 import { timePasses } from "../src/gpu/timing.ts";
 
@@ -54,8 +54,12 @@ function logitRows(B: number): Float32Array<ArrayBuffer> {
   );
 }
 
-/** [threads, splits] per sequence: the binary search and (S+1)-ary ones, at 256 to 1024 threads. */
-const SHAPES = [[256, 1], [256, 7], [512, 7], [1024, 1], [1024, 3], [1024, 7], [1024, 15]];
+/**
+ * [threads, splits, candidates] per sequence: the binary search and (S+1)-ary ones, at 256 to 1024
+ * threads, each without and with the compaction buffer of the searches' values.
+ */
+const SHAPES = [[256, 1], [256, 7], [512, 7], [1024, 1], [1024, 3], [1024, 7], [1024, 15]]
+  .flatMap(([t, s]) => [[t, s, 0], [t, s, SAMPLE_CANDIDATES]]);
 const settings = [
   { name: "T 0.8, top-k 50, top-p 0.95", temperature: 0.8, topK: 50, topP: 0.95 },
   { name: "T 1, top-p 0.9", temperature: 1, topK: 0, topP: 0.9 },
@@ -123,8 +127,8 @@ for (const B of [1, MAX_B]) {
       pass.end();
       dev.queue.submit([enc.finish()]);
     }
-    for (const [threads, splits] of SHAPES) {
-      const shape = { threads, splits };
+    for (const [threads, splits, candidates] of SHAPES) {
+      const shape = { threads, splits, candidates };
       const fits = sampleWorkgroupBytes(shape) <= dev.limits.maxComputeWorkgroupStorageSize &&
         threads <= dev.limits.maxComputeInvocationsPerWorkgroup;
       if (!fits) continue;
@@ -157,6 +161,7 @@ for (const B of [1, MAX_B]) {
         setting: s.name,
         threads,
         splits,
+        candidates,
         median_us: us[REPS >> 1],
         min_us: us[0],
       });

@@ -5,8 +5,9 @@
 //   else w = exp((z - max)/T); keep w ≥ τ, τ = max(τ_k, τ_p, τ_min-p) where
 //   τ_k = k-th largest w, τ_p = largest τ with Σ_{w≥τ} w ≥ top_p·Σw (both found exactly by a
 //   (SPLITS+1)-ary search over the bit patterns of non-negative f32: the count and the computed
-//   mass only grow as τ falls, so any search order finds the same boundary), τ_min-p = min_p (the
-//   largest w is 1);
+//   mass only grow as τ falls, so any search order finds the same boundary; COMPACT: once the
+//   values at or above a pass's lower end fit in CAND, later passes read a copy of them, with the
+//   same sums), τ_min-p = min_p (the largest w is 1);
 //   u = uniform(seed, counter) (MurmurHash3, see src/engine/rng.ts); walk ids upward accumulating
 //   kept w until the sum exceeds u·Σkept.
 // A row whose logits hold a NaN (flagged by the first stage) or whose largest logit is not finite
@@ -82,23 +83,31 @@ fn sum_f(v: f32, tid: u32) -> f32 {
 
 const UNROLL: u32 = {{UNROLL}}u;   // logits per thread per search iteration (src/gpu/sample_code.ts)
 const SPLITS: u32 = {{SPLITS}}u;   // thresholds tested per search pass
+//#if COMPACT
+const CAND: u32 = {{CAND}}u;       // values the searches may compact
+//#endif
 const HALF: u32 = WG / 2u;
-// Per-threshold partial counts or masses (f32 bits) of the threshold searches, [SPLITS][HALF].
-var<workgroup> red_k: array<u32, {{SPLITS}} * {{WG}} / 2>;
-var<workgroup> bounds: vec2<u32>;
+// Per-threshold partial sums of the threshold searches, [SPLITS + 1][HALF]: counts or masses, both
+// f32 (counts of at most 2^24 values are exact in f32: the op checks the vocabulary); slot SPLITS
+// counts the values at or above the pass's lower end (the compaction's size).
+var<workgroup> red_k: array<f32, ({{SPLITS}} + 1) * {{WG}} / 2>;
+// (lower end, upper end, values at or above the pass's lower end) after a pass.
+var<workgroup> bounds: vec4<u32>;
+//#if COMPACT
+// Compaction: each thread's values at or above a search's lower end, in its index order, at
+// [cbase, cbase + ccount) (see compact_values).
+var<workgroup> cand: array<f32, {{CAND}}>;
+//#endif
 
-// The end of a search pass, once FOLD_COUNT / FOLD_MASS left each threshold's partial sums of the
-// lower half of the threads in red_k: the tree over them (u32 adds for counts; for masses f32 adds
-// of the stored bits, the same tree as sum_f), then the narrowed interval, the same for every
-// thread: from the largest tested threshold whose total reaches the goal (count ≥ k, or mass ≥
-// goal) to the smallest that does not. The totals are monotone in the threshold.
-fn narrow(lo: u32, hi: u32, step: u32, tid: u32, mass: bool, k: u32, goal: f32) -> vec2<u32> {
+// The end of a search pass, once each threshold's partial sums of the lower half of the threads
+// are in red_k: the tree over them (the same tree as sum_f), then the narrowed interval, the same
+// for every thread: from the largest tested threshold whose total reaches the goal (count ≥ k, or
+// mass ≥ top_p·Σw) to the smallest that does not. The totals are monotone in the threshold.
+fn narrow(lo: u32, hi: u32, step: u32, tid: u32, goal: f32) -> vec4<u32> {
   for (var s = HALF / 2u; s > 0u; s = s / 2u) {
     if (tid < s) {
-      for (var j = 0u; j < SPLITS; j++) {
-        let a = red_k[j * HALF + tid];
-        let b = red_k[j * HALF + tid + s];
-        red_k[j * HALF + tid] = select(a + b, bitcast<u32>(bitcast<f32>(a) + bitcast<f32>(b)), mass);
+      for (var j = 0u; j <= SPLITS; j++) {
+        red_k[j * HALF + tid] = red_k[j * HALF + tid] + red_k[j * HALF + tid + s];
       }
     }
     workgroupBarrier();
@@ -109,14 +118,43 @@ fn narrow(lo: u32, hi: u32, step: u32, tid: u32, mass: bool, k: u32, goal: f32) 
     for (var j = 1u; j <= SPLITS; j++) {
       let c = lo + j * step;
       if (c < hi) {
-        let v = red_k[(j - 1u) * HALF];
-        if (select(v >= k, bitcast<f32>(v) >= goal, mass)) { nlo = c; } else if (c < nhi) { nhi = c; }
+        if (red_k[(j - 1u) * HALF] >= goal) { nlo = c; } else if (c < nhi) { nhi = c; }
       }
     }
-    bounds = vec2<u32>(nlo, max(nhi, nlo + 1u));
+    bounds = vec4<u32>(nlo, max(nhi, nlo + 1u), u32(red_k[SPLITS * HALF]), 0u);
   }
   return workgroupUniformLoad(&bounds);
 }
+
+//#if COMPACT
+// Compaction, once a pass found at most CAND values at or above its lower end tl (this thread
+// counted n of them): each thread copies its own, in its index order, to cand from its offset
+// (an exclusive scan of n over the threads), which it returns. A value below tl is never counted
+// by a later threshold (all above tl), and a mass pass added +0 for it: later passes over the
+// copies give the very sums of passes over the logits.
+fn compact_values(base: u32, V: u32, tl: f32, n: u32, tid: u32) -> u32 {
+  red_u[tid] = n;
+  workgroupBarrier();
+  for (var s = 1u; s < WG; s = s * 2u) {
+    var add = 0u;
+    if (tid >= s) { add = red_u[tid - s]; }
+    workgroupBarrier();
+    red_u[tid] = red_u[tid] + add;
+    workgroupBarrier();
+  }
+  let off = red_u[tid] - n;
+  workgroupBarrier();
+  var c = off;
+  for (var i = tid; i < V; i += WG) {
+    let w = logits[base + i];
+    if (w >= tl) {
+      cand[c] = w;
+      c++;
+    }
+  }
+  return off;
+}
+//#endif
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -179,89 +217,88 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // τ = max(τ_k, τ_p, min_p), so each search starts at what is already known to be kept: a
     // threshold below it never decides the result.
     var tau = min_p;
-    if (top_k > 0u && top_k < V) {
-      // Largest τ (as f32 bits) with count(w ≥ τ) ≥ k: the k-th largest weight.
+//#if COMPACT
+    // Compaction state (see compact_values); `compact` is the same in every thread.
+    var compact = false;
+    var cbase = 0u;
+    var ccount = 0u;
+//#endif
+    // Phase 0, top-k: the largest τ (as f32 bits) with count(w ≥ τ) ≥ k, the k-th largest weight.
+    // Phase 1, top-p: the largest τ with Σ_{w≥τ} w ≥ top_p·Σw, the weight of the last token the
+    // nucleus needs. Each starts at τ so far (values below it are never kept); the values the
+    // first phase compacted (all ≥ its lower ends ≤ τ) serve the second.
+    for (var phase = 0u; phase < 2u; phase++) {
+      let mass = phase == 1u;
+      if (select(top_k == 0u || top_k >= V, top_p >= 1.0, mass)) { continue; }
+      let goal = select(f32(top_k), top_p * total, mass);
       var lo = select(bitcast<u32>(tau), 0u, tau <= 0.0);   // -0 → +0
       var hi = 0x3f800001u;
       for (var round = 0u; round < 32u; round++) {
         if (hi - lo <= 1u) { break; }
         let step = max((hi - lo) / (SPLITS + 1u), 1u);
-//#for J in 1..=SPLITS
-        let t{{J}} = bitcast<f32>(lo + {{J}}u * step);
-//#endfor
-//#for J in 1..=SPLITS
-        var a{{J}} = 0u;
-//#endfor
-        for (var i0 = tid; i0 < V; i0 += UNROLL * WG) {
-//#for U in 0..UNROLL
-          let w{{U}} = select(-1.0, logits[base + min(i0 + {{U}}u * WG, V - 1u)], i0 + {{U}}u * WG < V);
-//#endfor
-//#for U in 0..UNROLL
-//#for J in 1..=SPLITS
-          a{{J}} += select(0u, 1u, w{{U}} >= t{{J}});
-//#endfor
-//#endfor
-        }
-        if (tid >= HALF) {
-//#for J in 1..=SPLITS
-          red_k[{{J-1}}u * HALF + tid - HALF] = a{{J}};
-//#endfor
-        }
-        workgroupBarrier();
-        if (tid < HALF) {
-//#for J in 1..=SPLITS
-          red_k[{{J-1}}u * HALF + tid] = a{{J}} + red_k[{{J-1}}u * HALF + tid];
-//#endfor
-        }
-        workgroupBarrier();
-        let nb = narrow(lo, hi, step, tid, false, top_k, 0.0);
-        lo = nb.x;
-        hi = nb.y;
-      }
-      tau = bitcast<f32>(lo);
-    }
-    if (top_p < 1.0) {
-      // Largest τ with Σ_{w≥τ} w ≥ top_p·Σw: the weight of the last token the nucleus needs.
-      let goal = top_p * total;
-      var lo = select(bitcast<u32>(tau), 0u, tau <= 0.0);   // -0 → +0
-      var hi = 0x3f800001u;
-      for (var round = 0u; round < 32u; round++) {
-        if (hi - lo <= 1u) { break; }
-        let step = max((hi - lo) / (SPLITS + 1u), 1u);
+        let tl = bitcast<f32>(lo);
 //#for J in 1..=SPLITS
         let t{{J}} = bitcast<f32>(lo + {{J}}u * step);
 //#endfor
 //#for J in 1..=SPLITS
         var a{{J}} = 0.0;
 //#endfor
-        for (var i0 = tid; i0 < V; i0 += UNROLL * WG) {
-//#for U in 0..UNROLL
-          let w{{U}} = select(-1.0, logits[base + min(i0 + {{U}}u * WG, V - 1u)], i0 + {{U}}u * WG < V);
-//#endfor
-//#for U in 0..UNROLL
+        var kc = 0u;   // this thread's values ≥ tl
+//#if COMPACT
+        if (compact) {
+          for (var c = cbase; c < cbase + ccount; c++) {
+            let w = cand[c];
+            let x = select(1.0, w, mass);
 //#for J in 1..=SPLITS
-          a{{J}} += select(0.0, w{{U}}, w{{U}} >= t{{J}});
+            a{{J}} += select(0.0, x, w >= t{{J}});
+//#endfor
+          }
+        } else {
+//#else
+        {
+//#endif
+          for (var i0 = tid; i0 < V; i0 += UNROLL * WG) {
+//#for U in 0..UNROLL
+            let w{{U}} = select(-1.0, logits[base + min(i0 + {{U}}u * WG, V - 1u)], i0 + {{U}}u * WG < V);
+//#endfor
+//#for U in 0..UNROLL
+            let x{{U}} = select(1.0, w{{U}}, mass);
+            kc += select(0u, 1u, w{{U}} >= tl);
+//#for J in 1..=SPLITS
+            a{{J}} += select(0.0, x{{U}}, w{{U}} >= t{{J}});
 //#endfor
 //#endfor
+          }
         }
         if (tid >= HALF) {
 //#for J in 1..=SPLITS
-          red_k[{{J-1}}u * HALF + tid - HALF] = bitcast<u32>(a{{J}});
+          red_k[{{J-1}}u * HALF + tid - HALF] = a{{J}};
 //#endfor
+          red_k[SPLITS * HALF + tid - HALF] = f32(kc);
         }
         workgroupBarrier();
         if (tid < HALF) {
 //#for J in 1..=SPLITS
-          red_k[{{J-1}}u * HALF + tid] = bitcast<u32>(a{{J}} + bitcast<f32>(red_k[{{J-1}}u * HALF + tid]));
+          red_k[{{J-1}}u * HALF + tid] = a{{J}} + red_k[{{J-1}}u * HALF + tid];
 //#endfor
+          red_k[SPLITS * HALF + tid] = f32(kc) + red_k[SPLITS * HALF + tid];
         }
         workgroupBarrier();
-        let nb = narrow(lo, hi, step, tid, true, 0u, goal);
+        let nb = narrow(lo, hi, step, tid, goal);
         lo = nb.x;
         hi = nb.y;
+//#if COMPACT
+        if (!compact && nb.z <= CAND && hi - lo > 1u) {
+          cbase = compact_values(base, V, tl, kc, tid);
+          ccount = kc;
+          compact = true;
+        }
+//#endif
       }
       tau = bitcast<f32>(lo);
     }
+    // The threshold, for tests and diagnostics (ROW.tau).
+    if (tid == 0u) { seqs[r + 11u] = bitcast<u32>(tau); }
     // Kept mass of this thread's range, then an exclusive scan over threads.
     // Also the last kept id + 1 (0 if none), the fallback should rounding keep the walk from
     // ever passing the goal.

@@ -33,6 +33,8 @@ export const ROW = {
   done: 9,
   /** Flags: bit 0 = stop at end-of-sequence, bit 1 = track token counts (penalties). */
   flags: 10,
+  /** The sampler's last kept threshold τ (f32 bits; tests and diagnostics). */
+  tau: 11,
 } as const;
 
 /** Row flag bits. */

@@ -44,6 +44,12 @@ export interface SampleSpec {
 
 /** The two sampling ops of a decode step. */
 export async function sampleOps(t: OpTarget, s: SampleSpec): Promise<Op[]> {
+  // The threshold searches count in f32, exact up to 2^24 values.
+  if (s.vocab > 2 ** 24) {
+    throw new RangeError(
+      `sampling: a vocabulary of ${s.vocab} ids is above 2^24, the most it counts`,
+    );
+  }
   const defines = { ...LAYOUT_DEFINES, ...SAMPLING_DEFINES };
   const [prep, pick] = await Promise.all([
     loadKernel(t.m.pipelines, "sample_prep", defines),

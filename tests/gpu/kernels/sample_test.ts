@@ -14,14 +14,15 @@ import {
   validateSamplingParams,
 } from "../../../src/engine/sampler.ts";
 import { BROKEN_LOGITS_TOKEN } from "../../../src/engine/backend.ts";
-import { ARGMAX_BLOCK, SAMPLING_DEFINES } from "../../../src/gpu/layout.ts";
+import { ARGMAX_BLOCK, ROW, SAMPLING_DEFINES } from "../../../src/gpu/layout.ts";
 import {
   sampleDefines,
   type SampleShape,
   sampleShape,
   sampleThreads,
+  sampleWorkgroupBytes,
 } from "../../../src/gpu/sample_code.ts";
-import { randomF32, runKernel, storageBuffer } from "../harness.ts";
+import { GL, randomF32, runKernel, storageBuffer } from "../harness.ts";
 import { gpuTest } from "../support.ts";
 
 /** Run the sampler kernel on one row per case; returns the tokens and the rows after. */
@@ -98,7 +99,7 @@ async function gpuSample(
   }, [blocks, B]);
   const out = await runKernel(ctx, "sample", {
     ...defines,
-    ...sampleDefines({ ...sampleShape(ctx.info.limits), ...extra.shape }),
+    ...sampleDefines(sampleShape(ctx.info.limits, extra.shape)),
   }, {
     ...common,
     2: { buffer: shared[2], read: true },
@@ -182,16 +183,72 @@ gpuTest(
       );
       const rng = () => settings.map((_, i) => ({ seed: seed * 7 + i, counter: 3 * seed }));
       // Equal sums need equal thread counts: each arity against bisection at the most threads
-      // its workgroup memory allows (GL's llvmpipe: 32 KiB).
+      // its workgroup memory allows (GL's llvmpipe: 32 KiB). GL compiles a kernel with the
+      // compaction buffer for minutes: there these shapes run without it (its own test below).
+      const noCompaction = GL ? { candidates: 0 } : {};
       const binary = new Map<number, number[]>();
       for (const splits of [2, 3, 15]) {
         const threads = sampleThreads(ctx.info.limits, splits);
         if (!binary.has(threads)) {
-          const b = await gpuSample(ctx, logits, params, rng(), { shape: { threads, splits: 1 } });
+          const b = await gpuSample(ctx, logits, params, rng(), {
+            shape: { threads, splits: 1, ...noCompaction },
+          });
           binary.set(threads, b.tokens);
         }
-        const r = await gpuSample(ctx, logits, params, rng(), { shape: { threads, splits } });
+        const r = await gpuSample(ctx, logits, params, rng(), {
+          shape: { threads, splits, ...noCompaction },
+        });
         assert.deepEqual(r.tokens, binary.get(threads), `seed ${seed}, ${threads}×${splits}`);
+      }
+    }
+  },
+);
+
+gpuTest(
+  "kernel sample: compacting the searches' values keeps the thresholds' bits and the tokens",
+  async (ctx) => {
+    // Against passes over the whole vocabulary (no compaction buffer): buffers that compact
+    // early (4,096) and late (256), on a peaked distribution (most of the mass in few tokens), a
+    // flat one with ties, and one where every weight is tiny but one.
+    const V = 9000;
+    const settings: SamplingParams[] = [
+      { temperature: 1, topK: 50 },
+      { temperature: 0.8, topP: 0.95 },
+      { temperature: 0.8, topK: 50, topP: 0.95 },
+      { temperature: 1, topK: 700, topP: 0.5, minP: 0.001 },
+      { temperature: 1.1, topP: 0.999 },
+      { temperature: 1, topK: 3000 },
+    ];
+    const params = settings.map((p) => validateSamplingParams(p, V));
+    const shapes = (limits: typeof ctx.info.limits) => {
+      const full = sampleShape(limits);
+      // GL compiles each kernel with a compaction buffer for minutes: the device's shape only.
+      return (GL ? [0, full.candidates ?? 0] : [0, 256, 4096]).filter((c) =>
+        sampleWorkgroupBytes({ ...full, candidates: c }) <=
+          limits.maxComputeWorkgroupStorageSize
+      ).map((candidates) => ({ ...full, candidates }));
+    };
+    const kinds = {
+      peaked: (i: number, s: number) => randomF32(V, s * 13 + i, 1).map((x) => 12 * x * x * x),
+      ties: (i: number, s: number) =>
+        randomF32(V, s * 17 + i, 6).map((x, j) => j % 3 === 0 ? -8 : Math.round(x * 8) / 8),
+      spike: (i: number, s: number) =>
+        randomF32(V, s * 19 + i, 1).map((x, j) => j === 77 * (i + 1) ? 30 : x),
+    };
+    const list = shapes(ctx.info.limits);
+    assert.ok(list.length >= 2, "no compaction buffer fits this device");
+    for (const [kind, make] of Object.entries(kinds)) {
+      for (let seed = 1; seed <= 2; seed++) {
+        const logits = settings.map((_, i) => make(i, seed));
+        const rng = () => settings.map((_, i) => ({ seed: seed * 5 + i, counter: seed }));
+        const runs: Awaited<ReturnType<typeof gpuSample>>[] = [];
+        for (const shape of list) runs.push(await gpuSample(ctx, logits, params, rng(), { shape }));
+        const tau = (r: (typeof runs)[number]) => settings.map((_, i) => r.rows[i * 16 + ROW.tau]);
+        for (let k = 1; k < runs.length; k++) {
+          const what = `${kind} seed ${seed}, ${list[k].candidates} candidates`;
+          assert.deepEqual(tau(runs[k]), tau(runs[0]), `thresholds, ${what}`);
+          assert.deepEqual(runs[k].tokens, runs[0].tokens, `tokens, ${what}`);
+        }
       }
     }
   },
