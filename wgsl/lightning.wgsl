@@ -101,22 +101,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let s = n * BLK;
   let m = block_len(n);
   let rate = rates[h];
-  var a0 = vec4<f32>(0.0);   // key dim i0 + 0, columns 4·c4..
-  var a1 = vec4<f32>(0.0);
-  var a2 = vec4<f32>(0.0);
-  var a3 = vec4<f32>(0.0);
-  var a4 = vec4<f32>(0.0);
-  var a5 = vec4<f32>(0.0);
-  var a6 = vec4<f32>(0.0);
-  var a7 = vec4<f32>(0.0);
-  var b0 = vec4<f32>(0.0);   // key dim i0 + 0, columns 4·(c4 + hd/8)..
-  var b1 = vec4<f32>(0.0);
-  var b2 = vec4<f32>(0.0);
-  var b3 = vec4<f32>(0.0);
-  var b4 = vec4<f32>(0.0);
-  var b5 = vec4<f32>(0.0);
-  var b6 = vec4<f32>(0.0);
-  var b7 = vec4<f32>(0.0);
+  // a_K: key dim i0 + K, columns 4·c4..; b_K: the same, columns 4·(c4 + hd/8)..
+//#for K in 0..8
+  var a{{K}} = vec4<f32>(0.0);
+  var b{{K}} = vec4<f32>(0.0);
+//#endfor
   for (var t = 0u; t < m; t++) {
     let d = exp(-rate * f32(m - 1u - t));
     let ka = ((h * P.tokens + s + t) * P.dk + i0) / 4u;
@@ -125,40 +114,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let vr = ((s + t) * 4u * P.hidden + 2u * P.hidden + h * P.head_dim) / 4u + c4;
     let va = qkvu[vr];
     let vb = qkvu[vr + dv8];
-    a0 += lo.x * va;
-    a1 += lo.y * va;
-    a2 += lo.z * va;
-    a3 += lo.w * va;
-    a4 += hi.x * va;
-    a5 += hi.y * va;
-    a6 += hi.z * va;
-    a7 += hi.w * va;
-    b0 += lo.x * vb;
-    b1 += lo.y * vb;
-    b2 += lo.z * vb;
-    b3 += lo.w * vb;
-    b4 += hi.x * vb;
-    b5 += hi.y * vb;
-    b6 += hi.z * vb;
-    b7 += hi.w * vb;
+//#for K in 0..4
+    a{{K}} += lo[{{K}}u] * va;
+//#endfor
+//#for K in 0..4
+    a{{K+4}} += hi[{{K}}u] * va;
+//#endfor
+//#for K in 0..4
+    b{{K}} += lo[{{K}}u] * vb;
+//#endfor
+//#for K in 0..4
+    b{{K+4}} += hi[{{K}}u] * vb;
+//#endfor
   }
   let base = ((h * P.nblocks + n) * P.dk + i0) * dv4 + c4;
-  kvs[base] = a0;
-  kvs[base + dv4] = a1;
-  kvs[base + 2u * dv4] = a2;
-  kvs[base + 3u * dv4] = a3;
-  kvs[base + 4u * dv4] = a4;
-  kvs[base + 5u * dv4] = a5;
-  kvs[base + 6u * dv4] = a6;
-  kvs[base + 7u * dv4] = a7;
-  kvs[base + dv8] = b0;
-  kvs[base + dv8 + dv4] = b1;
-  kvs[base + dv8 + 2u * dv4] = b2;
-  kvs[base + dv8 + 3u * dv4] = b3;
-  kvs[base + dv8 + 4u * dv4] = b4;
-  kvs[base + dv8 + 5u * dv4] = b5;
-  kvs[base + dv8 + 6u * dv4] = b6;
-  kvs[base + dv8 + 7u * dv4] = b7;
+//#for K in 0..8
+  kvs[base + {{K}}u * dv4] = a{{K}};
+//#endfor
+//#for K in 0..8
+  kvs[base + dv8 + {{K}}u * dv4] = b{{K}};
+//#endfor
 }
 //#endif
 
@@ -256,14 +231,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let c4 = (w / TB) * 32u + lane;
     if (t0 >= m || c4 >= dv4) { continue; }
     let tn = min(8u, m - t0);   // live tokens of this item
-    var a0 = vec4<f32>(0.0);    // token t0 + 0, columns 4·c4..
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0);
-    var a5 = vec4<f32>(0.0);
-    var a6 = vec4<f32>(0.0);
-    var a7 = vec4<f32>(0.0);
+    // a_T: token t0 + T, columns 4·c4..
+//#for T in 0..8
+    var a{{T}} = vec4<f32>(0.0);
+//#endfor
     // Intra: Σ_{j≤t} A[t][j]·v_j, keys j..j+3 a step (A is zero past the mask: the terms added there
     // are +0; rows of V past the block's end are read at its last token, always in bounds).
     let vb = (s * 4u * P.hidden + 2u * P.hidden + h * P.head_dim) / 4u + c4;
@@ -273,122 +244,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let v2 = qkvu[vb + min(j + 2u, m - 1u) * P.hidden];
       let v3 = qkvu[vb + min(j + 3u, m - 1u) * P.hidden];
       let e = (t0 * BLK + j) / 4u;   // A[t0][j..j+3]; token t0 + k is k·QB further
-      let s0 = amat[e];
-      a0 += s0.x * v0;
-      a0 += s0.y * v1;
-      a0 += s0.z * v2;
-      a0 += s0.w * v3;
-      let s1 = amat[e + QB];
-      a1 += s1.x * v0;
-      a1 += s1.y * v1;
-      a1 += s1.z * v2;
-      a1 += s1.w * v3;
-      let s2 = amat[e + 2u * QB];
-      a2 += s2.x * v0;
-      a2 += s2.y * v1;
-      a2 += s2.z * v2;
-      a2 += s2.w * v3;
-      let s3 = amat[e + 3u * QB];
-      a3 += s3.x * v0;
-      a3 += s3.y * v1;
-      a3 += s3.z * v2;
-      a3 += s3.w * v3;
-      let s4 = amat[e + 4u * QB];
-      a4 += s4.x * v0;
-      a4 += s4.y * v1;
-      a4 += s4.z * v2;
-      a4 += s4.w * v3;
-      let s5 = amat[e + 5u * QB];
-      a5 += s5.x * v0;
-      a5 += s5.y * v1;
-      a5 += s5.z * v2;
-      a5 += s5.w * v3;
-      let s6 = amat[e + 6u * QB];
-      a6 += s6.x * v0;
-      a6 += s6.y * v1;
-      a6 += s6.z * v2;
-      a6 += s6.w * v3;
-      let s7 = amat[e + 7u * QB];
-      a7 += s7.x * v0;
-      a7 += s7.y * v1;
-      a7 += s7.z * v2;
-      a7 += s7.w * v3;
+//#for T in 0..8
+      let s{{T}} = amat[e + {{T}}u * QB];
+//#for C in 0..4
+      a{{T}} += s{{T}}[{{C}}u] * v{{C}};
+//#endfor
+//#endfor
     }
     // Inter: λ^(t+1)·q'_t·S_before(n), t counted from the block's start.
-    let l0 = exp(-rate * f32(t0 + 1u));
-    let l1 = exp(-rate * f32(t0 + 2u));
-    let l2 = exp(-rate * f32(t0 + 3u));
-    let l3 = exp(-rate * f32(t0 + 4u));
-    let l4 = exp(-rate * f32(t0 + 5u));
-    let l5 = exp(-rate * f32(t0 + 6u));
-    let l6 = exp(-rate * f32(t0 + 7u));
-    let l7 = exp(-rate * f32(t0 + 8u));
-    let q0 = (row0 + t0) * dk4;
-    let q1 = (row0 + min(t0 + 1u, m - 1u)) * dk4;
-    let q2 = (row0 + min(t0 + 2u, m - 1u)) * dk4;
-    let q3 = (row0 + min(t0 + 3u, m - 1u)) * dk4;
-    let q4 = (row0 + min(t0 + 4u, m - 1u)) * dk4;
-    let q5 = (row0 + min(t0 + 5u, m - 1u)) * dk4;
-    let q6 = (row0 + min(t0 + 6u, m - 1u)) * dk4;
-    let q7 = (row0 + min(t0 + 7u, m - 1u)) * dk4;
+//#for T in 0..8
+    let l{{T}} = exp(-rate * f32(t0 + {{T+1}}u));
+//#endfor
+    // Rows of q' past the block's end are read at its last token (t0 < m: the first is live).
+//#for T in 0..8
+    let q{{T}} = (row0 + min(t0 + {{T}}u, m - 1u)) * dk4;
+//#endfor
     let sb = (h * P.nblocks + n) * P.dk * dv4 + c4;
     for (var i4 = 0u; i4 < dk4; i4++) {
-      let x0 = qp[q0 + i4] * l0;
-      let x1 = qp[q1 + i4] * l1;
-      let x2 = qp[q2 + i4] * l2;
-      let x3 = qp[q3 + i4] * l3;
-      let x4 = qp[q4 + i4] * l4;
-      let x5 = qp[q5 + i4] * l5;
-      let x6 = qp[q6 + i4] * l6;
-      let x7 = qp[q7 + i4] * l7;
+//#for T in 0..8
+      let x{{T}} = qp[q{{T}} + i4] * l{{T}};
+//#endfor
       let r = sb + i4 * 4u * dv4;
-      let sx = kvs[r];
-      a0 += x0.x * sx;
-      a1 += x1.x * sx;
-      a2 += x2.x * sx;
-      a3 += x3.x * sx;
-      a4 += x4.x * sx;
-      a5 += x5.x * sx;
-      a6 += x6.x * sx;
-      a7 += x7.x * sx;
-      let sy = kvs[r + dv4];
-      a0 += x0.y * sy;
-      a1 += x1.y * sy;
-      a2 += x2.y * sy;
-      a3 += x3.y * sy;
-      a4 += x4.y * sy;
-      a5 += x5.y * sy;
-      a6 += x6.y * sy;
-      a7 += x7.y * sy;
-      let sz = kvs[r + 2u * dv4];
-      a0 += x0.z * sz;
-      a1 += x1.z * sz;
-      a2 += x2.z * sz;
-      a3 += x3.z * sz;
-      a4 += x4.z * sz;
-      a5 += x5.z * sz;
-      a6 += x6.z * sz;
-      a7 += x7.z * sz;
-      let sw = kvs[r + 3u * dv4];
-      a0 += x0.w * sw;
-      a1 += x1.w * sw;
-      a2 += x2.w * sw;
-      a3 += x3.w * sw;
-      a4 += x4.w * sw;
-      a5 += x5.w * sw;
-      a6 += x6.w * sw;
-      a7 += x7.w * sw;
+//#for C in 0..4
+      let kv{{C}} = kvs[r + {{C}}u * dv4];
+//#for T in 0..8
+      a{{T}} += x{{T}}[{{C}}u] * kv{{C}};
+//#endfor
+//#endfor
     }
     let ob = ((s + t0) * P.hidden + h * P.head_dim) / 4u + c4;
     let ostep = P.hidden / 4u;
     o[ob] = a0;
-    if (tn > 1u) { o[ob + ostep] = a1; }
-    if (tn > 2u) { o[ob + 2u * ostep] = a2; }
-    if (tn > 3u) { o[ob + 3u * ostep] = a3; }
-    if (tn > 4u) { o[ob + 4u * ostep] = a4; }
-    if (tn > 5u) { o[ob + 5u * ostep] = a5; }
-    if (tn > 6u) { o[ob + 6u * ostep] = a6; }
-    if (tn > 7u) { o[ob + 7u * ostep] = a7; }
+//#for T in 1..8
+    if (tn > {{T}}u) { o[ob + {{T}}u * ostep] = a{{T}}; }
+//#endfor
   }
 }
 //#endif
