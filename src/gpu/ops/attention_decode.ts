@@ -39,28 +39,34 @@ export interface AttentionDecodeSpec {
 
 /**
  * How the decode step splits a head's state: `rg` row groups (a thread sums rows i ≡ r mod rg of
- * its columns; 256 / 32, 16 or 8 by the head width, as the additions' order), `ct` threads of four
- * columns each per block of 4·ct columns, `blocks` per head, and `u` rows a thread loads before it
+ * its columns; 256 / 32, 16 or 8 by the head width, as the additions' order), `ct` threads of `vw`
+ * columns each per block of vw·ct columns, `blocks` per head, and `u` rows a thread loads before it
  * updates them. Only `rg` sets the numbers. `wide` (large batches, with workgroups to spare) takes
- * blocks as wide as the head allows, up to 256 threads, and 8 rows at a time; otherwise a block is
- * 32, 16 or 8 columns, as many workgroups as scalar columns gave, and a thread loads all its rows
- * of the `dk` (default: the head width) at once: at batch 1 the state's load latency is the time.
+ * four columns per thread (vec4) in blocks as wide as the head allows, up to 256 threads, 8 rows at
+ * a time; otherwise a thread takes one column (`vw` 1) in blocks of 32, 16 or 8 columns, 256
+ * threads each, and `narrowRows` rows at a time: at batch 1 the state's load latency is the
+ * kernel's time, and vec4 threads (a quarter as many) were slower there on the H200.
  */
 export function attentionDecodeLayout(
   headDim: number,
   wide = true,
   dk = headDim,
-): { rg: number; ct: number; blocks: number; u: number } {
+  narrowRows = NARROW_ROWS,
+): { rg: number; ct: number; vw: number; blocks: number; u: number } {
   if (headDim % 8 !== 0) {
     throw new RangeError(`attention: head width ${headDim} is not a multiple of 8`);
   }
   const unit = headDim % 32 === 0 ? 32 : headDim % 16 === 0 ? 16 : 8;
-  const m = wide ? [4, 2, 1].find((f) => headDim % (unit * f) === 0)! : 1;
-  const ct = (unit * m) / 4;
   const rg = 256 / unit;
   const rows = Math.ceil(dk / rg);
-  return { rg, ct, blocks: headDim / (4 * ct), u: wide ? Math.min(8, rows) : rows };
+  if (!wide) return { rg, ct: unit, vw: 1, blocks: headDim / unit, u: Math.min(narrowRows, rows) };
+  const m = [4, 2, 1].find((f) => headDim % (unit * f) === 0)!;
+  const ct = (unit * m) / 4;
+  return { rg, ct, vw: 4, blocks: headDim / (4 * ct), u: Math.min(8, rows) };
 }
+
+/** Rows of the state a thread of a narrow block loads before it updates them. */
+const NARROW_ROWS = 4;
 
 /** Sequences per workgroup of the decode plan from which the attention takes wide blocks. */
 const WIDE_FROM = 8;
@@ -72,7 +78,7 @@ export async function attentionDecodeOp(
   nb = 1,
 ): Promise<Op> {
   const hd = spec.headDim;
-  const { rg, ct, blocks, u } = attentionDecodeLayout(hd, nb >= WIDE_FROM, spec.dk);
+  const { rg, ct, vw, blocks, u } = attentionDecodeLayout(hd, nb >= WIDE_FROM, spec.dk);
   const lrpe = Boolean(spec.theta);
   const defines: Defines = {
     ...LAYOUT_DEFINES,
@@ -80,6 +86,7 @@ export async function attentionDecodeOp(
     LRPE: lrpe,
     RG: rg,
     CT: ct,
+    VEC4: vw === 4,
     DK: spec.dk,
     U: u,
   };

@@ -89,7 +89,16 @@ gpuTest(
           return await runKernel(
             ctx,
             "attention_decode",
-            { ROW_WORDS: 16, ACT_SILU: true, LRPE: lrpe, RG: lay.rg, CT: lay.ct, DK: dk, U: lay.u },
+            {
+              ROW_WORDS: 16,
+              ACT_SILU: true,
+              LRPE: lrpe,
+              RG: lay.rg,
+              CT: lay.ct,
+              VEC4: lay.vw === 4,
+              DK: dk,
+              U: lay.u,
+            },
             bindings,
             [heads * lay.blocks, B],
           );
