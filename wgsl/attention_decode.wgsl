@@ -88,21 +88,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let row4 = hd / VW;   // elements of VT per row of S
   var acc = VT(0.0);
   // U rows at a time: all their loads are issued before any of their stores (which, as far as a
-  // compiler can tell, might alias later loads), so they are in flight together. The rows, and so
-  // the additions into acc, go in increasing order whatever U is.
-  for (var i0 = r; i0 < DK; i0 += U * RG) {
+  // compiler can tell, might alias later loads), so they are in flight together; then the rows
+  // left one at a time. The rows, and so the additions into acc, go in increasing order whatever U
+  // is. Whole blocks need no bounds checks.
+  var i0 = r;
+  for (; i0 + (U - 1u) * RG < DK; i0 += U * RG) {
 //#for R in 0..U
-    let i_{{R}} = i0 + {{R}}u * RG;
-    var s_{{R}} = VT(0.0);
-    if (i_{{R}} < DK) { s_{{R}} = state[sbase + i_{{R}} * row4]; }
+    var s_{{R}} = state[sbase + (i0 + {{R}}u * RG) * row4];
 //#endfor
 //#for R in 0..U
-    if (i_{{R}} < DK) {
-      s_{{R}} = lambda * s_{{R}} + ks[i_{{R}}] * v;
-      state[sbase + i_{{R}} * row4] = s_{{R}};
-      acc += qs[i_{{R}}] * s_{{R}};
-    }
+    s_{{R}} = lambda * s_{{R}} + ks[i0 + {{R}}u * RG] * v;
+    state[sbase + (i0 + {{R}}u * RG) * row4] = s_{{R}};
+    acc += qs[i0 + {{R}}u * RG] * s_{{R}};
 //#endfor
+  }
+  for (; i0 < DK; i0 += RG) {
+    let s = lambda * state[sbase + i0 * row4] + ks[i0] * v;
+    state[sbase + i0 * row4] = s;
+    acc += qs[i0] * s;
   }
   part[tid] = acc;
   workgroupBarrier();
