@@ -14,7 +14,7 @@ import { stateKeyDim } from "../model/config.ts";
 import type { GpuModel } from "./model.ts";
 import { GpuResources } from "./resources.ts";
 import type { GpuMatrix } from "./weights.ts";
-import { GEMM_TILES, type GemmTile } from "./gemm_tiling.ts";
+import { GEMM_TILES, type GemmTile, tileName } from "./gemm_tiling.ts";
 import { gemmTileFor } from "./gemm_tune.ts";
 import {
   activationDefine,
@@ -57,11 +57,6 @@ export interface GpuPrefillOptions {
    * (tests; every tile gives the same bits).
    */
   shortChunkTile?: GemmTile;
-}
-
-/** Whether two tiles are the same shape. */
-function sameTile(a: GemmTile, b: GemmTile): boolean {
-  return a.bm === b.bm && a.bn === b.bn && a.bk === b.bk && a.tm === b.tm && a.tn === b.tn;
 }
 
 /** The prefill machinery of one model. */
@@ -168,7 +163,9 @@ export class GpuPrefill {
     this.shortTiles.set(spec.label, shortTile);
     const t = { m: this.#m, res: this.#res };
     const long = await gemmOps(t, { ...spec, tile });
-    const short = sameTile(tile, shortTile) ? long : await gemmOps(t, { ...spec, tile: shortTile });
+    const short = tileName(tile) === tileName(shortTile)
+      ? long
+      : await gemmOps(t, { ...spec, tile: shortTile });
     return { long, short };
   }
 

@@ -44,14 +44,13 @@ export interface AttentionDecodeSpec {
  * updates them. Only `rg` sets the numbers. `wide` (large batches, with workgroups to spare) takes
  * four columns per thread (vec4) in blocks as wide as the head allows, up to 256 threads, 8 rows at
  * a time; otherwise a thread takes one column (`vw` 1) in blocks of 32, 16 or 8 columns, 256
- * threads each, and `narrowRows` rows at a time: at batch 1 the state's load latency is the
+ * threads each, and `NARROW_ROWS` (4) rows at a time: at batch 1 the state's load latency is the
  * kernel's time, and vec4 threads (a quarter as many) were slower there on the H200.
  */
 export function attentionDecodeLayout(
   headDim: number,
   wide = true,
   dk = headDim,
-  narrowRows = NARROW_ROWS,
 ): { rg: number; ct: number; vw: number; blocks: number; u: number } {
   if (headDim % 8 !== 0) {
     throw new RangeError(`attention: head width ${headDim} is not a multiple of 8`);
@@ -59,7 +58,7 @@ export function attentionDecodeLayout(
   const unit = headDim % 32 === 0 ? 32 : headDim % 16 === 0 ? 16 : 8;
   const rg = 256 / unit;
   const rows = Math.ceil(dk / rg);
-  if (!wide) return { rg, ct: unit, vw: 1, blocks: headDim / unit, u: Math.min(narrowRows, rows) };
+  if (!wide) return { rg, ct: unit, vw: 1, blocks: headDim / unit, u: Math.min(NARROW_ROWS, rows) };
   const m = [4, 2, 1].find((f) => headDim % (unit * f) === 0)!;
   const ct = (unit * m) / 4;
   return { rg, ct, vw: 4, blocks: headDim / (4 * ct), u: Math.min(8, rows) };
