@@ -6,7 +6,8 @@
  * reported ("double free or corruption", "corrupted size vs. prev_size in fastbins"): seen in the
  * GL run locally about 1 run in 6, in CI twice in a row on 2026-12-05, and once on lavapipe. The
  * test files have not crashed alone (ten of them, four GL runs each: 0 crashes); the whole GL run
- * in one process does, at exit. So each run writes a JUnit report, which `deno test` finishes before it exits:
+ * in one process does, at exit. So each run writes a JUnit report, which `deno test` completes
+ * before the process exits:
  *
  * - exit code 0: passed;
  * - a test failed (exit code 1): failed at once;
