@@ -129,7 +129,17 @@ export interface Backend {
    * before `steps` (`interruptRound`; a host-sampling backend ends it at the step where a row
    * ends, so that row's reply goes out at once): callers take the tokens that came.
    */
-  decodeSampled?(rows: readonly SampledRow[], steps: number): Promise<Int32Array[]>;
+  decodeSampled?(rows: readonly SampledRow[], steps: number, ahead?: number): Promise<Int32Array[]>;
+  /**
+   * Whether `decodeSampled` honors `ahead` (> 0): once the call's steps are done on the device,
+   * the backend submits `ahead` more steps for the same rows before the call returns (the device
+   * works on while the host reads the tokens back and the caller takes them). The caller's next
+   * `decodeSampled` must then have `steps` = `ahead` and the same rows in the same order, less
+   * those that ended in the call before (end-of-sequence, budget, broken logits; the device
+   * stopped them); it gets the continued steps' tokens. Until then no other call may use these
+   * rows' states. Absent: `ahead` is ignored (the next call simply runs its steps).
+   */
+  readonly decodesAhead?: boolean;
   /**
    * Ask the `decodeSampled` call in flight to return after its current step (a request arrived
    * that could join the batch). Where a round is one device submission there is nothing to cut:

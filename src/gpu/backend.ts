@@ -52,6 +52,41 @@ class GpuState implements BackendState {
   constructor(readonly slot: number, readonly owner: WebGpuBackend) {}
 }
 
+/** What a sampled decode call wrote besides its rows (rewritten when a call continues it). */
+interface CallInputs {
+  /** Sampling parameters, `SAMPLING_WORDS` per row. */
+  sampling: ArrayBuffer;
+  /** Logit-bias entries, when a row has some. */
+  bias: Uint32Array<ArrayBuffer> | null;
+}
+
+/** A submitted sampled decode call, until its staging buffer is read. */
+interface SampledCall {
+  /** Its rows' states, in row order. */
+  states: GpuState[];
+  /** Steps submitted. */
+  steps: number;
+  /** Sampling parameters and biases of its rows. */
+  inputs: CallInputs;
+  /** Where the ring, the rows and the captured states are copied. */
+  staging: GPUBuffer;
+  /** Bytes to read from `staging`. */
+  total: number;
+  /** Bytes of the ring (the rows follow). */
+  ringBytes: number;
+  /** Where the captured states start. */
+  stateAt: number;
+  /** States copied after the steps. */
+  captured: GpuState[];
+}
+
+/** Whether `part` lists elements of `whole` in the same order. */
+function isSubsequence<T>(part: readonly T[], whole: readonly T[]): boolean {
+  let i = 0;
+  for (const x of whole) if (i < part.length && part[i] === x) i++;
+  return i === part.length;
+}
+
 /** Options of the WebGPU backend. */
 export interface WebGpuBackendOptions extends GpuModelOptions, DeviceOptions, GpuPrefillOptions {
   /** An existing device context to use instead of acquiring one. */
@@ -586,10 +621,25 @@ export class WebGpuBackend implements Backend {
     }
   }
 
+  /** `decodeSampled` continues calls on the device (`Backend.decodesAhead`). */
+  readonly decodesAhead = true;
   #sample: Op[] | null = null;
+  #rollover: Op | null = null;
+  /** The call continued on the device (`decodeSampled`'s `ahead`), not read back yet. */
+  #ahead: SampledCall | null = null;
 
-  /** Several decode steps per row with sampling on the GPU; one readback at the end. */
-  async decodeSampled(rows: readonly SampledRow[], steps: number): Promise<Int32Array[]> {
+  /**
+   * Several decode steps per row with sampling on the GPU; one readback at the end. With `ahead`
+   * > 0, once this call's steps are done on the device, `ahead` more steps are submitted for the
+   * same rows before this call's tokens are read (they run while the host reads them and while
+   * the caller takes them): the next call with these rows (the same states in the same order, or
+   * those of them still going) and `steps` = `ahead` takes them instead of submitting.
+   */
+  async decodeSampled(
+    rows: readonly SampledRow[],
+    steps: number,
+    ahead = 0,
+  ): Promise<Int32Array[]> {
     this.#check();
     const m = this.model;
     const B = rows.length;
@@ -599,25 +649,101 @@ export class WebGpuBackend implements Backend {
     if (!(steps >= 1 && steps <= m.ring)) {
       throw new InputError("steps", `${steps} steps (1..${m.ring})`);
     }
+    if (!(ahead === 0 || (Number.isInteger(ahead) && ahead >= 1 && ahead <= m.ring))) {
+      throw new InputError("ahead", `${ahead} steps ahead (0..${m.ring})`);
+    }
     const own = rows.map((r) => this.#own(r.state));
     if (new Set(own.map((s) => s.slot)).size !== B) {
       throw new InputError("rows", "the same state appears twice");
     }
-    this.#checkTokens(Int32Array.from(rows, (r) => r.token));
-    for (const r of rows) {
-      if (r.sampling.biasIds.length > MAX_LOGIT_BIAS) {
-        throw new InputError("logit_bias", `at most ${MAX_LOGIT_BIAS} entries`);
+    let call = this.#ahead;
+    this.#ahead = null;
+    const continued = call !== null && call.steps === steps && isSubsequence(own, call.states);
+    if (call && !continued) {
+      await this.#settleAbandoned(call);
+      call = null;
+    }
+    if (!call) {
+      this.#checkTokens(Int32Array.from(rows, (r) => r.token));
+      for (const r of rows) {
+        if (r.sampling.biasIds.length > MAX_LOGIT_BIAS) {
+          throw new InputError("logit_bias", `at most ${MAX_LOGIT_BIAS} entries`);
+        }
+      }
+      const plan = await m.decodePlan(seqsPerWorkgroup(B));
+      this.#sample ??= await m.samplePlan();
+      if (ahead) this.#rollover ??= await m.rolloverOp();
+      this.#check();
+      const inputs = this.#writeRows(rows, own, steps);
+      const captured = own.filter((_, b) => rows[b].capture).slice(0, this.#statesPerRead);
+      call = this.#submitSteps(own, steps, inputs, plan, null, captured, ahead > 0);
+    } else if (ahead) {
+      this.#rollover ??= await m.rolloverOp();
+      this.#check();
+    }
+    // The map blocks this thread until the device is idle, then waits about 10 ms more in Deno
+    // (ext/webgpu's map loop): the continuation is submitted in that wait, so the device works on.
+    let hostStates: ModelState[] = [];
+    const read = this.#readWith(call.staging, call.total, (mapped) => {
+      hostStates = this.#hostStates(mapped, call.stateAt, call.captured.map(() => 0));
+      return mapped.slice(0, call.stateAt);
+    });
+    if (ahead) {
+      try {
+        const plan = await m.decodePlan(seqsPerWorkgroup(call.states.length));
+        this.#ahead = this.#submitSteps(
+          call.states,
+          ahead,
+          call.inputs,
+          plan,
+          this.#rollover,
+          [],
+          true,
+        );
+      } catch (e) {
+        await read.catch(() => {});
+        throw e;
       }
     }
-    const plan = await m.decodePlan(seqsPerWorkgroup(B));
-    this.#sample ??= await m.samplePlan();
-    this.#check();
+    const bytes = await read;
+    const all = call.states.length;
+    const ring = new Int32Array(bytes, 0, all * m.ring);
+    const after = new Uint32Array(bytes, call.ringBytes, all * ROW_WORDS);
+    const outCount = (i: number) => after[i * ROW_WORDS + ROW.outCount];
+    for (let i = 0; i < all; i++) call.states[i].position += outCount(i);
+    // Rows of the call the caller left out must be rows the device had stopped.
+    const skipped = call.states.findIndex((s, i) => !own.includes(s) && outCount(i) > 0);
+    if (skipped >= 0) {
+      throw new TnlError(
+        "internal",
+        `decodeSampled: a continued call left out slot ${call.states[skipped].slot}, which sampled`,
+      );
+    }
+    const tokens = rows.map((r, b) => {
+      const i = call.states.indexOf(own[b]);
+      r.rng.counter = after[i * ROW_WORDS + ROW.rngHi] * 4294967296 +
+        after[i * ROW_WORDS + ROW.rngLo];
+      return ring.slice(i * m.ring, i * m.ring + outCount(i));
+    });
+    call.captured.forEach((s, i) => {
+      hostStates[i].position = s.position;
+      rows[own.indexOf(s)].captured = hostStates[i];
+    });
+    return tokens;
+  }
+
+  /** Write the rows, sampling parameters and logit biases of a call; what it wrote. */
+  #writeRows(rows: readonly SampledRow[], own: GpuState[], steps: number): CallInputs {
+    const m = this.model;
     const dev = m.ctx.device;
+    const B = rows.length;
     const rowData = new Uint32Array(B * ROW_WORDS);
     const sp = new ArrayBuffer(B * SAMPLING_WORDS * 4);
     const spf = new Float32Array(sp), spu = new Uint32Array(sp);
-    const bias = new Uint32Array(B * MAX_LOGIT_BIAS * 2);
-    const biasF = new Float32Array(bias.buffer);
+    const bias = rows.some((r) => r.sampling.biasIds.length)
+      ? new Uint32Array(B * MAX_LOGIT_BIAS * 2)
+      : null;
+    const biasF = bias && new Float32Array(bias.buffer);
     rows.forEach((r, b) => {
       const o = b * ROW_WORDS;
       rowData[o + ROW.slot] = own[b].slot;
@@ -627,7 +753,9 @@ export class WebGpuBackend implements Backend {
       rowData[o + ROW.rngHi] = Math.floor(r.rng.counter / 4294967296) >>> 0;
       rowData[o + ROW.seedLo] = r.rng.seed >>> 0;
       rowData[o + ROW.seedHi] = Math.floor(r.rng.seed / 4294967296) >>> 0;
-      rowData[o + ROW.budget] = Math.max(1, Math.min(r.budget, steps));
+      const left = Math.max(1, Math.min(r.budget, 0xffffffff));
+      rowData[o + ROW.left] = left;
+      rowData[o + ROW.budget] = Math.min(left, steps);
       rowData[o + ROW.flags] = (r.stopAtEos ? ROW_FLAGS.stopAtEos : 0) |
         (r.penalties ? ROW_FLAGS.penalties : 0);
       const p = r.sampling;
@@ -640,14 +768,41 @@ export class WebGpuBackend implements Backend {
         else spf[q + i] = v;
       });
       for (let i = 0; i < p.biasIds.length; i++) {
-        bias[(b * MAX_LOGIT_BIAS + i) * 2] = p.biasIds[i];
-        biasF[(b * MAX_LOGIT_BIAS + i) * 2 + 1] = p.biasValues[i];
+        bias![(b * MAX_LOGIT_BIAS + i) * 2] = p.biasIds[i];
+        biasF![(b * MAX_LOGIT_BIAS + i) * 2 + 1] = p.biasValues[i];
       }
     });
-    dev.queue.writeBuffer(m.ctl, 0, new Uint32Array([B]));
+    dev.queue.writeBuffer(m.ctl, 0, Uint32Array.of(B, steps));
     dev.queue.writeBuffer(m.rows, 0, rowData);
     dev.queue.writeBuffer(m.sampling, 0, sp);
-    if (rows.some((r) => r.sampling.biasIds.length)) dev.queue.writeBuffer(m.bias, 0, bias);
+    if (bias) dev.queue.writeBuffer(m.bias, 0, bias);
+    return { sampling: sp, bias };
+  }
+
+  /**
+   * Encode and submit `steps` sampled decode steps over the rows in `m.rows` (first `rollover`,
+   * when the call continues the one before: its rows carried over from `rowsAtEnd`), then the
+   * copies of the ring, the rows and the captured states into a staging buffer; with `keepRows`,
+   * the rows also go to `rowsAtEnd` for a continuation.
+   */
+  #submitSteps(
+    states: GpuState[],
+    steps: number,
+    inputs: CallInputs,
+    plan: Op[],
+    rollover: Op | null,
+    captured: GpuState[],
+    keepRows: boolean,
+  ): SampledCall {
+    const m = this.model;
+    const dev = m.ctx.device;
+    const B = states.length;
+    if (rollover) {
+      // Other calls may have used these buffers since (the sampling words too).
+      dev.queue.writeBuffer(m.ctl, 0, Uint32Array.of(B, steps));
+      dev.queue.writeBuffer(m.sampling, 0, inputs.sampling);
+      if (inputs.bias) dev.queue.writeBuffer(m.bias, 0, inputs.bias);
+    }
     // Submit every few steps so the GPU starts while the CPU is still encoding the rest (encoding a
     // step costs about as much CPU time as the GPU spends on it at batch 1).
     // The first step goes alone, so the GPU starts at once.
@@ -659,43 +814,47 @@ export class WebGpuBackend implements Backend {
       }
       const pass = enc.beginComputePass();
       const last = { pipeline: null as GPUComputePipeline | null };
+      if (s0 === 0 && rollover) encodeOps(pass, [rollover], B, last);
       const until = s0 === 0 ? 1 : Math.min(steps, s0 + STEPS_PER_SUBMIT);
       for (let s = s0; s < until; s++) {
         encodeOps(pass, plan, B, last);
-        encodeOps(pass, this.#sample, B, last);
+        encodeOps(pass, this.#sample!, B, last);
       }
       pass.end();
     }
     const ringBytes = B * m.ring * 4, rowBytes = B * ROW_WORDS * 4;
     // Rows that asked for it have their states copied after the steps, in the same submission.
-    const captured = own.filter((_, b) => rows[b].capture).slice(0, this.#statesPerRead);
     const stateAt = ringBytes + rowBytes;
     const total = stateAt + this.#statesBlockBytes(captured.length);
     const staging = this.#staging(total);
     enc.copyBufferToBuffer(m.ringBuffer, 0, staging, 0, ringBytes);
     enc.copyBufferToBuffer(m.rows, 0, staging, ringBytes, rowBytes);
+    if (keepRows) enc.copyBufferToBuffer(m.rows, 0, m.rowsAtEnd, 0, rowBytes);
     this.#copyStates(enc, captured, staging, stateAt);
     dev.queue.submit([enc.finish()]);
-    // The states are copied straight out of the mapped range (no intermediate copy of it all).
-    let states: ModelState[] = [];
-    const bytes = await this.#readWith(staging, total, (mapped) => {
-      states = this.#hostStates(mapped, stateAt, captured.map(() => 0)); // positions set below
-      return mapped.slice(0, stateAt);
+    return { states, steps, inputs, staging, total, ringBytes, stateAt, captured };
+  }
+
+  /**
+   * A continued call the caller did not take (its next call had other rows or steps): wait for
+   * it, keep the positions true, and fail if a row sampled there (the caller lost those tokens).
+   */
+  async #settleAbandoned(call: SampledCall): Promise<void> {
+    const bytes = await this.#read(call.staging, call.total);
+    const after = new Uint32Array(bytes, call.ringBytes, call.states.length * ROW_WORDS);
+    let sampled = 0;
+    call.states.forEach((s, i) => {
+      const n = after[i * ROW_WORDS + ROW.outCount];
+      if (!s.released) s.position += n;
+      sampled += n;
     });
-    const ring = new Int32Array(bytes, 0, B * m.ring);
-    const after = new Uint32Array(bytes, ringBytes, B * ROW_WORDS);
-    const tokens = rows.map((r, b) => {
-      const n = after[b * ROW_WORDS + ROW.outCount];
-      own[b].position += n;
-      r.rng.counter = after[b * ROW_WORDS + ROW.rngHi] * 4294967296 +
-        after[b * ROW_WORDS + ROW.rngLo];
-      return ring.slice(b * m.ring, b * m.ring + n);
-    });
-    captured.forEach((s, i) => {
-      states[i].position = s.position;
-      rows[own.indexOf(s)].captured = states[i];
-    });
-    return tokens;
+    if (sampled > 0) {
+      throw new TnlError(
+        "internal",
+        `decodeSampled: a call continued for ${call.steps} steps was not taken, and its rows ` +
+          `sampled ${sampled} tokens`,
+      );
+    }
   }
 
   /** One token for each of several sequences. */
@@ -722,6 +881,8 @@ export class WebGpuBackend implements Backend {
   dispose(): Promise<void> {
     if (!this.#disposed) {
       this.#disposed = true;
+      this.#ahead?.staging.destroy();
+      this.#ahead = null;
       this.prefiller.destroy();
       this.#stagingPool.destroy();
       this.model.destroy();

@@ -29,13 +29,33 @@ export const ROW = {
   seedHi: 7,
   /** Most tokens this row may sample in the submission (the sampler stops it after that many). */
   budget: 8,
-  /** Nonzero once the row stopped (end-of-sequence sampled or budget spent); later steps skip it. */
+  /**
+   * Nonzero once the row stopped; later steps skip it. 1: this call's budget is spent; 2: the row
+   * ended (end-of-sequence, or broken logits), and a continued call keeps it stopped.
+   */
   done: 9,
   /** Flags: bit 0 = stop at end-of-sequence, bit 1 = track token counts (penalties). */
   flags: 10,
   /** The sampler's last kept threshold τ (f32 bits; tests and diagnostics). */
   tau: 11,
+  /**
+   * Tokens the row may still sample over this call and the calls that continue it on the device
+   * (`wgsl/rows_rollover.wgsl` takes each call's `outCount` off it).
+   */
+  left: 12,
 } as const;
+
+/** Values of `ROW.done`. */
+export const ROW_DONE = { running: 0, budgetSpent: 1, ended: 2 } as const;
+
+/** The row's field offsets as WGSL defines (`ROW_OUT_COUNT` = 5, ...). */
+export const ROW_DEFINES: Readonly<Record<string, number>> = Object.freeze(
+  Object.fromEntries(
+    Object.entries(ROW).map((
+      [k, v],
+    ) => [`ROW_${k.replace(/[A-Z]/g, (c) => "_" + c).toUpperCase()}`, v]),
+  ),
+);
 
 /** Row flag bits. */
 export const ROW_FLAGS = { stopAtEos: 1, penalties: 2 } as const;
@@ -67,7 +87,7 @@ export const SAMPLING_DEFINES: Readonly<Record<string, number>> = Object.freeze(
 /** Most logit-bias entries per row (OpenAI's limit is 300). */
 export const MAX_LOGIT_BIAS = 300;
 
-/** Control words: [0] = sequences in the current batch. */
+/** Control words: [0] = sequences in the current batch, [1] = steps of the decode call. */
 export const CTL_WORDS = 16;
 
 /** Preprocessor defines every kernel may use. */

@@ -37,6 +37,7 @@ import {
   type NormSpec,
   type Op,
   type Rows,
+  rowsRolloverOp,
   sampleOps,
 } from "./ops/mod.ts";
 
@@ -77,6 +78,8 @@ export class GpuModel {
   readonly ctl: GPUBuffer;
   /** Per-sequence rows ([maxBatch, ROW_WORDS] u32). */
   readonly rows: GPUBuffer;
+  /** The rows as a sampled decode call left them (copied in its submission; `rolloverOp`). */
+  readonly rowsAtEnd: GPUBuffer;
   /** [maxBatch, V] logits. */
   readonly logits: GPUBuffer;
   /** [maxBatch, ring] sampled tokens. */
@@ -133,6 +136,7 @@ export class GpuModel {
     const buf = (label: string, bytes: number) => this.res.storage(label, bytes);
     this.ctl = buf("ctl", CTL_WORDS * 4);
     this.rows = buf("rows", B * ROW_WORDS * 4);
+    this.rowsAtEnd = buf("rows-at-end", B * ROW_WORDS * 4);
     this.logits = buf("logits", B * V * 4);
     this.ringBuffer = buf("ring", B * this.ring * 4);
     this.sampling = buf("sampling", B * SAMPLING_WORDS * 4);
@@ -349,6 +353,18 @@ export class GpuModel {
       counts: this.counts,
       seen: this.seen,
       best: this.argmaxBest,
+    });
+  }
+
+  /**
+   * The dispatch that starts a sampled decode call continuing the one before on the device: its
+   * rows from `rowsAtEnd`, budgets renewed for `ctl[1]` steps (`wgsl/rows_rollover.wgsl`).
+   */
+  rolloverOp(): Promise<Op> {
+    return rowsRolloverOp({ m: this, res: this.res }, {
+      ring: this.ring,
+      rows: this.rows,
+      prev: this.rowsAtEnd,
     });
   }
 

@@ -57,7 +57,13 @@ export class WorkerBackend implements Backend {
   /** Prefill tokens per submission. */
   readonly preferredPrefillChunk?: number;
   /** Several decode steps per row with sampling in the worker (the device loop, or host sampling). */
-  readonly decodeSampled?: (rows: readonly SampledRow[], steps: number) => Promise<Int32Array[]>;
+  readonly decodeSampled?: (
+    rows: readonly SampledRow[],
+    steps: number,
+    ahead?: number,
+  ) => Promise<Int32Array[]>;
+  /** Whether `decodeSampled` continues calls on the device (`Backend.decodesAhead`). */
+  readonly decodesAhead?: boolean;
   /** Feed several sequences through the decode path (WebGPU only). */
   readonly replayMany?: (items: readonly PrefillItem[]) => Promise<void>;
   /** Give a slot's penalty bookkeeping its history (WebGPU only). */
@@ -103,11 +109,14 @@ export class WorkerBackend implements Backend {
     this.device = info.device;
     this.maxBatch = info.maxBatch;
     this.maxSampledSteps = info.maxSampledSteps;
+    if (info.decodesAhead) this.decodesAhead = true;
     this.preferredPrefillChunk = info.preferredPrefillChunk;
     this.fingerprint = info.fingerprint;
     this.#maxSlots = info.maxSlots;
     const has = new Set(info.capabilities);
-    if (has.has("decodeSampled")) this.decodeSampled = (r, k) => this.#decodeSampled(r, k);
+    if (has.has("decodeSampled")) {
+      this.decodeSampled = (r, k, ahead) => this.#decodeSampled(r, k, ahead ?? 0);
+    }
     if (has.has("decodeSampled") && info.kind === "cpu" && spec.interrupt) {
       // Host sampling steps one at a time in the worker: a round can end at any step.
       const flag = new Int32Array(spec.interrupt);
@@ -378,13 +387,17 @@ export class WorkerBackend implements Backend {
     return out;
   }
 
-  async #decodeSampled(rows: readonly SampledRow[], steps: number): Promise<Int32Array[]> {
+  async #decodeSampled(
+    rows: readonly SampledRow[],
+    steps: number,
+    ahead: number,
+  ): Promise<Int32Array[]> {
     const own = rows.map((r) => this.#own(r.state));
     const plain = rows.map((r, i) => ({ ...r, state: undefined, id: own[i].id }));
     if (this.#interrupt) Atomics.store(this.#interrupt, 0, 0);
     const out = await this.#call<
       { tokens: Int32Array[]; rng: number[]; captured: (ModelState | null)[] }
-    >("decodeSampled", [plain, steps]);
+    >("decodeSampled", [plain, steps, ahead]);
     rows.forEach((r, i) => {
       own[i].position += out.tokens[i].length;
       r.rng.counter = out.rng[i];

@@ -112,6 +112,7 @@ async function load(spec: WorkerLoadSpec): Promise<WorkerLoaded> {
     maxBatch: b.maxBatch,
     maxSlots: b instanceof WebGpuBackend ? b.model.maxSlots : 1 << 20,
     maxSampledSteps: b.maxSampledSteps,
+    decodesAhead: b.decodesAhead === true,
     preferredPrefillChunk: b.preferredPrefillChunk,
   };
 }
@@ -173,7 +174,7 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
         ...r,
         state: state(r.id),
       }));
-      const tokens = await optional("decodeSampled")(rows, a[1]);
+      const tokens = await optional("decodeSampled")(rows, a[1], a[2] ?? 0);
       const captured = rows.map((r) => (r.captured ? checked([r.captured])[0] : null));
       const value = { tokens, rng: rows.map((r) => r.rng.counter), captured };
       const transfer = [

@@ -48,6 +48,8 @@ export interface WorkerLoaded {
   maxSlots: number;
   /** Most steps per `decodeSampled` call (absent: host sampling only). */
   maxSampledSteps?: number;
+  /** Whether `decodeSampled` continues calls on the device (`Backend.decodesAhead`). */
+  decodesAhead?: boolean;
   /** Prefill tokens per submission (absent: the engine's default). */
   preferredPrefillChunk?: number;
 }

@@ -42,5 +42,6 @@ export {
   type AttentionDecodeSpec,
 } from "./attention_decode.ts";
 export { sampleOps, type SampleSpec } from "./sample.ts";
+export { rowsRolloverOp, type RowsRolloverSpec } from "./rows_rollover.ts";
 export { gemmOps, type GemmSpec, gemmSplitParts } from "./gemm.ts";
 export { lightningBlock, lightningOps, type LightningSpec } from "./lightning.ts";

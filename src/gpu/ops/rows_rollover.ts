@@ -1,0 +1,33 @@
+/**
+ * `rows_rollover`: the rows of a sampled decode call that continues the one before on the device
+ * (`wgsl/rows_rollover.wgsl`), before the host has read that call back.
+ * @module
+ */
+
+import { LAYOUT_DEFINES, ROW_DEFINES } from "../layout.ts";
+import type { OpTarget } from "./context.ts";
+import { loadKernel, makeOp, type Op } from "./kernel.ts";
+
+/** The buffers of the rollover. */
+export interface RowsRolloverSpec {
+  /** Ring capacity per row (no call samples more). */
+  ring: number;
+  /** The rows the next call's steps read and update. */
+  rows: GPUBuffer;
+  /** The rows as the call before left them (copied at the end of its submission). */
+  prev: GPUBuffer;
+}
+
+/** One thread per row: carry each row over, its budget renewed (`ctl[1]` = the call's steps). */
+export async function rowsRolloverOp(t: OpTarget, s: RowsRolloverSpec): Promise<Op> {
+  const k = await loadKernel(t.m.pipelines, "rows_rollover", {
+    ...LAYOUT_DEFINES,
+    ...ROW_DEFINES,
+  });
+  return await makeOp(t.res, k, {
+    label: "rows_rollover",
+    buffers: { ctl: t.m.ctl, seqs: s.rows, prev: s.prev },
+    values: () => ({ ring: s.ring }),
+    groups: (n) => [Math.ceil(n / 64), 1, 1],
+  });
+}
