@@ -50,6 +50,11 @@ export interface DecodeRecord {
   context: number;
   /** Decode steps per host readback (1 = one readback per token, logits to the host). */
   stepsPerReadback: number;
+  /**
+   * Whether each call was continued on the device while the host read the one before
+   * (`decodeSampled`'s `ahead`); false: calls one after another (absent in older results).
+   */
+  ahead?: boolean;
   /** Sampling used. */
   sampling: string;
   /** Total generated tokens per second (all sequences). */
@@ -61,7 +66,8 @@ export interface DecodeRecord {
 /**
  * Decode throughput: `rounds` submissions of `steps` device-sampled steps (greedy unless
  * `sampling` is given), or, with steps = 1 and no device sampling, the host path (logits read back
- * and arg-maxed per step).
+ * and arg-maxed per step). Where the backend continues calls on the device (`decodesAhead`), each
+ * call but the last is continued, as the engine does in steady decoding, unless `ahead` is false.
  */
 export async function measureDecode(
   b: Backend,
@@ -71,6 +77,7 @@ export async function measureDecode(
     steps: number;
     rounds: number;
     sampling?: Record<string, number>;
+    ahead?: boolean;
   },
 ): Promise<DecodeRecord> {
   const states = await contextStates(b, opts.batch, opts.context);
@@ -90,9 +97,10 @@ export async function measureDecode(
         penalties: false,
       }));
     const onDevice = opts.steps > 1 && b.decodeSampled;
-    const round = async () => {
+    const ahead = onDevice && b.decodesAhead === true && opts.ahead !== false;
+    const round = async (last = true) => {
       if (onDevice) {
-        const out = await b.decodeSampled!(rows(), opts.steps);
+        const out = await b.decodeSampled!(rows(), opts.steps, ahead && !last ? opts.steps : 0);
         tokens = Int32Array.from(out, (t) => t[t.length - 1]);
       } else {
         for (let s = 0; s < opts.steps; s++) {
@@ -107,13 +115,14 @@ export async function measureDecode(
     };
     await round(); // warm-up (pipelines, caches)
     const t0 = performance.now();
-    for (let r = 0; r < opts.rounds; r++) await round();
+    for (let r = 0; r < opts.rounds; r++) await round(r === opts.rounds - 1);
     const ms = performance.now() - t0;
     const steps = opts.rounds * opts.steps;
     return {
       batch: opts.batch,
       context: opts.context,
       stepsPerReadback: onDevice ? opts.steps : 1,
+      ...(onDevice ? { ahead } : {}),
       sampling: label,
       tokensPerSecond: (steps * opts.batch * 1000) / ms,
       msPerStep: ms / steps,

@@ -140,6 +140,23 @@ async function runModel(
       } ms/step)`,
     );
   }
+  if (backend.decodesAhead) {
+    // The same calls one after another: what continuing them on the device gives.
+    const r = await measureDecode(backend, {
+      batch: 1,
+      context: plan.contexts[0],
+      steps: plan.steps,
+      rounds: plan.rounds,
+      ahead: false,
+    });
+    rec.decode.push(r);
+    const k = rec.decode.find((d) => d.context === plan.contexts[0])!;
+    const note = `decode b1 ctx ${plan.contexts[0]}, calls one after another: ${
+      r.tokensPerSecond.toFixed(1)
+    } tok/s (continued on the device: ${k.tokensPerSecond.toFixed(1)})`;
+    rec.notes.push(note);
+    log(note);
+  }
   if (backend.decodeSampled) {
     const k = rec.decode.find((d) => d.context === plan.contexts[0])!;
     const one = await measureDecode(backend, {
@@ -280,7 +297,7 @@ async function writeReport(
   const rows: (string | number)[][] = [];
   for (const r of runs) {
     const b1 = r.decode.filter((d) =>
-      d.batch === 1 && d.stepsPerReadback > 1 && d.sampling === "greedy"
+      d.batch === 1 && d.stepsPerReadback > 1 && d.sampling === "greedy" && d.ahead !== false
     );
     const one = r.decode.find((d) => d.stepsPerReadback === 1 && d.batch === 1);
     const best = r.decode.filter((d) =>
@@ -362,7 +379,9 @@ async function writeReport(
       "tokens/s",
       series(
         (r) =>
-          r.decode.filter((d) => d.batch === 1 && d.stepsPerReadback > 1 && d.sampling === "greedy")
+          r.decode.filter((d) =>
+            d.batch === 1 && d.stepsPerReadback > 1 && d.sampling === "greedy" && d.ahead !== false
+          )
             .map((d) => [d.context, d.tokensPerSecond]),
         lbl,
       ),
