@@ -7,7 +7,8 @@
  *   deno run -A bench/engine_rounds.ts [--shape 385m | --model DIR] [--streams 1,8,64]
  *     [--seconds 8] [--tokens 256] [--backend webgpu|cpu] [--show N (first N rounds of each level)]
  *     [--show-last N (its last N rounds: the steady state)]
- *     [--round-ms BUSY,STEADY (the engine's round targets; default: the engine's own)]
+ *     [--round-ms BUSY,STEADY[,CONTINUED] (the engine's round targets; default: its own)]
+ *     [--no-ahead (no decode round continued on the device: `EngineOptions.decodeAhead` off)]
  *     [--worker (the CPU backend in a worker, as the server runs it)]
  *     [--kept (each client continues its own session, its state kept: no store, no codec)]
  * @module
@@ -31,7 +32,7 @@ const args = parseArgs(Deno.args, {
     "show-last",
     "round-ms",
   ],
-  boolean: ["worker", "kept"],
+  boolean: ["worker", "kept", "no-ahead"],
   default: { streams: "1,8,64", seconds: "8", tokens: "256", backend: "webgpu" },
 });
 let dir = args.model ?? "";
@@ -45,11 +46,15 @@ const model = await loadModel(dir, {
   ...(args.worker ? { worker: true } : {}),
   engine: {
     onRound: (r) => rounds.push(r),
+    decodeAhead: !args["no-ahead"],
     ...(args["round-ms"]
       ? {
         roundMs: {
           busy: Number(args["round-ms"].split(",")[0]),
           steady: Number(args["round-ms"].split(",")[1]),
+          ...(args["round-ms"].split(",")[2]
+            ? { continued: Number(args["round-ms"].split(",")[2]) }
+            : {}),
         },
       }
       : {}),
@@ -61,6 +66,7 @@ const tokens = Number(args.tokens), seconds = Number(args.seconds);
 
 for (const streams of args.streams.split(",").map(Number)) {
   rounds.length = 0;
+  const continued0 = engine.stats().continuedRounds;
   const ttft: number[] = [];
   let generated = 0;
   const t0 = performance.now();
@@ -97,6 +103,7 @@ for (const streams of args.streams.split(",").map(Number)) {
   const p = percentiles(ttft, [50, 95]);
   console.log(
     `${streams} streams: ${(generated / secs).toFixed(0)} tok/s, ${rounds.length} rounds, ` +
+      `${engine.stats().continuedRounds - continued0} continued on the device, ` +
       `TTFT p50 ${p.p50?.toFixed(1)} p95 ${p.p95?.toFixed(1)} ms; per round: admit ` +
       `${mean((r) => r.ms.admit).toFixed(2)} prefill ${mean((r) => r.ms.prefill).toFixed(2)} ` +
       `(${mean((r) => r.prefillSeqs).toFixed(1)} seqs, ${

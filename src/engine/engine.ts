@@ -157,7 +157,15 @@ export interface EngineOptions {
    * token (or waiting ones for a free slot), `steady` otherwise (defaults 50 and 200). K follows
    * from the measured step time.
    */
-  roundMs?: { busy: number; steady: number };
+  roundMs?: { busy: number; steady: number; continued?: number };
+  /**
+   * Continue steady decode rounds on the device (default: where the backend can,
+   * `Backend.decodesAhead`): when the next round will decode the same batch (no request waiting
+   * for a slot or a prefill, no stop strings, no logprobs, no kept state ending in it), it is
+   * submitted before this round's tokens are read back, so the device never waits for the host.
+   * Its length is `roundMs.continued` (default 100 ms): a request that arrives waits for it.
+   */
+  decodeAhead?: boolean;
   /**
    * Fixed cost of a device round, in ms, left out of the measured step time (default 15 on device
    * backends, measured on the H200: Deno's `mapAsync` polls the device every 10 ms, plus the worker
@@ -214,6 +222,8 @@ export interface EngineStats {
   lastBatch: number;
   /** Decode steps run. */
   decodeSteps: number;
+  /** Decode rounds the device continued before the host had read the round before back. */
+  continuedRounds: number;
   /** Generated tokens per second over the last few seconds. */
   tokensPerSecond: number;
 }
@@ -245,6 +255,8 @@ interface Seq {
   end: { reason: FinishReason; error?: unknown } | null;
   /** Its final state, when the decode submission captured it. */
   captured: ModelState | null;
+  /** It ended in a device round by itself (end-of-sequence, budget, broken logits). */
+  endedOnDevice?: boolean;
   /** Tokens and text of this round, gathered into one event (device rounds), or null. */
   out: { tokens: number[]; text: string } | null;
 }
@@ -351,6 +363,8 @@ export class Engine {
   #closed = false;
   /** Whether a `decodeSampled` round is in flight. */
   #decoding = false;
+  /** The decode round continued on the device (`decodeAhead`), not taken yet. */
+  #ahead: { batch: Seq[]; steps: number } | null = null;
   /** Measured ms per device decode step (readback included), by batch-size bucket. */
   readonly #stepMs = new Map<number, number>();
   readonly #resident: ResidentStates;
@@ -365,6 +379,7 @@ export class Engine {
     lastBatch: 0,
     lastSteps: 0,
     decodeSteps: 0,
+    continuedRounds: 0,
     tokensPerSecond: 0,
   };
   readonly #recent: { t: number; n: number }[] = [];
@@ -386,7 +401,8 @@ export class Engine {
       ),
       stepsPerSync: Math.max(1, options.stepsPerSync ?? 128),
       recurrentPrefill: backend.replayMany ? Math.max(0, options.recurrentPrefill ?? 32) : 0,
-      roundMs: options.roundMs ?? { busy: 50, steady: 200 },
+      roundMs: { continued: 100, ...(options.roundMs ?? { busy: 50, steady: 200 }) },
+      decodeAhead: (options.decodeAhead ?? true) && backend.decodesAhead === true,
       readbackMs: options.readbackMs ?? (backend.kind === "cpu" ? 1 : 15),
       keepResident: options.keepResident ?? backend.kind !== "cpu",
       onRound: options.onRound ?? (() => {}),
@@ -572,6 +588,7 @@ export class Engine {
         this.#reap();
       } catch (e) {
         // A backend failure (device lost, ...) fails every running request, never hangs them.
+        this.#ahead = null;
         this.#resident.prune(true);
         for (const s of [...this.#running, ...this.#queue]) this.#end(s, "error", e);
         this.#queue.length = 0;
@@ -657,11 +674,14 @@ export class Engine {
     }
   }
 
-  /** Cancel what was aborted or timed out (at a step boundary, so states stay consistent). */
+  /**
+   * Cancel what was aborted or timed out (at a step boundary, so states stay consistent; rows of
+   * a round continued on the device wait until it is taken, see `#aheadSteps`).
+   */
   #reap(): void {
     const now = performance.now();
     for (const seq of [...this.#running]) {
-      if (seq.finished) continue;
+      if (seq.finished || this.#ahead?.batch.includes(seq)) continue;
       if (seq.req.signal?.aborted) this.#end(seq, "cancelled");
       else if (now > seq.deadline) this.#end(seq, "timeout");
     }
@@ -779,15 +799,26 @@ export class Engine {
    * `learn`: no prefill went to the device this round, so the round's time is decode time alone.
    */
   async #decodeRound(learn: boolean): Promise<[number, number]> {
+    if (this.#ahead) {
+      // The round continued on the device: its rows, less those the device stopped.
+      const { batch, steps } = this.#ahead;
+      this.#ahead = null;
+      const rows = batch.filter((s) => !s.endedOnDevice);
+      if (rows.length) {
+        // A batch that lost rows is not continued again: the next round runs without them.
+        const next = rows.length === batch.length ? this.#aheadSteps(rows, steps) : 0;
+        await this.#decodeOnDevice(rows, steps, next);
+        for (const seq of rows) await this.#checkpoint(seq);
+        return [rows.length, steps];
+      }
+    }
     // Sequences with max_tokens 0 finish once their prompt is consumed.
     for (const s of [...this.#running]) {
       if (!s.finished && s.fed === s.feed.length - 1 && s.req.maxTokens === 0) {
         this.#end(s, "length");
       }
     }
-    const batch = this.#running.filter((s) =>
-      !s.finished && s.fed === s.feed.length - 1 && s.req.maxTokens > s.generated
-    );
+    const batch = this.#running.filter((s) => this.#readyToDecode(s));
     if (!batch.length) return [0, 0];
     const b = this.backend;
     const steps = Math.min(
@@ -796,7 +827,11 @@ export class Engine {
     );
     if (b.decodeSampled && steps > 1 && batch.every((s) => s.req.logprobs === undefined)) {
       const t0 = performance.now();
-      const [captured, done] = await this.#decodeOnDevice(batch, steps);
+      const [captured, done] = await this.#decodeOnDevice(
+        batch,
+        steps,
+        this.#aheadSteps(batch, steps),
+      );
       // The readback also waits for prefill work submitted this round, and states read back with
       // the tokens cost their copies: learn only from rounds without either, or the estimate (and
       // so K) would swing with arrivals and endings (64 states read back in one round once made
@@ -811,6 +846,43 @@ export class Engine {
     await this.#decodeOnHost(batch);
     for (const seq of batch) await this.#checkpoint(seq);
     return [batch.length, 1];
+  }
+
+  /** Whether a running sequence decodes this round (prompt consumed, tokens left to generate). */
+  #readyToDecode(s: Seq): boolean {
+    return !s.finished && s.fed === s.feed.length - 1 && s.req.maxTokens > s.generated;
+  }
+
+  /**
+   * Steps to continue this round by on the device (0: none): only when the next round would
+   * decode the same batch, so nothing waits behind the continuation: no request waiting for a
+   * slot or a prefill, every ready sequence in the batch, none new, aborted or past its deadline;
+   * no stop strings (their rewind snapshots the state before each round), no logprobs; no kept
+   * state whose budget ends in the continuation (it is read back with its round's tokens).
+   */
+  #aheadSteps(batch: Seq[], steps: number): number {
+    if (!this.#opts.decodeAhead) return 0;
+    if (this.#queue.length > 0 && this.#running.length < this.#opts.maxBatch) return 0;
+    if (this.#running.some((s) => this.#prefilling(s))) return 0;
+    const ready = this.#running.filter((s) => this.#readyToDecode(s));
+    if (ready.length !== batch.length || ready.some((s, i) => s !== batch[i])) return 0;
+    const now = performance.now();
+    if (
+      batch.some((s) =>
+        s.generated === 0 || s.stop || s.req.logprobs !== undefined || s.req.signal?.aborted ||
+        now > s.deadline
+      )
+    ) {
+      return 0;
+    }
+    const ms = this.#stepMs.get(this.#bucket(batch.length));
+    if (ms === undefined) return 0;
+    const max = Math.min(this.#opts.stepsPerSync, this.backend.maxSampledSteps ?? 1);
+    const k = Math.max(2, Math.min(max, Math.round((this.#opts.roundMs.continued ?? 100) / ms)));
+    const left = batch.map((s) => s.req.maxTokens - s.generated - steps);
+    if (left.every((n) => n <= 0)) return 0;
+    if (batch.some((s, i) => s.req.keepState !== false && left[i] > 0 && left[i] <= k)) return 0;
+    return k;
   }
 
   /** Batch-size bucket of the step-time estimate (powers of two). */
@@ -884,8 +956,9 @@ export class Engine {
    * through the same kernels up to the kept token (bit-identical to a run that never overshot).
    * Returns whether any state came back with the tokens, and the steps run (fewer than `steps`
    * when a backend that can end a round early did: `Backend.interruptRound`, a row's end).
+   * `ahead` > 0: the device continues this batch by that many steps (see `#aheadSteps`).
    */
-  async #decodeOnDevice(batch: Seq[], steps: number): Promise<[boolean, number]> {
+  async #decodeOnDevice(batch: Seq[], steps: number, ahead = 0): Promise<[boolean, number]> {
     const b = this.backend;
     const snaps = new Map<Seq, BackendState>();
     for (const seq of batch) {
@@ -918,7 +991,11 @@ export class Engine {
       let out: Int32Array[];
       this.#decoding = true;
       try {
-        out = await b.decodeSampled!(rows, steps);
+        out = await b.decodeSampled!(rows, steps, ahead);
+        if (ahead > 0) {
+          this.#ahead = { batch, steps: ahead };
+          this.#stats.continuedRounds++;
+        }
       } finally {
         this.#decoding = false;
       }
@@ -933,11 +1010,13 @@ export class Engine {
         seq.out = { tokens: [], text: "" };
         for (let j = 0; j < toks.length; j++) {
           if (toks[j] === BROKEN_LOGITS_TOKEN) {
+            seq.endedOnDevice = true;
             this.#end(seq, "error", nonFinite(`logits at position ${seq.slot!.position - 1}`));
             break;
           }
           const stop = this.#accept(seq, toks[j]);
           if (!stop) continue;
+          if (stop !== "text") seq.endedOnDevice = true;
           if (stop === "text" && j < toks.length - 1) {
             // Rewind: the state consumed pending, t_1..t_{n-1}; keep pending, t_1..t_{j}.
             await b.copyState(seq.slot!, snaps.get(seq)!);
@@ -1043,6 +1122,18 @@ export class Engine {
    */
   async #settle(): Promise<void> {
     if (!this.#ending.length) return;
+    // A sequence ended by the host (closing) whose round the device continued: take that round
+    // first, so its state and its session hold the same tokens.
+    const cut = this.#ahead?.batch.filter((s) => s.finished && !s.endedOnDevice) ?? [];
+    if (cut.length) {
+      try {
+        await this.#decodeRound(false);
+      } catch (e) {
+        // Its states are not what their sessions say: not kept.
+        this.#ahead = null;
+        for (const s of cut) s.end = { reason: "error", error: e };
+      }
+    }
     const ending = this.#ending.splice(0);
     const toRead = ending.filter((s) =>
       s.slot && s.end!.reason !== "error" && s.req.keepState !== false && !s.captured

@@ -216,6 +216,12 @@ export function renderMetrics(http: HttpMetrics, s: MetricsSnapshot): string {
     gauge("tnl_decode_round_steps", "Steps of the last device decode round.", e.lastSteps);
     gauge("tnl_batch_size", "Size of the last decode batch.", e.lastBatch);
     gauge("tnl_decode_steps_total", "Batched decode steps run.", e.decodeSteps, "counter");
+    gauge(
+      "tnl_decode_rounds_continued_total",
+      "Decode rounds the device continued before the round before was read back.",
+      e.continuedRounds,
+      "counter",
+    );
     gauge("tnl_tokens_per_second", "Generated tokens per second, last seconds.", e.tokensPerSecond);
   }
   if (s.sessions !== undefined) gauge("tnl_sessions", "Sessions in the store.", s.sessions);
