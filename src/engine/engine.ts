@@ -858,7 +858,8 @@ export class Engine {
    * decode the same batch, so nothing waits behind the continuation: no request waiting for a
    * slot or a prefill, every ready sequence in the batch, none new, aborted or past its deadline;
    * no stop strings (their rewind snapshots the state before each round), no logprobs; no kept
-   * state whose budget ends in the continuation (it is read back with its round's tokens).
+   * state whose budget ends in the continuation (it is read back with its round's tokens), no
+   * checkpoint due after this round (its state is read then, and must not hold the continuation).
    */
   #aheadSteps(batch: Seq[], steps: number): number {
     if (!this.#opts.decodeAhead) return 0;
@@ -879,6 +880,10 @@ export class Engine {
     if (ms === undefined) return 0;
     const max = Math.min(this.#opts.stepsPerSync, this.backend.maxSampledSteps ?? 1);
     const k = Math.max(2, Math.min(max, Math.round((this.#opts.roundMs.continued ?? 100) / ms)));
+    const due = (s: Seq) =>
+      s.req.onCheckpoint && (s.req.checkpointEvery ?? 0) > 0 &&
+      s.generated + steps - s.checkpointed >= s.req.checkpointEvery!;
+    if (batch.some(due)) return 0;
     const left = batch.map((s) => s.req.maxTokens - s.generated - steps);
     if (left.every((n) => n <= 0)) return 0;
     if (batch.some((s, i) => s.req.keepState !== false && left[i] > 0 && left[i] <= k)) return 0;

@@ -57,6 +57,17 @@ const REQUESTS: Omit<GenerateRequest, "session">[] = [
   },
 ];
 
+/** A short fingerprint of state layers' bits (FNV-1a over their words). */
+function digest(layers: readonly Float32Array[]): string {
+  let h = 0x811c9dc5;
+  for (const l of layers) {
+    for (const w of new Uint32Array(l.buffer, l.byteOffset, l.length)) {
+      h = Math.imul(h ^ w, 16777619) >>> 0;
+    }
+  }
+  return h.toString(16);
+}
+
 function stateBits(s: Session): Uint32Array[] {
   return s.state.layers.map((l) => new Uint32Array(l.buffer, l.byteOffset, l.length).slice());
 }
@@ -76,14 +87,27 @@ for (const kind of ["webgpu", "worker"] as const) {
           const sessions = REQUESTS.map(() => engine.newSession());
           // The steps-per-round estimate first, so the rounds of the requests below can continue.
           await runRequest(engine, { ...REQUESTS[0], session: engine.newSession() });
+          // Checkpoints read states mid-request: never one the device has continued past.
+          const checkpoints: string[][] = REQUESTS.map(() => []);
           const out = await Promise.all(
-            REQUESTS.map((r, i) => runRequest(engine, { ...r, session: sessions[i] })),
+            REQUESTS.map((r, i) =>
+              runRequest(engine, {
+                ...r,
+                session: sessions[i],
+                checkpointEvery: 7,
+                onCheckpoint: (snap) =>
+                  checkpoints[i].push(
+                    `${snap.tokens?.length} ${snap.state.position} ${digest(snap.state.layers)}`,
+                  ),
+              })
+            ),
           );
           results.push({
             tokens: out.map((o) => o.tokens),
             states: sessions.map(stateBits),
             positions: sessions.map((s) => s.state.position),
             continued: engine.stats().continuedRounds,
+            checkpoints,
           });
           await engine.close();
         }
@@ -92,6 +116,8 @@ for (const kind of ["webgpu", "worker"] as const) {
         assert.ok(ahead.continued >= 5, `${ahead.continued} rounds continued`);
         assert.deepEqual(ahead.tokens, plain.tokens);
         assert.deepEqual(ahead.positions, plain.positions);
+        assert.ok(plain.checkpoints.every((c) => c.length >= 2), JSON.stringify(plain.checkpoints));
+        assert.deepEqual(ahead.checkpoints, plain.checkpoints);
         ahead.states.forEach((s, i) => assert.deepEqual(s, plain.states[i], `session ${i}`));
       } finally {
         await backend.dispose();
