@@ -14,7 +14,7 @@
 // samples nothing: the marker 0xffffffff (-1 as i32) goes to the ring and the row is done; the
 // host fails that request alone (the CPU engine's rule for broken logits).
 // Then: next token written to the row, appended to the ring, position and counters advanced, and
-// the row marked done at end-of-sequence (2) or when its budget is spent (1); later steps skip it.
+// the row marked done at end-of-sequence or when its budget is spent (later steps skip it).
 
 struct Params {
   vocab: u32,
@@ -199,7 +199,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let n = seqs[r + 5u];
       if (n < P.ring) { ring[b * P.ring + n] = 0xffffffffu; }
       seqs[r + 5u] = n + 1u;
-      seqs[r + 9u] = 2u;   // ended (a later call's rollover keeps it done)
+      seqs[r + 9u] = 1u;
     }
     return;
   }
@@ -371,11 +371,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let wi = slot * P.seen_words + token / 32u;
       seen[wi] = seen[wi] | (1u << (token % 32u));
     }
-    // Done: 2 = ended (end-of-sequence), 1 = this call's budget spent (wgsl/rows_rollover.wgsl).
-    if ((flags & 1u) != 0u && token == P.eos) {
-      seqs[r + 9u] = 2u;
-    } else if (n + 1u >= seqs[r + 8u]) {
-      seqs[r + 9u] = 1u;
-    }
+    if (((flags & 1u) != 0u && token == P.eos) || n + 1u >= seqs[r + 8u]) { seqs[r + 9u] = 1u; }
   }
 }

@@ -29,10 +29,7 @@ export const ROW = {
   seedHi: 7,
   /** Most tokens this row may sample in the submission (the sampler stops it after that many). */
   budget: 8,
-  /**
-   * Nonzero once the row stopped; later steps skip it. 1: this call's budget is spent; 2: the row
-   * ended (end-of-sequence, or broken logits), and a continued call keeps it stopped.
-   */
+  /** Nonzero once the row stopped (end-of-sequence sampled or budget spent); later steps skip it. */
   done: 9,
   /** Flags: bit 0 = stop at end-of-sequence, bit 1 = track token counts (penalties). */
   flags: 10,
@@ -44,9 +41,6 @@ export const ROW = {
    */
   left: 12,
 } as const;
-
-/** Values of `ROW.done`. */
-export const ROW_DONE = { running: 0, budgetSpent: 1, ended: 2 } as const;
 
 /** The row's field offsets as WGSL defines (`ROW_OUT_COUNT` = 5, ...). */
 export const ROW_DEFINES: Readonly<Record<string, number>> = Object.freeze(

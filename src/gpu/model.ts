@@ -363,6 +363,8 @@ export class GpuModel {
   rolloverOp(): Promise<Op> {
     return rowsRolloverOp({ m: this, res: this.res }, {
       ring: this.ring,
+      eos: this.config.eosTokenId,
+      ringBuffer: this.ringBuffer,
       rows: this.rows,
       prev: this.rowsAtEnd,
     });

@@ -9,11 +9,10 @@ import assert from "node:assert/strict";
 import type { BackendState, SampledRow } from "../../src/engine/backend.ts";
 import { validateSamplingParams } from "../../src/engine/sampling_params.ts";
 import { TnlError } from "../../src/errors.ts";
-import { WebGpuBackend } from "../../src/gpu/backend.ts";
+import type { WebGpuBackend } from "../../src/gpu/backend.ts";
 import { loadConfig } from "../../src/model/config.ts";
-import { openSafetensors } from "../../src/model/weights/safetensors.ts";
 import { DEFAULT_MODEL_DIR } from "../fixtures.ts";
-import { gpuTest } from "./support.ts";
+import { gpuTest, withDefaultBackend } from "./support.ts";
 
 const config = await loadConfig(DEFAULT_MODEL_DIR + "config.json");
 const V = config.vocabSize;
@@ -89,14 +88,8 @@ async function generate(b: WebGpuBackend, calls: number, steps: number, ahead: b
 
 gpuTest(
   "decodeSampled ahead: continued calls equal the same calls one after another",
-  async (ctx) => {
-    const src = await openSafetensors(DEFAULT_MODEL_DIR + "model.safetensors");
-    const b = await WebGpuBackend.load(src, config, "default", {
-      context: ctx,
-      maxSlots: 8,
-      maxBatch: 4,
-    }).finally(() => src.close());
-    try {
+  (ctx) =>
+    withDefaultBackend(ctx, { maxSlots: 8, maxBatch: 4 }, async (b) => {
       assert.equal(b.decodesAhead, true);
       const plain = await generate(b, 4, 8, false);
       const ahead = await generate(b, 4, 8, true);
@@ -118,22 +111,13 @@ gpuTest(
           )
         );
       });
-    } finally {
-      await b.dispose();
-    }
-  },
+    }),
 );
 
 gpuTest(
   "decodeSampled ahead: a continuation not taken fails loudly when its rows sampled",
-  async (ctx) => {
-    const src = await openSafetensors(DEFAULT_MODEL_DIR + "model.safetensors");
-    const b = await WebGpuBackend.load(src, config, "default", {
-      context: ctx,
-      maxSlots: 8,
-      maxBatch: 4,
-    }).finally(() => src.close());
-    try {
+  (ctx) =>
+    withDefaultBackend(ctx, { maxSlots: 8, maxBatch: 4 }, async (b) => {
       const row = (budget: number): SampledRow => {
         const state = b.allocState();
         return {
@@ -168,8 +152,5 @@ gpuTest(
         () => b.decodeSampled([c], 4),
         (e) => e instanceof TnlError && e.code === "internal" && /left out/.test(e.message),
       );
-    } finally {
-      await b.dispose();
-    }
-  },
+    }),
 );

@@ -6,7 +6,11 @@
  */
 
 import { acquireDevice, type GpuContext } from "../../src/gpu/device.ts";
+import { WebGpuBackend } from "../../src/gpu/backend.ts";
 import { TnlError } from "../../src/errors.ts";
+import { loadConfig } from "../../src/model/config.ts";
+import { openSafetensors } from "../../src/model/weights/safetensors.ts";
+import { DEFAULT_MODEL_DIR } from "../fixtures.ts";
 
 let shared: Promise<GpuContext | null> | null = null;
 
@@ -45,4 +49,23 @@ export function gpuTest(
       await fn(ctx, t);
     },
   });
+}
+
+/**
+ * Run `fn` with a WebGPU backend of the default test model on the shared device, disposed after.
+ */
+export async function withDefaultBackend(
+  ctx: GpuContext,
+  options: { maxSlots: number; maxBatch: number },
+  fn: (b: WebGpuBackend) => Promise<void>,
+): Promise<void> {
+  const config = await loadConfig(DEFAULT_MODEL_DIR + "config.json");
+  const src = await openSafetensors(DEFAULT_MODEL_DIR + "model.safetensors");
+  const b = await WebGpuBackend.load(src, config, "default", { context: ctx, ...options })
+    .finally(() => src.close());
+  try {
+    await fn(b);
+  } finally {
+    await b.dispose();
+  }
 }

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { LAYOUT_DEFINES, ROW_DEFINES } from "../layout.ts";
+import { LAYOUT_DEFINES, ROW_DEFINES, ROW_FLAGS } from "../layout.ts";
 import type { OpTarget } from "./context.ts";
 import { loadKernel, makeOp, type Op } from "./kernel.ts";
 
@@ -12,6 +12,10 @@ import { loadKernel, makeOp, type Op } from "./kernel.ts";
 export interface RowsRolloverSpec {
   /** Ring capacity per row (no call samples more). */
   ring: number;
+  /** End-of-sequence id. */
+  eos: number;
+  /** [rows, ring] the call before's sampled tokens (its last one tells whether a row ended). */
+  ringBuffer: GPUBuffer;
   /** The rows the next call's steps read and update. */
   rows: GPUBuffer;
   /** The rows as the call before left them (copied at the end of its submission). */
@@ -23,11 +27,12 @@ export async function rowsRolloverOp(t: OpTarget, s: RowsRolloverSpec): Promise<
   const k = await loadKernel(t.m.pipelines, "rows_rollover", {
     ...LAYOUT_DEFINES,
     ...ROW_DEFINES,
+    ROW_FLAG_STOP_AT_EOS: ROW_FLAGS.stopAtEos,
   });
   return await makeOp(t.res, k, {
     label: "rows_rollover",
-    buffers: { ctl: t.m.ctl, seqs: s.rows, prev: s.prev },
-    values: () => ({ ring: s.ring }),
+    buffers: { ctl: t.m.ctl, seqs: s.rows, prev: s.prev, ring: s.ringBuffer },
+    values: () => ({ ring: s.ring, eos: s.eos }),
     groups: (n) => [Math.ceil(n / 64), 1, 1],
   });
 }

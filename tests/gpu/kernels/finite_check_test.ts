@@ -8,13 +8,11 @@
 import assert from "node:assert/strict";
 import type { SampledRow } from "../../../src/engine/backend.ts";
 import { validateSamplingParams } from "../../../src/engine/sampling_params.ts";
-import { WebGpuBackend } from "../../../src/gpu/backend.ts";
 import { loadConfig } from "../../../src/model/config.ts";
 import { createState, type ModelState, stateIsFinite } from "../../../src/model/state.ts";
-import { openSafetensors } from "../../../src/model/weights/safetensors.ts";
 import { DEFAULT_MODEL_DIR } from "../../fixtures.ts";
 import { randomF32 } from "../harness.ts";
-import { gpuTest } from "../support.ts";
+import { gpuTest, withDefaultBackend } from "../support.ts";
 
 const config = await loadConfig(DEFAULT_MODEL_DIR + "config.json");
 
@@ -29,14 +27,8 @@ function state(seed: number, bad?: [number, number, number]): ModelState {
 
 gpuTest(
   "gpu: read-back states are marked finite by the GPU's check, values unchanged",
-  async (ctx) => {
-    const src = await openSafetensors(DEFAULT_MODEL_DIR + "model.safetensors");
-    const b = await WebGpuBackend.load(src, config, "default", {
-      context: ctx,
-      maxSlots: 8,
-      maxBatch: 4,
-    }).finally(() => src.close());
-    try {
+  (ctx) =>
+    withDefaultBackend(ctx, { maxSlots: 8, maxBatch: 4 }, async (b) => {
       const L = config.numLayers;
       const lrpe = Math.max(0, config.lrpe.findIndex(Boolean));
       const last = (l: number) => createState(config).layers[l].length - 1;
@@ -79,8 +71,5 @@ gpuTest(
         assert.equal(r.captured?.position, r.state.position);
         assert.equal(stateIsFinite(r.captured!), true);
       }
-    } finally {
-      await b.dispose();
-    }
-  },
+    }),
 );
