@@ -3,7 +3,8 @@
 // becomes the row of the next call: position, pending token and RNG counter carry over; the tokens
 // it sampled come off what it may still sample (left -= outCount) and its ring starts empty.
 // A row that ended stays stopped: its last token is end-of-sequence (when it stops there) or the
-// broken-logits marker, or it sampled nothing in that call. The others may sample min(left, steps of this call) tokens; one with
+// broken-logits marker, or it sampled nothing in that call; so does a row the caller left out of
+// the call that continues (keep = 0: its tokens are discarded). The others may sample min(left, steps of this call) tokens; one with
 // nothing left stays stopped.
 
 struct Params {
@@ -16,6 +17,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> seqs: array<u32>;
 @group(0) @binding(3) var<storage, read> prev: array<u32>;
 @group(0) @binding(4) var<storage, read> ring: array<u32>;            // the call before's tokens
+@group(0) @binding(5) var<storage, read> keep: array<u32>;            // 0: the row is left out
 
 const ROW_WORDS: u32 = {{ROW_WORDS}}u;
 const BROKEN: u32 = 0xffffffffu;
@@ -30,8 +32,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let left = prev[r + {{ROW_LEFT}}u] - n;
   seqs[r + {{ROW_LEFT}}u] = left;
   seqs[r + {{ROW_OUT_COUNT}}u] = 0u;
-  var ended = true;   // it sampled nothing in that call: stopped all along
-  if (n > 0u) {
+  var ended = true;   // it sampled nothing in that call (stopped all along), or is left out
+  if (n > 0u && keep[b] != 0u) {
     let last = ring[b * P.ring + min(n, P.ring) - 1u];
     let at_eos = (prev[r + {{ROW_FLAGS}}u] & {{ROW_FLAG_STOP_AT_EOS}}u) != 0u && last == P.eos;
     ended = last == BROKEN || at_eos;

@@ -47,6 +47,11 @@ export interface SampledRow {
   capture?: boolean;
   /** Output: the state after the call, when `capture` was asked and the backend could. */
   captured?: ModelState;
+  /**
+   * With `ahead`: a free state that the device fills with this row's state as it stands before
+   * the continued steps run (where a stop string found in them rewinds to).
+   */
+  aheadSnapshot?: BackendState;
 }
 
 /** One sequence's tokens for a batched prefill (`prefillMany`). */
@@ -134,10 +139,11 @@ export interface Backend {
    * Whether `decodeSampled` honors `ahead` (> 0): once the call's steps are done on the device,
    * the backend submits `ahead` more steps for the same rows before the call returns (the device
    * works on while the host reads the tokens back and the caller takes them). The caller's next
-   * `decodeSampled` must then have `steps` = `ahead` and the same rows in the same order, less
-   * those that ended in the call before (end-of-sequence, budget, broken logits; the device
-   * stopped them); it gets the continued steps' tokens. Until then no other call may use these
-   * rows' states. Absent: `ahead` is ignored (the next call simply runs its steps).
+   * `decodeSampled` must then have `steps` = `ahead` and the same rows in the same order, or some
+   * of them; it gets the continued steps' tokens. A row left out is discarded: its position does
+   * not count the continued steps, and its state, which holds them unless the device had stopped
+   * the row, is the caller's to restore (`SampledRow.aheadSnapshot`). Until then no other call
+   * may use these rows' states. Absent: `ahead` is ignored (the next call runs its steps).
    */
   readonly decodesAhead?: boolean;
   /**

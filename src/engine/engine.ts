@@ -257,6 +257,9 @@ interface Seq {
   captured: ModelState | null;
   /** It ended in a device round by itself (end-of-sequence, budget, broken logits). */
   endedOnDevice?: boolean;
+  /** It ended at a stop string while its round was continued: its state was restored, the
+   * continued round's tokens are not its own. */
+  rewound?: boolean;
   /** Tokens and text of this round, gathered into one event (device rounds), or null. */
   out: { tokens: number[]; text: string } | null;
 }
@@ -363,8 +366,11 @@ export class Engine {
   #closed = false;
   /** Whether a `decodeSampled` round is in flight. */
   #decoding = false;
-  /** The decode round continued on the device (`decodeAhead`), not taken yet. */
-  #ahead: { batch: Seq[]; steps: number } | null = null;
+  /**
+   * The decode round continued on the device (`decodeAhead`), not taken yet, with the snapshots
+   * of its rows that have stop strings (their states before it, taken on the device).
+   */
+  #ahead: { batch: Seq[]; steps: number; snaps: Map<Seq, BackendState> } | null = null;
   /** Measured ms per device decode step (readback included), by batch-size bucket. */
   readonly #stepMs = new Map<number, number>();
   readonly #resident: ResidentStates;
@@ -588,7 +594,7 @@ export class Engine {
         this.#reap();
       } catch (e) {
         // A backend failure (device lost, ...) fails every running request, never hangs them.
-        this.#ahead = null;
+        this.#dropAhead();
         this.#resident.prune(true);
         for (const s of [...this.#running, ...this.#queue]) this.#end(s, "error", e);
         this.#queue.length = 0;
@@ -801,16 +807,18 @@ export class Engine {
   async #decodeRound(learn: boolean): Promise<[number, number]> {
     if (this.#ahead) {
       // The round continued on the device: its rows, less those the device stopped.
-      const { batch, steps } = this.#ahead;
+      const { batch, steps, snaps } = this.#ahead;
       this.#ahead = null;
-      const rows = batch.filter((s) => !s.endedOnDevice);
+      // Rows the device stopped, or rewound to a stop string (left out: their tokens discarded).
+      const rows = batch.filter((s) => !s.endedOnDevice && !s.rewound);
       if (rows.length) {
         // A batch that lost rows is not continued again: the next round runs without them.
         const next = rows.length === batch.length ? this.#aheadSteps(rows, steps) : 0;
-        await this.#decodeOnDevice(rows, steps, next);
+        await this.#decodeOnDevice(rows, steps, next, snaps);
         for (const seq of rows) await this.#checkpoint(seq);
         return [rows.length, steps];
       }
+      for (const snap of snaps.values()) this.backend.releaseState(snap);
     }
     // Sequences with max_tokens 0 finish once their prompt is consumed.
     for (const s of [...this.#running]) {
@@ -857,7 +865,8 @@ export class Engine {
    * Steps to continue this round by on the device (0: none): only when the next round would
    * decode the same batch, so nothing waits behind the continuation: no request waiting for a
    * slot or a prefill, every ready sequence in the batch, none new, aborted or past its deadline;
-   * no stop strings (their rewind snapshots the state before each round), no logprobs; no kept
+   * a free slot for the snapshot of each row with stop strings (see `#decodeOnDevice`); no
+   * logprobs; no kept
    * state whose budget ends in the continuation (it is read back with its round's tokens), no
    * checkpoint due after this round (its state is read then, and must not hold the continuation).
    */
@@ -870,7 +879,7 @@ export class Engine {
     const now = performance.now();
     if (
       batch.some((s) =>
-        s.generated === 0 || s.stop || s.req.logprobs !== undefined || s.req.signal?.aborted ||
+        s.generated === 0 || s.req.logprobs !== undefined || s.req.signal?.aborted ||
         now > s.deadline
       )
     ) {
@@ -961,12 +970,20 @@ export class Engine {
    * through the same kernels up to the kept token (bit-identical to a run that never overshot).
    * Returns whether any state came back with the tokens, and the steps run (fewer than `steps`
    * when a backend that can end a round early did: `Backend.interruptRound`, a row's end).
-   * `ahead` > 0: the device continues this batch by that many steps (see `#aheadSteps`).
+   * `ahead` > 0: the device continues this batch by that many steps (see `#aheadSteps`), having
+   * copied the states of rows with stop strings into snapshots first; a row that stops at one
+   * here is then rewound at once (the continuation ran on it), and left out of it.
+   * `taken`: this round was continued on the device, and these are its snapshots.
    */
-  async #decodeOnDevice(batch: Seq[], steps: number, ahead = 0): Promise<[boolean, number]> {
+  async #decodeOnDevice(
+    batch: Seq[],
+    steps: number,
+    ahead = 0,
+    taken?: Map<Seq, BackendState>,
+  ): Promise<[boolean, number]> {
     const b = this.backend;
-    const snaps = new Map<Seq, BackendState>();
-    for (const seq of batch) {
+    const snaps = taken ?? new Map<Seq, BackendState>();
+    for (const seq of taken ? [] : batch) {
       if (!seq.stop) continue;
       try {
         const snap = this.#allocSlot();
@@ -980,6 +997,18 @@ export class Engine {
         return [false, 1];
       }
     }
+    const aheadSnaps = new Map<Seq, BackendState>();
+    try {
+      for (const seq of ahead > 0 ? batch : []) {
+        if (seq.stop) aheadSnaps.set(seq, this.#allocSlot());
+      }
+    } catch (e) {
+      if (!(e instanceof TnlError && e.code === "overloaded")) throw e;
+      // No spare slot for the continuation's snapshots: this round is not continued.
+      for (const s of aheadSnaps.values()) b.releaseState(s);
+      aheadSnaps.clear();
+      ahead = 0;
+    }
     try {
       const rngBefore = batch.map((s) => s.rng.counter);
       const pending = batch.map((s) => s.feed[s.fed]);
@@ -992,13 +1021,15 @@ export class Engine {
         stopAtEos: seq.req.stopAtEos !== false,
         penalties: hasPenalties(seq.params),
         capture: seq.req.keepState !== false && seq.req.maxTokens - seq.generated <= steps,
+        aheadSnapshot: aheadSnaps.get(seq),
       }));
       let out: Int32Array[];
       this.#decoding = true;
       try {
         out = await b.decodeSampled!(rows, steps, ahead);
         if (ahead > 0) {
-          this.#ahead = { batch, steps: ahead };
+          this.#ahead = { batch, steps: ahead, snaps: new Map(aheadSnaps) };
+          aheadSnaps.clear();
           this.#stats.continuedRounds++;
         }
       } finally {
@@ -1022,11 +1053,18 @@ export class Engine {
           const stop = this.#accept(seq, toks[j]);
           if (!stop) continue;
           if (stop !== "text") seq.endedOnDevice = true;
+          const continued = stop === "text" && this.#ahead?.batch.includes(seq);
           if (stop === "text" && j < toks.length - 1) {
             // Rewind: the state consumed pending, t_1..t_{n-1}; keep pending, t_1..t_{j}.
             await b.copyState(seq.slot!, snaps.get(seq)!);
             await b.replay!(seq.slot!, Int32Array.of(pending[i], ...toks.subarray(0, j)));
             seq.rng.counter = rngBefore[i] + (seq.params.temperature > 0 ? j + 1 : 0);
+            seq.rewound = continued === true;
+          } else if (continued) {
+            // Stopped at this round's last token, but the device went on: back to the state
+            // before the continuation.
+            await b.copyState(seq.slot!, this.#ahead!.snaps.get(seq)!);
+            seq.rewound = true;
           } else if (rows[i].captured) {
             seq.captured = rows[i].captured!;
           }
@@ -1039,8 +1077,20 @@ export class Engine {
       }
       return [rows.some((r) => r.captured), done];
     } finally {
-      for (const s of snaps.values()) b.releaseState(s);
+      for (const s of [...snaps.values(), ...aheadSnaps.values()]) b.releaseState(s);
     }
+  }
+
+  /** Forget the continued round (the backend failed): give its snapshots back. */
+  #dropAhead(): void {
+    for (const s of this.#ahead?.snaps.values() ?? []) {
+      try {
+        this.backend.releaseState(s);
+      } catch {
+        // The backend is gone (device lost); its slots with it.
+      }
+    }
+    this.#ahead = null;
   }
 
   #count(tokens: number, batch: number, steps = 1): void {
@@ -1129,13 +1179,14 @@ export class Engine {
     if (!this.#ending.length) return;
     // A sequence ended by the host (closing) whose round the device continued: take that round
     // first, so its state and its session hold the same tokens.
-    const cut = this.#ahead?.batch.filter((s) => s.finished && !s.endedOnDevice) ?? [];
+    const cut = this.#ahead?.batch.filter((s) => s.finished && !s.endedOnDevice && !s.rewound) ??
+      [];
     if (cut.length) {
       try {
         await this.#decodeRound(false);
       } catch (e) {
         // Its states are not what their sessions say: not kept.
-        this.#ahead = null;
+        this.#dropAhead();
         for (const s of cut) s.end = { reason: "error", error: e };
       }
     }

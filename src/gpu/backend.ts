@@ -463,17 +463,23 @@ export class WebGpuBackend implements Backend {
       const d = this.#own(dst), s = this.#own(src);
       const m = this.model;
       const enc = m.ctx.device.createCommandEncoder();
-      // A buffer cannot be both source and destination of one copy: go through a scratch buffer.
-      for (let l = 0; l < m.states.length; l++) {
-        const n = m.slotFloats[l] * 4;
-        enc.copyBufferToBuffer(m.states[l], s.slot * n, m.slotScratch, 0, n);
-        enc.copyBufferToBuffer(m.slotScratch, 0, m.states[l], d.slot * n, n);
-      }
+      this.#encodeCopyState(enc, s, d);
       m.ctx.device.queue.submit([enc.finish()]);
       d.position = s.position;
       return Promise.resolve();
     } catch (e) {
       return Promise.reject(e);
+    }
+  }
+
+  /** Encode a copy of `src`'s state (every layer) into `dst`'s slot. */
+  #encodeCopyState(enc: GPUCommandEncoder, src: GpuState, dst: GpuState): void {
+    const m = this.model;
+    // A buffer cannot be both source and destination of one copy: go through a scratch buffer.
+    for (let l = 0; l < m.states.length; l++) {
+      const n = m.slotFloats[l] * 4;
+      enc.copyBufferToBuffer(m.states[l], src.slot * n, m.slotScratch, 0, n);
+      enc.copyBufferToBuffer(m.slotScratch, 0, m.states[l], dst.slot * n, n);
     }
   }
 
@@ -656,6 +662,12 @@ export class WebGpuBackend implements Backend {
     if (new Set(own.map((s) => s.slot)).size !== B) {
       throw new InputError("rows", "the same state appears twice");
     }
+    const snapshots = rows.flatMap((r, b): [GpuState, GpuState][] =>
+      r.aheadSnapshot ? [[own[b], this.#own(r.aheadSnapshot)]] : []
+    );
+    if (snapshots.some(([, s]) => own.includes(s))) {
+      throw new InputError("rows", "a row's ahead snapshot is a row of the call");
+    }
     let call = this.#ahead;
     this.#ahead = null;
     const continued = call !== null && call.steps === steps && isSubsequence(own, call.states);
@@ -691,6 +703,9 @@ export class WebGpuBackend implements Backend {
     if (ahead) {
       try {
         const plan = await m.decodePlan(seqsPerWorkgroup(call.states.length));
+        // Rows left out of this call stay stopped in the next.
+        const keep = Uint32Array.from(call.states, (s) => (own.includes(s) ? 1 : 0));
+        m.ctx.device.queue.writeBuffer(m.rowsKeep, 0, keep);
         this.#ahead = this.#submitSteps(
           call.states,
           ahead,
@@ -699,6 +714,7 @@ export class WebGpuBackend implements Backend {
           this.#rollover,
           [],
           true,
+          snapshots,
         );
       } catch (e) {
         await read.catch(() => {});
@@ -710,17 +726,12 @@ export class WebGpuBackend implements Backend {
     const ring = new Int32Array(bytes, 0, all * m.ring);
     const after = new Uint32Array(bytes, call.ringBytes, all * ROW_WORDS);
     const outCount = (i: number) => after[i * ROW_WORDS + ROW.outCount];
-    for (let i = 0; i < all; i++) call.states[i].position += outCount(i);
-    // Rows of the call the caller left out must be rows the device had stopped.
-    const skipped = call.states.findIndex((s, i) => !own.includes(s) && outCount(i) > 0);
-    if (skipped >= 0) {
-      throw new TnlError(
-        "internal",
-        `decodeSampled: a continued call left out slot ${call.states[skipped].slot}, which sampled`,
-      );
-    }
+    // Rows left out are discarded: their positions do not count the continued steps.
+    const index = own.map((s) => call.states.indexOf(s));
+    index.forEach((i, b) => own[b].position += outCount(i));
+    for (const [row, snap] of snapshots) snap.position = row.position;
     const tokens = rows.map((r, b) => {
-      const i = call.states.indexOf(own[b]);
+      const i = index[b];
       r.rng.counter = after[i * ROW_WORDS + ROW.rngHi] * 4294967296 +
         after[i * ROW_WORDS + ROW.rngLo];
       return ring.slice(i * m.ring, i * m.ring + outCount(i));
@@ -793,6 +804,7 @@ export class WebGpuBackend implements Backend {
     rollover: Op | null,
     captured: GpuState[],
     keepRows: boolean,
+    snapshots: [GpuState, GpuState][] = [],
   ): SampledCall {
     const m = this.model;
     const dev = m.ctx.device;
@@ -807,6 +819,8 @@ export class WebGpuBackend implements Backend {
     // step costs about as much CPU time as the GPU spends on it at batch 1).
     // The first step goes alone, so the GPU starts at once.
     let enc = dev.createCommandEncoder();
+    // Rows' states as they stand before these steps, into their snapshots.
+    for (const [row, snap] of snapshots) this.#encodeCopyState(enc, row, snap);
     for (let s0 = 0; s0 < steps; s0 = s0 === 0 ? 1 : s0 + STEPS_PER_SUBMIT) {
       if (s0 > 0) {
         dev.queue.submit([enc.finish()]);
@@ -837,24 +851,10 @@ export class WebGpuBackend implements Backend {
 
   /**
    * A continued call the caller did not take (its next call had other rows or steps): wait for
-   * it, keep the positions true, and fail if a row sampled there (the caller lost those tokens).
+   * it and discard it, like rows left out of a call that takes one (positions unchanged).
    */
   async #settleAbandoned(call: SampledCall): Promise<void> {
-    const bytes = await this.#read(call.staging, call.total);
-    const after = new Uint32Array(bytes, call.ringBytes, call.states.length * ROW_WORDS);
-    let sampled = 0;
-    call.states.forEach((s, i) => {
-      const n = after[i * ROW_WORDS + ROW.outCount];
-      if (!s.released) s.position += n;
-      sampled += n;
-    });
-    if (sampled > 0) {
-      throw new TnlError(
-        "internal",
-        `decodeSampled: a call continued for ${call.steps} steps was not taken, and its rows ` +
-          `sampled ${sampled} tokens`,
-      );
-    }
+    await this.#read(call.staging, call.total);
   }
 
   /** One token for each of several sequences. */

@@ -80,6 +80,8 @@ export class GpuModel {
   readonly rows: GPUBuffer;
   /** The rows as a sampled decode call left them (copied in its submission; `rolloverOp`). */
   readonly rowsAtEnd: GPUBuffer;
+  /** Per row of a continued call: 0 when the caller left it out (`rolloverOp`), else 1. */
+  readonly rowsKeep: GPUBuffer;
   /** [maxBatch, V] logits. */
   readonly logits: GPUBuffer;
   /** [maxBatch, ring] sampled tokens. */
@@ -137,6 +139,7 @@ export class GpuModel {
     this.ctl = buf("ctl", CTL_WORDS * 4);
     this.rows = buf("rows", B * ROW_WORDS * 4);
     this.rowsAtEnd = buf("rows-at-end", B * ROW_WORDS * 4);
+    this.rowsKeep = buf("rows-keep", B * 4);
     this.logits = buf("logits", B * V * 4);
     this.ringBuffer = buf("ring", B * this.ring * 4);
     this.sampling = buf("sampling", B * SAMPLING_WORDS * 4);
@@ -367,6 +370,7 @@ export class GpuModel {
       ringBuffer: this.ringBuffer,
       rows: this.rows,
       prev: this.rowsAtEnd,
+      keep: this.rowsKeep,
     });
   }
 

@@ -393,7 +393,14 @@ export class WorkerBackend implements Backend {
     ahead: number,
   ): Promise<Int32Array[]> {
     const own = rows.map((r) => this.#own(r.state));
-    const plain = rows.map((r, i) => ({ ...r, state: undefined, id: own[i].id }));
+    const snaps = rows.map((r) => (r.aheadSnapshot ? this.#own(r.aheadSnapshot) : null));
+    const plain = rows.map((r, i) => ({
+      ...r,
+      state: undefined,
+      id: own[i].id,
+      aheadSnapshot: undefined,
+      aheadSnapshotId: snaps[i]?.id,
+    }));
     if (this.#interrupt) Atomics.store(this.#interrupt, 0, 0);
     const out = await this.#call<
       { tokens: Int32Array[]; rng: number[]; captured: (ModelState | null)[] }
@@ -402,6 +409,7 @@ export class WorkerBackend implements Backend {
       own[i].position += out.tokens[i].length;
       r.rng.counter = out.rng[i];
       if (out.captured[i]) r.captured = out.captured[i]!;
+      if (snaps[i] && ahead > 0) snaps[i]!.position = own[i].position;
     });
     return out.tokens;
   }

@@ -170,9 +170,14 @@ async function handle(op: string, args: unknown[]): Promise<[unknown, Transferab
       return [logits, buffersOf([logits])];
     }
     case "decodeSampled": {
-      const rows = (a[0] as (Omit<SampledRow, "state"> & { id: number })[]).map((r) => ({
+      type PlainRow = Omit<SampledRow, "state" | "aheadSnapshot"> & {
+        id: number;
+        aheadSnapshotId?: number;
+      };
+      const rows = (a[0] as PlainRow[]).map((r) => ({
         ...r,
         state: state(r.id),
+        aheadSnapshot: r.aheadSnapshotId === undefined ? undefined : state(r.aheadSnapshotId),
       }));
       const tokens = await optional("decodeSampled")(rows, a[1], a[2] ?? 0);
       const captured = rows.map((r) => (r.captured ? checked([r.captured])[0] : null));

@@ -68,8 +68,9 @@ function digest(layers: readonly Float32Array[]): string {
   return h.toString(16);
 }
 
-function stateBits(s: Session): Uint32Array[] {
-  return s.state.layers.map((l) => new Uint32Array(l.buffer, l.byteOffset, l.length).slice());
+/** A session's state as one fingerprint per layer (small to compare, and to print on failure). */
+function stateBits(s: Session): string[] {
+  return s.state.layers.map((l) => digest([l]));
 }
 
 for (const kind of ["webgpu", "worker"] as const) {
@@ -125,6 +126,56 @@ for (const kind of ["webgpu", "worker"] as const) {
     },
   });
 }
+
+Deno.test({
+  name: "engine (webgpu): stop strings found in continued rounds rewind to the same bits",
+  ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const backend = await makeBackend("webgpu");
+    try {
+      const request = {
+        prompt: tokenizer.encode("KING"),
+        sampling: { temperature: 0.8, seed: 5 },
+        maxTokens: 48,
+      };
+      const plain = engineFor(backend, false);
+      const free = await runRequest(plain, { ...request, session: plain.newSession() });
+      // Stop strings from the text at several places, so some fall on a round's last token.
+      for (const at of [14, 19, 25, 31]) {
+        const stop = [free.text.slice(at, at + 3)];
+        const results = [];
+        for (const decodeAhead of [false, true]) {
+          const engine = engineFor(backend, decodeAhead);
+          await runRequest(engine, { ...REQUESTS[0], session: engine.newSession() });
+          const session = engine.newSession();
+          const r = await runRequest(engine, { ...request, stop, session });
+          results.push({
+            tokens: r.tokens,
+            text: r.text,
+            reason: r.done.finishReason,
+            state: stateBits(session),
+            position: session.state.position,
+            continued: engine.stats().continuedRounds,
+          });
+          await engine.close();
+        }
+        const [p, a] = results;
+        assert.equal(p.reason, "stop", `stop ${JSON.stringify(stop)}`);
+        assert.ok(a.continued > 0, `stop ${JSON.stringify(stop)}: rounds continued`);
+        assert.deepEqual(
+          [a.tokens, a.text, a.reason, a.position],
+          [p.tokens, p.text, p.reason, p.position],
+        );
+        assert.deepEqual(a.state, p.state, `stop ${JSON.stringify(stop)}: state bits`);
+      }
+      await plain.close();
+    } finally {
+      await backend.dispose();
+    }
+  },
+});
 
 Deno.test({
   name: "engine (webgpu): a request cancelled in a continued round keeps a consistent session",

@@ -2,13 +2,13 @@
  * `decodeSampled` with `ahead`: calls continued on the device (submitted before the call before
  * was read back) give the tokens, RNG counters, positions and states of the same calls made one
  * after another, bit for bit: rows that end (budget, end-of-sequence) are left out of the next
- * call, and a continuation the caller does not take fails loudly unless its rows had stopped.
+ * call; rows left out and continuations not taken are discarded; a row's snapshot holds its state
+ * as the continuation found it.
  */
 
 import assert from "node:assert/strict";
 import type { BackendState, SampledRow } from "../../src/engine/backend.ts";
 import { validateSamplingParams } from "../../src/engine/sampling_params.ts";
-import { TnlError } from "../../src/errors.ts";
 import type { WebGpuBackend } from "../../src/gpu/backend.ts";
 import { loadConfig } from "../../src/model/config.ts";
 import { DEFAULT_MODEL_DIR } from "../fixtures.ts";
@@ -115,42 +115,51 @@ gpuTest(
 );
 
 gpuTest(
-  "decodeSampled ahead: a continuation not taken fails loudly when its rows sampled",
+  "decodeSampled ahead: rows left out and continuations not taken are discarded; snapshots",
   (ctx) =>
-    withDefaultBackend(ctx, { maxSlots: 8, maxBatch: 4 }, async (b) => {
-      const row = (budget: number): SampledRow => {
-        const state = b.allocState();
-        return {
-          state,
-          token: 5,
-          budget,
-          sampling: validateSamplingParams({ temperature: 0 }, V),
-          rng: { seed: 1, counter: 0 },
-          stopAtEos: false,
-          penalties: false,
-        };
-      };
-      // Its budget ends in the first call: the continuation samples nothing, so other rows may come.
+    withDefaultBackend(ctx, { maxSlots: 12, maxBatch: 4 }, async (b) => {
+      const row = (budget: number): SampledRow => ({
+        state: b.allocState(),
+        token: 5,
+        budget,
+        sampling: validateSamplingParams({ temperature: 0.7 }, V),
+        rng: { seed: 1, counter: 0 },
+        stopAtEos: false,
+        penalties: false,
+      });
+      // A continuation not taken (other rows, other steps) is discarded: positions unchanged.
       const short = row(3);
       await b.decodeSampled([short], 4, 4);
       const other = row(2);
-      const [t] = await b.decodeSampled([other], 2);
-      assert.equal(t.length, 2);
+      assert.equal((await b.decodeSampled([other], 2))[0].length, 2);
       assert.equal(short.state.position, 3);
-      // Still going: the continuation samples, and a call with other steps is refused.
       const long = row(30);
       await b.decodeSampled([long], 4, 4);
-      await assert.rejects(
-        () => b.decodeSampled([long], 6),
-        (e) => e instanceof TnlError && e.code === "internal" && /not taken/.test(e.message),
-      );
-      assert.equal(long.state.position, 8, "the positions count the continued steps");
-      // A row left out of a continued call must be one the device stopped.
+      assert.equal((await b.decodeSampled([long], 6))[0].length, 6);
+      assert.equal(long.state.position, 10, "4, then 6: the 4 continued steps discarded");
+      // A row left out of a continued call is discarded, and stays stopped when it continues.
       const a = row(30), c = row(30);
       await b.decodeSampled([a, c], 4, 4);
-      await assert.rejects(
-        () => b.decodeSampled([c], 4),
-        (e) => e instanceof TnlError && e.code === "internal" && /left out/.test(e.message),
+      assert.equal((await b.decodeSampled([c], 4, 4))[0].length, 4);
+      const [ta, tc] = await b.decodeSampled([a, c], 4);
+      assert.deepEqual([ta.length, tc.length], [0, 4], "the left-out row sampled nothing more");
+      assert.deepEqual([a.state.position, c.state.position], [4, 12]);
+      // The snapshot holds the row's state after the call, as the continuation found it.
+      const ref = row(30), r = row(30);
+      await b.decodeSampled([ref], 4);
+      const want = await b.readState(ref.state);
+      const snapshot = b.allocState();
+      await b.decodeSampled([{ ...r, aheadSnapshot: snapshot }], 4, 4);
+      assert.equal(snapshot.position, 4);
+      const got = await b.readState(snapshot);
+      got.layers.forEach((l, j) =>
+        assert.deepEqual(
+          new Uint32Array(l.buffer, l.byteOffset, l.length),
+          new Uint32Array(want.layers[j].buffer, want.layers[j].byteOffset, l.length),
+          `layer ${j}`,
+        )
       );
+      assert.equal((await b.decodeSampled([r], 4))[0].length, 4);
+      assert.equal(r.state.position, 8);
     }),
 );

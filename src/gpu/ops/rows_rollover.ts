@@ -20,6 +20,8 @@ export interface RowsRolloverSpec {
   rows: GPUBuffer;
   /** The rows as the call before left them (copied at the end of its submission). */
   prev: GPUBuffer;
+  /** One u32 per row: 0 for a row left out (it stays stopped), else 1. */
+  keep: GPUBuffer;
 }
 
 /** One thread per row: carry each row over, its budget renewed (`ctl[1]` = the call's steps). */
@@ -31,7 +33,7 @@ export async function rowsRolloverOp(t: OpTarget, s: RowsRolloverSpec): Promise<
   });
   return await makeOp(t.res, k, {
     label: "rows_rollover",
-    buffers: { ctl: t.m.ctl, seqs: s.rows, prev: s.prev, ring: s.ringBuffer },
+    buffers: { ctl: t.m.ctl, seqs: s.rows, prev: s.prev, ring: s.ringBuffer, keep: s.keep },
     values: () => ({ ring: s.ring, eos: s.eos }),
     groups: (n) => [Math.ceil(n / 64), 1, 1],
   });
