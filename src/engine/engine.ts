@@ -161,9 +161,10 @@ export interface EngineOptions {
   /**
    * Continue steady decode rounds on the device (default: where the backend can,
    * `Backend.decodesAhead`): when the next round will decode the same batch (no request waiting
-   * for a slot or a prefill, no stop strings, no logprobs, no kept state ending in it), it is
+   * for a slot or a prefill, no logprobs, no kept state ending in it, no checkpoint due), it is
    * submitted before this round's tokens are read back, so the device never waits for the host.
-   * Its length is `roundMs.continued` (default 100 ms): a request that arrives waits for it.
+   * Rows with stop strings get a snapshot on the device first, which a stop rewinds to. Its
+   * length is `roundMs.continued` (default 100 ms): a request that arrives waits for it.
    */
   decodeAhead?: boolean;
   /**
