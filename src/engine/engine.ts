@@ -161,9 +161,10 @@ export interface EngineOptions {
   /**
    * Continue steady decode rounds on the device (default: where the backend can,
    * `Backend.decodesAhead`): when the next round will decode the same batch (no request waiting
-   * for a slot or a prefill, no logprobs, no kept state ending in it, no checkpoint due), it is
-   * submitted before this round's tokens are read back, so the device never waits for the host.
-   * Rows with stop strings get a snapshot on the device first, which a stop rewinds to. Its
+   * for a slot or a prefill, no logprobs, no kept state ending in it), it is submitted before
+   * this round's tokens are read back, so the device never waits for the host. Rows with stop
+   * strings or a checkpoint due get a snapshot on the device first (what a stop rewinds to and
+   * the checkpoint reads). Its
    * length is `roundMs.continued` (default 100 ms): a request that arrives waits for it.
    */
   decodeAhead?: boolean;
@@ -369,7 +370,8 @@ export class Engine {
   #decoding = false;
   /**
    * The decode round continued on the device (`decodeAhead`), not taken yet, with the snapshots
-   * of its rows that have stop strings (their states before it, taken on the device).
+   * of its rows that have stop strings or a checkpoint due (their states before it, taken on the
+   * device).
    */
   #ahead: { batch: Seq[]; steps: number; snaps: Map<Seq, BackendState> } | null = null;
   /** Measured ms per device decode step (readback included), by batch-size bucket. */
@@ -868,8 +870,8 @@ export class Engine {
    * slot or a prefill, every ready sequence in the batch, none new, aborted or past its deadline;
    * a free slot for the snapshot of each row with stop strings (see `#decodeOnDevice`); no
    * logprobs; no kept
-   * state whose budget ends in the continuation (it is read back with its round's tokens), no
-   * checkpoint due after this round (its state is read then, and must not hold the continuation).
+   * state whose budget ends in the continuation (it is read back with its round's tokens). A row
+   * with a checkpoint due after this round gets a snapshot, which the checkpoint reads.
    */
   #aheadSteps(batch: Seq[], steps: number): number {
     if (!this.#opts.decodeAhead) return 0;
@@ -890,10 +892,6 @@ export class Engine {
     if (ms === undefined) return 0;
     const max = Math.min(this.#opts.stepsPerSync, this.backend.maxSampledSteps ?? 1);
     const k = Math.max(2, Math.min(max, Math.round((this.#opts.roundMs.continued ?? 100) / ms)));
-    const due = (s: Seq) =>
-      s.req.onCheckpoint && (s.req.checkpointEvery ?? 0) > 0 &&
-      s.generated + steps - s.checkpointed >= s.req.checkpointEvery!;
-    if (batch.some(due)) return 0;
     const left = batch.map((s) => s.req.maxTokens - s.generated - steps);
     if (left.every((n) => n <= 0)) return 0;
     if (batch.some((s, i) => s.req.keepState !== false && left[i] > 0 && left[i] <= k)) return 0;
@@ -972,8 +970,9 @@ export class Engine {
    * Returns whether any state came back with the tokens, and the steps run (fewer than `steps`
    * when a backend that can end a round early did: `Backend.interruptRound`, a row's end).
    * `ahead` > 0: the device continues this batch by that many steps (see `#aheadSteps`), having
-   * copied the states of rows with stop strings into snapshots first; a row that stops at one
-   * here is then rewound at once (the continuation ran on it), and left out of it.
+   * copied the states of rows with stop strings or a checkpoint due into snapshots first; a row
+   * that stops at a string here is then rewound at once (the continuation ran on it), and left
+   * out of it.
    * `taken`: this round was continued on the device, and these are its snapshots.
    */
   async #decodeOnDevice(
@@ -1001,7 +1000,7 @@ export class Engine {
     const aheadSnaps = new Map<Seq, BackendState>();
     try {
       for (const seq of ahead > 0 ? batch : []) {
-        if (seq.stop) aheadSnaps.set(seq, this.#allocSlot());
+        if (seq.stop || this.#checkpointDue(seq, steps)) aheadSnaps.set(seq, this.#allocSlot());
       }
     } catch (e) {
       if (!(e instanceof TnlError && e.code === "overloaded")) throw e;
@@ -1082,6 +1081,12 @@ export class Engine {
     }
   }
 
+  /** Whether `seq` takes a checkpoint after a round of up to `steps` tokens (see `#checkpoint`). */
+  #checkpointDue(seq: Seq, steps: number): boolean {
+    const every = seq.req.checkpointEvery ?? 0;
+    return !!seq.req.onCheckpoint && every > 0 && seq.generated + steps - seq.checkpointed >= every;
+  }
+
   /** Forget the continued round (the backend failed): give its snapshots back. */
   #dropAhead(): void {
     for (const s of this.#ahead?.snaps.values() ?? []) {
@@ -1142,7 +1147,8 @@ export class Engine {
     if (!cb || !(every > 0) || seq.finished || !seq.slot) return;
     if (seq.generated - seq.checkpointed < every || seq.fed !== 0 || seq.feed.length !== 1) return;
     seq.checkpointed = seq.generated;
-    const state = await this.backend.readState(seq.slot);
+    // With the round continued on the device, its snapshot holds the state after this round.
+    const state = await this.backend.readState(this.#ahead?.snaps.get(seq) ?? seq.slot);
     if (!finiteState(state)) return; // never checkpoint a broken state; the end reports it
     const snap: SessionSnapshot = {
       ...seq.session.toSnapshot(),

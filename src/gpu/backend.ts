@@ -639,7 +639,8 @@ export class WebGpuBackend implements Backend {
    * > 0, once this call's steps are done on the device, `ahead` more steps are submitted for the
    * same rows before this call's tokens are read (they run while the host reads them and while
    * the caller takes them): the next call with these rows (the same states in the same order, or
-   * those of them still going) and `steps` = `ahead` takes them instead of submitting.
+   * some of them: the others are discarded, see `Backend.decodesAhead`) and `steps` = `ahead`
+   * takes them instead of submitting.
    */
   async decodeSampled(
     rows: readonly SampledRow[],
