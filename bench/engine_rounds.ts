@@ -41,23 +41,15 @@ if (!dir) {
   await writeShapeModel(dir, args.shape ?? "385m");
 }
 const rounds: RoundInfo[] = [];
+const [busy, steady, continued] = (args["round-ms"] ?? "").split(",").map(Number);
+const roundMs = args["round-ms"] ? { busy, steady, ...(continued ? { continued } : {}) } : null;
 const model = await loadModel(dir, {
   backend: args.backend as "webgpu" | "cpu",
   ...(args.worker ? { worker: true } : {}),
   engine: {
     onRound: (r) => rounds.push(r),
     decodeAhead: !args["no-ahead"],
-    ...(args["round-ms"]
-      ? {
-        roundMs: {
-          busy: Number(args["round-ms"].split(",")[0]),
-          steady: Number(args["round-ms"].split(",")[1]),
-          ...(args["round-ms"].split(",")[2]
-            ? { continued: Number(args["round-ms"].split(",")[2]) }
-            : {}),
-        },
-      }
-      : {}),
+    ...(roundMs ? { roundMs } : {}),
   },
 });
 const engine = model.engine();

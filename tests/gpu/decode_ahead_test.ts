@@ -12,6 +12,7 @@ import { validateSamplingParams } from "../../src/engine/sampling_params.ts";
 import type { WebGpuBackend } from "../../src/gpu/backend.ts";
 import { loadConfig } from "../../src/model/config.ts";
 import { DEFAULT_MODEL_DIR } from "../fixtures.ts";
+import { sameStates } from "./harness.ts";
 import { gpuTest, withDefaultBackend } from "./support.ts";
 
 const config = await loadConfig(DEFAULT_MODEL_DIR + "config.json");
@@ -97,20 +98,7 @@ gpuTest(
       assert.equal(plain.tokens[3][0], config.eosTokenId);
       assert.deepEqual(ahead.tokens, plain.tokens);
       assert.deepEqual(ahead.rng, plain.rng);
-      ahead.states.forEach((s, i) => {
-        assert.equal(s.position, plain.states[i].position, `row ${i} position`);
-        s.layers.forEach((l, j) =>
-          assert.deepEqual(
-            new Uint32Array(l.buffer, l.byteOffset, l.length),
-            new Uint32Array(
-              plain.states[i].layers[j].buffer,
-              plain.states[i].layers[j].byteOffset,
-              l.length,
-            ),
-            `row ${i} layer ${j}`,
-          )
-        );
-      });
+      sameStates(ahead.states, plain.states);
     }),
 );
 
@@ -151,14 +139,7 @@ gpuTest(
       const snapshot = b.allocState();
       await b.decodeSampled([{ ...r, aheadSnapshot: snapshot }], 4, 4);
       assert.equal(snapshot.position, 4);
-      const got = await b.readState(snapshot);
-      got.layers.forEach((l, j) =>
-        assert.deepEqual(
-          new Uint32Array(l.buffer, l.byteOffset, l.length),
-          new Uint32Array(want.layers[j].buffer, want.layers[j].byteOffset, l.length),
-          `layer ${j}`,
-        )
-      );
+      sameStates([await b.readState(snapshot)], [want]);
       assert.equal((await b.decodeSampled([r], 4))[0].length, 4);
       assert.equal(r.state.position, 8);
     }),
