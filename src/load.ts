@@ -199,9 +199,13 @@ async function loadWebGpu(
   if (options.worker === false || gpu.context || gpu.onTensor) {
     return { backend: await WebGpuBackend.load(source, config, dir, { ...gpu, quantize }) };
   }
-  const { maxBatch, maxSlots, ring, maxBindingBytes, prefillChunk } = gpu;
+  const { maxBatch, maxSlots, ring, maxBindingBytes, prefillChunk, readback } = gpu;
   const backend = await WorkerBackend.load(
-    { dir, quantize, options: { maxBatch, maxSlots, ring, maxBindingBytes, prefillChunk } },
+    {
+      dir,
+      quantize,
+      options: { maxBatch, maxSlots, ring, maxBindingBytes, prefillChunk, readback },
+    },
     config,
     options.onLoad,
   );

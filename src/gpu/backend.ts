@@ -1,6 +1,7 @@
 /**
  * The WebGPU backend behind the `Backend` interface: resident states are slots of the GPU state
- * pool; prefill and decode run the WGSL kernels; results come back through mapped staging buffers.
+ * pool; prefill and decode run the WGSL kernels; results come back through staging buffers, small
+ * ones through an `OffscreenCanvas` (no map timer: `readback.ts`), the rest mapped.
  * Work is encoded and submitted synchronously per operation, so concurrent callers never see each
  * other's inputs; a device loss fails every call with a clear error.
  * @module
@@ -33,6 +34,7 @@ import { seqsPerWorkgroup } from "./matvec_tiling.ts";
 import { GpuModel, type GpuModelOptions } from "./model.ts";
 import { GpuPrefill, type GpuPrefillOptions } from "./prefill.ts";
 import { StagingPool } from "./staging.ts";
+import { CanvasReadback } from "./readback.ts";
 import { FiniteCheck } from "./finite_check.ts";
 
 /** Decode steps encoded per queue submission inside one `decodeSampled` call. */
@@ -96,6 +98,12 @@ export interface WebGpuBackendOptions extends GpuModelOptions, DeviceOptions, Gp
    * the binding limit).
    */
   prefillChunk?: number;
+  /**
+   * How results come back: "auto" (default) reads small ones (at most 256 KiB: sampled tokens,
+   * one row of logits) through an `OffscreenCanvas` where the runtime passes its round-trip check,
+   * which spares Deno's 10 ms map timer, and maps the rest; "map" maps every readback.
+   */
+  readback?: "auto" | "map";
 }
 
 /** The WebGPU implementation of `Backend`. */
@@ -119,8 +127,15 @@ export class WebGpuBackend implements Backend {
 
   /** The prefill machinery. */
   readonly prefiller: GpuPrefill;
+  /** How small results come back: "canvas" (`CanvasReadback`) or "map" (every read mapped). */
+  readonly readback: "canvas" | "map";
 
-  private constructor(model: GpuModel, prefiller: GpuPrefill, finite: FiniteCheck) {
+  private constructor(
+    model: GpuModel,
+    prefiller: GpuPrefill,
+    finite: FiniteCheck,
+    reader: CanvasReadback | null,
+  ) {
     this.#finite = finite;
     this.model = model;
     this.prefiller = prefiller;
@@ -128,7 +143,8 @@ export class WebGpuBackend implements Backend {
     this.device = model.ctx.info.description;
     this.maxBatch = model.maxBatch;
     this.#free = Array.from({ length: model.maxSlots }, (_, i) => model.maxSlots - 1 - i);
-    this.#stagingPool = new StagingPool(model.ctx.device);
+    this.#stagingPool = new StagingPool(model.ctx.device, reader);
+    this.readback = reader ? "canvas" : "map";
   }
 
   /** Acquire a device (unless given), upload the weights and build the backend. */
@@ -145,6 +161,7 @@ export class WebGpuBackend implements Backend {
     ctx.device.pushErrorScope("validation");
     let prefiller: GpuPrefill | null = null;
     let finite: FiniteCheck | null = null;
+    let reader: CanvasReadback | null = null;
     let failure: unknown = null;
     try {
       prefiller = await GpuPrefill.create(model, options.prefillChunk, options);
@@ -154,6 +171,15 @@ export class WebGpuBackend implements Backend {
       await Promise.all([...tiles].map((t) => model.decodePlan(t)));
       await model.samplePlan();
       finite = await FiniteCheck.create(model, model.maxSlots);
+      if (
+        options.readback !== undefined && options.readback !== "auto" && options.readback !== "map"
+      ) {
+        throw new InputError(
+          "readback",
+          `"auto" or "map", not ${JSON.stringify(options.readback)}`,
+        );
+      }
+      if (options.readback !== "map") reader = await CanvasReadback.create(ctx.device);
     } catch (e) {
       failure = e;
     }
@@ -164,7 +190,7 @@ export class WebGpuBackend implements Backend {
       if (failure) throw failure;
       throw new TnlError("backend_unavailable", `WebGPU setup failed validation: ${err?.message}`);
     }
-    const backend = new WebGpuBackend(model, prefiller, finite);
+    const backend = new WebGpuBackend(model, prefiller, finite, reader);
     await backend.#warmUp();
     return backend;
   }
@@ -220,20 +246,26 @@ export class WebGpuBackend implements Backend {
   }
 
   /**
-   * Map a staging buffer, let `use` copy what it needs out of the mapped bytes, give the buffer back
-   * to the pool (destroyed instead when the read failed).
+   * Read a staging buffer (through the canvas reader or mapped, as the pool made it), let `use`
+   * copy what it needs out of the bytes, give the buffer back to the pool (destroyed instead when
+   * the read failed). Either way the calling thread waits for the device to finish what was
+   * submitted; only the map then waits for Deno's 10 ms timer.
    */
   async #readWith<T>(
     staging: GPUBuffer,
     bytes: number,
-    use: (mapped: ArrayBuffer) => T,
+    use: (data: ArrayBuffer) => T,
   ): Promise<T> {
     let ok = false;
+    const lost = this.model.ctx.lostPromise.then((e) => Promise.reject(e));
     try {
-      await Promise.race([
-        staging.mapAsync(GPUMapMode.READ, 0, bytes),
-        this.model.ctx.lostPromise.then((e) => Promise.reject(e)),
-      ]);
+      const pool = this.#stagingPool;
+      if (pool.readsThroughCanvas(staging)) {
+        const out = use(await Promise.race([pool.reader!.read(staging, bytes), lost]));
+        ok = true;
+        return out;
+      }
+      await Promise.race([staging.mapAsync(GPUMapMode.READ, 0, bytes), lost]);
       const out = use(staging.getMappedRange(0, bytes));
       staging.unmap();
       ok = true;
@@ -637,8 +669,8 @@ export class WebGpuBackend implements Backend {
   /**
    * Several decode steps per row with sampling on the GPU; one readback at the end. With `ahead`
    * > 0, once this call's steps are done on the device, `ahead` more steps are submitted for the
-   * same rows before this call's tokens are read (they run while the host reads them and while
-   * the caller takes them): the next call with these rows (the same states in the same order, or
+   * same rows before this call's tokens are returned (they run while a mapped read waits for
+   * Deno's timer and while the caller takes them): the next call with these rows (the same states in the same order, or
    * some of them: the others are discarded, see `Backend.decodesAhead`) and `steps` = `ahead`
    * takes them instead of submitting.
    */
@@ -694,8 +726,9 @@ export class WebGpuBackend implements Backend {
       this.#rollover ??= await m.rolloverOp();
       this.#check();
     }
-    // The map blocks this thread until the device is idle, then waits about 10 ms more in Deno
-    // (ext/webgpu's map loop): the continuation is submitted in that wait, so the device works on.
+    // The read blocks this thread until the device is idle (a map then waits about 10 ms more in
+    // Deno: ext/webgpu's map loop); the continuation is submitted right after, so the device works
+    // on while the host takes these tokens.
     let hostStates: ModelState[] = [];
     const read = this.#readWith(call.staging, call.total, (mapped) => {
       hostStates = this.#hostStates(mapped, call.stateAt, call.captured.map(() => 0));

@@ -22,13 +22,14 @@ export interface WorkerLoadSpec {
    * (`HostSampling.decodeSampled`) after its current step, and clears it before each round.
    */
   interrupt?: SharedArrayBuffer;
-  /** WebGPU options that are plain data (batch, slots, ring, limits). */
+  /** WebGPU options that are plain data (batch, slots, ring, limits, readback). */
   options: {
     maxBatch?: number;
     maxSlots?: number;
     ring?: number;
     maxBindingBytes?: number;
     prefillChunk?: number;
+    readback?: "auto" | "map";
   };
 }
 

@@ -56,7 +56,7 @@ export function gpuTest(
  */
 export async function withDefaultBackend(
   ctx: GpuContext,
-  options: { maxSlots: number; maxBatch: number },
+  options: { maxSlots: number; maxBatch: number; readback?: "auto" | "map" },
   fn: (b: WebGpuBackend) => Promise<void>,
 ): Promise<void> {
   const config = await loadConfig(DEFAULT_MODEL_DIR + "config.json");
