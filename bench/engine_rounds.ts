@@ -11,6 +11,7 @@
  *     [--no-ahead (no decode round continued on the device: `EngineOptions.decodeAhead` off)]
  *     [--worker (the CPU backend in a worker, as the server runs it)]
  *     [--kept (each client continues its own session, its state kept: no store, no codec)]
+ *     [--readback auto|map (WebGPU: small readbacks through a canvas, or every one mapped)]
  * @module
  */
 
@@ -31,6 +32,7 @@ const args = parseArgs(Deno.args, {
     "show",
     "show-last",
     "round-ms",
+    "readback",
   ],
   boolean: ["worker", "kept", "no-ahead"],
   default: { streams: "1,8,64", seconds: "8", tokens: "256", backend: "webgpu" },
@@ -46,6 +48,7 @@ const roundMs = args["round-ms"] ? { busy, steady, ...(continued ? { continued }
 const model = await loadModel(dir, {
   backend: args.backend as "webgpu" | "cpu",
   ...(args.worker ? { worker: true } : {}),
+  ...(args.readback ? { webgpu: { readback: args.readback as "auto" | "map" } } : {}),
   engine: {
     onRound: (r) => rounds.push(r),
     decodeAhead: !args["no-ahead"],

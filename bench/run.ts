@@ -7,7 +7,7 @@
  * `-gl` (Mesa calls its Vulkan and GL adapters both "llvmpipe").
  *
  *   deno run -A bench/run.ts [--suite default|gpu] [--shapes 385M,1B,7B] [--weights bf16,int8]
- *                            [--quick] [--merge]
+ *                            [--quick] [--merge] [--readback auto|map]
  *   deno run -A bench/run.ts --suite cpu [--baseline BEFORE.jsonl] [--quick] [--repeat 3]
  *                            [--runs NOW.jsonl]
  *   deno run -A bench/run.ts --merge-from OTHER.json [--shapes 7B]
@@ -23,6 +23,8 @@
  * `--merge` keeps the runs of other shapes (and weight types) already in the adapter's report;
  * `--merge-from` takes the runs (of the given shapes) of a report written elsewhere (another
  * command on the same adapter) into this one and redraws the table and plots without measuring.
+ * `--readback map` (gpu suite) maps every readback instead of reading small ones through a canvas
+ * (`WebGpuBackendOptions.readback`): the before of that change, in the same run's conditions.
  * @module
  */
 
@@ -503,9 +505,11 @@ async function gpuSuite(
   weights: string[],
   quick: boolean,
   merge: boolean,
+  readback: "auto" | "map",
 ): Promise<void> {
   const ctx = await acquireDevice();
   const runs: RunRecord[] = [];
+  const readbacks = new Set<string>();
   for (const [shape, dtype] of shapes.flatMap((s) => weights.map((w) => [s, w] as const))) {
     const quantize = dtype === "int8" ? "int8" : "none";
     const config = shapeConfig(shape);
@@ -530,8 +534,10 @@ async function gpuSuite(
         maxBatch: 64,
         maxSlots: big ? 20 : 72,
         quantize,
+        readback,
       })
     );
+    readbacks.add(gpu.readback);
     runs.push(await runModel(shape, gpu, config, dtype, ms, plan));
     await gpu.dispose();
   }
@@ -540,6 +546,7 @@ async function gpuSuite(
     deno: Deno.version.deno,
     features: ctx.info.features,
     shapes: Object.fromEntries(shapes.map((s) => [s, RELEASED_SHAPES[s]])),
+    readback: [...readbacks].join(","),
   }, merge);
 }
 
@@ -657,7 +664,7 @@ async function cpuSuite(
 
 if (import.meta.main) {
   const args = parseArgs(Deno.args, {
-    string: ["suite", "shapes", "weights", "merge-from", "baseline", "repeat", "runs"],
+    string: ["suite", "shapes", "weights", "merge-from", "baseline", "repeat", "runs", "readback"],
     boolean: ["quick", "webgpu-only", "merge"],
   });
   const suite = args.suite ?? "default";
@@ -677,11 +684,16 @@ if (import.meta.main) {
     const weights = String(args.weights ?? "bf16,int8").split(",");
     const bad = weights.filter((w) => w !== "bf16" && w !== "int8");
     if (bad.length) throw new Error(`--weights: expected bf16 and/or int8, got ${bad.join(",")}`);
+    const readback = args.readback ?? "auto";
+    if (readback !== "auto" && readback !== "map") {
+      throw new Error(`--readback: expected auto or map, got ${readback}`);
+    }
     await gpuSuite(
       String(args.shapes ?? "385M,1B,7B").split(","),
       weights,
       Boolean(args.quick),
       Boolean(args.merge),
+      readback,
     );
   } else {
     await defaultSuite({ quick: Boolean(args.quick), webgpuOnly: Boolean(args["webgpu-only"]) });
