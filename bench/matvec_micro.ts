@@ -4,6 +4,8 @@
  * several tilings and batch sizes. Prints JSON lines.
  *
  *   deno run -A bench/matvec_micro.ts [--shapes 4096x1024,2816x1024g --layouts 1,64,64:8:4:16]
+ *     [--cold (each dispatch reads its weights from another of several copies spanning 1 GiB, so
+ *      none finds its matrix in the L2 cache, as no layer of a model does)]
  * @module
  */
 
@@ -14,7 +16,10 @@ import { GEMM_TILES, gemmGroups, gemmTileDefines } from "../src/gpu/gemm_tiling.
 import { PipelineCache } from "../src/gpu/shaders.ts";
 import { timePasses } from "../src/gpu/timing.ts";
 
-const args = parseArgs(Deno.args, { string: ["shapes", "layouts"], boolean: ["no-gemm"] });
+const args = parseArgs(Deno.args, {
+  string: ["shapes", "layouts"],
+  boolean: ["no-gemm", "cold"],
+});
 const ctx = await acquireDevice();
 const dev = ctx.device;
 const cache = PipelineCache.for(dev);
@@ -33,17 +38,32 @@ async function time(
   entries: [number, GPUBuffer][],
   groups: [number, number],
   reps = 200,
+  cold?: { binding: number; bytes: number },
 ): Promise<number> {
-  const bg = dev.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: entries.map(([binding, buffer]) => ({ binding, resource: { buffer } })),
-  });
+  // With `cold`, one bind group per copy of the weights: binding `cold.binding` at offsets a
+  // multiple of 256 bytes apart through the whole buffer.
+  const stride = cold ? Math.ceil(cold.bytes / 256) * 256 : 0;
+  const copies = cold
+    ? Math.max(1, Math.floor(entries.find(([b]) => b === cold.binding)![1].size / stride))
+    : 1;
+  const bgs = Array.from({ length: copies }, (_, k) =>
+    dev.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: entries.map(([binding, buffer]) => ({
+        binding,
+        resource: cold && binding === cold.binding
+          ? { buffer, offset: k * stride, size: cold.bytes }
+          : { buffer },
+      })),
+    }));
   let best = Infinity;
   for (let round = 0; round < 3; round++) {
     const [ns] = await timePasses(dev, 1, (pass) => {
       pass.setPipeline(pipeline);
-      pass.setBindGroup(0, bg);
-      for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(groups[0], groups[1]);
+      for (let i = 0; i < reps; i++) {
+        if (i < copies || copies > 1) pass.setBindGroup(0, bgs[i % copies]);
+        pass.dispatchWorkgroups(groups[0], groups[1]);
+      }
     });
     best = Math.min(best, ns / 1000 / reps);
   }
@@ -104,7 +124,8 @@ if (args.shapes) {
 const maxElems = Math.max(...shapes.map(([r, c]) => r * c));
 const maxCols = Math.max(...shapes.map(([, c]) => c));
 const maxRows = Math.max(...shapes.map(([r]) => r));
-const W = buf(maxElems * 2), W2 = buf(maxElems * 2);
+const coldBytes = args.cold ? Math.min(1 << 30, dev.limits.maxBufferSize) : 0;
+const W = buf(Math.max(maxElems * 2, coldBytes)), W2 = buf(Math.max(maxElems * 2, coldBytes));
 const X = buf(64 * maxCols * 4), Y = buf(64 * maxRows * 4);
 // Plain read: each thread reads vec4<u32> strided, sums, writes one value per workgroup.
 {
@@ -163,6 +184,7 @@ for (const [rows, cols, list] of shapes) {
       entries,
       [Math.ceil(rows / t.rowsPerWorkgroup), Math.ceil(B / t.nb)],
       100,
+      args.cold ? { binding: 5, bytes: rows * cols * 2 } : undefined,
     );
     out.push({
       kernel: glu ? "matvec-glu" : "matvec",
@@ -171,6 +193,7 @@ for (const [rows, cols, list] of shapes) {
       ...t,
       batch: B,
       flags,
+      cold: Boolean(args.cold),
       us,
       gbps: (rows * cols * 2 * (glu ? 2 : 1)) / us / 1e3,
     });
