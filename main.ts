@@ -54,6 +54,8 @@ Model options:
                        (default: the embedded tnl-shakespeare-6m)
   --backend B          auto (default) | cpu | webgpu
   --quantize Q         none (default) | int8: matrices as int8 with per-row scales
+  --readback R         auto (default): small WebGPU readbacks through a canvas, without Deno's
+                       10 ms map timer | map: every readback mapped
 
 generate:
   --prompt TEXT        the prompt (required)
@@ -87,7 +89,7 @@ serve:
 /** The address served by default: this machine only, as llama.cpp's server. */
 const DEFAULT_HOST = "127.0.0.1";
 
-const MODEL_FLAGS = ["model", "backend", "quantize", "max-queue", "max-batch"];
+const MODEL_FLAGS = ["model", "backend", "quantize", "max-queue", "max-batch", "readback"];
 /** The flags each command accepts (`--help` with either). */
 const FLAGS: Record<string, { string: string[]; boolean: string[] }> = {
   serve: {
@@ -194,12 +196,18 @@ export async function loadWithProgress(
     console.error(`--quantize: expected ${WEIGHT_QUANTIZATIONS.join(" or ")}, got ${quantize}`);
     Deno.exit(2);
   }
+  const readback = String(args.readback ?? "auto");
+  if (readback !== "auto" && readback !== "map") {
+    console.error(`--readback: expected auto or map, got ${readback}`);
+    Deno.exit(2);
+  }
   let why = "";
   const model = await loadModel(source, {
     backend,
     worker,
     onBackendChoice: ({ reason }) => (why = reason),
     quantize,
+    webgpu: { readback },
     onProgress: consoleProgress(),
     onLoad: ({ done, total }) => {
       if (tty) Deno.stderr.writeSync(enc.encode(`\rloading weights ${done}/${total}`));

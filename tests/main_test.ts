@@ -63,6 +63,21 @@ Deno.test("main: --state-encoding takes the valid names and refuses others befor
   assert.ok(!/loaded|listening/.test(err));
 });
 
+Deno.test("main: --readback takes auto or map and refuses others before loading", async () => {
+  const ok = parseCommandLine(["generate", "--prompt", "x", "--readback", "map"]);
+  assert.ok(!("error" in ok) && ok.args.readback === "map");
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", "serve", "--readback", "canvas"],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 2);
+  const err = new TextDecoder().decode(out.stderr);
+  assert.match(err, /^--readback: expected auto or map, got canvas/);
+  assert.ok(!/loaded|listening/.test(err));
+});
+
 /** Lines Deno itself prints for `deno task` (the command) and on a first run (downloads). */
 const DENO_LINE = /^(Task start |Download https:\/\/)/;
 /** Our lines: the load line with the backend choice and the listening line. */
