@@ -154,6 +154,9 @@ export class WebGpuBackend implements Backend {
     label: string,
     options: WebGpuBackendOptions = {},
   ): Promise<WebGpuBackend> {
+    if (![undefined, "auto", "map"].includes(options.readback)) {
+      throw new InputError("readback", `"auto" or "map", not ${JSON.stringify(options.readback)}`);
+    }
     const ctx = options.context ?? await acquireDevice(options);
     const model = await GpuModel.create(ctx, config, source, label, options);
     // Build the prefill and the common decode plans now (the first request does not pay for it),
@@ -171,14 +174,6 @@ export class WebGpuBackend implements Backend {
       await Promise.all([...tiles].map((t) => model.decodePlan(t)));
       await model.samplePlan();
       finite = await FiniteCheck.create(model, model.maxSlots);
-      if (
-        options.readback !== undefined && options.readback !== "auto" && options.readback !== "map"
-      ) {
-        throw new InputError(
-          "readback",
-          `"auto" or "map", not ${JSON.stringify(options.readback)}`,
-        );
-      }
       if (options.readback !== "map") reader = await CanvasReadback.create(ctx.device);
     } catch (e) {
       failure = e;
@@ -670,9 +665,9 @@ export class WebGpuBackend implements Backend {
    * Several decode steps per row with sampling on the GPU; one readback at the end. With `ahead`
    * > 0, once this call's steps are done on the device, `ahead` more steps are submitted for the
    * same rows before this call's tokens are returned (they run while a mapped read waits for
-   * Deno's timer and while the caller takes them): the next call with these rows (the same states in the same order, or
-   * some of them: the others are discarded, see `Backend.decodesAhead`) and `steps` = `ahead`
-   * takes them instead of submitting.
+   * Deno's timer and while the caller takes them): the next call with these rows (the same states
+   * in the same order, or some of them: the others are discarded, see `Backend.decodesAhead`) and
+   * `steps` = `ahead` takes them instead of submitting.
    */
   async decodeSampled(
     rows: readonly SampledRow[],

@@ -10,11 +10,17 @@
  * @module
  */
 
-/** Texels per row of the readback canvases (rgba8: 4,096 bytes, a multiple of 256 as buffer-texture copies need). */
+/**
+ * Texels per row of the readback canvases (rgba8: 4,096 bytes, a multiple of the 256 that
+ * buffer-texture copies need).
+ */
 const TEXELS_PER_ROW = 1024;
 /** Bytes per texel row. */
 export const READBACK_ROW_BYTES = TEXELS_PER_ROW * 4;
-/** Default largest read: the host's BMP encoding and byte shuffle grow with the size, the map's 10 ms do not. */
+/**
+ * Default largest read: the host's BMP encoding and byte shuffle grow with the size, the map's
+ * 10 ms do not.
+ */
 const DEFAULT_MAX_BYTES = 256 * 1024;
 
 /** A canvas of one height and its configured context. */
@@ -67,7 +73,7 @@ export class CanvasReadback {
       // Every byte value in every channel, over more than one row and a partial last row.
       const bytes = Math.min(reader.maxBytes, READBACK_ROW_BYTES + 1028);
       const pattern = new Uint8Array(bytes);
-      for (let i = 0; i < bytes; i++) pattern[i] = (i * 7 + (i >> 10)) & 255;
+      for (let i = 0; i < bytes; i++) pattern[i] = ((i >> 2) + 37 * (i & 3)) & 255;
       src = device.createBuffer({
         size: reader.stagingSize(bytes),
         usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,

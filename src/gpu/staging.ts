@@ -9,7 +9,10 @@
 
 import type { CanvasReadback } from "./readback.ts";
 
-/** Reusable readback buffers of one device: `MAP_READ | COPY_DST`, or `COPY_SRC | COPY_DST` for the canvas. */
+/**
+ * Reusable readback buffers of one device: `MAP_READ | COPY_DST`, or `COPY_SRC | COPY_DST` for
+ * the canvas.
+ */
 export class StagingPool {
   readonly #device: GPUDevice;
   readonly #keepBytes: number;

@@ -1,7 +1,8 @@
 /**
  * `CanvasReadback`: bytes read through an `OffscreenCanvas` equal the buffer's, at every size up to
  * its limit; the BMP it takes them from is parsed whichever way its rows and channels are stored,
- * and anything else is rejected by name; the backend's results are the same bits read either way.
+ * and anything else is rejected by name; the backend's results are the same bits read either way,
+ * and it refuses a readback option it does not know.
  */
 
 import assert from "node:assert/strict";
@@ -155,6 +156,20 @@ async function results(
     for (const s of states) b.releaseState(s);
   }
 }
+
+gpuTest("a readback option other than auto or map is refused at load", async (ctx) => {
+  let opened = false;
+  await assert.rejects(
+    () =>
+      withDefaultBackend(
+        ctx,
+        { maxSlots: 1, maxBatch: 1, readback: "canvas" as "map" },
+        () => Promise.resolve(void (opened = true)),
+      ),
+    /readback.*"auto" or "map", not "canvas"/,
+  );
+  assert.equal(opened, false);
+});
 
 gpuTest(
   "the backend's results are the same bits read through the canvas or mapped",
