@@ -365,7 +365,8 @@ export class GpuPrefill {
   /**
    * Run `tokens` (at most `capacity`) of the sequence in `slot`, starting at `pos0`. Logits:
    * "last" → [V], "all" → [T, V], "none" → empty. The slot's state is advanced on the GPU. The
-   * logits come back through a mappable buffer from `take` (default: a new one), read by `read`.
+   * logits come back through a staging buffer from `take` (default: a new mappable one), read by
+   * `read`.
    */
   async run(
     slot: number,
