@@ -149,7 +149,8 @@ export interface EngineOptions {
   recurrentPrefill?: number;
   /**
    * Most decode steps per device submission when the backend samples on the device (default 128):
-   * the host reads results back once per round (each readback costs ~10 ms in Deno).
+   * the host reads results back once per round (a mapped readback costs ~10 ms in Deno, one
+   * through the WebGPU backend's canvas well under 1).
    */
   stepsPerSync?: number;
   /**
@@ -170,8 +171,10 @@ export interface EngineOptions {
   decodeAhead?: boolean;
   /**
    * Fixed cost of a device round, in ms, left out of the measured step time (default 15 on device
-   * backends, measured on the H200: Deno's `mapAsync` polls the device every 10 ms, plus the worker
-   * round trip; 1 on the CPU, the worker round trip alone).
+   * backends, measured on the H200 with mapped reads: Deno's `mapAsync` polls the device every 10
+   * ms, plus the worker round trip; 1 on the CPU, the worker round trip alone). The same constant
+   * is taken off when a step is learned and added back when a round's steps are chosen, so rounds
+   * still come out near `roundMs` where the real cost is lower (reads through the canvas).
    */
   readbackMs?: number;
   /**
