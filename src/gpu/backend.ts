@@ -235,40 +235,17 @@ export class WebGpuBackend implements Backend {
     return s;
   }
 
-  /** Map a staging buffer and return a copy of its bytes, failing on device loss. */
+  /** Read a staging buffer and return a copy of its bytes, failing on device loss. */
   #read(staging: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
     return this.#readWith(staging, bytes, (mapped) => mapped.slice(0));
   }
 
-  /**
-   * Read a staging buffer (through the canvas reader or mapped, as the pool made it), let `use`
-   * copy what it needs out of the bytes, give the buffer back to the pool (destroyed instead when
-   * the read failed). Either way the calling thread waits for the device to finish what was
-   * submitted; only the map then waits for Deno's 10 ms timer.
-   */
-  async #readWith<T>(
-    staging: GPUBuffer,
-    bytes: number,
-    use: (data: ArrayBuffer) => T,
-  ): Promise<T> {
-    let ok = false;
-    const lost = this.model.ctx.lostPromise.then((e) => Promise.reject(e));
-    try {
-      const pool = this.#stagingPool;
-      if (pool.readsThroughCanvas(staging)) {
-        const out = use(await Promise.race([pool.reader!.read(staging, bytes), lost]));
-        ok = true;
-        return out;
-      }
-      await Promise.race([staging.mapAsync(GPUMapMode.READ, 0, bytes), lost]);
-      const out = use(staging.getMappedRange(0, bytes));
-      staging.unmap();
-      ok = true;
-      return out;
-    } finally {
-      if (ok && !this.#disposed) this.#stagingPool.give(staging);
-      else staging.destroy();
-    }
+  /** Read a staging buffer through the pool (`StagingPool.read`), failing on device loss. */
+  #readWith<T>(staging: GPUBuffer, bytes: number, use: (data: ArrayBuffer) => T): Promise<T> {
+    const lost = this.model.ctx.lostPromise.then((e): never => {
+      throw e;
+    });
+    return this.#stagingPool.read(staging, bytes, use, lost);
   }
 
   #staging(bytes: number): GPUBuffer {

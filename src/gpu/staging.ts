@@ -19,7 +19,8 @@ export class StagingPool {
   readonly #free: GPUBuffer[] = [];
   #freeBytes = 0;
   /** The canvas reader for reads it can take, if this runtime has one. */
-  readonly reader: CanvasReadback | null;
+  readonly #reader: CanvasReadback | null;
+  #destroyed = false;
 
   /**
    * A pool for `device` that keeps at most `keepBytes` of free buffers (default 1 GiB); reads of
@@ -27,13 +28,40 @@ export class StagingPool {
    */
   constructor(device: GPUDevice, reader: CanvasReadback | null = null, keepBytes = 1 << 30) {
     this.#device = device;
-    this.reader = reader;
+    this.#reader = reader;
     this.#keepBytes = keepBytes;
   }
 
-  /** Whether `buffer` (from `take`) is read through `reader` rather than mapped. */
-  readsThroughCanvas(buffer: GPUBuffer): boolean {
-    return !(buffer.usage & GPUBufferUsage.MAP_READ);
+  /**
+   * Read the first `bytes` of `buffer` (from `take`; the work that fills it already submitted) as
+   * the pool made it: through the canvas reader, or mapped. `use` copies what it needs out of the
+   * bytes (valid only during the call); the buffer then comes back to the pool, or is destroyed
+   * when the read failed or `abort` (device loss) rejected first. Either way the calling thread
+   * waits for the device to finish what was submitted; only the map then waits for Deno's 10 ms
+   * timer.
+   */
+  async read<T>(
+    buffer: GPUBuffer,
+    bytes: number,
+    use: (data: ArrayBuffer) => T,
+    abort: Promise<never>,
+  ): Promise<T> {
+    let ok = false;
+    try {
+      let out: T;
+      if (buffer.usage & GPUBufferUsage.MAP_READ) {
+        await Promise.race([buffer.mapAsync(GPUMapMode.READ, 0, bytes), abort]);
+        out = use(buffer.getMappedRange(0, bytes));
+        buffer.unmap();
+      } else {
+        out = use(await Promise.race([this.#reader!.read(buffer, bytes), abort]));
+      }
+      ok = true;
+      return out;
+    } finally {
+      if (ok) this.give(buffer);
+      else buffer.destroy();
+    }
   }
 
   /**
@@ -41,11 +69,11 @@ export class StagingPool {
    * (rounded up to 4, or to `reader`'s rows), mappable unless `reader` takes the read.
    */
   take(bytes: number): GPUBuffer {
-    const canvas = this.reader !== null && bytes <= this.reader.maxBytes;
+    const canvas = this.#reader !== null && bytes <= this.#reader.maxBytes;
     const usage = canvas
       ? GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST
       : GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
-    const size = canvas ? this.reader!.stagingSize(bytes) : Math.max(4, Math.ceil(bytes / 4) * 4);
+    const size = canvas ? this.#reader!.stagingSize(bytes) : Math.max(4, Math.ceil(bytes / 4) * 4);
     let best = -1;
     for (let i = 0; i < this.#free.length; i++) {
       const b = this.#free[i];
@@ -64,8 +92,12 @@ export class StagingPool {
     return this.#device.createBuffer({ size, usage });
   }
 
-  /** Give a buffer back (unmapped): kept for reuse while the pool is under its limit. */
+  /**
+   * Give a buffer back: kept for reuse while the pool is under its limit (destroyed once the pool
+   * is).
+   */
   give(buffer: GPUBuffer): void {
+    if (this.#destroyed) return buffer.destroy();
     if (buffer.mapState !== "unmapped") buffer.unmap();
     this.#free.push(buffer);
     this.#freeBytes += buffer.size;
@@ -79,7 +111,8 @@ export class StagingPool {
 
   /** Destroy every free buffer and the reader's canvases. */
   destroy(): void {
-    this.reader?.destroy();
+    this.#destroyed = true;
+    this.#reader?.destroy();
     for (const b of this.#free) b.destroy();
     this.#free.length = 0;
     this.#freeBytes = 0;
