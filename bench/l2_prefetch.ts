@@ -144,7 +144,10 @@ for (const { rows, cols, glu } of shapes) {
   const offBg = Array.from({ length: copies }, (_, k) => busyGroups(k, pOff));
   const wgs = Math.ceil(rows / t.rowsPerWorkgroup);
 
-  async function run(what: "pair" | "busy" | "matvec" | "hot", prefetch: boolean): Promise<number> {
+  const run = async (
+    what: "pair" | "busy" | "matvec" | "hot",
+    prefetch: boolean,
+  ): Promise<number> => {
     let best = Infinity;
     for (let round = 0; round < 3; round++) {
       const [ns] = await timePasses(dev, 1, (pass) => {
@@ -165,7 +168,7 @@ for (const { rows, cols, glu } of shapes) {
       best = Math.min(best, ns / 1000 / reps);
     }
     return best;
-  }
+  };
   const r = {
     rows,
     cols,
