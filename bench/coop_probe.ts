@@ -3,6 +3,9 @@
  * `adapter.features` does not list it; WGSL `enable wgpu_cooperative_matrix;`). Asks for the
  * feature, multiplies f16 matrices with f32 accumulation in 16 × 16 tiles (one subgroup per tile
  * group), checks the product against the CPU, and times a prefill-sized product. Prints JSON lines.
+ * In Deno 2.9.6 no adapter grants the feature (Deno creates devices with wgpu's experimental
+ * features off: refused on an H100, not offered by lavapipe), so the product and its timing have
+ * not run anywhere yet; the probe records the refusal.
  *
  *   deno run -A bench/coop_probe.ts [--m 2048 --n 4096 --k 1024]
  * @module
