@@ -18,15 +18,14 @@
 
 import { acquireDevice } from "../src/gpu/device.ts";
 import { timePasses } from "../src/gpu/timing.ts";
+import { microBuffers } from "./micro_gpu.ts";
 
 const ctx = await acquireDevice();
 const dev = ctx.device;
 if (!dev.features.has("timestamp-query")) throw new Error("needs timestamp-query");
 const MAX_SPIN = 20000;
 
-function buf(bytes: number, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST): GPUBuffer {
-  return dev.createBuffer({ size: Math.max(16, Math.ceil(bytes / 16) * 16), usage });
-}
+const { buf } = microBuffers(dev);
 
 async function pipe(code: string): Promise<GPUComputePipeline> {
   const module = dev.createShaderModule({ code });

@@ -13,7 +13,7 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import { acquireDevice } from "../src/gpu/device.ts";
-import { matvecTiling, matvecTilingDefines } from "../src/gpu/matvec_tiling.ts";
+import { microBuffers, microMatvec } from "./micro_gpu.ts";
 import { PipelineCache } from "../src/gpu/shaders.ts";
 import { timePasses } from "../src/gpu/timing.ts";
 
@@ -30,14 +30,7 @@ const dev = ctx.device;
 const cache = PipelineCache.for(dev);
 const SPIN = Number(args.spin), PF_GROUPS = Number(args["prefetch-groups"]);
 
-function buf(bytes: number, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST): GPUBuffer {
-  return dev.createBuffer({ size: Math.ceil(bytes / 16) * 16, usage });
-}
-function uni(words: number[]): GPUBuffer {
-  const b = buf(Math.max(16, words.length * 4), GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
-  dev.queue.writeBuffer(b, 0, new Uint32Array(words));
-  return b;
-}
+const { buf, uni } = microBuffers(dev);
 
 // Workgroups below 32 run a chain of SPIN dependent FMAs (the busy kernel); the others, when
 // P.prefetch is set, read one word per 32 bytes of w0 and w1 (grid-stride), xor-ing them so the
@@ -89,31 +82,12 @@ for (const { rows, cols, glu } of shapes) {
   const bytes = rows * cols * 2;
   const stride = Math.ceil(bytes / 256) * 256;
   const copies = Math.floor(SPAN / stride);
-  const t = matvecTiling(
+  const { tiling: t, pipeline: mv, params, ctl, groups } = await microMatvec(ctx, cache, {
     rows,
     cols,
-    1,
-    false,
+    batch: 1,
     glu,
-    dev.limits.maxComputeWorkgroupStorageSize,
-    undefined,
-    ctx.info.subgroupSize,
-  );
-  const mv = await cache.get("matvec", {
-    ...matvecTilingDefines(t, cols),
-    VEC8: true,
-    X4: true,
-    W_DTYPE: "bf16",
-    W2_DTYPE: glu ? "bf16" : "",
-    GLU: glu,
-    GATE: false,
-    RMS_SCALE: true,
-    OUT_ADD: false,
-    BIAS: false,
   });
-  const params = uni([rows, cols, 0, cols, 0, cols, 0, rows, 0, 0, 0, 0]);
-  const ctl = buf(16);
-  dev.queue.writeBuffer(ctl, 0, new Uint32Array([1, 0, 0, 0]));
   const range = (b: GPUBuffer, k: number) => ({ buffer: b, offset: k * stride, size: bytes });
   const mvGroups = (k: number) =>
     dev.createBindGroup({
@@ -142,7 +116,6 @@ for (const { rows, cols, glu } of shapes) {
   const mvBg = Array.from({ length: copies }, (_, k) => mvGroups(k));
   const onBg = Array.from({ length: copies }, (_, k) => busyGroups(k, pOn));
   const offBg = Array.from({ length: copies }, (_, k) => busyGroups(k, pOff));
-  const wgs = Math.ceil(rows / t.rowsPerWorkgroup);
 
   const run = async (
     what: "pair" | "busy" | "matvec" | "hot",
@@ -161,7 +134,7 @@ for (const { rows, cols, glu } of shapes) {
           if (what !== "busy") {
             pass.setPipeline(mv);
             pass.setBindGroup(0, mvBg[k]);
-            pass.dispatchWorkgroups(wgs);
+            pass.dispatchWorkgroups(...groups);
           }
         }
       });

@@ -11,7 +11,7 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import { acquireDevice } from "../src/gpu/device.ts";
-import { matvecTiling, matvecTilingDefines } from "../src/gpu/matvec_tiling.ts";
+import { microBuffers, microMatvec } from "./micro_gpu.ts";
 import { GEMM_TILES, gemmGroups, gemmTileDefines } from "../src/gpu/gemm_tiling.ts";
 import { PipelineCache } from "../src/gpu/shaders.ts";
 import { timePasses } from "../src/gpu/timing.ts";
@@ -24,14 +24,7 @@ const ctx = await acquireDevice();
 const dev = ctx.device;
 const cache = PipelineCache.for(dev);
 
-function buf(bytes: number, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST): GPUBuffer {
-  return dev.createBuffer({ size: Math.ceil(bytes / 16) * 16, usage });
-}
-function uni(words: number[]): GPUBuffer {
-  const b = buf(Math.max(16, words.length * 4), GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
-  dev.queue.writeBuffer(b, 0, new Uint32Array(words));
-  return b;
-}
+const { buf, uni } = microBuffers(dev);
 
 async function time(
   pipeline: GPUComputePipeline,
@@ -150,39 +143,23 @@ const X = buf(64 * maxCols * 4), Y = buf(64 * maxRows * 4);
 
 for (const [rows, cols, list] of shapes) {
   for (const [B, glu, shape, flags = ""] of list) {
-    const t = matvecTiling(
+    const mv = await microMatvec(ctx, cache, {
       rows,
       cols,
-      B,
-      false,
+      batch: B,
       glu,
-      dev.limits.maxComputeWorkgroupStorageSize,
+      gate: flags.includes("g"),
       shape,
-      flags.includes("s") ? 0 : ctx.info.subgroupSize,
-    );
-    const defines = {
-      ...matvecTilingDefines(t, cols),
-      VEC8: true,
-      X4: true,
-      W_DTYPE: "bf16",
-      W2_DTYPE: glu ? "bf16" : "",
-      GLU: glu,
-      GATE: flags.includes("g"),
-      RMS_SCALE: true,
-      OUT_ADD: false,
-      BIAS: false,
-    };
-    const p = await cache.get("matvec", defines);
-    const params = uni([rows, cols, 0, cols, 0, cols, 0, rows, 0, 0, 0, 0]);
-    const ctl = buf(16);
-    dev.queue.writeBuffer(ctl, 0, new Uint32Array([B, 0, 0, 0]));
-    const entries: [number, GPUBuffer][] = [[0, params], [1, ctl], [2, X], [4, Y], [5, W]];
+      subgroups: !flags.includes("s"),
+    });
+    const t = mv.tiling;
+    const entries: [number, GPUBuffer][] = [[0, mv.params], [1, mv.ctl], [2, X], [4, Y], [5, W]];
     if (glu) entries.push([6, W2]);
     if (flags.includes("g")) entries.push([3, X]);
     const us = await time(
-      p,
+      mv.pipeline,
       entries,
-      [Math.ceil(rows / t.rowsPerWorkgroup), Math.ceil(B / t.nb)],
+      mv.groups,
       100,
       args.cold ? { binding: 5, bytes: rows * cols * 2 } : undefined,
     );
