@@ -34,7 +34,8 @@ const { buf, uni } = microBuffers(dev);
 
 // Workgroups below 32 run a chain of SPIN dependent FMAs (the busy kernel); the others, when
 // P.prefetch is set, read one word per 32 bytes of w0 and w1 (grid-stride), xor-ing them so the
-// loads stay.
+// loads stay. A single matrix is bound as both (its second pass finds it in L2), as in the runs of
+// bench/results/b1_experiments_nvidia-h100_2026-12-05/.
 const busyCode = `
 struct Params { spin: u32, prefetch: u32, magic: u32, pad: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
